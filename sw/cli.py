@@ -1,0 +1,47 @@
+"""The ``sparsegate`` command line: one entry point, one subcommand per feature.
+
+Each subcommand lives in the module that owns the feature and exposes ``configure(parser)`` (arguments,
+no heavy imports) and ``run(args) -> int``. Expected failures raise :class:`CliError` (or a ValueError
+subclass from the data/checkpoint layers) and are printed as one clear line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("sparsegate.sw.train_command", "train a model on a dataset and write a checkpoint"),
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsegate", description=(
+        "Prune, quantize and run PyTorch networks on a zero-skipping sparse engine for Lattice ECP5."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.configure(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (CliError, ValueError, OSError) as err:
+        print(f"sparsegate {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsegate {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
