@@ -13,6 +13,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("sparsegate.sw.train_command", "train a model on a dataset and write a checkpoint"),
+    "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
 }
 
 

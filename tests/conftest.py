@@ -1,0 +1,24 @@
+"""Shared fixtures: the embedded dataset and a quickly trained LeNet-5, built once per test session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsegate.sw.data import mnist_embedded
+from sparsegate.sw.models import build_model
+from sparsegate.sw.train import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    """(train, test) of the embedded 4,000/1,000 MNIST split."""
+    return mnist_embedded(seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_lenet5(mnist5k):
+    """A LeNet-5 trained for 3 epochs (~97% on the held-out digits); copy it before changing it."""
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    train(model, mnist5k[0], TrainConfig(epochs=3, seed=0, progress=False))
+    return model.eval()
