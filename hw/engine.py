@@ -1,0 +1,153 @@
+"""The sparse convolution engine: sequencer, weight decoder, banked activation buffer, MAC lanes and the
+fused output stage, with an input memory holding ``n_samples`` images, all initialised from one
+:class:`~sparsegate.hw.engine_program.EngineProgram` (docs/engine.md).
+
+Host interface: set ``sample``, pulse ``start``; ``done`` rises when the last layer's outputs are written
+(``busy`` meanwhile). Performance counters, per-layer output signatures and the last layer's outputs are
+read through ``dbg_sel`` -> ``dbg_data`` (combinational; register map :func:`dbg_map`).
+
+Stream chain (``lib.stream`` valid/ready everywhere)::
+
+    sequencer.cmd -> weight_decoder -> act_buffer (read) -> mac_array -> output_stage -> act_buffer (write)
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .act_buffer import ActBuffer
+from .engine_layouts import SIG_ROT, EngineGeometry
+from .mac_array import MacArray
+from .output_stage import OutputStage
+from .sequencer import Sequencer
+from .weight_decoder import WeightDecoder
+
+__all__ = ["SparseEngine", "dbg_map", "LAYER_COUNTERS", "TOTAL_COUNTERS"]
+
+TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
+LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
+
+
+def dbg_map(g: EngineGeometry) -> dict:
+    """Debug register index of every readable value: ``total.<name>``, ``layer<i>.<name>``, ``result<k>``."""
+    names = [f"total.{n}" for n in TOTAL_COUNTERS]
+    for i in range(g.n_layers):
+        names += [f"layer{i}.{n}" for n in LAYER_COUNTERS]
+    names += [f"result{k}" for k in range(g.n_results)]
+    return {n: i for i, n in enumerate(names)}
+
+
+class SparseEngine(wiring.Component):
+    def __init__(self, program):
+        self.program = program
+        self.g = g = program.geometry
+        self.dbg_names = dbg_map(g)
+        super().__init__({
+            "start": In(1),
+            "sample": In(16),
+            "done": Out(1),
+            "busy": Out(1),
+            "dbg_sel": In(8),
+            "dbg_data": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, prog = self.g, self.program
+        nb, aw = g.banks, g.act_aw
+
+        m.submodules.seq = seq = Sequencer(g, prog.desc_words, prog.chan_words)
+        m.submodules.wdec = wdec = WeightDecoder(g, prog.weight_words)
+        m.submodules.abuf = abuf = ActBuffer(g)
+        m.submodules.mac = mac = MacArray(g)
+        m.submodules.ostage = ostage = OutputStage(g, prog.param_words)
+        m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
+                                            init=prog.input_words)
+        in_rd = inmem.read_port()
+
+        wiring.connect(m, seq.cmd, wdec.i)
+        wiring.connect(m, wdec.o, abuf.i)
+        wiring.connect(m, abuf.o, mac.i)
+        wiring.connect(m, mac.o, ostage.i)
+        m.d.comb += [wdec.cfg.eq(seq.cfg), abuf.cfg.eq(seq.cfg), ostage.cfg.eq(seq.cfg),
+                     ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
+                     self.done.eq(seq.done), self.busy.eq(seq.busy)]
+        m.d.comb += seq.pipe_idle.eq(~(wdec.busy | abuf.busy | mac.busy | ostage.busy))
+
+        # input load: sequencer address -> input memory -> all banks of half 0
+        load_v = Signal()
+        load_i = Signal(aw)
+        m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index)]
+        m.d.comb += in_rd.addr.eq(seq.load_addr)
+        wr = abuf.wr.payload
+        ow = ostage.o.payload
+        m.d.comb += ostage.o.ready.eq(1)
+        with m.If(load_v):
+            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i), wr.mask.eq((1 << nb) - 1)]
+            for b in range(nb):
+                m.d.comb += wr.data[b].eq(in_rd.data[8 * b:8 * b + 8])
+        with m.Else():
+            m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
+            for b in range(nb):
+                m.d.comb += [wr.data[b].eq(ow.data), wr.mask[b].eq(ow.bcast | (ow.bank == b))]
+
+        # ---- counters, signatures, results
+        n_layers = g.n_layers
+        totals = {n: Signal(32, name=f"total_{n}") for n in TOTAL_COUNTERS}
+        per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
+        results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
+
+        active = Signal(range(g.lanes + 1))
+        mi = mac.i.payload
+        lane_bits = [(mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes)]
+        m.d.comb += active.eq(sum(lane_bits[1:], lane_bits[0]) if g.lanes > 1 else lane_bits[0])
+        mac_fire = mac.i.valid & mac.i.ready
+
+        with m.If(self.start & ~seq.busy):
+            for sig in totals.values():
+                m.d.sync += sig.eq(0)
+            for counters in per_layer:
+                for sig in counters.values():
+                    m.d.sync += sig.eq(0)
+        with m.Elif(seq.busy):
+            m.d.sync += totals["cycles"].eq(totals["cycles"] + 1)
+            with m.If(seq.load_en):
+                m.d.sync += totals["load_cycles"].eq(totals["load_cycles"] + 1)
+            with m.If(seq.stall):
+                m.d.sync += totals["stalls"].eq(totals["stalls"] + 1)
+            with m.If(seq.cmd.valid & seq.cmd.ready):
+                m.d.sync += totals["issued"].eq(totals["issued"] + 1)
+            with m.If(mac_fire):
+                m.d.sync += totals["active"].eq(totals["active"] + active)
+            for i, c in enumerate(per_layer):
+                with m.If(seq.layer == i):
+                    with m.If(seq.in_layer):
+                        m.d.sync += c["cycles"].eq(c["cycles"] + 1)
+                    with m.If(seq.stall):
+                        m.d.sync += c["stalls"].eq(c["stalls"] + 1)
+                    with m.If(seq.cmd.valid & seq.cmd.ready):
+                        m.d.sync += c["issued"].eq(c["issued"] + 1)
+                    with m.If(mac_fire):
+                        m.d.sync += c["active"].eq(c["active"] + active)
+                    with m.If(ostage.o.valid):
+                        word = Cat(ow.data, Mux(ow.bcast, 0xFF, ow.bank), ow.addr[:aw])
+                        sig = c["signature"]
+                        m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
+        last = Signal()
+        m.d.comb += last.eq(seq.layer == n_layers - 1)
+        lg_res = (g.n_results - 1).bit_length()
+        with m.If(ostage.o.valid & last & (ow.addr[:aw] < g.n_results)):
+            with m.Switch(ow.addr[:lg_res]):
+                for k in range(g.n_results):
+                    with m.Case(k):
+                        m.d.sync += results[k].eq(ow.data)
+
+        regs = [totals[n] for n in TOTAL_COUNTERS]
+        for c in per_layer:
+            regs += [c[n] for n in LAYER_COUNTERS]
+        regs += results
+        m.d.comb += self.dbg_data.eq(Array(regs)[self.dbg_sel])
+        return m
+

@@ -1,0 +1,190 @@
+"""Shared geometry and stream/memory layouts of the sparse convolution engine (docs/engine.md).
+
+:class:`EngineGeometry` fixes every width of one engine instance (lane count, memory depths); the
+layout functions give the ``lib.data`` layouts of the streams between the blocks and of the words in the
+descriptor, channel-table and parameter memories, and :func:`pack` turns a dict into the integer a
+memory init or a simulator port takes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Shape, signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["EngineGeometry", "desc_layout", "chan_layout", "param_layout", "tile_layout", "cmd_layout",
+           "elem_layout", "mac_in_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
+           "unpack", "ACC_BITS", "SIG_ROT"]
+
+ACC_BITS = 32          # accumulator width (golden.ACC_BITS)
+SIG_ROT = 3            # per-layer output signature: sig = rotl(sig, SIG_ROT) ^ word
+DIM_BITS = 10          # feature-map heights / widths up to 1023
+COUNT_BITS = 16        # nonzeros per output channel / FC round length
+TILE_BITS = 16         # output channels / FC rounds per layer
+
+
+def _bits(n: int) -> int:
+    """Bits of an unsigned field holding 0 .. n-1 (at least 1)."""
+    return max(1, (int(n) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class EngineGeometry:
+    """Sizes of one engine instance. ``lanes`` is a power of two; everything else comes from the program."""
+
+    lanes: int = 16
+    slot_bits: int = 19          # one weight element: int8 value above the packed (cin, ky, kx) index
+    weight_depth: int = 1024     # wide weight words (lanes slots each)
+    act_depth: int = 1024        # words per bank per half (power of two); two halves = ping and pong
+    chan_depth: int = 256        # channel/round table entries
+    param_depth: int = 256       # output parameter entries (bias, mult, shift, dest)
+    n_layers: int = 4
+    input_depth: int = 32        # wide input words per sample (layer 0's input in the banked layout)
+    n_samples: int = 1
+    pool_width: int = 16         # row register of the fused 2x2 max-pool (pooled outputs per row)
+    n_results: int = 16          # last-layer outputs captured for the host
+
+    def __post_init__(self):
+        p = self.lanes
+        if not isinstance(p, int) or p < 1 or p & (p - 1) or p > 64:
+            raise ValueError(f"lanes must be a power of two in 1..64, got {p!r}")
+        if self.act_depth & (self.act_depth - 1):
+            raise ValueError(f"act_depth must be a power of two, got {self.act_depth}")
+
+    @property
+    def banks(self) -> int:
+        return 2 * self.lanes
+
+    @property
+    def lg_lanes(self) -> int:
+        return (self.lanes - 1).bit_length()
+
+    @property
+    def lg_banks(self) -> int:
+        return self.lg_lanes + 1
+
+    @property
+    def act_aw(self) -> int:
+        """Address bits inside one half of a bank."""
+        return max(1, (self.act_depth - 1).bit_length())
+
+    @property
+    def waddr_bits(self) -> int:
+        return _bits(self.weight_depth)
+
+    @property
+    def nvalid_bits(self) -> int:
+        return self.lanes.bit_length()
+
+    @property
+    def index_bits_max(self) -> int:
+        return self.slot_bits - 8
+
+    @property
+    def n_dbg(self) -> int:
+        from .engine import dbg_map  # noqa: PLC0415 (one definition of the register map)
+        return len(dbg_map(self))
+
+
+def desc_layout(g: EngineGeometry) -> data.StructLayout:
+    """One layer descriptor (the sequencer's descriptor memory)."""
+    return data.StructLayout({
+        "fc": 1, "stride2": 1, "pad": 3, "relu": 1, "pool": 1, "out_repl": 1, "last": 1,
+        "in_half": 1, "out_half": 1,
+        "in_h": DIM_BITS, "in_w": DIM_BITS, "in_hb": 4, "in_wb": 4,
+        "ib": 5, "kyb": 3, "kxb": 3,
+        "n_outer": TILE_BITS,           # conv: output channels; fc: rounds of `lanes` neurons
+        "ho": DIM_BITS, "wo": DIM_BITS,  # conv output rows/columns walked (even when pooling)
+        "out_hb": 4, "out_wb": 4,
+        "chan_base": _bits(g.chan_depth), "prm_base": _bits(g.param_depth),
+        "n_out": TILE_BITS,             # fc: output neurons (masks the last round)
+    })
+
+
+def chan_layout(g: EngineGeometry) -> data.StructLayout:
+    """Per conv output channel / FC round: nonzero count (round length) and where its elements start."""
+    return data.StructLayout({"count": COUNT_BITS, "start": g.waddr_bits + g.lg_lanes})
+
+
+def param_layout(g: EngineGeometry) -> data.StructLayout:
+    """Per output channel (conv) or output slot (fc): bias, requant, and the neuron index it writes."""
+    return data.StructLayout({"bias": signed(32), "mult": unsigned(16), "shift": unsigned(6),
+                              "dest": unsigned(TILE_BITS)})
+
+
+def tile_layout(g: EngineGeometry) -> data.StructLayout:
+    """Context of one pass (P output pixels of one row, or P neurons): travels with its elements."""
+    return data.StructLayout({"tile": TILE_BITS, "oy": DIM_BITS, "x0": DIM_BITS,
+                              "nvalid": g.nvalid_bits})
+
+
+def cmd_layout(g: EngineGeometry) -> data.StructLayout:
+    """Sequencer -> weight decoder: fetch one wide weight word (conv: one slot of it)."""
+    return data.StructLayout({"waddr": g.waddr_bits, "slot": max(1, g.lg_lanes), "zero": 1, "first": 1,
+                              "last": 1, "ctx": tile_layout(g)})
+
+
+def elem_layout(g: EngineGeometry) -> data.StructLayout:
+    """Weight decoder -> activation buffer: decoded element(s)."""
+    return data.StructLayout({
+        "w": data.ArrayLayout(signed(8), g.lanes),            # conv: the same weight in every lane
+        "idx": data.ArrayLayout(unsigned(16), g.lanes),       # fc: each lane's input index
+        "ci": 16, "ky": 3, "kx": 3,                           # conv: the element's position
+        "first": 1, "last": 1, "ctx": tile_layout(g)})
+
+
+def mac_in_layout(g: EngineGeometry) -> data.StructLayout:
+    return data.StructLayout({"w": data.ArrayLayout(signed(8), g.lanes),
+                              "a": data.ArrayLayout(signed(8), g.lanes),
+                              "first": 1, "last": 1, "ctx": tile_layout(g)})
+
+
+def mac_out_layout(g: EngineGeometry) -> data.StructLayout:
+    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), g.lanes), "ctx": tile_layout(g)})
+
+
+def write_layout(g: EngineGeometry) -> data.StructLayout:
+    """Output stage -> activation buffer: one int8 result to one bank, or to all banks (``bcast``)."""
+    return data.StructLayout({"addr": g.act_aw + 1, "data": unsigned(8), "bank": max(1, g.lg_banks),
+                              "bcast": 1})
+
+
+def wide_write_layout(g: EngineGeometry) -> data.StructLayout:
+    """Activation buffer write port: one byte per bank at one address, with a bank mask."""
+    return data.StructLayout({"addr": g.act_aw + 1, "data": data.ArrayLayout(unsigned(8), g.banks),
+                              "mask": g.banks})
+
+
+def pack(layout, values: dict) -> int:
+    """The bit pattern of ``values`` (nested dicts / lists for struct / array fields) in ``layout``."""
+    bits = 0
+    if isinstance(layout, data.ArrayLayout):
+        items = enumerate(values)
+        fields = {i: (layout.elem_shape, i * data.Layout.cast(layout.elem_shape).size) for i, _ in items}
+        for i, v in enumerate(values):
+            shape, offset = fields[i]
+            bits |= _pack_one(shape, v) << offset
+        return bits
+    for name, field in layout:
+        if name in values:
+            bits |= _pack_one(field.shape, values[name]) << field.offset
+    return bits
+
+
+def _pack_one(shape, value) -> int:
+    if isinstance(shape, (data.StructLayout, data.ArrayLayout)):
+        return pack(shape, value)
+    width = data.Layout.cast(shape).size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+    return int(value) & ((1 << width) - 1)
+
+
+def unpack(layout: data.StructLayout, bits: int) -> dict:
+    """Inverse of :func:`pack` for flat struct layouts (signed fields come back signed)."""
+    out = {}
+    for name, field in layout:
+        shape = field.shape
+        v = (bits >> field.offset) & ((1 << field.width) - 1)
+        if not isinstance(shape, data.Layout) and Shape.cast(shape).signed and v >> (field.width - 1):
+            v -= 1 << field.width
+        out[name] = v
+    return out

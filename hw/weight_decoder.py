@@ -1,0 +1,88 @@
+"""Weight-stream decoder: fetches wide weight words and decodes the image's element records.
+
+Each slot of a weight word holds one element record exactly as the weight image stores it
+(:attr:`sparsegate.sw.weight_image.SparseLayer.entry_words`): the int8 value above the packed index
+``cin << (ky_bits + kx_bits) | ky << kx_bits | kx``, with the per-layer field widths (``ib``, ``kyb``,
+``kxb``) taken from the layer descriptor. A conv command selects one slot: its value is broadcast to
+all lanes with its ``(cin, ky, kx)``. An fc command uses every slot: lane ``l`` gets slot ``l``'s value
+and its input index (the ``cin`` field). A ``zero`` command yields weight 0 everywhere (an empty pass).
+
+Pipeline (global stall; ``i.ready = ~o.valid | o.ready``)::
+
+    i (cmd) -> [weight memory read | cmd regs] -> decode -> [o]
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .engine_layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout
+
+__all__ = ["WeightDecoder"]
+
+
+class WeightDecoder(wiring.Component):
+    def __init__(self, geometry: EngineGeometry, weight_words):
+        self.g = geometry
+        self.weight_words = list(weight_words)
+        super().__init__({
+            "cfg": In(desc_layout(geometry)),
+            "i": In(stream.Signature(cmd_layout(geometry))),
+            "o": Out(stream.Signature(elem_layout(geometry))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.g
+        p, sb = g.lanes, g.slot_bits
+        word_layout = data.ArrayLayout(unsigned(sb), p)
+        m.submodules.wmem = wmem = Memory(shape=unsigned(word_layout.size), depth=g.weight_depth,
+                                          init=self.weight_words)
+        rd = wmem.read_port()
+
+        advance = Signal()
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance),
+                     rd.addr.eq(self.i.payload.waddr), rd.en.eq(advance)]
+
+        s1_valid = Signal()
+        s1 = Signal(cmd_layout(g))
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload)]
+
+        slots = word_layout(rd.data)
+        cfg = self.cfg
+        ib_mask = Signal(sb)
+        m.d.comb += ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1)
+
+        def value_of(entry):
+            return (entry >> cfg.ib)[:8].as_signed()
+
+        entry = Signal(sb)
+        m.d.comb += entry.eq(slots[s1.slot] if p > 1 else slots[0])
+        index = Signal(sb)
+        m.d.comb += index.eq(entry & ib_mask)
+
+        out = Signal(elem_layout(g))
+        w_conv = Signal(8)
+        m.d.comb += w_conv.eq(Mux(s1.zero, 0, value_of(entry)))
+        m.d.comb += [
+            out.ci.eq(index >> (cfg.kyb + cfg.kxb)),
+            out.ky.eq((index >> cfg.kxb) & ((Const(1, 4) << cfg.kyb) - 1)),
+            out.kx.eq(index & ((Const(1, 4) << cfg.kxb) - 1)),
+            out.first.eq(s1.first),
+            out.last.eq(s1.last),
+            out.ctx.eq(s1.ctx),
+        ]
+        for lane in range(p):
+            lane_entry = slots[lane]
+            m.d.comb += [
+                out.w[lane].eq(Mux(cfg.fc, Mux(s1.zero, 0, value_of(lane_entry)), w_conv)),
+                out.idx[lane].eq(lane_entry & ib_mask),
+            ]
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(s1_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(s1_valid | self.o.valid)
+        return m
