@@ -13,6 +13,8 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("sparsegate.sw.train_command", "train a model on a dataset and write a checkpoint"),
+    "quantize": ("sparsegate.sw.quantize_command", "quantize a checkpoint to int8, report float vs int8 accuracy"),
+    "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
 }
 

@@ -1,0 +1,37 @@
+"""``sparsegate export``: write the sparse-index weight image (image.bin), ``$readmemh`` hex files and a
+JSON manifest for a checkpoint (quantized here) or an already quantized model, and print storage."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .quantize_command import QUANTIZED_NAME, configure_calibration
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="float checkpoint: calibrate and quantize it first")
+    source.add_argument("--quantized", type=Path, help="quantized model written by `sparsegate quantize` "
+                                                        f"(file, or folder with {QUANTIZED_NAME})")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    configure_calibration(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .weight_image import IMAGE_NAME, MANIFEST_NAME, export_image, format_storage_table, read_image
+
+    if args.quantized is not None:
+        path = Path(args.quantized)
+        qnet = read_image(path / QUANTIZED_NAME if path.is_dir() else path)
+    else:
+        from .quantize_command import load_and_quantize
+
+        _, _, qnet, _, _ = load_and_quantize(args.checkpoint, args.dataset, args.data_path, args.calib_size,
+                                             args.calib_method)
+    out = Path(args.out)
+    doc = export_image(qnet, out)
+    print(format_storage_table(doc["storage"]))
+    print(f"wrote {out / IMAGE_NAME} ({doc['image']['bytes']:,} bytes, crc32 {doc['image']['crc32']}), "
+          f"{sum(len(f) for f in (layer['files'] for layer in doc['layers']))} hex files in {out / 'hex'}, "
+          f"{out / MANIFEST_NAME}")
+    return 0
