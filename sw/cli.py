@@ -15,6 +15,7 @@ COMMANDS = {
     "train": ("sparsegate.sw.train_command", "train a model on a dataset and write a checkpoint"),
     "quantize": ("sparsegate.sw.quantize_command", "quantize a checkpoint to int8, report float vs int8 accuracy"),
     "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
+    "simulate": ("sparsegate.sw.simulate_command", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
 }
 
