@@ -80,11 +80,6 @@ class EngineGeometry:
     def index_bits_max(self) -> int:
         return self.slot_bits - 8
 
-    @property
-    def n_dbg(self) -> int:
-        from .engine import dbg_map  # noqa: PLC0415 (one definition of the register map)
-        return len(dbg_map(self))
-
 
 def desc_layout(g: EngineGeometry) -> data.StructLayout:
     """One layer descriptor (the sequencer's descriptor memory)."""
