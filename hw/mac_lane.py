@@ -94,6 +94,7 @@ class MacLane(wiring.Component):
 
     def __init__(self, acc_width: int = 32):
         if not isinstance(acc_width, int) or acc_width < 16:
+            self._MustUse__silence = True  # never built, so Amaranth must not warn that it went unused
             raise ValueError(f"acc_width must be an integer >= 16 (an int8 x int8 product), not {acc_width!r}")
         self.acc_width = acc_width
         super().__init__({
