@@ -89,7 +89,7 @@ def run_amaranth(program: EngineProgram, samples=None, *, vcd: str | None = None
                 ctx.set(dut.dbg_sel, index)
                 await ctx.delay(1e-9)
                 regs[name] = ctx.get(dut.dbg_data)
-            state["cycles"] += regs["total.cycles"] + 2
+            state["cycles"] += regs["total.cycles"]
             results.append(regs)
 
     sim = Simulator(dut)
