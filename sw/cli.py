@@ -16,6 +16,7 @@ COMMANDS = {
     "quantize": ("sparsegate.sw.quantize_command", "quantize a checkpoint to int8, report float vs int8 accuracy"),
     "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
     "simulate": ("sparsegate.sw.simulate_command", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
+    "snn": ("sparsegate.sw.snn_command", "spiking MLP: train, prune by spike count, export to integers, simulate the LIF core"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
 }
 
