@@ -18,13 +18,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .act_buffer import ActBuffer
-from .engine_layouts import SIG_ROT, EngineGeometry
+from .engine_layouts import SIG_ROT, EngineGeometry, chan_layout, desc_layout, param_layout
 from .mac_array import MacArray
 from .output_stage import OutputStage
 from .sequencer import Sequencer
 from .weight_decoder import WeightDecoder
 
-__all__ = ["SparseEngine", "dbg_map", "LAYER_COUNTERS", "TOTAL_COUNTERS"]
+__all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS"]
 
 TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
 LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
@@ -39,12 +39,38 @@ def dbg_map(g: EngineGeometry) -> dict:
     return {n: i for i, n in enumerate(names)}
 
 
+#: Memories the host can write at run time (``host_write=True``), by ``wr_mem`` index.
+HOST_MEMS = ("desc", "chan", "param", "weight", "input")
+
+
+def host_memories(program) -> dict:
+    """``{name: (word bits, depth)}`` of the host-writable memories of an engine built from ``program``
+    (in :data:`HOST_MEMS` order; ``wr_mem`` selects by index)."""
+    g = program.geometry
+    return {"desc": (desc_layout(g).size, max(2, len(program.desc_words))),
+            "chan": (chan_layout(g).size, g.chan_depth),
+            "param": (param_layout(g).size, g.param_depth),
+            "weight": (g.lanes * g.slot_bits, g.weight_depth),
+            "input": (8 * g.banks, max(2, len(program.input_words)))}
+
+
 class SparseEngine(wiring.Component):
-    def __init__(self, program):
+    """``host_write=True`` adds a write port into every program memory (``wr_en``, ``wr_mem`` = index in
+    :data:`HOST_MEMS`, ``wr_addr``, ``wr_data`` LSB-aligned), so a host can load a weight image's memory
+    words and input samples at run time; write only while the engine is idle."""
+
+    def __init__(self, program, host_write: bool = False):
         self.program = program
         self.g = g = program.geometry
         self.dbg_names = dbg_map(g)
-        super().__init__({
+        self.host_write = host_write
+        extra = {}
+        if host_write:
+            mems = host_memories(program)
+            extra = {"wr_en": In(1), "wr_mem": In(3),
+                     "wr_addr": In(max((d - 1).bit_length() for _, d in mems.values())),
+                     "wr_data": In(max(w for w, _ in mems.values()))}
+        super().__init__({**extra,
             "start": In(1),
             "sample": In(16),
             "done": Out(1),
@@ -58,14 +84,21 @@ class SparseEngine(wiring.Component):
         g, prog = self.g, self.program
         nb, aw = g.banks, g.act_aw
 
-        m.submodules.seq = seq = Sequencer(g, prog.desc_words, prog.chan_words)
-        m.submodules.wdec = wdec = WeightDecoder(g, prog.weight_words)
+        hw = self.host_write
+        m.submodules.seq = seq = Sequencer(g, prog.desc_words, prog.chan_words, host_write=hw)
+        m.submodules.wdec = wdec = WeightDecoder(g, prog.weight_words, host_write=hw)
         m.submodules.abuf = abuf = ActBuffer(g)
         m.submodules.mac = mac = MacArray(g)
-        m.submodules.ostage = ostage = OutputStage(g, prog.param_words)
+        m.submodules.ostage = ostage = OutputStage(g, prog.param_words, host_write=hw)
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words)
         in_rd = inmem.read_port()
+        if hw:      # host writes: one memory at a time, selected by wr_mem (HOST_MEMS order)
+            in_wr = inmem.write_port()
+            ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
+            for k, port in enumerate(ports):
+                m.d.comb += [port.en.eq(self.wr_en & (self.wr_mem == k)), port.addr.eq(self.wr_addr),
+                             port.data.eq(self.wr_data)]
 
         wiring.connect(m, seq.cmd, wdec.i)
         wiring.connect(m, wdec.o, abuf.i)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Shape, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
 
 __all__ = ["EngineGeometry", "desc_layout", "chan_layout", "param_layout", "tile_layout", "cmd_layout",
            "elem_layout", "mac_in_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
-           "unpack", "ACC_BITS", "SIG_ROT"]
+           "unpack", "mem_write_signature", "ACC_BITS", "SIG_ROT"]
 
 ACC_BITS = 32          # accumulator width (golden.ACC_BITS)
 SIG_ROT = 3            # per-layer output signature: sig = rotl(sig, SIG_ROT) ^ word
@@ -183,3 +184,9 @@ def unpack(layout: data.StructLayout, bits: int) -> dict:
             v -= 1 << field.width
         out[name] = v
     return out
+
+
+def mem_write_signature(width: int, depth: int) -> wiring.Signature:
+    """A host write port into one engine memory (``en``, ``addr``, ``data``): used by the board top's
+    host link to load a weight image or inputs at run time (``SparseEngine(..., host_write=True)``)."""
+    return wiring.Signature({"en": Out(1), "addr": Out(range(max(2, depth))), "data": Out(width)})

@@ -21,16 +21,20 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .engine_layouts import EngineGeometry, desc_layout, mac_out_layout, param_layout, write_layout
+from .engine_layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
+                             write_layout)
 
 __all__ = ["OutputStage"]
 
 
 class OutputStage(wiring.Component):
-    def __init__(self, geometry: EngineGeometry, param_words):
+    def __init__(self, geometry: EngineGeometry, param_words, host_write: bool = False):
         self.g = geometry
         self.param_words = list(param_words)
-        super().__init__({
+        self.host_write = host_write
+        extra = {"wr": In(mem_write_signature(param_layout(geometry).size, geometry.param_depth))} \
+            if host_write else {}
+        super().__init__({**extra,
             "cfg": In(desc_layout(geometry)),
             "clear": In(1),
             "i": In(stream.Signature(mac_out_layout(geometry))),
@@ -46,6 +50,9 @@ class OutputStage(wiring.Component):
         pl = param_layout(g)
         m.submodules.pmem = pmem = Memory(shape=unsigned(pl.size), depth=g.param_depth, init=self.param_words)
         prd = pmem.read_port()
+        if self.host_write:     # run-time loading of the output parameters
+            wp = pmem.write_port()
+            m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
         m.submodules.rowbuf = rowbuf = Memory(shape=signed(8), depth=max(2, g.pool_width), init=[])
         row_rd = rowbuf.read_port(domain="comb")
         row_wr = rowbuf.write_port()

@@ -17,7 +17,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .engine_layouts import EngineGeometry, chan_layout, cmd_layout, desc_layout
+from .engine_layouts import EngineGeometry, chan_layout, cmd_layout, desc_layout, mem_write_signature
 
 __all__ = ["Sequencer"]
 
@@ -25,11 +25,16 @@ __all__ = ["Sequencer"]
 class Sequencer(wiring.Component):
     """Layer/pass/element walker. Memories: layer descriptors and the channel/round table (initialised)."""
 
-    def __init__(self, geometry: EngineGeometry, desc_words, chan_words):
+    def __init__(self, geometry: EngineGeometry, desc_words, chan_words, host_write: bool = False):
         self.g = g = geometry
         self.desc_words = list(desc_words)
         self.chan_words = list(chan_words)
-        super().__init__({
+        self.host_write = host_write
+        extra = {}
+        if host_write:      # run-time loading of the descriptors and the channel table
+            extra = {"desc_wr": In(mem_write_signature(desc_layout(g).size, max(2, len(self.desc_words)))),
+                     "chan_wr": In(mem_write_signature(chan_layout(g).size, g.chan_depth))}
+        super().__init__({**extra,
             "start": In(1),
             "sample": In(16),
             "done": Out(1),
@@ -58,6 +63,10 @@ class Sequencer(wiring.Component):
                                                   init=self.chan_words)
         desc_rd = desc_mem.read_port()
         chan_rd = chan_mem.read_port()
+        if self.host_write:
+            for mem, port in ((desc_mem, self.desc_wr), (chan_mem, self.chan_wr)):
+                wp = mem.write_port()
+                m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
         chan = cl(chan_rd.data)
 
         cfg = Signal(dl)

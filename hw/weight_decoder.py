@@ -18,16 +18,19 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .engine_layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout
+from .engine_layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
 
 __all__ = ["WeightDecoder"]
 
 
 class WeightDecoder(wiring.Component):
-    def __init__(self, geometry: EngineGeometry, weight_words):
+    def __init__(self, geometry: EngineGeometry, weight_words, host_write: bool = False):
         self.g = geometry
         self.weight_words = list(weight_words)
-        super().__init__({
+        self.host_write = host_write
+        extra = {"wr": In(mem_write_signature(geometry.lanes * geometry.slot_bits, geometry.weight_depth))} \
+            if host_write else {}
+        super().__init__({**extra,
             "cfg": In(desc_layout(geometry)),
             "i": In(stream.Signature(cmd_layout(geometry))),
             "o": Out(stream.Signature(elem_layout(geometry))),
@@ -42,6 +45,9 @@ class WeightDecoder(wiring.Component):
         m.submodules.wmem = wmem = Memory(shape=unsigned(word_layout.size), depth=g.weight_depth,
                                           init=self.weight_words)
         rd = wmem.read_port()
+        if self.host_write:     # run-time loading of the weight words
+            wp = wmem.write_port()
+            m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
 
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance),

@@ -1,0 +1,391 @@
+"""Host link: the framed command protocol between a host and the sparse engine, over a byte stream
+(the UART in :mod:`sparsegate.hw.board_top`, or a simulator transport).
+
+Frames (little-endian; CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, over every byte after SOF)::
+
+    request:  A5 | cmd | len lo | len hi | payload[len] | crc lo | crc hi
+    reply:    5A | cmd | status | len lo | len hi | payload[len] | crc lo | crc hi
+
+Commands (``payload`` → reply payload):
+
+=====  ============  ===========================================================  ===========================
+code   name          request payload                                              reply payload
+=====  ============  ===========================================================  ===========================
+0x01   ID            —                                                            identity (:func:`identity_bytes`)
+0x02   WRITE_MEM     mem u8, addr u16, count u16, count words of ceil(bits/8) B   —
+0x03   RUN           sample u16                                                   total cycles u32
+0x04   READ_REGS     first u8, count u8 (debug registers, ``hw.engine.dbg_map``) count × u32
+0x05   READ_OUTPUTS  —                                                            ``n_results`` × int8
+=====  ============  ===========================================================  ===========================
+
+``WRITE_MEM`` to memories 0-3 (descriptors, channel table, parameters, weight words: ``HOST_MEMS``) is
+how a weight image is loaded; to memory 4 (input samples) how an input is loaded. The host compiles
+(``hw.engine_program``); the device only stores words. A request is executed only after its CRC checks,
+so a damaged frame never writes anything.
+
+Errors are replies with an error status and no payload: ``BAD_CRC``; ``BAD_LEN`` (a length over
+``max_payload`` — the rest of the frame is discarded until the line is quiet for ``timeout`` cycles —
+or a length that does not match the command); ``UNKNOWN_CMD``; ``TIMEOUT`` (a frame truncated: no byte
+for ``timeout`` cycles mid-frame); ``BAD_ARG`` (memory index, address range, sample or register out of
+range). Bytes outside a frame that are not SOF are ignored (resynchronisation). After any error the
+link is back in its idle state, ready for the next frame.
+"""
+from __future__ import annotations
+
+import struct
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["HostLink", "crc16", "identity_bytes", "parse_identity", "SOF_REQ", "SOF_RSP", "CMD", "STATUS",
+           "PROTOCOL_VERSION", "IDENT_MAGIC", "IDENT_FIELDS", "word_bytes"]
+
+SOF_REQ = 0xA5
+SOF_RSP = 0x5A
+PROTOCOL_VERSION = 1
+IDENT_MAGIC = b"SPGT"
+CMD = {"ID": 0x01, "WRITE_MEM": 0x02, "RUN": 0x03, "READ_REGS": 0x04, "READ_OUTPUTS": 0x05}
+STATUS = {"OK": 0, "BAD_CRC": 1, "BAD_LEN": 2, "UNKNOWN_CMD": 3, "TIMEOUT": 4, "BAD_ARG": 5}
+#: EngineGeometry fields in the identity reply (u16 each), after magic, version, core kind, n_regs.
+IDENT_FIELDS = ("lanes", "slot_bits", "weight_depth", "act_depth", "chan_depth", "param_depth", "n_layers",
+                "input_depth", "n_samples", "pool_width", "n_results")
+CORE_KINDS = {"sparse": 0}
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (the frames' checksum)."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def word_bytes(bits: int) -> int:
+    return (bits + 7) // 8
+
+
+def identity_bytes(geometry, n_regs: int, core: str = "sparse", clk_hz: int = 0) -> bytes:
+    """The ID reply: magic, protocol version, core kind, debug register count, the engine geometry, clock."""
+    values = [getattr(geometry, f) for f in IDENT_FIELDS]
+    return (IDENT_MAGIC + bytes([PROTOCOL_VERSION, CORE_KINDS[core], n_regs])
+            + struct.pack(f"<{len(values)}H", *values) + struct.pack("<I", int(clk_hz)))
+
+
+def parse_identity(data: bytes) -> dict:
+    n = len(IDENT_FIELDS)
+    if len(data) != 7 + 2 * n + 4 or data[:4] != IDENT_MAGIC:
+        raise ValueError(f"not a sparsegate identity reply: {data[:8].hex()}...")
+    values = struct.unpack(f"<{n}H", data[7:7 + 2 * n])
+    kinds = {v: k for k, v in CORE_KINDS.items()}
+    return {"version": data[4], "core": kinds.get(data[5], f"unknown({data[5]})"), "n_regs": data[6],
+            "geometry": dict(zip(IDENT_FIELDS, values)), "clk_hz": struct.unpack("<I", data[-4:])[0]}
+
+
+def _crc_terms():
+    """For each CRC output bit, the (crc bits, data bits) whose XOR gives it: CRC-16 is linear over GF(2)."""
+    terms = []
+    for out_bit in range(16):
+        crc_bits = [i for i in range(16) if (crc16(b"\0", 1 << i) ^ crc16(b"\0", 0)) >> out_bit & 1]
+        data_bits = [j for j in range(8) if (crc16(bytes([1 << j]), 0) ^ crc16(b"\0", 0)) >> out_bit & 1]
+        terms.append((crc_bits, data_bits))
+    return terms
+
+
+_CRC_TERMS = _crc_terms()
+
+
+def _crc_update(crc, byte):
+    """One byte of CRC-16/CCITT-FALSE as logic: one XOR tree per output bit."""
+    bits = []
+    for crc_bits, data_bits in _CRC_TERMS:
+        operands = [crc[i] for i in crc_bits] + [byte[j] for j in data_bits]
+        value = operands[0]
+        for o in operands[1:]:
+            value = value ^ o
+        bits.append(value)
+    return Cat(*bits)
+
+
+class HostLink(wiring.Component):
+    """Frame decoder / command executor / reply encoder between a byte stream and the engine's host ports.
+
+    ``mems``: ``[(word bits, depth)]`` of the writable memories (``hw.engine.host_memories`` order);
+    ``n_regs``: debug registers; ``result_base``/``n_results``: where the outputs start in the debug map;
+    ``ident``: the ID reply payload; ``timeout``: cycles of silence that end a truncated frame.
+    """
+
+    def __init__(self, *, mems, n_samples: int, n_regs: int, result_base: int, n_results: int, ident: bytes,
+                 timeout: int, max_payload: int = 2048):
+        self.mems = list(mems)
+        self.n_samples, self.n_regs = n_samples, n_regs
+        self.result_base, self.n_results = result_base, n_results
+        self.ident = bytes(ident)
+        self.timeout = int(timeout)
+        self.max_payload = max_payload
+        self.max_wb = max(word_bytes(w) for w, _ in self.mems)
+        if max_payload < 5 + self.max_wb:
+            raise ValueError(f"max_payload {max_payload} cannot hold one {self.max_wb}-byte word")
+        addr_bits = max((d - 1).bit_length() for _, d in self.mems)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "start": Out(1), "sample": Out(16), "busy": In(1),
+            "dbg_sel": Out(8), "dbg_data": In(32),
+            "wr_en": Out(1), "wr_mem": Out(3), "wr_addr": Out(max(1, addr_bits)), "wr_data": Out(8 * self.max_wb),
+            "frames_ok": Out(16), "frames_bad": Out(16),
+            "idle": Out(1),         # between frames (waiting for SOF)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
+        buf_wr, buf_rd = buf.write_port(), buf.read_port()
+
+        rx, tx = self.rx, self.tx
+        byte = rx.payload
+        fire = rx.valid & rx.ready
+
+        crc = Signal(16)
+        cmd = Signal(8)
+        length = Signal(16)
+        cnt = Signal(16)
+        hdr = [Signal(8, name=f"hdr{i}") for i in range(5)]
+        crc_lo = Signal(8)
+        status = Signal(8)
+        quiet = Signal(range(self.timeout + 1))
+        timed_out = Signal()
+        with m.If(fire | (quiet == self.timeout)):
+            m.d.sync += quiet.eq(0)
+        with m.Else():
+            m.d.sync += quiet.eq(quiet + 1)
+        m.d.comb += timed_out.eq(quiet == self.timeout)
+
+        # reply
+        kind = Signal(2)        # 0 none, 1 identity, 2 registers as u32, 3 registers as one byte
+        first = Signal(8)
+        rlen = Signal(16)
+        idx = Signal(16)
+        pay_byte = Signal(8)
+        tcrc = Signal(16)
+
+        # WRITE_MEM
+        mem = Signal(3)
+        waddr = Signal(16)
+        left = Signal(16)
+        k = Signal(range(self.max_wb + 1))
+        word = Signal(8 * self.max_wb)
+        wbytes = Signal(range(self.max_wb + 1))
+        count = Signal(16)
+        m.d.comb += [count.eq(Cat(hdr[3], hdr[4])), self.wr_data.eq(word), self.wr_mem.eq(mem),
+                     self.wr_addr.eq(waddr)]
+
+        # command checks (combinational, evaluated once the CRC is good)
+        mem_ok, need_len, range_ok = Signal(), Signal(32), Signal()
+        addr0 = Cat(hdr[1], hdr[2])
+        with m.Switch(hdr[0]):
+            for i, (bits, depth) in enumerate(self.mems):
+                wb = word_bytes(bits)
+                with m.Case(i):
+                    m.d.comb += [mem_ok.eq(1), need_len.eq(5 + count * wb), range_ok.eq(addr0 + count <= depth),
+                                 wbytes.eq(wb)]
+        with m.Switch(mem):
+            for i, (bits, _) in enumerate(self.mems):
+                with m.Case(i):
+                    m.d.comb += wbytes.eq(word_bytes(bits))
+        sample = Cat(hdr[0], hdr[1])
+
+        def reply(st, kind_=0, first_=0, rlen_=0):
+            m.d.sync += [status.eq(st), kind.eq(kind_), first.eq(first_), rlen.eq(rlen_), idx.eq(0)]
+            if st == STATUS["OK"]:
+                m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
+            else:
+                m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
+            m.next = "T_SOF"
+
+        def error(st):
+            reply(STATUS[st])
+
+        def on_timeout():
+            with m.If(timed_out):
+                error("TIMEOUT")
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [rx.ready.eq(1), self.idle.eq(1)]
+                with m.If(fire & (byte == SOF_REQ)):
+                    m.d.sync += crc.eq(0xFFFF)
+                    m.next = "CMD"
+            with m.State("CMD"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(fire):
+                    m.d.sync += [cmd.eq(byte), crc.eq(_crc_update(crc, byte))]
+                    m.next = "LEN0"
+                with m.Else():
+                    on_timeout()
+            with m.State("LEN0"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(fire):
+                    m.d.sync += [length[:8].eq(byte), crc.eq(_crc_update(crc, byte))]
+                    m.next = "LEN1"
+                with m.Else():
+                    on_timeout()
+            with m.State("LEN1"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(fire):
+                    full = Cat(length[:8], byte)
+                    m.d.sync += [length[8:].eq(byte), crc.eq(_crc_update(crc, byte)), cnt.eq(0)]
+                    m.d.sync += [h.eq(0) for h in hdr]
+                    with m.If(full > self.max_payload):
+                        m.next = "DISCARD"
+                    with m.Elif(full == 0):
+                        m.next = "CRC0"
+                    with m.Else():
+                        m.next = "PAY"
+                with m.Else():
+                    on_timeout()
+            with m.State("PAY"):
+                m.d.comb += rx.ready.eq(1)
+                m.d.comb += [buf_wr.en.eq(fire), buf_wr.addr.eq(cnt), buf_wr.data.eq(byte)]
+                with m.If(fire):
+                    m.d.sync += [cnt.eq(cnt + 1), crc.eq(_crc_update(crc, byte))]
+                    for i, h in enumerate(hdr):
+                        with m.If(cnt == i):
+                            m.d.sync += h.eq(byte)
+                    with m.If(cnt == length - 1):
+                        m.next = "CRC0"
+                with m.Else():
+                    on_timeout()
+            with m.State("CRC0"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(fire):
+                    m.d.sync += crc_lo.eq(byte)
+                    m.next = "CRC1"
+                with m.Else():
+                    on_timeout()
+            with m.State("CRC1"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(fire):
+                    with m.If(Cat(crc_lo, byte) != crc):
+                        error("BAD_CRC")
+                    with m.Else():
+                        m.next = "EXEC"
+                with m.Else():
+                    on_timeout()
+            with m.State("DISCARD"):        # oversized frame: drop bytes until the line is quiet
+                m.d.comb += rx.ready.eq(1)
+                with m.If(timed_out):
+                    error("BAD_LEN")
+            with m.State("EXEC"):
+                with m.Switch(cmd):
+                    with m.Case(CMD["ID"]):
+                        with m.If(length != 0):
+                            error("BAD_LEN")
+                        with m.Else():
+                            reply(STATUS["OK"], 1, 0, len(self.ident))
+                    with m.Case(CMD["WRITE_MEM"]):
+                        with m.If(length < 5):
+                            error("BAD_LEN")
+                        with m.Elif(~mem_ok):
+                            error("BAD_ARG")
+                        with m.Elif(length != need_len):
+                            error("BAD_LEN")
+                        with m.Elif(~range_ok):
+                            error("BAD_ARG")
+                        with m.Elif(count == 0):
+                            reply(STATUS["OK"])
+                        with m.Else():
+                            m.d.sync += [mem.eq(hdr[0]), waddr.eq(addr0), left.eq(count), cnt.eq(5), k.eq(0)]
+                            m.next = "W_RD"
+                    with m.Case(CMD["RUN"]):
+                        with m.If(length != 2):
+                            error("BAD_LEN")
+                        with m.Elif(sample >= self.n_samples):
+                            error("BAD_ARG")
+                        with m.Else():
+                            m.next = "RUN_START"
+                    with m.Case(CMD["READ_REGS"]):
+                        with m.If(length != 2):
+                            error("BAD_LEN")
+                        with m.Elif((hdr[1] == 0) | (hdr[0] + hdr[1] > self.n_regs)):
+                            error("BAD_ARG")
+                        with m.Else():
+                            reply(STATUS["OK"], 2, hdr[0], hdr[1] << 2)
+                    with m.Case(CMD["READ_OUTPUTS"]):
+                        with m.If(length != 0):
+                            error("BAD_LEN")
+                        with m.Else():
+                            reply(STATUS["OK"], 3, self.result_base, self.n_results)
+                    with m.Default():
+                        error("UNKNOWN_CMD")
+            with m.State("W_RD"):           # buffer address presented
+                m.d.comb += buf_rd.addr.eq(cnt)
+                m.next = "W_GET"
+            with m.State("W_GET"):          # buffer byte available
+                m.d.sync += [word.word_select(k, 8).eq(buf_rd.data), cnt.eq(cnt + 1)]
+                with m.If(k == wbytes - 1):
+                    m.next = "W_WR"
+                with m.Else():
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "W_RD"
+            with m.State("W_WR"):
+                m.d.comb += self.wr_en.eq(1)
+                m.d.sync += [waddr.eq(waddr + 1), left.eq(left - 1), k.eq(0)]
+                with m.If(left == 1):
+                    reply(STATUS["OK"])
+                with m.Else():
+                    m.next = "W_RD"
+            with m.State("RUN_START"):
+                m.d.comb += [self.start.eq(1), self.sample.eq(sample)]
+                m.next = "RUN_WAIT"
+            with m.State("RUN_WAIT"):
+                m.d.comb += self.sample.eq(sample)
+                with m.If(~self.busy):
+                    reply(STATUS["OK"], 2, 0, 4)     # total.cycles
+
+            # ---- reply encoder
+            def send(value, nxt, crc_it=True):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(value)]
+                with m.If(tx.ready):
+                    if crc_it:
+                        m.d.sync += tcrc.eq(_crc_update(tcrc, value))
+                    m.next = nxt
+
+            with m.State("T_SOF"):
+                m.d.sync += tcrc.eq(0xFFFF)
+                send(SOF_RSP, "T_CMD", crc_it=False)
+            with m.State("T_CMD"):
+                send(cmd, "T_STATUS")
+            with m.State("T_STATUS"):
+                send(status, "T_LEN0")
+            with m.State("T_LEN0"):
+                send(rlen[:8], "T_LEN1")
+            with m.State("T_LEN1"):
+                send(rlen[8:], "T_FETCH")
+            with m.State("T_FETCH"):        # one cycle to look the payload byte up (registered)
+                with m.If(idx == rlen):
+                    m.next = "T_CRC0"
+                with m.Else():
+                    m.d.comb += self.dbg_sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
+                    ident = Array(Const(b, 8) for b in self.ident)
+                    with m.Switch(kind):
+                        with m.Case(1):
+                            m.d.sync += pay_byte.eq(ident[idx[:max(1, (len(self.ident) - 1).bit_length())]])
+                        with m.Case(2):
+                            m.d.sync += pay_byte.eq(self.dbg_data.word_select(idx[:2], 8))
+                        with m.Default():
+                            m.d.sync += pay_byte.eq(self.dbg_data[:8])
+                    m.next = "T_PAY"
+            with m.State("T_PAY"):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(pay_byte)]
+                with m.If(tx.ready):
+                    m.d.sync += [tcrc.eq(_crc_update(tcrc, pay_byte)), idx.eq(idx + 1)]
+                    m.next = "T_FETCH"
+            with m.State("T_CRC0"):
+                send(tcrc[:8], "T_CRC1", crc_it=False)
+            with m.State("T_CRC1"):
+                send(tcrc[8:], "IDLE", crc_it=False)
+        return m
