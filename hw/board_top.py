@@ -196,7 +196,7 @@ class BoardTop(Elaboratable):
         else:
             self.pll = pll = pll_params(fin, self.clk_hz_req)
             clk_hz = pll["fout_hz"]
-            clk_out, locked = Signal(), Signal()
+            clk_out, locked = Signal(name="clk_pll"), Signal(name="pll_locked")
             op = pll["CLKOP_DIV"]
             m.submodules.pll = Instance(
                 "EHXPLLL",
@@ -217,7 +217,8 @@ class BoardTop(Elaboratable):
 
         m.submodules.top = top = SerialTop(self.program, divisor=divisor_for(clk_hz, self.baud),
                                            timeout=max(16, int(clk_hz * self.timeout_s)), clk_hz=int(clk_hz))
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        subsignals = [sub.name for sub in platform.resources["uart", 0].ios]    # some boards add dtr/rts
+        uart = platform.request("uart", 0, dir={name: "-" for name in subsignals})
         m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [top.rx.eq(rx_buf.i), tx_buf.o.eq(top.tx)]

@@ -17,6 +17,8 @@ COMMANDS = {
     "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
     "simulate": ("sparsegate.sw.simulate_command", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
     "snn": ("sparsegate.sw.snn_command", "spiking MLP: train, prune by spike count, export to integers, simulate the LIF core"),
+    "build": ("sparsegate.sw.build_command", "build an ECP5 bitstream of the engine + UART host link for a board"),
+    "run": ("sparsegate.sw.run_command", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
 }
 

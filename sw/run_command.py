@@ -1,0 +1,109 @@
+"""``sparsegate run``: classify digits on a board, or on the simulated board top level, through the host
+link — one code path (:func:`classify_with_driver`), two transports.
+
+    sparsegate run --board-port /dev/ttyUSB0 [--image IMG] [--samples 20]
+    sparsegate run --sim [--simulator verilator|amaranth] [--lanes 16] [--image IMG] [--samples 20]
+
+The image is compiled for the device's geometry (read with the ID command) and loaded at run time; each
+digit is written into input slot 0, run, and its logits read back; predictions and logits are compared
+with the golden model (bit-exact) and the labels.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+__all__ = ["configure", "run", "classify_with_driver", "sim_driver"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--board-port", help="serial port of a board running `sparsegate build`'s bitstream")
+    where.add_argument("--sim", action="store_true", help="the board top level in simulation")
+    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    parser.add_argument("--image", type=Path, help="weight image (default: the pruned LeNet-5)")
+    parser.add_argument("--samples", type=int, default=20, help="held-out digits to classify (default 20)")
+    parser.add_argument("--lanes", type=int, default=16, help="--sim: MAC lanes (default 16)")
+    parser.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                        help="--sim: Verilator (fast, builds once) or Amaranth's simulator (slow)")
+    parser.add_argument("--build-dir", type=Path, default=Path("build/host-sim"), help="--sim: Verilator build cache")
+    parser.add_argument("--no-load", action="store_true",
+                        help="use the image baked into the bitstream instead of loading --image")
+
+
+def sim_driver(image: bytes, lanes: int, simulator: str = "verilator", build_dir: Path = Path("build/host-sim"),
+               log=print):
+    """A :class:`~sparsegate.sw.host_driver.HostDriver` on the simulated board top level, built with
+    ``image`` as its power-up contents."""
+    from sparsegate.hw.board_top import LinkedEngine, capacity_geometry, retarget_program
+    from sparsegate.hw.engine_program import program_from_image
+    from sparsegate.sw.host_driver import HostDriver, SimTransport, VerilatorTransport
+
+    program = program_from_image(image, lanes)
+    program = retarget_program(program, capacity_geometry(program, n_samples=1))
+    dut = LinkedEngine(program, timeout=1_000_000)
+    if simulator == "verilator":
+        return HostDriver(VerilatorTransport(dut, build_dir, log=log), timeout_s=120)
+    return HostDriver(SimTransport(dut, max_cycles=50_000_000))
+
+
+def classify_with_driver(driver, image: bytes, samples: int, *, load: bool = True, log=print) -> dict:
+    """Identify the device, load ``image`` (unless ``load`` is False), classify ``samples`` held-out digits,
+    compare with the golden model. Returns counts and timings."""
+    import numpy as np
+
+    from sparsegate.sim.engine_lenet import test_digits
+    from sparsegate.sw.golden import run_network
+    from sparsegate.sw.weight_image import decode_image
+
+    ident = driver.identify()
+    g = ident["geometry"]
+    log(f"device: {ident['core']} engine, {g['lanes']} lanes, protocol v{ident['version']}, "
+        f"{g['weight_depth']} weight words, {ident['clk_hz'] / 1e6:g} MHz" if ident["clk_hz"] else
+        f"device: {ident['core']} engine, {g['lanes']} lanes, protocol v{ident['version']} (simulated)")
+    qnet = decode_image(image)
+    t0 = time.perf_counter()
+    if load:
+        driver.load_image(qnet)
+        log(f"image loaded in {time.perf_counter() - t0:.2f} s")
+    else:
+        driver.qnet = qnet
+    if tuple(qnet.input_shape) != (1, 28, 28):
+        raise ValueError(f"`run` classifies MNIST digits; this image takes {qnet.input_shape} inputs")
+    x, y = test_digits(qnet, samples)
+    t0 = time.perf_counter()
+    outs, pred = driver.classify(x)
+    wall = time.perf_counter() - t0
+    golden = run_network(x, qnet.layers)[-1]
+    exact = int(sum(np.array_equal(o, gv) for o, gv in zip(outs, golden)))
+    cycles = driver.read_counters()["total.cycles"]
+    correct = int((pred == y).sum())
+    log(f"{samples} digits in {wall:.2f} s: predictions {pred.tolist()}")
+    log(f"labels      {y.tolist()}")
+    log(f"logits bit-exact with the golden model: {exact}/{samples}; correct labels: {correct}/{samples}; "
+        f"{cycles:,} engine cycles per digit")
+    return {"exact": exact, "samples": samples, "correct": correct, "cycles": cycles, "wall_s": wall,
+            "predictions": pred.tolist()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from .build_command import default_image
+    from .cli import CliError
+    from .host_driver import HostDriver, LinkError, SerialTransport
+
+    if args.samples < 1:
+        raise CliError(f"--samples must be at least 1, got {args.samples}")
+    image = args.image.read_bytes() if args.image else default_image()
+    try:
+        if args.sim:
+            driver = sim_driver(image, args.lanes, args.simulator, args.build_dir)
+        else:
+            driver = HostDriver(SerialTransport(args.board_port, args.baud))
+        try:
+            result = classify_with_driver(driver, image, args.samples, load=not args.no_load)
+        finally:
+            driver.close()
+    except LinkError as err:
+        raise CliError(str(err)) from None
+    return 0 if result["exact"] == result["samples"] else 1
