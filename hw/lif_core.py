@@ -18,8 +18,8 @@ all units walk the event buffer together, adding the weight of every input that 
 accumulators (event-driven: ``E`` cycles for ``E`` input spikes, plus 2 of pipeline). The units then
 update their neurons at once (leak, delayed reset, refractory, threshold, counter) and the spikes leave
 on ``o`` as neuron indices, one per cycle. After the last round an ``end`` event closes the step.
-A step therefore costs about ``E + 1`` cycles of collection plus ``R * (E + 4) + spikes + 2`` cycles,
-where ``R = max_u (enabled slots of unit u)``.
+A step therefore costs ``E + 1`` cycles of collection plus ``R * (E + 6) + spikes + 3`` cycles,
+where ``R = max_u (enabled slots of unit u)`` (:func:`sparsegate.sw.snn_hw.hidden_cycles_model`).
 
 The arithmetic is :mod:`sparsegate.sw.snn_golden`'s, bit for bit (docs/snn.md).
 

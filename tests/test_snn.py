@@ -207,3 +207,16 @@ def test_snn_command_line(tmp_path, capsys):
     assert "prune target must be in 0..39" in capsys.readouterr().err
     assert main(["snn", "simulate", "--model", str(tmp_path / "s.pt"), "--out", str(tmp_path / "v")]) == 2
     assert "s.pt: no such exported SNN file" in capsys.readouterr().err
+
+
+def test_benchmark_report_renders_and_judges_the_anchor(tmp_path):
+    from sparsegate.sw.snn_benchmark import render_snn_results
+    row = lambda alive, acc: {"alive": alive, "float_accuracy": acc, "int_accuracy": acc - 0.001,
+                              "weight_bytes": alive * 794, "synops": alive * 1000.0, "hidden_spikes": 1.0,
+                              "cycles_per_step": 100.0 + alive, "threshold": 400}
+    rows = {"dense": row(800, 0.96), "pruned 480": row(320, 0.955), "pruned 600": row(200, 0.93)}
+    (tmp_path / "snn.json").write_text(json.dumps({"rows": rows, "verilator": None, "quick": False}))
+    text = render_snn_results(tmp_path)
+    assert "| pruned 480 | 480 of 800 | 248 KiB | 2.50x |" in text
+    assert "pruned 480 (2.50x less memory at 0.60 pt)" in text and "pruned 600 (" not in text
+    assert (tmp_path / "snn.md").read_text() == text
