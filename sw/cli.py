@@ -13,6 +13,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("sparsegate.sw.train_command", "train a model on a dataset and write a checkpoint"),
+    "prune": ("sparsegate.sw.prune_command", "prune a checkpoint (magnitude, global, torch-l1, SRA, ACRA, NRP)"),
     "quantize": ("sparsegate.sw.quantize_command", "quantize a checkpoint to int8, report float vs int8 accuracy"),
     "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
     "simulate": ("sparsegate.sw.simulate_command", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
@@ -20,6 +21,7 @@ COMMANDS = {
     "build": ("sparsegate.sw.build_command", "build an ECP5 bitstream of the engine + UART host link for a board"),
     "run": ("sparsegate.sw.run_command", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
+    "bench": ("sparsegate.sw.bench_command", "run the benchmarks and write BENCHMARKS.md"),
 }
 
 

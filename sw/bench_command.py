@@ -1,0 +1,69 @@
+"""``sparsegate bench``: run the benchmarks and collect their tables into ``BENCHMARKS.md``.
+
+Each benchmark is a function ``run(out_dir, quick=False) -> markdown`` in the module that owns the
+feature; it measures everything it compares in one run. This command adds, per table, the command
+that produced it, the date and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import time
+from pathlib import Path
+
+from .atomic_io import write_text
+
+# name -> (module, function)
+BENCHMARKS = {
+    "prune": ("sparsegate.sw.prune_benchmark", "run_prune_benchmark"),
+    "snn": ("sparsegate.sw.snn_benchmark", "run_snn_benchmark"),
+    "engine": ("sparsegate.sim.engine_benchmark", "run_engine_benchmark"),
+    "builds": ("sparsegate.hw.build_sweep", "run_build_sweep"),
+    "structured": ("sparsegate.sw.structured_benchmark", "run_structured_benchmark"),
+}
+
+
+def machine_description() -> str:
+    import torch
+
+    return (f"{platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print) -> str:
+    """Run the named benchmarks in order; return the assembled Markdown."""
+    sections = [f"# sparsegate benchmarks\n\nMachine: {machine_description()}.\n"
+                "Every ratio in a table was measured side by side in the same run; timings are noisy on a "
+                "shared machine, so compare ratios, not absolute numbers.\n"]
+    for name in names:
+        module_name, function_name = BENCHMARKS[name]
+        function = getattr(importlib.import_module(module_name), function_name)
+        started = datetime.datetime.now(datetime.timezone.utc)
+        log(f"[bench {name}] running ...")
+        clock = time.perf_counter()
+        table = function(out / name, quick=quick)
+        elapsed = time.perf_counter() - clock
+        command = f"sparsegate bench --only {name}" + (" --quick" if quick else "")
+        sections.append(f"## {name}\n\nCommand: `{command}` — {started:%Y-%m-%d %H:%M} UTC, "
+                        f"{elapsed:.0f} s.\n\n{table.strip()}\n")
+        log(f"[bench {name}] done in {elapsed:.0f} s")
+    return "\n".join(sections)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
+                        help="run just this benchmark (repeatable); default: all")
+    parser.add_argument("--quick", action="store_true", help="smaller budgets, for a smoke run")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for each benchmark's files")
+    parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"), help="where to write the tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.only or list(BENCHMARKS)
+    markdown = run_benchmarks(names, args.out, quick=args.quick)
+    write_text(args.markdown, markdown)
+    print(f"wrote {args.markdown}")
+    return 0
