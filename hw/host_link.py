@@ -170,6 +170,7 @@ class HostLink(wiring.Component):
         rlen = Signal(16)
         idx = Signal(16)
         pay_byte = Signal(8)
+        sel = Signal(8)
         tcrc = Signal(16)
 
         # WRITE_MEM
@@ -183,15 +184,19 @@ class HostLink(wiring.Component):
         m.d.comb += [count.eq(Cat(hdr[3], hdr[4])), self.wr_data.eq(word), self.wr_mem.eq(mem),
                      self.wr_addr.eq(waddr)]
 
-        # command checks (combinational, evaluated once the CRC is good)
+        # command checks: registered (hdr settles in PAY, EXEC comes at least two cycles later: CRC0, CRC1),
+        # so the length multiply and the range compares stay off the FSM's critical path
         mem_ok, need_len, range_ok = Signal(), Signal(32), Signal()
+        sample_ok, regs_ok = Signal(), Signal()
         addr0 = Cat(hdr[1], hdr[2])
+        m.d.sync += [mem_ok.eq(0), need_len.eq(0), range_ok.eq(0)]
         with m.Switch(hdr[0]):
             for i, (bits, depth) in enumerate(self.mems):
                 wb = word_bytes(bits)
                 with m.Case(i):
-                    m.d.comb += [mem_ok.eq(1), need_len.eq(5 + count * wb), range_ok.eq(addr0 + count <= depth),
-                                 wbytes.eq(wb)]
+                    m.d.sync += [mem_ok.eq(1), need_len.eq(5 + count * wb), range_ok.eq(addr0 + count <= depth)]
+        m.d.sync += [sample_ok.eq(Cat(hdr[0], hdr[1]) < self.n_samples),
+                     regs_ok.eq((hdr[1] != 0) & (hdr[0] + hdr[1] <= self.n_regs))]
         with m.Switch(mem):
             for i, (bits, _) in enumerate(self.mems):
                 with m.Case(i):
@@ -303,14 +308,14 @@ class HostLink(wiring.Component):
                     with m.Case(CMD["RUN"]):
                         with m.If(length != 2):
                             error("BAD_LEN")
-                        with m.Elif(sample >= self.n_samples):
+                        with m.Elif(~sample_ok):
                             error("BAD_ARG")
                         with m.Else():
                             m.next = "RUN_START"
                     with m.Case(CMD["READ_REGS"]):
                         with m.If(length != 2):
                             error("BAD_LEN")
-                        with m.Elif((hdr[1] == 0) | (hdr[0] + hdr[1] > self.n_regs)):
+                        with m.Elif(~regs_ok):
                             error("BAD_ARG")
                         with m.Else():
                             reply(STATUS["OK"], 2, hdr[0], hdr[1] << 2)
@@ -364,12 +369,15 @@ class HostLink(wiring.Component):
             with m.State("T_LEN0"):
                 send(rlen[:8], "T_LEN1")
             with m.State("T_LEN1"):
-                send(rlen[8:], "T_FETCH")
-            with m.State("T_FETCH"):        # one cycle to look the payload byte up (registered)
+                send(rlen[8:], "T_SEL")
+            with m.State("T_SEL"):          # register select and byte look-up: short paths at 100+ MHz
+                m.d.sync += sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
+                m.next = "T_FETCH"
+            with m.State("T_FETCH"):
                 with m.If(idx == rlen):
                     m.next = "T_CRC0"
                 with m.Else():
-                    m.d.comb += self.dbg_sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
+                    m.d.comb += self.dbg_sel.eq(sel)
                     ident = Array(Const(b, 8) for b in self.ident)
                     with m.Switch(kind):
                         with m.Case(1):
@@ -383,7 +391,7 @@ class HostLink(wiring.Component):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(pay_byte)]
                 with m.If(tx.ready):
                     m.d.sync += [tcrc.eq(_crc_update(tcrc, pay_byte)), idx.eq(idx + 1)]
-                    m.next = "T_FETCH"
+                    m.next = "T_SEL"
             with m.State("T_CRC0"):
                 send(tcrc[:8], "T_CRC1", crc_it=False)
             with m.State("T_CRC1"):

@@ -13,7 +13,7 @@ def test_run_sim_classifies_digits_like_golden(trained_lenet5, mnist5k, tmp_path
     from sparsegate.sw.run_command import classify_with_driver, sim_driver
 
     image, _ = pruned_lenet5(model=trained_lenet5, data=mnist5k, finetune_epochs=0)
-    driver = sim_driver(image, 16, "verilator", tmp_path_factory.mktemp("hostsim"), log=lambda s: None)
+    driver = sim_driver(image, 8, "verilator", tmp_path_factory.mktemp("hostsim"), log=lambda s: None)
     try:
         lines = []
         result = classify_with_driver(driver, image, 8, log=lines.append)
