@@ -140,6 +140,15 @@ class LayerTable:
         return {"layers": [layer.to_dict() for layer in self.layers], "total": self.total.to_dict(),
                 "storage": asdict(self.storage)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerTable":
+        """Inverse of :meth:`to_dict` (derived fields are recomputed)."""
+        names = {f for f in LayerStats.__dataclass_fields__}
+        layers = [LayerStats(**{k: v for k, v in row.items() if k in names}) for row in d["layers"]]
+        tnames = {f for f in NetworkStats.__dataclass_fields__}
+        total = NetworkStats(**{k: v for k, v in d["total"].items() if k in tnames})
+        return cls(layers, total, StorageFormat(**d.get("storage", {})))
+
     def to_markdown(self) -> str:
         """The per-layer table as Markdown (one row per layer plus a total row)."""
         head = ("| layer | kind | weights | kept | density | live units in/out | biases kept | dense MACs "

@@ -10,6 +10,7 @@ pipeline for Python callers (and the benchmark).
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,11 @@ from .masks import Masks, PruneError, apply_masks, check_fraction, check_ratio, 
 ITERATIVE = ("magnitude", "global", "torch-l1", "sra")
 ACRA = ("acra-uniform", "acra-sensitivity")
 METHODS = ITERATIVE + ACRA + ("sensitivity",)
+
+# --- methods registered by other modules (issue 4: KEP, coarse, task-guided) -------------------------------
+# name -> module providing ``configure_prune(parser)`` (its extra arguments) and ``run_prune(args) -> int``
+REGISTERED_METHODS = {"kep": "sparsegate.sw.structured_command", "coarse": "sparsegate.sw.structured_command",
+                      "task": "sparsegate.sw.structured_command"}
 
 
 @dataclass
@@ -163,7 +169,7 @@ def prune_model(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, 
 # ------------------------------------------------------------------------------------------------- CLI
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--method", required=True, choices=METHODS + tuple(REGISTERED_METHODS))
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint from `sparsegate train`")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--target-sparsity", type=float, default=None,
@@ -196,6 +202,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", default=None, help="folder of the mnist/cifar10 files")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    for module in dict.fromkeys(REGISTERED_METHODS.values()):  # registered methods add their own arguments
+        importlib.import_module(module).configure_prune(parser)
 
 
 def write_outputs(out: Path, model: nn.Module, model_name: str, outcome: PruneOutcome, summary: dict) -> dict:
@@ -226,6 +234,8 @@ def write_outputs(out: Path, model: nn.Module, model_name: str, outcome: PruneOu
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method in REGISTERED_METHODS:  # registered methods run themselves
+        return importlib.import_module(REGISTERED_METHODS[args.method]).run_prune(args)
     from .prune_loop import accuracy, split_validation
     from .train import load_checkpoint
     from .counting import layer_table
