@@ -16,13 +16,14 @@ from pathlib import Path
 
 from .atomic_io import write_text
 
-# name -> (module, function)
+# name -> (module, function, extra keyword arguments)
 BENCHMARKS = {
-    "prune": ("sparsegate.sw.prune_benchmark", "run_prune_benchmark"),
-    "snn": ("sparsegate.sw.snn_benchmark", "run_snn_benchmark"),
-    "engine": ("sparsegate.sim.engine_benchmark", "run_engine_benchmark"),
-    "builds": ("sparsegate.hw.build_sweep", "run_build_sweep"),
-    "structured": ("sparsegate.sw.structured_benchmark", "run_structured_benchmark"),
+    "prune": ("sparsegate.sw.prune_benchmark", "run_prune_benchmark", {"model": "lenet5"}),
+    "prune-lenet300": ("sparsegate.sw.prune_benchmark", "run_prune_benchmark", {"model": "lenet300"}),
+    "snn": ("sparsegate.sw.snn_benchmark", "run_snn_benchmark", {}),
+    "engine": ("sparsegate.sim.engine_benchmark", "run_engine_benchmark", {}),
+    "builds": ("sparsegate.hw.build_sweep", "run_build_sweep", {}),
+    "structured": ("sparsegate.sw.structured_benchmark", "run_structured_benchmark", {}),
 }
 
 
@@ -39,12 +40,12 @@ def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print) 
                 "Every ratio in a table was measured side by side in the same run; timings are noisy on a "
                 "shared machine, so compare ratios, not absolute numbers.\n"]
     for name in names:
-        module_name, function_name = BENCHMARKS[name]
+        module_name, function_name, kwargs = BENCHMARKS[name]
         function = getattr(importlib.import_module(module_name), function_name)
         started = datetime.datetime.now(datetime.timezone.utc)
         log(f"[bench {name}] running ...")
         clock = time.perf_counter()
-        table = function(out / name, quick=quick)
+        table = function(out / name, quick=quick, **kwargs)
         elapsed = time.perf_counter() - clock
         command = f"sparsegate bench --only {name}" + (" --quick" if quick else "")
         sections.append(f"## {name}\n\nCommand: `{command}` — {started:%Y-%m-%d %H:%M} UTC, "
