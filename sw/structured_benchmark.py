@@ -6,11 +6,13 @@ Per model (LeNet-5-Caffe on the embedded MNIST digits, the small VGG on the same
 
 1. a dense base model is trained on the fit split (1,000 training digits are held out as the validation
    split that every pruning decision reads; the 1,000 test digits only feed the table);
-2. every method prunes a copy of it on the conv layers under **one shared schedule**
-   (:mod:`sparsegate.sw.prune_loop`, ``selection="path"``): each round raises the conv-weight sparsity
-   geometrically and fine-tunes; the returned state is the sparsest round whose validation accuracy stays
-   within the same accuracy budget. So the methods are compared at equal accuracy (budget), and each row says
-   how far its granularity lets it go;
+2. every method prunes a copy of it on the conv layers round by round through the shared loop
+   (:func:`sparsegate.sw.prune_loop.iterative_prune`, one call per round): prune to the next conv-sparsity
+   target, fine-tune. The result is the sparsest round before the first one whose validation accuracy falls
+   more than the budget below the reference (the dense base after the same fine-tune without pruning). So the
+   methods are compared at equal accuracy (budget), and each row says how far its granularity lets it go.
+   (Not the loop's own window-averaged path selection: with steps this large, a destructive next round would
+   drag a good round's average below the budget.) KEP spends its penalty epoch inside the round's budget;
 3. the chosen model gets the same final fine-tune, then is measured: conv-layer sparsity, params and MACs
    removed (:func:`sparsegate.sw.counting.layer_table`: zero weights and dead channels skipped), test
    accuracy and its drop, and the index bits per kept conv weight (:func:`sparsegate.sw.kep.index_cost`);
@@ -36,13 +38,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from .atomic_io import write_json, write_text
-from .coarse_prune import CoarseConfig, coarse_masks, coarse_prune, ratios_for_sparsity
+from .coarse_prune import CoarseConfig, coarse_masks, coarse_step, ratios_for_sparsity
 from .counting import layer_table
 from .data import mnist_embedded, mnist_embedded_rgb32
-from .kep import KEPConfig, conv_layers, index_cost, kep_prune_iterative
-from .masks import apply_masks, channel_l1_norms
+from .kep import KEPConfig, conv_layers, index_cost, kep_step
+from .masks import apply_masks, channel_l1_norms, copy_masks
 from .models import build_model
-from .prune_loop import FineTuneConfig, Schedule, accuracy, finetune, split_validation
+from .prune_loop import FineTuneConfig, Schedule, accuracy, finetune, iterative_prune, split_validation
 from .shrink import shrink_model
 from .task_prune import subtask_dataset, subtask_model, task_filter_masks, task_scores
 from .train import TrainConfig, train
@@ -64,10 +66,9 @@ class ModelSettings:
     model: str
     base_epochs: int
     base_lr: float = 2e-3
-    step: float = 0.6  # fraction of the kept conv weights removed per round
-    max_rounds: int = 4
+    targets: tuple = (0.65, 0.8, 0.88, 0.93, 0.96)  # conv-weight sparsity after each round
     max_drop: float = 0.008  # validation-accuracy budget of every method (margin for < 1 point on test)
-    epochs_per_round: int = 1
+    epochs_per_round: int = 3
     lr: float = 1e-3
     final_epochs: int = 1
     fit_subset: int | None = None  # fine-tuning samples (None: the whole fit split)
@@ -96,11 +97,10 @@ class TaskSettings:
 @dataclass
 class StructuredSettings:
     models: list[ModelSettings] = field(default_factory=lambda: [
-        ModelSettings("lenet5", base_epochs=10, step=0.65, max_rounds=4, epochs_per_round=2, final_epochs=1,
-                      candidates=10, eval_samples=200),
-        ModelSettings("vgg", base_epochs=5, step=0.5, max_rounds=3, epochs_per_round=2, fit_subset=1500,
-                      final_epochs=0, candidates=8, search="network", eval_samples=200, oneshot_sparsity=0.5,
-                      oneshot_epochs=2,
+        ModelSettings("lenet5", base_epochs=10, final_epochs=4, candidates=10, eval_samples=200,
+                      oneshot_epochs=4),
+        ModelSettings("vgg", base_epochs=8, targets=(0.5, 0.75, 0.875), epochs_per_round=2, final_epochs=0,
+                      candidates=8, search="network", eval_samples=200, oneshot_sparsity=0.5, oneshot_epochs=3,
                       methods=("kep-pattern", "filter-l1", "coarse-fmap", "coarse-kernel", "coarse-both",
                                "magnitude")),
     ])
@@ -109,8 +109,8 @@ class StructuredSettings:
 
     @classmethod
     def quick(cls) -> "StructuredSettings":
-        common = dict(base_epochs=1, max_rounds=1, step=0.5, final_epochs=0, fit_subset=600, candidates=2,
-                      eval_samples=100, penalty_epochs=1, oneshot_epochs=0, calibrate=False)
+        common = dict(base_epochs=1, targets=(0.5,), epochs_per_round=1, final_epochs=0, fit_subset=600,
+                      candidates=2, eval_samples=100, penalty_epochs=1, oneshot_epochs=0, calibrate=False)
         return cls(models=[ModelSettings("lenet5", **common),
                            ModelSettings("vgg", search="network", **common)],
                    task=TaskSettings(subtask_epochs=1, ratios=(0.75,), criteria=("fisher", "l1"), epochs=1),
@@ -147,30 +147,53 @@ def measure(model: nn.Module, masks, conv: list[str], test_ds: TensorDataset, ba
             "table": table.to_dict()}
 
 
-def _prune(key: str, model: nn.Module, fit_ds, val_ds, s: ModelSettings, conv, progress: bool, seed: int,
-           reference: float | None):
-    schedule = Schedule(max_accuracy_drop=s.max_drop, step=s.step, max_rounds=s.max_rounds)
+def _step(key: str, fit_ds, val_ds, s: ModelSettings, conv, seed: int):
+    """(the method's prune step for the shared loop, its fine-tune config per round)."""
     ft = FineTuneConfig(epochs=s.epochs_per_round, lr=s.lr, seed=seed)
     if key.startswith("kep-"):
         cfg = KEPConfig(mode=key.split("-", 1)[1], patterns=s.patterns, penalty=s.penalty,
                         penalty_epochs=s.penalty_epochs)
         # the same training per round as every other method: the penalty epochs replace fine-tune epochs
         ft = FineTuneConfig(epochs=max(0, s.epochs_per_round - s.penalty_epochs), lr=s.lr, seed=seed)
-        return kep_prune_iterative(model, fit_ds, val_ds, schedule, cfg, ft, layers=conv, progress=progress,
-                                   base_val_accuracy=reference)
+        return kep_step(fit_ds, cfg, conv, ft.train_config(0), val_ds), ft
     if key == "magnitude":
-        from .prune_loop import iterative_prune
         from .prune_magnitude import global_step
-        return iterative_prune(model, global_step(conv), fit_ds, val_ds, schedule, ft, None, conv,
-                               progress=progress, desc="global", base_val_accuracy=reference)
+        return global_step(conv), ft
     granularity, selection, candidates = {
         "filter-l1": ("feature_map", "l1", 1), "coarse-fmap": ("feature_map", "random", s.candidates),
         "coarse-kernel": ("kernel", "random", s.candidates), "coarse-both": ("both", "random", s.candidates),
         "coarse-both-random": ("both", "random", 1)}[key]
     cfg = CoarseConfig(granularity=granularity, selection=selection, candidates=candidates, search=s.search,
                        eval_samples=s.eval_samples, seed=seed)
-    return coarse_prune(model, fit_ds, val_ds, schedule, cfg, ft, layers=conv, progress=progress,
-                        base_val_accuracy=reference)
+    return coarse_step(val_ds, cfg, conv), ft
+
+
+def _prune(key: str, model: nn.Module, fit_ds, val_ds, s: ModelSettings, conv, progress: bool, seed: int,
+           reference: float) -> tuple[dict, list]:
+    """Prune ``model`` in place round by round (one :func:`iterative_prune` round per target) and keep the
+    sparsest round before the first one whose validation accuracy falls more than the budget below
+    ``reference``; returns (masks, [(sparsity, val accuracy, within budget) per round])."""
+    step, ft = _step(key, fit_ds, val_ds, s, conv, seed)
+    masks: dict = {}
+    sparsity = 0.0
+    best = (copy.deepcopy(model.state_dict()), {})
+    history = []
+    for target in s.targets:
+        if target <= sparsity + 1e-9:
+            continue  # an earlier round already went past this target
+        res = iterative_prune(model, step, fit_ds, val_ds, Schedule(target_sparsity=target, step=0.999), ft,
+                              masks, conv, progress=progress, desc=f"{key} -> {target:.2f}")
+        if res.sparsity <= sparsity + 1e-9:
+            break  # the method cannot prune further
+        masks, sparsity = res.masks, res.sparsity
+        ok = reference - res.val_accuracy <= s.max_drop + 1e-9
+        history.append((sparsity, res.val_accuracy, ok))
+        if not ok:
+            break
+        best = (copy.deepcopy(model.state_dict()), copy_masks(masks))
+    model.load_state_dict(best[0])
+    apply_masks(model, best[1])
+    return best[1], history
 
 
 def _oneshot(base: nn.Module, fit_ds, val_ds, test_ds, s: ModelSettings, conv, base_test: float, seed: int) -> dict:
@@ -233,7 +256,7 @@ def run_model(s: ModelSettings, seed: int, val_size: int, progress: bool) -> dic
     base_test, base_val = accuracy(base, test_ds), accuracy(base, val_ds)
     rows = [dict(method="dense (base)", key="dense", wall_time_s=base_s, rounds=0,
                  **measure(base, {}, conv, test_ds, base_test))]
-    reference = None
+    reference = base_val
     if s.calibrate:  # what one round's fine-tune does to the dense base: the budget's reference
         m, t0 = copy.deepcopy(base), time.perf_counter()
         finetune(m, fit_ds, {}, FineTuneConfig(epochs=s.epochs_per_round, lr=s.lr, seed=seed), 1)
@@ -243,13 +266,12 @@ def run_model(s: ModelSettings, seed: int, val_size: int, progress: bool) -> dic
     pruned = {}
     for key in s.methods:
         m, t0 = copy.deepcopy(base), time.perf_counter()
-        res = _prune(key, m, fit_ds, val_ds, s, conv, progress, seed, reference)
-        finetune(m, fit_ds, res.masks, FineTuneConfig(epochs=s.final_epochs, lr=s.lr, seed=seed), 4242)
-        row = dict(method=METHODS[key], key=key, wall_time_s=time.perf_counter() - t0, rounds=len(res.history),
-                   path=[(h.sparsity, h.val_accuracy) for h in res.history],
-                   **measure(m, res.masks, conv, test_ds, base_test))
+        masks, history = _prune(key, m, fit_ds, val_ds, s, conv, progress, seed, reference)
+        finetune(m, fit_ds, masks, FineTuneConfig(epochs=s.final_epochs, lr=s.lr, seed=seed), 4242)
+        row = dict(method=METHODS[key], key=key, wall_time_s=time.perf_counter() - t0,
+                   rounds=len(history), path=history, **measure(m, masks, conv, test_ds, base_test))
         rows.append(row)
-        pruned[key] = (m, res.masks)
+        pruned[key] = (m, masks)
     t0 = time.perf_counter()
     oneshot = _oneshot(base, fit_ds, val_ds, test_ds, s, conv, base_test, seed)
     oneshot_s = time.perf_counter() - t0
@@ -345,10 +367,10 @@ def render_markdown(results: list[dict], task: dict | None, total_s: float, quic
     if quick:
         lines += ["**Quick mode** (smoke-test budget) — not a measurement.", ""]
     lines += [
-        "Every method prunes the **conv layers** of the same dense base under one schedule "
-        "(`prune_loop.iterative_prune`, path selection): each round raises the conv-weight sparsity "
-        "geometrically and fine-tunes; the result is the sparsest round whose validation accuracy stays within "
-        "the budget — so rows compare granularities **at equal accuracy**. Then one final fine-tune. "
+        "Every method prunes the **conv layers** of the same dense base round by round (each round one "
+        "`prune_loop.iterative_prune` step: prune to the next conv-sparsity target, fine-tune); the result is the "
+        "sparsest round before the first one whose validation accuracy falls more than the budget below the "
+        "reference — so rows compare granularities **at equal accuracy** (budget). Then one final fine-tune. "
         "*Conv sparsity*: pruned fraction of the conv weights. *Params removed*: of all network params (weights "
         "+ biases; removing a conv feature map also removes the fc weights reading it). *MACs removed*: "
         "multiply-accumulates a zero-skipping engine skips (zero weights and dead channels), conv layers / whole "
@@ -360,8 +382,8 @@ def render_markdown(results: list[dict], task: dict | None, total_s: float, quic
         s = r["settings"]
         lines += [f"## {TITLES[r['model']]}", "",
                   f"Base: {s['base_epochs']} epochs on {r['base_fit_size']:,} digits, test accuracy "
-                  f"{_pct(r['base_test_accuracy'], 2)} (validation {_pct(r['base_val_accuracy'], 2)}). Schedule: "
-                  f"{int(100 * s['step'])}% of the kept conv weights per round, at most {s['max_rounds']} rounds, "
+                  f"{_pct(r['base_test_accuracy'], 2)} (validation {_pct(r['base_val_accuracy'], 2)}). Rounds to "
+                  f"conv sparsity {', '.join(_pct(t, 1) for t in s['targets'])}, "
                   f"{s['epochs_per_round']} fine-tune epoch(s) per round on {r['fit_size']:,} digits (Adam, peak lr "
                   f"{s['lr']:g}), validation budget {100 * s['max_drop']:.1f} points "
                   + (f"below the dense base after one round's fine-tune ({_pct(r['reference_val_accuracy'], 2)} on "
