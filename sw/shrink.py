@@ -32,6 +32,7 @@ from .atomic_io import atomic_path
 from .counting import liveness
 from .masks import Masks, PruneError, apply_masks, bias_key, check_masks, copy_masks, topology, weight_key
 from .models import MODELS, build_model, count_layers, prunable_layers
+from .train import load_envelope
 
 SHRUNK_FORMAT = "sparsegate-shrunk"
 SHRUNK_VERSION = 1
@@ -228,17 +229,7 @@ def save_shrunk(path: str | Path, result: ShrinkResult, model_name: str, meta: d
 
 def load_shrunk(path: str | Path) -> tuple[nn.Module, Masks, dict]:
     """Rebuild a model written by :func:`save_shrunk`: (model, masks, meta)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PruneError(f"{path}: no such shrunk-model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise PruneError(f"{path}: not a readable shrunk-model file ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != SHRUNK_FORMAT:
-        raise PruneError(f"{path}: not a sparsegate shrunk model (missing format={SHRUNK_FORMAT!r})")
-    if payload.get("version") != SHRUNK_VERSION:
-        raise PruneError(f"{path}: shrunk-model version {payload.get('version')}, expected {SHRUNK_VERSION}")
+    payload = load_envelope(path, SHRUNK_FORMAT, SHRUNK_VERSION, "shrunk-model", PruneError)
     try:
         model = build_model(payload["model"], payload["num_classes"])
         mods = prunable_layers(model)

@@ -162,19 +162,25 @@ def _num_classes(model: nn.Module) -> int:
     return list(model.modules())[-1].out_features
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, Masks, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns (model, masks, meta)."""
+def load_envelope(path: str | Path, fmt: str, version: int, what: str, error: type[Exception]) -> dict:
+    """Read a torch-saved dict tagged with ``format``/``version``; any problem raises ``error`` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise error(f"{path}: no such {what} file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a sparsegate checkpoint (missing format={CHECKPOINT_FORMAT!r})")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
+        raise error(f"{path}: not a readable {what} ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise error(f"{path}: not a sparsegate {what} (missing format={fmt!r})")
+    if payload.get("version") != version:
+        raise error(f"{path}: {what} version {payload.get('version')}, expected {version}")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, Masks, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns (model, masks, meta)."""
+    payload = load_envelope(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint", CheckpointError)
     try:
         model = build_model(payload["model"], payload["num_classes"])
         model.load_state_dict(payload["state_dict"])
