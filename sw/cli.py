@@ -22,6 +22,7 @@ COMMANDS = {
     "run": ("sparsegate.sw.run_command", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
     "demo": ("sparsegate.sw.demo", "the main job on the embedded MNIST default, resumable"),
     "bench": ("sparsegate.sw.bench_command", "run the benchmarks and write BENCHMARKS.md"),
+    "rnn": ("sparsegate.sw.rnn_command", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
 }
 
 

@@ -30,7 +30,7 @@ METHODS = ITERATIVE + ACRA + ("sensitivity",)
 # --- methods registered by other modules (issue 4: KEP, coarse, task-guided) -------------------------------
 # name -> module providing ``configure_prune(parser)`` (its extra arguments) and ``run_prune(args) -> int``
 REGISTERED_METHODS = {"kep": "sparsegate.sw.structured_command", "coarse": "sparsegate.sw.structured_command",
-                      "task": "sparsegate.sw.structured_command"}
+                      "task": "sparsegate.sw.structured_command", "lowrank": "sparsegate.sw.lowrank_command"}
 
 
 @dataclass
