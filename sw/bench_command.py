@@ -24,6 +24,7 @@ BENCHMARKS = {
     "engine": ("sparsegate.sim.engine_benchmark", "run_engine_benchmark", {}),
     "builds": ("sparsegate.hw.build_sweep", "run_build_sweep", {}),
     "structured": ("sparsegate.sw.structured_benchmark", "run_structured_benchmark", {}),
+    "rnn": ("sparsegate.sw.rnn_benchmark", "run_rnn_benchmark", {}),
 }
 
 
