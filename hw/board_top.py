@@ -10,6 +10,10 @@ Three layers, so simulation can enter at the level it needs:
 * :class:`BoardTop` — ``SerialTop`` on a real board: PLL from the board clock to ``clk_hz``, reset held
   until the PLL locks, the board's UART pins, LEDs showing activity.
 
+The device behind the link is the sparse engine (``program`` = a compiled engine program) or the LIF core
+(``program`` = a :class:`~sparsegate.hw.lif_top.LifDesign`: :class:`~sparsegate.hw.lif_top.LinkedLif`);
+:func:`linked_core` picks, and the ID reply tells the host which one it talks to.
+
 The engine's memories are sized by a **capacity geometry** (:func:`capacity_geometry`): the program baked
 in at build time sets the widths, with optional headroom, and any image that fits that geometry can be
 loaded at run time (:func:`retarget_program` repacks a compiled program into it).
@@ -28,7 +32,7 @@ from .engine_layouts import EngineGeometry, chan_layout, desc_layout, pack, para
 from .host_link import HostLink, identity_bytes
 from .uart import UartRx, UartTx, divisor_for
 
-__all__ = ["LinkedEngine", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
+__all__ = ["LinkedEngine", "linked_core", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
            "pll_params", "DEFAULT_BAUD"]
 
 DEFAULT_BAUD = 115200
@@ -127,8 +131,18 @@ class LinkedEngine(wiring.Component):
         return m
 
 
+def linked_core(program, *, timeout: int, clk_hz: int = 0):
+    """The device behind the host link: :class:`LinkedEngine` for an engine program, ``LinkedLif`` for a
+    :class:`~sparsegate.hw.lif_top.LifDesign`."""
+    from .lif_top import LifDesign, LinkedLif
+    if isinstance(program, LifDesign):
+        return LinkedLif(program, timeout=timeout, clk_hz=clk_hz)
+    return LinkedEngine(program, timeout=timeout, clk_hz=clk_hz)
+
+
 class SerialTop(wiring.Component):
-    """:class:`LinkedEngine` behind an 8N1 UART: serial ``rx`` in, ``tx`` out (``divisor`` cycles per bit)."""
+    """:func:`linked_core` (engine or LIF) behind an 8N1 UART: serial ``rx`` in, ``tx`` out (``divisor``
+    cycles per bit)."""
 
     def __init__(self, program, *, divisor: int, timeout: int, clk_hz: int = 0):
         self.program, self.divisor, self.timeout, self.clk_hz = program, divisor, timeout, clk_hz
@@ -137,7 +151,7 @@ class SerialTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = LinkedEngine(self.program, timeout=self.timeout, clk_hz=self.clk_hz)
+        m.submodules.core = core = linked_core(self.program, timeout=self.timeout, clk_hz=self.clk_hz)
         m.submodules.urx = urx = UartRx(self.divisor)
         m.submodules.utx = utx = UartTx(self.divisor)
         wiring.connect(m, urx.o, core.rx)
@@ -172,8 +186,8 @@ def pll_params(fin_hz: float, fout_hz: float) -> dict:
 
 class BoardTop(Elaboratable):
     """The whole design on an ECP5 board: board clock → PLL (``clk_hz``) → :class:`SerialTop` on the
-    board's ``uart`` resource (``uart_resource`` adds one where the board definition lacks it), LED 0 =
-    engine busy, LED 1 = a bad frame was seen, LED 2 = heartbeat (where the board has them)."""
+    board's ``uart`` resource (``uart_resource`` adds one where the board definition lacks it); ``program``
+    is an engine program or a :class:`~sparsegate.hw.lif_top.LifDesign`. LED 0 = core busy, LED 1 = a bad frame was seen, LED 2 = heartbeat (where the board has them)."""
 
     def __init__(self, program, *, clk_hz: float = 100e6, baud: int = DEFAULT_BAUD, timeout_s: float = 0.05):
         self.program = program

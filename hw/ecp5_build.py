@@ -100,6 +100,7 @@ class BuildReport:
     build_dir: Path
     source: str  # "report" (nextpnr --report JSON) or "log" (parsed nextpnr log)
     elapsed_s: float
+    routed: bool = True  # False: placed only (``place_only``): Fmax is nextpnr's post-placement estimate
 
     def cell(self, kind: str) -> CellUsage:
         """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""
@@ -135,6 +136,7 @@ class BuildReport:
             "fmax_mhz": self.fmax_mhz, "timing_met": self.timing_met,
             "bitstream": str(self.bitstream) if self.bitstream else None,
             "build_dir": str(self.build_dir), "source": self.source, "elapsed_s": round(self.elapsed_s, 3),
+            "routed": self.routed,
         }
 
 
@@ -194,10 +196,28 @@ def _default_platform():
     return ULX3S_25F_Platform()
 
 
+def _place_only_script(script: str, name: str) -> str:
+    """Amaranth's build script changed to stop after placement: nextpnr ``--no-route`` without
+    ``--textcfg``, no ecppack."""
+    out = []
+    for line in script.splitlines():
+        if line.startswith('"$ECPPACK"'):
+            continue
+        if line.startswith('"$NEXTPNR_ECP5"'):
+            line = re.sub(r" --textcfg \S+", "", line) + " --no-route"
+        out.append(line)
+    if not any("--no-route" in line for line in out):
+        raise BuildFailed(f"cannot make a place-only flow: no nextpnr-ecp5 line in build_{name}.sh")
+    return "\n".join(out) + "\n"
+
+
 def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
                require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
-               timeout_s: float | None = None) -> BuildReport:
+               timeout_s: float | None = None, place_only: bool = False) -> BuildReport:
     """Synthesise, place, route and pack ``design`` for an ECP5 board; return its :class:`BuildReport`.
+
+    ``place_only`` stops after placement (nextpnr ``--no-route``, no bitstream): utilisation is final,
+    Fmax is nextpnr's post-placement estimate (``report.routed`` is False), in a fraction of the time.
 
     ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
     LFE5U-25F); an instance can be built only once. Raises
@@ -221,6 +241,9 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     opts = ["--report", f"{name}.report.json", "--timing-allow-fail", *nextpnr_opts]
     plan = platform.build(design, name=name, do_build=False, do_program=False, nextpnr_opts=" ".join(opts))
     plan.extract(str(work))
+    if place_only:
+        script = work / f"build_{name}.sh"
+        script.write_text(_place_only_script(script.read_text(), name))
 
     started = time.monotonic()
     try:
@@ -248,18 +271,24 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     else:  # e.g. nextpnr options overridden through AMARANTH_nextpnr_opts
         util, clocks = parse_nextpnr_log(log_text)
         source = "log"
+    if not clocks:  # nextpnr's --report has no Fmax without routing: take the post-placement figure from the log
+        clocks = parse_nextpnr_log(log_text)[1]
     if not util:
         raise BuildFailed(f"ECP5 build of '{name}' finished but nextpnr reported no utilisation (see {work})")
     check_fits(util, design=name, device=device)
 
-    bit = work / f"{name}.bit"
-    if not bit.is_file() or bit.stat().st_size == 0:
-        raise BuildFailed(f"ECP5 build of '{name}' finished without a bitstream ({bit} missing or empty)")
-    write_bytes(bit_out, bit.read_bytes())
+    if place_only:
+        bitstream = None
+    else:
+        bit = work / f"{name}.bit"
+        if not bit.is_file() or bit.stat().st_size == 0:
+            raise BuildFailed(f"ECP5 build of '{name}' finished without a bitstream ({bit} missing or empty)")
+        write_bytes(bit_out, bit.read_bytes())
+        bitstream = bit_out
 
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
-                         utilisation=util, clocks=clocks, bitstream=bit_out, build_dir=build_dir,
-                         source=source, elapsed_s=elapsed)
+                         utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
+                         source=source, elapsed_s=elapsed, routed=not place_only)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

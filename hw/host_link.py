@@ -15,8 +15,13 @@ code   name          request payload                                            
 0x02   WRITE_MEM     mem u8, addr u16, count u16, count words of ceil(bits/8) B   —
 0x03   RUN           sample u16                                                   total cycles u32
 0x04   READ_REGS     first u8, count u8 (debug registers, ``hw.engine.dbg_map``) count × u32
-0x05   READ_OUTPUTS  —                                                            ``n_results`` × int8
+0x05   READ_OUTPUTS  —                                                            ``n_results`` × int8 (sparse)
+                                                                                  or × int32 (LIF membranes)
 =====  ============  ===========================================================  ===========================
+
+The same link serves either core (``hw.board_top``): the ID reply's core kind says which is built
+(``sparse``: geometry = :data:`IDENT_FIELDS`; ``lif``: :data:`LIF_IDENT_FIELDS`, memories and registers in
+``hw.lif_top``), so a host knows how to load it.
 
 ``WRITE_MEM`` to memories 0-3 (descriptors, channel table, parameters, weight words: ``HOST_MEMS``) is
 how a weight image is loaded; to memory 4 (input samples) how an input is loaded. The host compiles
@@ -40,7 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["HostLink", "crc16", "identity_bytes", "parse_identity", "SOF_REQ", "SOF_RSP", "CMD", "STATUS",
-           "PROTOCOL_VERSION", "IDENT_MAGIC", "IDENT_FIELDS", "word_bytes"]
+           "PROTOCOL_VERSION", "IDENT_MAGIC", "IDENT_FIELDS", "LIF_IDENT_FIELDS", "CORE_KINDS", "word_bytes"]
 
 SOF_REQ = 0xA5
 SOF_RSP = 0x5A
@@ -51,7 +56,12 @@ STATUS = {"OK": 0, "BAD_CRC": 1, "BAD_LEN": 2, "UNKNOWN_CMD": 3, "TIMEOUT": 4, "
 #: EngineGeometry fields in the identity reply (u16 each), after magic, version, core kind, n_regs.
 IDENT_FIELDS = ("lanes", "slot_bits", "weight_depth", "act_depth", "chan_depth", "param_depth", "n_layers",
                 "input_depth", "n_samples", "pool_width", "n_results")
-CORE_KINDS = {"sparse": 0}
+#: LIF core fields in the identity reply (u16 each; ``hw.lif_top.LifDesign.ident_values``).
+LIF_IDENT_FIELDS = ("n_inputs", "n_hidden", "n_outputs", "units", "per_word", "slots", "readout_units",
+                    "source_depth", "n_samples", "v_width", "count_width", "leak", "leak_shift", "leak_mult",
+                    "leak_frac", "reset", "refractory", "readout_v_width", "readout_count_width")
+CORE_KINDS = {"sparse": 0, "lif": 1}
+_CORE_FIELDS = {"sparse": IDENT_FIELDS, "lif": LIF_IDENT_FIELDS}
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -69,20 +79,33 @@ def word_bytes(bits: int) -> int:
 
 
 def identity_bytes(geometry, n_regs: int, core: str = "sparse", clk_hz: int = 0) -> bytes:
-    """The ID reply: magic, protocol version, core kind, debug register count, the engine geometry, clock."""
-    values = [getattr(geometry, f) for f in IDENT_FIELDS]
+    """The ID reply: magic, protocol version, core kind, debug register count, the core's geometry (an
+    object or a dict with the core's fields: :data:`IDENT_FIELDS` / :data:`LIF_IDENT_FIELDS`), clock."""
+    fields = _CORE_FIELDS[core]
+    values = [geometry[f] if isinstance(geometry, dict) else getattr(geometry, f) for f in fields]
+    for f, v in zip(fields, values):
+        if not 0 <= int(v) <= 0xFFFF:
+            raise ValueError(f"identity field {f!r} = {v} does not fit a u16")
     return (IDENT_MAGIC + bytes([PROTOCOL_VERSION, CORE_KINDS[core], n_regs])
             + struct.pack(f"<{len(values)}H", *values) + struct.pack("<I", int(clk_hz)))
 
 
 def parse_identity(data: bytes) -> dict:
-    n = len(IDENT_FIELDS)
-    if len(data) != 7 + 2 * n + 4 or data[:4] != IDENT_MAGIC:
+    """The ID reply as ``{version, core, n_regs, geometry (dict), clk_hz}``; the core kind picks the fields."""
+    if len(data) < 11 or data[:4] != IDENT_MAGIC:
         raise ValueError(f"not a sparsegate identity reply: {data[:8].hex()}...")
-    values = struct.unpack(f"<{n}H", data[7:7 + 2 * n])
     kinds = {v: k for k, v in CORE_KINDS.items()}
-    return {"version": data[4], "core": kinds.get(data[5], f"unknown({data[5]})"), "n_regs": data[6],
-            "geometry": dict(zip(IDENT_FIELDS, values)), "clk_hz": struct.unpack("<I", data[-4:])[0]}
+    core = kinds.get(data[5])
+    if core is None:
+        raise ValueError(f"identity reply names core kind {data[5]}, unknown to this host (known: "
+                         f"{', '.join(f'{v} {k}' for k, v in CORE_KINDS.items())})")
+    fields = _CORE_FIELDS[core]
+    n = len(fields)
+    if len(data) != 7 + 2 * n + 4:
+        raise ValueError(f"identity reply for a {core} core is {len(data)} bytes, expected {7 + 2 * n + 4}")
+    values = struct.unpack(f"<{n}H", data[7:7 + 2 * n])
+    return {"version": data[4], "core": core, "n_regs": data[6],
+            "geometry": dict(zip(fields, values)), "clk_hz": struct.unpack("<I", data[-4:])[0]}
 
 
 def _crc_terms():
@@ -115,11 +138,18 @@ class HostLink(wiring.Component):
 
     ``mems``: ``[(word bits, depth)]`` of the writable memories (``hw.engine.host_memories`` order);
     ``n_regs``: debug registers; ``result_base``/``n_results``: where the outputs start in the debug map;
-    ``ident``: the ID reply payload; ``timeout``: cycles of silence that end a truncated frame.
+    ``ident``: the ID reply payload; ``timeout``: cycles of silence that end a truncated frame;
+    ``result_bytes``: READ_OUTPUTS sends each result register's low byte (1, the engine's int8 outputs) or
+    the whole register (4, the LIF readout's membranes).
     """
 
     def __init__(self, *, mems, n_samples: int, n_regs: int, result_base: int, n_results: int, ident: bytes,
-                 timeout: int, max_payload: int = 2048):
+                 timeout: int, max_payload: int = 2048, result_bytes: int = 1):
+        if result_bytes not in (1, 4):
+            raise ValueError(f"result_bytes must be 1 or 4, got {result_bytes}")
+        if not 1 <= len(mems) <= 256:
+            raise ValueError(f"the link addresses 1..256 memories, got {len(mems)}")
+        self.result_bytes = result_bytes
         self.mems = list(mems)
         self.n_samples, self.n_regs = n_samples, n_regs
         self.result_base, self.n_results = result_base, n_results
@@ -135,7 +165,7 @@ class HostLink(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "start": Out(1), "sample": Out(16), "busy": In(1),
             "dbg_sel": Out(8), "dbg_data": In(32),
-            "wr_en": Out(1), "wr_mem": Out(3), "wr_addr": Out(max(1, addr_bits)), "wr_data": Out(8 * self.max_wb),
+            "wr_en": Out(1), "wr_mem": Out(8), "wr_addr": Out(max(1, addr_bits)), "wr_data": Out(8 * self.max_wb),
             "frames_ok": Out(16), "frames_bad": Out(16),
             "idle": Out(1),         # between frames (waiting for SOF)
         })
@@ -174,7 +204,7 @@ class HostLink(wiring.Component):
         tcrc = Signal(16)
 
         # WRITE_MEM
-        mem = Signal(3)
+        mem = Signal(8)
         waddr = Signal(16)
         left = Signal(16)
         k = Signal(range(self.max_wb + 1))
@@ -323,7 +353,10 @@ class HostLink(wiring.Component):
                         with m.If(length != 0):
                             error("BAD_LEN")
                         with m.Else():
-                            reply(STATUS["OK"], 3, self.result_base, self.n_results)
+                            if self.result_bytes == 4:
+                                reply(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
+                            else:
+                                reply(STATUS["OK"], 3, self.result_base, self.n_results)
                     with m.Default():
                         error("UNKNOWN_CMD")
             with m.State("W_RD"):           # buffer address presented

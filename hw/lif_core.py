@@ -43,7 +43,8 @@ from amaranth.lib.wiring import In, Out
 from sparsegate.sw.snn_golden import IntSNN, LifParams
 
 __all__ = ["spike_event", "neuron_state", "source_entry", "readback_signature", "CoreGeometry", "LifCore",
-           "SpikeSource", "LifNetwork", "weight_load_signature", "pack_weight_banks", "encode_source", "check_source", "decode_event"]
+           "SpikeSource", "LifNetwork", "weight_load_signature", "mask_load_signature", "source_write_signature",
+           "pack_weight_banks", "unit_mask_words", "encode_source", "check_source", "decode_event"]
 
 
 def _bits(n: int) -> int:
@@ -89,6 +90,24 @@ def weight_load_signature(geom: "CoreGeometry") -> wiring.Signature:
         "unit": Out(range(geom.units)),
         "addr": Out(range(geom.bank_depth)),
         "data": Out(8 * geom.per_word),
+    })
+
+
+def mask_load_signature(geom: "CoreGeometry") -> wiring.Signature:
+    """Rewrite one unit's whole enable mask (driven by the loader): ``unit``, ``data`` (bit k = slot k), ``en``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "unit": Out(range(geom.units)),
+        "data": Out(geom.slots),
+    })
+
+
+def source_write_signature(depth: int, n_inputs: int) -> wiring.Signature:
+    """Write one spike-train memory entry (:func:`source_entry` word): ``addr``, ``data``, ``en``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(depth)),
+        "data": Out(source_entry(n_inputs).size),
     })
 
 
@@ -144,6 +163,15 @@ def pack_weight_banks(weights: np.ndarray, geom: CoreGeometry) -> list[list[int]
         words = (lanes * lane_weights).sum(axis=2).reshape(-1)               # j * WPI + k // P
         banks.append([int(x) for x in words])
     return banks
+
+
+def unit_mask_words(mask: np.ndarray, geom: CoreGeometry) -> list[int]:
+    """Per unit, its enable-mask word (bit ``k`` = slot ``k``) for a neuron mask ``(n_neurons,)`` bool."""
+    mask = np.asarray(mask, bool)
+    if mask.shape != (geom.n_neurons,):
+        raise ValueError(f"mask has shape {mask.shape}, expected ({geom.n_neurons},)")
+    return [sum(1 << k for k in range(geom.slots) if geom.exists(u, k) and mask[geom.neuron(u, k)])
+            for u in range(geom.units)]
 
 
 def encode_source(samples: Sequence[np.ndarray], n_inputs: int) -> list[int]:
@@ -215,10 +243,12 @@ class LifCore(wiring.Component):
     mask_we, mask_unit, mask_slot, mask_enable : ``In`` write one enable bit (while idle).
     rd : ``In(readback_signature(...))`` per-neuron state readback (while idle).
     wload : ``In(weight_load_signature(...))`` rewrite a weight-bank word (while idle), e.g. a new network.
+    threshold, mask_load : with ``host_write=True`` only: the firing threshold as an input (instead of
+        ``params.threshold``) and ``In(mask_load_signature(...))``, a whole unit's mask word (while idle).
     """
 
     def __init__(self, weights: np.ndarray, params: LifParams, *, units: int, per_word: int = 1,
-                 mask: np.ndarray | None = None, counter_width: int = 32):
+                 mask: np.ndarray | None = None, counter_width: int = 32, host_write: bool = False):
         weights = np.asarray(weights, dtype=np.int64)
         if weights.ndim != 2:
             raise ValueError(f"weights must be 2-D (n_neurons, n_inputs), got shape {weights.shape}")
@@ -231,7 +261,10 @@ class LifCore(wiring.Component):
         self.mask = mask
         self.banks = pack_weight_banks(weights, g)
         self.acc_width = (g.n_inputs * 127).bit_length() + 1
-        super().__init__({
+        self.host_write = host_write
+        extra = {"threshold": In(unsigned(params.v_width - 1), init=params.threshold),
+                 "mask_load": In(mask_load_signature(g))} if host_write else {}
+        super().__init__({**extra,
             "i": In(stream.Signature(spike_event(g.n_inputs))),
             "o": Out(stream.Signature(spike_event(g.n_neurons))),
             "clear": In(1),
@@ -249,12 +282,12 @@ class LifCore(wiring.Component):
         })
 
     def unit_mask_init(self, unit: int) -> int:
-        g = self.geom
-        return sum(1 << k for k in range(g.slots) if g.exists(unit, k) and self.mask[g.neuron(unit, k)])
+        return unit_mask_words(self.mask, self.geom)[unit]
 
     def _update(self, m: Module, state, acc, name: str):
         """Combinational neuron update: returns (new state as a flat value, spike)."""
         p = self.params
+        threshold = self.threshold if self.host_write else p.threshold
         v = state.v
         if p.leak == "shift":
             leaked = v - (v >> p.leak_shift)
@@ -263,7 +296,7 @@ class LifCore(wiring.Component):
         else:
             leaked = v
         if p.reset == "subtract":
-            base = leaked - Mux(state.fired, p.threshold, 0)
+            base = leaked - Mux(state.fired, threshold, 0)
         else:
             base = Mux(state.fired, 0, leaked)
         in_refrac = state.refrac != 0
@@ -277,7 +310,7 @@ class LifCore(wiring.Component):
         with m.Else():
             m.d.comb += new_v.eq(wide)
         spike = Signal(name=f"{name}_spike")
-        m.d.comb += spike.eq((new_v > p.threshold) & ~in_refrac)
+        m.d.comb += spike.eq((new_v > threshold) & ~in_refrac)
         new = Signal(neuron_state(p), name=f"{name}_new")
         m.d.comb += [
             new.v.eq(new_v),
@@ -369,6 +402,9 @@ class LifCore(wiring.Component):
             # Enable-mask writes.
             with m.If(self.mask_we & (self.mask_unit == u) & in_collect):
                 m.d.sync += masks[u].bit_select(self.mask_slot, 1).eq(self.mask_enable)
+            if self.host_write:
+                with m.If(self.mask_load.en & (self.mask_load.unit == u) & in_collect):
+                    m.d.sync += masks[u].eq(self.mask_load.data)
 
         # Readback mux (one cycle after the address, like the memories).
         with m.Switch(rd_unit):
@@ -455,13 +491,27 @@ class SpikeSource(wiring.Component):
 
     Each ``start`` sends the entries from where the previous sample ended up to and including the
     next entry flagged ``last``; ``steps_sent`` counts the end-of-step markers sent since ``start``.
+
+    ``host_write=True`` (``depth`` entries, ``words`` the power-up contents): a write port ``wr``
+    (:func:`source_write_signature`) loads spike trains at run time, and each ``start`` begins at entry
+    ``first`` instead of where the previous sample ended.
     """
 
-    def __init__(self, words: Sequence[int], n_inputs: int):
-        check_source(words, n_inputs)
+    def __init__(self, words: Sequence[int], n_inputs: int, *, host_write: bool = False, depth: int | None = None):
+        if host_write and not words:
+            raise ValueError("the spike-train memory needs at least one entry")
+        if not host_write:
+            check_source(words, n_inputs)
         self.n_inputs = n_inputs
         self.words = list(words)
+        self.host_write = host_write
+        self.depth = depth or len(self.words)
+        if self.depth < len(self.words):
+            raise ValueError(f"spike-train memory depth {self.depth} < its {len(self.words)} initial entries")
+        extra = {"wr": In(source_write_signature(self.depth, n_inputs)), "first": In(range(self.depth))} \
+            if host_write else {}
         super().__init__({
+            **extra,
             "o": Out(stream.Signature(spike_event(n_inputs))),
             "start": In(1),
             "running": Out(1),
@@ -471,22 +521,31 @@ class SpikeSource(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layout = source_entry(self.n_inputs)
-        m.submodules.trains = trains = Memory(shape=unsigned(layout.size), depth=len(self.words), init=self.words)
+        depth = self.depth
+        m.submodules.trains = trains = Memory(shape=unsigned(layout.size), depth=depth, init=self.words)
         rp = trains.read_port()
-        ptr = Signal(range(len(self.words)))
+        ptr = Signal(range(depth))
         primed = Signal()
         fire = self.o.valid & self.o.ready
         entry = layout(rp.data)
+        launch = self.start & ~self.running
+        if self.host_write:
+            wp = trains.write_port()
+            m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data),
+                         rp.addr.eq(Mux(launch, self.first, Mux(fire, ptr + 1, ptr)))]
+            with m.If(launch):
+                m.d.sync += ptr.eq(self.first)
+        else:
+            m.d.comb += rp.addr.eq(Mux(fire, ptr + 1, ptr))
         m.d.comb += [
-            rp.addr.eq(Mux(fire, ptr + 1, ptr)),
             self.o.valid.eq(self.running & primed),
             self.o.payload.index.eq(entry.index),
             self.o.payload.end.eq(entry.end),
         ]
-        with m.If(self.start & ~self.running):
+        with m.If(launch):
             m.d.sync += [self.running.eq(1), primed.eq(1), self.steps_sent.eq(0)]
         with m.If(fire):
-            m.d.sync += ptr.eq(Mux(ptr == len(self.words) - 1, 0, ptr + 1))
+            m.d.sync += ptr.eq(Mux(ptr == depth - 1, 0, ptr + 1))
             with m.If(entry.end):
                 m.d.sync += self.steps_sent.eq(self.steps_sent + 1)
             with m.If(entry.last):
@@ -500,18 +559,33 @@ class LifNetwork(wiring.Component):
     ``start`` (a pulse while ``done`` or after reset) clears both cores, streams the next sample's spike
     trains through them and raises ``done`` once the readout core has finished every step; ``cycles``
     counts the cycles from ``start`` to ``done``. Read results through ``hidden_rd``/``readout_rd``.
+
+    ``host_write=True`` makes everything loadable at run time (the board top level's LIF core): the spike
+    source gets ``source_depth`` entries (power-up contents ``source_words``, default the samples back to
+    back), a write port ``source_wr`` and a start entry ``first``; the hidden core its ``hidden_threshold``
+    and ``hidden_mask_load`` inputs (:class:`LifCore` ``host_write``).
     """
 
     def __init__(self, snn: IntSNN, samples: Sequence[np.ndarray], *, units: int = 20, per_word: int = 8,
-                 readout_units: int | None = None):
+                 readout_units: int | None = None, host_write: bool = False, source_depth: int | None = None,
+                 source_words: Sequence[int] | None = None):
         self.snn = snn
-        self.hidden = LifCore(snn.w1, snn.hidden, units=units, per_word=per_word, mask=snn.mask)
+        self.host_write = host_write
+        self.hidden = LifCore(snn.w1, snn.hidden, units=units, per_word=per_word, mask=snn.mask,
+                              host_write=host_write)
         readout_units = readout_units or snn.n_outputs
         self.readout = LifCore(snn.w2, snn.readout, units=readout_units, per_word=1)
-        self.source = SpikeSource(encode_source(samples, snn.n_inputs), snn.n_inputs)
+        if source_words is None:
+            source_words = encode_source(samples, snn.n_inputs)
+        self.source = SpikeSource(source_words, snn.n_inputs, host_write=host_write, depth=source_depth)
         self.n_samples = len(samples)
         hg, rg = self.hidden.geom, self.readout.geom
+        extra = {"source_wr": In(source_write_signature(self.source.depth, snn.n_inputs)),
+                 "first": In(range(self.source.depth)),
+                 "hidden_threshold": In(unsigned(snn.hidden.v_width - 1), init=snn.hidden.threshold),
+                 "hidden_mask_load": In(mask_load_signature(hg))} if host_write else {}
         super().__init__({
+            **extra,
             "start": In(1),
             "done": Out(1),
             "busy": Out(1),
@@ -539,6 +613,10 @@ class LifNetwork(wiring.Component):
         wiring.connect(m, wiring.flipped(self.readout_wload), out.wload)
         m.d.comb += [self.hidden_synops.eq(hid.synops), self.readout_synops.eq(out.synops),
                      self.hidden_busy_cycles.eq(hid.busy_cycles)]
+        if self.host_write:
+            wiring.connect(m, wiring.flipped(self.source_wr), src.wr)
+            wiring.connect(m, wiring.flipped(self.hidden_mask_load), hid.mask_load)
+            m.d.comb += [src.first.eq(self.first), hid.threshold.eq(self.hidden_threshold)]
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)

@@ -6,6 +6,8 @@ protocol of :mod:`sparsegate.hw.host_link` over any byte :class:`Transport`:
   the host link's stream (``serial=False``, fast) or bit by bit into the UART's ``rx`` line (``serial=True``).
 
 ``sparsegate run --board-port PORT`` and ``sparsegate run --sim`` (and the tests) differ only in the transport.
+The ID reply says which core the device holds: the sparse engine (``load_image``/``load_input``/``classify``)
+or the LIF core (``load_snn``/``load_spikes``/``classify_spikes``); counters and outputs read either.
 """
 from __future__ import annotations
 
@@ -226,7 +228,11 @@ class HostDriver:
         return self._ident or self.identify()
 
     def geometry(self):
+        """The sparse engine's geometry (:class:`~sparsegate.hw.engine_layouts.EngineGeometry`)."""
         from sparsegate.hw.engine_layouts import EngineGeometry
+        if self.core != "sparse":
+            raise DeviceError(f"the device holds the {self.core} core, not the sparse engine (load a network "
+                              "with load_snn)", "WRONG_CORE")
         return EngineGeometry(**self.ident["geometry"])
 
     def write_mem(self, mem: int, addr: int, words, bits: int, max_payload: int = 2048) -> None:
@@ -297,17 +303,105 @@ class HostDriver:
             out += list(struct.unpack(f"<{n}I", self.command("READ_REGS", bytes([start, n]))))
         return out
 
+    @property
+    def core(self) -> str:
+        """``"sparse"`` or ``"lif"``: the core the device was built with."""
+        return self.ident["core"]
+
     def read_counters(self) -> dict:
-        """Every debug register by name (``hw.engine.dbg_map``): counters, signatures, results."""
+        """Every debug register by name (``hw.engine.dbg_map`` / ``hw.lif_top.lif_dbg_map``): counters,
+        signatures, results (the LIF core's results as signed membranes)."""
+        if self.core == "lif":
+            from sparsegate.hw.lif_top import lif_dbg_map
+            names = lif_dbg_map(self.ident["geometry"]["n_outputs"])
+            values = dict(zip(names, self.read_regs(0, len(names))))
+            return {k: (v - (1 << 32) if k.startswith("result") and v >> 31 else v) for k, v in values.items()}
         from sparsegate.hw.engine import dbg_map
         names = dbg_map(self.geometry())
         values = self.read_regs(0, len(names))
         return dict(zip(names, values))
 
     def read_outputs(self, n: int | None = None) -> np.ndarray:
+        """The last run's outputs: the engine's int8 logits, or the LIF readout's int32 membranes."""
         raw = self.command("READ_OUTPUTS")
-        out = np.frombuffer(raw, dtype=np.int8)
+        out = np.frombuffer(raw, dtype="<i4" if self.core == "lif" else np.int8)
         return out[:n] if n is not None else out
+
+    # ---- the LIF core
+    def _lif(self) -> dict:
+        if self.core != "lif":
+            raise DeviceError(f"the device holds the {self.core} core, not the LIF core", "WRONG_CORE")
+        return self.ident["geometry"]
+
+    def _lif_mems(self) -> dict:
+        from sparsegate.hw.lif_core import source_entry
+        g = self._lif()
+        m, r = g["units"], g["readout_units"]
+        return {"mask": (m + r, g["slots"]), "threshold": (m + r + 1, g["v_width"] - 1),
+                "input": (m + r + 2, source_entry(g["n_inputs"]).size)}
+
+    def check_snn(self, snn) -> None:
+        """Raise ``ValueError`` naming every field where ``snn`` differs from what the device was built for
+        (sizes, leak, reset, refractory, widths: only weights, mask and threshold load at run time)."""
+        from sparsegate.hw.lif_top import LEAK_CODES, RESET_CODES
+        g = self._lif()
+        h, r = snn.hidden, snn.readout
+        want = {"n_inputs": snn.n_inputs, "n_hidden": snn.n_hidden, "n_outputs": snn.n_outputs,
+                "v_width": h.v_width, "count_width": h.count_width, "leak": LEAK_CODES[h.leak],
+                "reset": RESET_CODES[h.reset], "refractory": h.refractory, "readout_v_width": r.v_width,
+                "readout_count_width": r.count_width}
+        if h.leak == "shift":
+            want["leak_shift"] = h.leak_shift
+        if h.leak == "mult":
+            want.update(leak_mult=h.leak_mult, leak_frac=h.leak_frac)
+        bad = [f"{k} {v} (device: {g[k]})" for k, v in want.items() if g[k] != v]
+        if r.leak != "none" or r.fires:
+            bad.append("readout is not an integrator (the device's readout never leaks or fires)")
+        if bad:
+            raise ValueError("the network does not match the LIF core built into the device: " + "; ".join(bad))
+
+    def load_snn(self, snn) -> None:
+        """Load an integer SNN (:class:`~sparsegate.sw.snn_golden.IntSNN`) at run time: hidden and readout
+        weight banks, hidden enable mask, hidden threshold."""
+        from sparsegate.hw.lif_core import CoreGeometry, pack_weight_banks, unit_mask_words
+        self.check_snn(snn)
+        g = self._lif()
+        hg = CoreGeometry(snn.n_inputs, snn.n_hidden, g["units"], g["per_word"])
+        rg = CoreGeometry(snn.n_hidden, snn.n_outputs, g["readout_units"], 1)
+        if hg.slots != g["slots"]:
+            raise ValueError(f"hidden slots per unit {hg.slots} != the device's {g['slots']}")
+        for u, words in enumerate(pack_weight_banks(snn.w1, hg)):
+            self.write_mem(u, 0, words, 8 * hg.per_word)
+        for u, words in enumerate(pack_weight_banks(snn.w2, rg)):
+            self.write_mem(hg.units + u, 0, words, 8)
+        mems = self._lif_mems()
+        self.write_mem(mems["mask"][0], 0, unit_mask_words(snn.mask, hg), mems["mask"][1])
+        self.write_mem(mems["threshold"][0], 0, [snn.hidden.threshold], mems["threshold"][1])
+        self.snn = snn
+
+    def load_spikes(self, sample: int, spikes) -> None:
+        """One sample's input spike trains ``(steps, n_inputs)`` bool into input slot ``sample``."""
+        from sparsegate.hw.lif_core import encode_source
+        g = self._lif()
+        if not 0 <= sample < g["n_samples"]:
+            raise ValueError(f"input slot {sample} out of range (the device holds {g['n_samples']})")
+        words = encode_source([np.asarray(spikes, bool)], g["n_inputs"])
+        if len(words) > g["source_depth"]:
+            raise ValueError(f"input needs {len(words)} spike entries, the device holds {g['source_depth']} per slot")
+        index, bits = self._lif_mems()["input"]
+        self.write_mem(index, sample * g["source_depth"], words, bits)
+
+    def classify_spikes(self, spikes) -> tuple[np.ndarray, np.ndarray]:
+        """Run every sample of ``spikes (steps, B, n_inputs)``: ``(readout membranes (B, n_outputs), predictions)``."""
+        spikes = np.asarray(spikes, bool)
+        n_out = self._lif()["n_outputs"]
+        outs = []
+        for b in range(spikes.shape[1]):
+            self.load_spikes(0, spikes[:, b])
+            self.run(0)
+            outs.append(self.read_outputs(n_out).astype(np.int64))
+        outs = np.stack(outs) if outs else np.zeros((0, n_out), np.int64)
+        return outs, outs.argmax(axis=1)
 
     def classify(self, x, n_outputs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run every input of ``x`` (N, C, H, W): ``(int8 outputs (N, n_outputs), predictions)``."""

@@ -88,3 +88,15 @@ def test_board_top_bitstream_and_cache(tmp_path, tiny):
     assert any("cache hit" in line for line in logs)
     assert again["digest"] == info["digest"]
     assert (tmp_path / "out2" / "top.bit").read_bytes() == (tmp_path / "out" / "top.bit").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["ulx3s-25f", "orangecrab-25f"])
+def test_lif_board_top_renders_a_build_plan(name):
+    """The LIF core behind the same UART host link, on a board: a build plan with the PLL and the UART pins."""
+    from sparsegate.hw.lif_top import LifDesign
+    from test_lif_link import small_snn
+
+    platform = make_platform(name)
+    plan = platform.build(BoardTop(LifDesign(small_snn(1), units=3, per_word=2), clk_hz=100e6), name="top",
+                          do_build=False, do_program=False)
+    assert "EHXPLLL" in plan.files["top.il"] and "FREQUENCY" in plan.files["top.lpf"]

@@ -216,3 +216,28 @@ def test_a_design_that_does_not_fit_is_a_clear_error(tmp_path):
         build_ecp5(ManyMultipliers(32), build_dir=tmp_path)
     assert err.value.overused["MULT18X18D"] == CellUsage(32, 28)
     assert not (tmp_path / "top.bit").exists() and not (tmp_path / "top.build.json").exists()
+
+
+def test_place_only_script_drops_routing_and_packing():
+    from sparsegate.hw.ecp5_build import _place_only_script
+    script = ('set -e\n"$YOSYS" -q -l top.rpt top.ys\n"$NEXTPNR_ECP5" --quiet --report top.report.json --seed 1 '
+              '--log top.tim --25k --json top.json --lpf top.lpf --textcfg top.config\n'
+              '"$ECPPACK" --compress --input top.config --bit top.bit --svf top.svf\n')
+    out = _place_only_script(script, "top")
+    assert "ECPPACK" not in out and "--textcfg" not in out
+    (pnr,) = [line for line in out.splitlines() if line.startswith('"$NEXTPNR_ECP5"')]
+    assert pnr.endswith("--lpf top.lpf --no-route") and '"$YOSYS" -q -l top.rpt top.ys' in out
+
+
+@pytest.mark.slow
+@pytest.mark.synthesis
+@needs_yowasp
+def test_place_only_build_reports_a_placement_estimate(tmp_path):
+    """``place_only``: no bitstream, real utilisation, Fmax from the post-placement timing analysis."""
+    report = build_ecp5(SmokeTop(), build_dir=tmp_path, place_only=True)
+    assert report.bitstream is None and not report.routed and not (tmp_path / "top.bit").exists()
+    assert report.cell("MULT").used >= 1 and report.cell("LUT4").used > 0
+    (clock,) = report.clocks.values()
+    assert clock.constraint_mhz == 25.0 and clock.achieved_mhz > 0
+    saved = json.loads((tmp_path / "top.build.json").read_text())
+    assert saved["routed"] is False and saved["bitstream"] is None

@@ -1,6 +1,8 @@
 """The board top level's host link on the simulated device (Amaranth simulator): every command, run-time
 loading of a different weight image, the UART path, and protocol fuzzing (bad length, bad CRC, unknown
-command, truncated frame, garbage) after which the device must still answer correctly."""
+command, truncated frame, garbage) after which the device must still answer correctly. The UART and fuzz
+tests run on both cores behind the link: the sparse engine and the LIF core (tests/test_lif_link.py has
+the LIF core's own commands)."""
 from __future__ import annotations
 
 import random
@@ -15,6 +17,8 @@ from sparsegate.hw.engine_program import golden_outputs
 from sparsegate.hw.host_link import CMD, SOF_REQ, STATUS, crc16, identity_bytes, parse_identity
 from sparsegate.sim.engine_sim import check_run, small_program
 from sparsegate.sw.host_driver import DeviceError, HostDriver, SimTransport, frame
+
+from test_lif_link import lif_device
 
 TIMEOUT = 150
 
@@ -37,6 +41,46 @@ def _alive(drv, base):
     drv.run(0)
     want = golden_outputs(base)[0][-1]
     assert np.array_equal(drv.read_outputs(len(want)), want)
+
+
+class _Sparse:
+    """The engine behind the link, for the tests shared by both cores."""
+
+    def __init__(self, programs):
+        self.base, _, self.baked = programs
+
+    def top(self):
+        return LinkedEngine(self.baked, timeout=TIMEOUT)
+
+    def serial_top(self):
+        return SerialTop(self.baked, divisor=4, timeout=TIMEOUT * 8)
+
+    def alive(self, drv):
+        _alive(drv, self.base)
+
+
+class _Lif:
+    """The LIF core behind the link (two power-up samples, golden readout membranes)."""
+
+    def __init__(self):
+        self.design, self.golden = lif_device()
+
+    def top(self):
+        from sparsegate.hw.lif_top import LinkedLif
+        return LinkedLif(self.design, timeout=TIMEOUT)
+
+    def serial_top(self):
+        return SerialTop(self.design, divisor=4, timeout=TIMEOUT * 8)
+
+    def alive(self, drv):
+        assert drv.identify()["core"] == "lif"
+        drv.run(0)
+        assert np.array_equal(drv.read_outputs(), self.golden.readout.v[0])
+
+
+@pytest.fixture(params=["sparse", "lif"])
+def device(request, programs):
+    return _Sparse(programs) if request.param == "sparse" else _Lif()
 
 
 def test_crc16_reference():
@@ -88,11 +132,9 @@ def test_image_too_big_is_refused(programs):
         retarget_program(big, cap)
 
 
-def test_serial_uart_path(programs):
-    base, _, baked = programs
-    dut = SerialTop(baked, divisor=4, timeout=TIMEOUT * 8)
-    drv = HostDriver(SimTransport(dut, serial=True))
-    _alive(drv, base)
+def test_serial_uart_path(device):
+    drv = HostDriver(SimTransport(device.serial_top(), serial=True))
+    device.alive(drv)
 
 
 def _expect_error(drv, raw, status, idle=0):
@@ -104,9 +146,9 @@ def _expect_error(drv, raw, status, idle=0):
     assert reply.payload == b""
 
 
-def test_fuzz_bad_frames_then_still_usable(programs):
-    base, _, _ = programs
-    drv = _driver(programs, max_cycles=100_000)
+def test_fuzz_bad_frames_then_still_usable(device):
+    dut = device.top()
+    drv = HostDriver(SimTransport(dut, max_cycles=100_000))
     good = frame(CMD["ID"])
     # bad CRC
     bad_crc = bytearray(good)
@@ -129,23 +171,23 @@ def test_fuzz_bad_frames_then_still_usable(programs):
     _expect_error(drv, frame(CMD["RUN"], b"\x00\x00")[:5], "TIMEOUT", idle=TIMEOUT + 10)
     # arguments out of range
     _expect_error(drv, frame(CMD["RUN"], struct.pack("<H", 2)), "BAD_ARG")
-    _expect_error(drv, frame(CMD["READ_REGS"], bytes([40, 5])), "BAD_ARG")
-    _expect_error(drv, frame(CMD["WRITE_MEM"], struct.pack("<BHH", 7, 0, 0)), "BAD_ARG")
+    _expect_error(drv, frame(CMD["READ_REGS"], bytes([len(dut.names) - 1, 5])), "BAD_ARG")
+    _expect_error(drv, frame(CMD["READ_REGS"], bytes([0, 0])), "BAD_ARG")
+    _expect_error(drv, frame(CMD["WRITE_MEM"], struct.pack("<BHH", len(dut.mems), 0, 0)), "BAD_ARG")
     _expect_error(drv, frame(CMD["WRITE_MEM"], struct.pack("<BHH", 0, 60000, 1) + bytes(
-        (drv.transport.dut.mems["desc"][0] + 7) // 8)), "BAD_ARG")
+        (next(iter(dut.mems.values()))[0] + 7) // 8)), "BAD_ARG")
     # line noise between frames is skipped
     drv.transport.write(bytes([0x00, 0x13, 0x5A, 0xFF]))
-    _alive(drv, base)
+    device.alive(drv)
     with pytest.raises(DeviceError) as err:
         drv.command("RUN", b"\x09\x00")
     assert err.value.status == "BAD_ARG"
 
 
-def test_fuzz_random_mutations(programs):
+def test_fuzz_random_mutations(device):
     """Random single-byte corruptions / truncations of valid frames: every reply is a well-formed frame,
     nothing corrupted is executed, and the device keeps computing the golden outputs."""
-    base, _, _ = programs
-    drv = _driver(programs, max_cycles=100_000)
+    drv = HostDriver(SimTransport(device.top(), max_cycles=100_000))
     rng = random.Random(1234)
     frames = [frame(CMD["ID"]), frame(CMD["RUN"], b"\x01\x00"), frame(CMD["READ_REGS"], bytes([0, 3])),
               frame(CMD["READ_OUTPUTS"])]
@@ -168,4 +210,4 @@ def test_fuzz_random_mutations(programs):
             reply = drv.read_reply()
         seen.add(reply.status_name)
     assert seen - {"OK"}, seen
-    _alive(drv, base)
+    device.alive(drv)
