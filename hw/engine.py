@@ -8,23 +8,35 @@ read through ``dbg_sel`` -> ``dbg_data`` (combinational; register map :func:`dbg
 
 Stream chain (``lib.stream`` valid/ready everywhere)::
 
-    sequencer.cmd -> weight_decoder -> act_buffer (read) -> mac_array -> output_stage -> act_buffer (write)
+    sequencer.cmd -> command queue -> weight_decoder -> act_buffer (read) -> mac_array -> output_stage
+      -> act_buffer (write)
+
+Only the sequencer ever waits. Everything after the command queue runs at a fixed latency and never
+stalls (no ready chain, no clock enables fanning out over the datapath: what lets it close timing at
+100 MHz): the queue releases a pass's ``last`` command only ``nvalid`` cycles after the previous pass's
+``last``, so its sums reach the MAC array's output register exactly when the serial output stage has
+taken the previous pass's last pixel. The queue absorbs the sequencer's channel-table bubbles.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .act_buffer import ActBuffer
-from .engine_layouts import SIG_ROT, EngineGeometry, chan_layout, desc_layout, param_layout
+from .engine_layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
 from .mac_array import MacArray
 from .output_stage import OutputStage
 from .sequencer import Sequencer
 from .weight_decoder import WeightDecoder
 
-__all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS"]
+__all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
+           "QUEUE_DEPTH"]
+
+#: Commands the queue between the sequencer and the datapath holds (LUT RAM).
+QUEUE_DEPTH = 16
 
 TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
 LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
@@ -100,27 +112,43 @@ class SparseEngine(wiring.Component):
                 m.d.comb += [port.en.eq(self.wr_en & (self.wr_mem == k)), port.addr.eq(self.wr_addr),
                              port.data.eq(self.wr_data)]
 
-        wiring.connect(m, seq.cmd, wdec.i)
+        # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
+        # array's output register will be free (the output stage takes one pixel per cycle)
+        cl = cmd_layout(g)
+        m.submodules.queue = queue = SyncFIFO(width=cl.size, depth=QUEUE_DEPTH)
+        m.d.comb += [queue.w_en.eq(seq.cmd.valid), queue.w_data.eq(seq.cmd.payload), seq.cmd.ready.eq(queue.w_rdy)]
+        head = cl(queue.r_data)
+        gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
+        release = Signal()
+        m.d.comb += [release.eq(queue.r_rdy & (~head.last | (gap == 0))), queue.r_en.eq(release),
+                     wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
+        with m.If(release & head.last):
+            m.d.sync += gap.eq(head.ctx.nvalid - 1)
+        with m.Elif(gap != 0):
+            m.d.sync += gap.eq(gap - 1)
+
         wiring.connect(m, wdec.o, abuf.i)
         wiring.connect(m, abuf.o, mac.i)
         wiring.connect(m, mac.o, ostage.i)
         m.d.comb += [wdec.cfg.eq(seq.cfg), abuf.cfg.eq(seq.cfg), ostage.cfg.eq(seq.cfg),
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
                      self.done.eq(seq.done), self.busy.eq(seq.busy)]
-        m.d.comb += seq.pipe_idle.eq(~(wdec.busy | abuf.busy | mac.busy | ostage.busy))
+        m.d.comb += seq.pipe_idle.eq(~(queue.r_rdy | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
-        # input load: sequencer address -> input memory -> all banks of half 0
-        load_v = Signal()
-        load_i = Signal(aw)
-        m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index)]
+        # input load: sequencer address -> input memory -> [registered] -> all banks of half 0
+        load_v, load_v2 = Signal(), Signal()
+        load_i, load_i2 = Signal(aw), Signal(aw)
+        load_data = Signal(8 * nb)
+        m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
+                     load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data)]
         m.d.comb += in_rd.addr.eq(seq.load_addr)
         wr = abuf.wr.payload
         ow = ostage.o.payload
         m.d.comb += ostage.o.ready.eq(1)
-        with m.If(load_v):
-            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i), wr.mask.eq((1 << nb) - 1)]
+        with m.If(load_v2):
+            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i2), wr.mask.eq((1 << nb) - 1)]
             for b in range(nb):
-                m.d.comb += wr.data[b].eq(in_rd.data[8 * b:8 * b + 8])
+                m.d.comb += wr.data[b].eq(load_data[8 * b:8 * b + 8])
         with m.Else():
             m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
             for b in range(nb):
@@ -132,11 +160,14 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
+        # lanes doing useful work in a MAC-array cycle (registered: the sum is a wide popcount)
         active = Signal(range(g.lanes + 1))
+        active_v = Signal()
         mi = mac.i.payload
         lane_bits = [(mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes)]
-        m.d.comb += active.eq(sum(lane_bits[1:], lane_bits[0]) if g.lanes > 1 else lane_bits[0])
-        mac_fire = mac.i.valid & mac.i.ready
+        m.d.sync += [active.eq(sum(lane_bits[1:], lane_bits[0]) if g.lanes > 1 else lane_bits[0]),
+                     active_v.eq(mac.i.valid)]
+        mac_fire = active_v
 
         with m.If(self.start & ~seq.busy):
             for sig in totals.values():

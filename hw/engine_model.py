@@ -1,26 +1,40 @@
 """Analytical cycle model of the sparse engine: per-layer cycles predicted from the program (the weight
 image's nonzero counts and the layer shapes), without simulating the datapath.
 
-A layer is a sequence of passes ``t`` (conv: one per output channel x row x tile of P pixels; fc: one
-per round of P neurons). Pass ``t`` issues ``K_t = max(1, nnz)`` element commands, one per cycle, plus one
-channel-table cycle ``b_t`` when it starts a new output channel / round. Its P sums leave the MAC array
-at ``O_t`` and the serial output stage drains them in ``n_t`` cycles (valid pixels of the pass), so::
+A layer is a sequence of passes (conv: one per output channel x row x tile of P pixels; fc: one per
+round of P neurons). Pass ``t`` issues ``K_t = max(1, nnz)`` element commands and produces ``n_t`` valid
+pixels. The model follows every command ``i`` through the two places where the engine can wait (the
+datapath after the command queue has a fixed latency):
 
-    O_0 = 2 + b_0 + K_0 + LAT_MAC            (2 descriptor cycles, then issue -> MAC array latency)
-    O_t = O_{t-1} + max(b_t + K_t, n_{t-1})   (the output stage holds the MAC output register)
-    cycles = O_T + n_T + LAT_OUT              (drain: output pipeline, then the idle check)
+* the sequencer issues command ``i`` at ``s_i``: one per cycle, after 2 descriptor cycles per layer and
+  :data:`CHAN_CYCLES` before each output channel / fc round, and only while the queue has room:
+  ``s_i >= r_{i - QUEUE_DEPTH} + 1``;
+* the queue releases it at ``r_i = max(s_i + 1, r_{i-1} + 1)``, and a pass's last command no earlier
+  than ``n`` cycles after the previous pass's last one (the serial output stage drains ``n`` pixels);
 
-``b_t`` counts one cycle less when the pass before it was held up by the output stage (the bubble drains
-into the stalled pipeline). The model is exact on every test network; on long runs of held-up passes
-across channel changes (LeNet-5 conv1 at 16 lanes) it is ~0.07% low (docs/engine.md). Ideal cycles are
-nonzero MACs / P; dense cycles are the same model on the unpruned image.
+and the layer ends :data:`DRAIN_CYCLES` after the last pass's pixels start draining:
+``cycles = r_last + n_last + DRAIN_CYCLES``. The model is exact (the engine tests compare it with the
+measured counters). Ideal cycles are nonzero MACs / P; dense cycles are the same model on the unpruned
+image.
 """
 from __future__ import annotations
 
-__all__ = ["LAT_MAC", "LAT_OUT", "layer_passes", "layer_cycles", "program_cycles", "ideal_cycles"]
+from collections import deque
 
-LAT_MAC = 5          # issue of a pass's last element -> the cycle it loads the MAC output register, minus 1
-LAT_OUT = 7          # last pixel taken -> layer finished (4 output stages, the write, the idle check)
+from .act_buffer import LATENCY as LAT_ABUF
+from .engine import QUEUE_DEPTH
+from .mac_array import LATENCY as LAT_MAC
+from .output_stage import LATENCY as LAT_OUT
+from .weight_decoder import LATENCY as LAT_WDEC
+
+__all__ = ["DESC_CYCLES", "CHAN_CYCLES", "DRAIN_CYCLES", "layer_passes", "layer_cycles", "program_cycles",
+           "ideal_cycles"]
+
+DESC_CYCLES = 2      # descriptor address, descriptor latched
+CHAN_CYCLES = 2      # channel-table address, entry latched
+#: release of the last command -> its pixels start draining (datapath latency), then the output stage,
+#: the write and the sequencer's idle check
+DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 2
 
 
 def layer_passes(plan) -> list[tuple[int, int, int]]:
@@ -35,22 +49,23 @@ def layer_passes(plan) -> list[tuple[int, int, int]]:
     return out
 
 
-def layer_cycles(plan, absorb: bool = True) -> int:
+def layer_cycles(plan) -> int:
     """Predicted cycles of one layer (descriptor read to drained pipeline)."""
-    passes = layer_passes(plan)
-    b, k, n = passes[0]
-    o = 2 + b + k + LAT_MAC
-    slack = 0
-    prev_n = n
-    for b, k, n in passes[1:]:
-        need = b + k
-        if absorb and slack > 0 and b:
-            need -= 1
-        step = max(need, prev_n)
-        slack = step - need
-        o += step
-        prev_n = n
-    return o + prev_n + LAT_OUT
+    released = deque(maxlen=QUEUE_DEPTH)     # release cycles of the last QUEUE_DEPTH commands
+    t = DESC_CYCLES                          # the sequencer's next free cycle
+    r = -1                                   # release cycle of the previous command
+    last_r, last_n = None, 0
+    for b, k, n in layer_passes(plan):
+        t += b * CHAN_CYCLES
+        for e in range(k):
+            s = t if len(released) < QUEUE_DEPTH else max(t, released[0] + 1)
+            r = max(s + 1, r + 1)
+            if e == k - 1 and last_r is not None:
+                r = max(r, last_r + last_n)
+            released.append(r)
+            t = s + 1
+        last_r, last_n = r, n
+    return last_r + last_n + DRAIN_CYCLES
 
 
 def program_cycles(program) -> list[int]:

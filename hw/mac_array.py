@@ -3,8 +3,9 @@ input and output registers), one 32-bit accumulator per lane.
 
 Items carry ``w[P]``, ``a[P]`` and the pass flags: ``first`` restarts every accumulator, ``last`` copies
 the P sums (with the pass context) into the output register, which doubles as the shadow bank the
-output stage drains while the next pass accumulates. The pipeline only stops when a second ``last``
-reaches the accumulators while the output register is still held (``o.valid & ~o.ready``)::
+output stage drains while the next pass accumulates. The array never stalls (``i.ready`` is always 1):
+the engine's command queue spaces ``last`` items so that one reaches the accumulators only when the
+output register is free or being read in that cycle (``o.ready``)::
 
     i -> [s1: w, a (DSP input regs)] -> w*a -> [s2: products (DSP output regs)] -> acc += -> [o: sums]
 """
@@ -16,7 +17,10 @@ from amaranth.lib.wiring import In, Out
 
 from .engine_layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
 
-__all__ = ["MacArray"]
+__all__ = ["MacArray", "LATENCY"]
+
+#: Cycles from an item on ``i`` to the cycle its ``last`` loads the output register (``o.valid`` one later).
+LATENCY = 2
 
 
 class MacArray(wiring.Component):
@@ -41,19 +45,15 @@ class MacArray(wiring.Component):
         s2_prod = [Signal(signed(16), name=f"s2_prod{j}") for j in range(p)]
         acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
 
-        blocked = s2_valid & s2_last & self.o.valid & ~self.o.ready
-        advance = Signal()
-        m.d.comb += [advance.eq(~blocked), self.i.ready.eq(advance)]
-
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
-                         s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
-            for j in range(p):
-                m.d.sync += [s1_w[j].eq(i.w[j]), s1_a[j].eq(i.a[j]), s2_prod[j].eq(s1_w[j] * s1_a[j])]
+        m.d.comb += self.i.ready.eq(1)
+        m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
+                     s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
+        for j in range(p):
+            m.d.sync += [s1_w[j].eq(i.w[j]), s1_a[j].eq(i.a[j]), s2_prod[j].eq(s1_w[j] * s1_a[j])]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(advance & s2_valid):
+        with m.If(s2_valid):
             for j in range(p):
                 total = Signal(signed(ACC_BITS), name=f"total{j}")
                 m.d.comb += total.eq(Mux(s2_first, 0, acc[j]) + s2_prod[j])

@@ -1,12 +1,17 @@
 """Serial output stage: bias, requant, saturation, ReLU and the fused 2x2 max-pool, one accumulator per
 cycle, written back into the other half of the activation buffer.
 
-It drains a pass's P sums straight from the MAC array's output register (accepting the pass on its last
-pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array accumulates the next pass
-meanwhile). Arithmetic is the golden model's (docs/arithmetic.md)::
+It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle (accepting
+the pass on its last pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array
+accumulates the next pass meanwhile). It never stalls: ``o.ready`` is ignored (the activation buffer's
+write port is always ready). Arithmetic is the golden model's (docs/arithmetic.md), one step per
+register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
+MULT18X18D-sized halves)::
 
-    walk: acc[i], parameter read -> [p1] -> acc + bias -> [p2] -> * mult (DSP in) -> [p3] (DSP out)
-      -> + 2**(shift-1), >> shift -> [p4] -> saturate, ReLU, pool -> [o: write]
+    walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3]
+      -> sum[17:] * mult, sum[:17] * mult -> [q4] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
+      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address -> [q9]
+      -> vertical pool (row register) -> [o: write]
 
 Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
 (``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
@@ -16,7 +21,7 @@ running counter (conv, raster = flatten order) or the slot's ``dest`` neuron (fc
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,7 +29,10 @@ from amaranth.lib.wiring import In, Out
 from .engine_layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
                              write_layout)
 
-__all__ = ["OutputStage"]
+__all__ = ["OutputStage", "LATENCY"]
+
+#: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
+LATENCY = 10
 
 
 class OutputStage(wiring.Component):
@@ -57,102 +65,114 @@ class OutputStage(wiring.Component):
         row_rd = rowbuf.read_port(domain="comb")
         row_wr = rowbuf.write_port()
 
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
-
         # ---- walker: pixel `cnt` of the pass held on the input
         cnt = Signal(range(p + 1))
         ctx = self.i.payload.ctx
         last_px = cnt == ctx.nvalid - 1
-        take = Signal()
-        m.d.comb += [take.eq(advance & self.i.valid), self.i.ready.eq(take & last_px)]
-        with m.If(take):
+        m.d.comb += self.i.ready.eq(self.i.valid & last_px)
+        with m.If(self.i.valid):
             m.d.sync += cnt.eq(Mux(last_px, 0, cnt + 1))
-        m.d.comb += [prd.en.eq(advance),
-                     prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
+        m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
 
-        p1_valid = Signal()
-        p1_acc = Signal(signed(32))
-        p1_x, p1_y = Signal(11), Signal(10)
-        p1_co = Signal(16)
+        def stage(name, fields, prev=None):
+            """A pipeline register: ``valid`` and ``fields`` ({name: shape}); ``valid`` and the pixel's
+            position (``x``, ``y``, ``co`` where both have them) follow from ``prev``."""
+            regs = {"valid": Signal(name=f"{name}_valid")}
+            regs.update({k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()})
+            if prev is not None:
+                m.d.sync += regs["valid"].eq(prev["valid"])
+                for k in ("x", "y", "co"):
+                    if k in prev and k in regs:
+                        m.d.sync += regs[k].eq(prev[k])
+            return regs
+
+        pos = {"x": 11, "y": 10, "co": 16}
+        q1 = stage("q1", {"acc": signed(32), **pos})
         acc_sel = self.i.payload.acc[cnt] if p > 1 else self.i.payload.acc[0]
-        with m.If(advance):
-            m.d.sync += [p1_valid.eq(self.i.valid), p1_acc.eq(acc_sel), p1_x.eq(ctx.x0 + cnt),
-                         p1_y.eq(ctx.oy), p1_co.eq(ctx.tile)]
+        m.d.sync += [q1["valid"].eq(self.i.valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + cnt),
+                     q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
 
         prm = pl(prd.data)
-        p2_valid = Signal()
-        p2_sum = Signal(signed(33))
-        p2_mult = Signal(unsigned(16))
-        p2_shift = Signal(unsigned(6))
-        p2_x, p2_y, p2_co, p2_dest = Signal(11), Signal(10), Signal(16), Signal(16)
-        with m.If(advance):
-            m.d.sync += [p2_valid.eq(p1_valid), p2_sum.eq(p1_acc + prm.bias), p2_mult.eq(prm.mult),
-                         p2_shift.eq(prm.shift), p2_x.eq(p1_x), p2_y.eq(p1_y), p2_co.eq(p1_co),
-                         p2_dest.eq(prm.dest)]
+        tail = {"shift": unsigned(6), "dest": unsigned(16)}
+        q2 = stage("q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
+        m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
+                     q2["shift"].eq(prm.shift), q2["dest"].eq(prm.dest)]
 
-        p3_valid = Signal()
-        p3_prod = Signal(signed(50))
-        p3_shift = Signal(unsigned(6))
-        p3_x, p3_y, p3_co, p3_dest = Signal(11), Signal(10), Signal(16), Signal(16)
-        with m.If(advance):
-            m.d.sync += [p3_valid.eq(p2_valid), p3_prod.eq(p2_sum * p2_mult), p3_shift.eq(p2_shift),
-                         p3_x.eq(p2_x), p3_y.eq(p2_y), p3_co.eq(p2_co), p3_dest.eq(p2_dest)]
+        def carry(dst, src, names=("shift", "dest")):
+            m.d.sync += [dst[k].eq(src[k]) for k in names]
 
-        p4_valid = Signal()
-        p4_val = Signal(signed(50))
-        p4_x, p4_y, p4_co, p4_dest = Signal(11), Signal(10), Signal(16), Signal(16)
-        rounded = Signal(signed(51))
-        m.d.comb += rounded.eq(p3_prod + ((Const(1, 49) << p3_shift) >> 1))
-        with m.If(advance):
-            m.d.sync += [p4_valid.eq(p3_valid), p4_val.eq(rounded >> p3_shift), p4_x.eq(p3_x), p4_y.eq(p3_y),
-                         p4_co.eq(p3_co), p4_dest.eq(p3_dest)]
+        q3 = stage("q3", {"sum": signed(33), "mult": unsigned(16), **tail, **pos}, q2)
+        m.d.sync += [q3["sum"].eq(q2["acc"] + q2["bias"]), q3["mult"].eq(q2["mult"])]
+        carry(q3, q2)
 
-        # saturate, relu
+        q4 = stage("q4", {"hi": signed(33), "lo": unsigned(33), **tail, **pos}, q3)
+        m.d.sync += [q4["hi"].eq(q3["sum"][17:].as_signed() * q3["mult"]),
+                     q4["lo"].eq(q3["sum"][:17] * q3["mult"])]
+        carry(q4, q3)
+
+        q5 = stage("q5", {"prod": signed(50), **tail, **pos}, q4)
+        m.d.sync += q5["prod"].eq((q4["hi"] << 17) + q4["lo"])
+        carry(q5, q4)
+
+        q6 = stage("q6", {"rounded": signed(51), **tail, **pos}, q5)
+        m.d.sync += q6["rounded"].eq(q5["prod"] + ((Const(1, 49) << q5["shift"]) >> 1))
+        carry(q6, q5)
+
+        q7 = stage("q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6)
+        m.d.sync += q7["val"].eq(q6["rounded"] >> q6["shift"])
+        carry(q7, q6, ("dest",))
+
+        # saturate, ReLU
         y8 = Signal(signed(8))
-        with m.If(p4_val > 127):
+        with m.If(q7["val"] > 127):
             m.d.comb += y8.eq(127)
-        with m.Elif(p4_val < -128):
+        with m.Elif(q7["val"] < -128):
             m.d.comb += y8.eq(-128)
         with m.Else():
-            m.d.comb += y8.eq(p4_val)
-        y_act = Signal(signed(8))
-        m.d.comb += y_act.eq(Mux(cfg.relu & (y8 < 0), 0, y8))
+            m.d.comb += y8.eq(q7["val"])
+        q8 = stage("q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
+        m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
+        carry(q8, q7, ("dest",))
 
-        # pooling
+        # horizontal pool: pixel x even holds, x odd takes the pair maximum; output coordinates and address
         hold = Signal(signed(8))
-        hmax = Signal(signed(8))
-        m.d.comb += hmax.eq(Mux(hold > y_act, hold, y_act))
-        m.d.comb += [row_rd.addr.eq(p4_x >> 1), row_wr.addr.eq(p4_x >> 1), row_wr.data.eq(hmax)]
+        with m.If(q8["valid"] & ~q8["x"][0]):
+            m.d.sync += hold.eq(q8["act"])
+        px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
+        py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
+        q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
+                          "rowbuf": range(max(2, g.pool_width)), "addr": unsigned(aw)}, q8)
+        m.d.sync += [
+            q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
+            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
+            q9["rowbuf"].eq(q8["x"] >> 1),
+            q9["addr"].eq(Mux(cfg.fc, q8["dest"],
+                              (q8["co"] << (cfg.out_hb + cfg.out_wb)) + (py << cfg.out_wb) + (px >> lgb))),
+        ]
+
+        # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
+        m.d.comb += [row_rd.addr.eq(q9["rowbuf"]), row_wr.addr.eq(q9["rowbuf"]), row_wr.data.eq(q9["hmax"])]
         vmax = Signal(signed(8))
-        m.d.comb += vmax.eq(Mux(row_rd.data > hmax, row_rd.data, hmax))
+        m.d.comb += vmax.eq(Mux(row_rd.data > q9["hmax"], row_rd.data, q9["hmax"]))
         emit = Signal()
         value = Signal(signed(8))
-        px, py = Signal(11), Signal(10)
         with m.If(cfg.pool):
-            m.d.comb += [emit.eq(p4_x[0] & p4_y[0]), value.eq(vmax), px.eq(p4_x >> 1), py.eq(p4_y >> 1),
-                         row_wr.en.eq(advance & p4_valid & p4_x[0] & ~p4_y[0])]
+            m.d.comb += [emit.eq(q9["odd_x"] & q9["odd_y"]), value.eq(vmax),
+                         row_wr.en.eq(q9["valid"] & q9["odd_x"] & ~q9["odd_y"])]
         with m.Else():
-            m.d.comb += [emit.eq(1), value.eq(y_act), px.eq(p4_x), py.eq(p4_y)]
-        with m.If(advance & p4_valid & ~p4_x[0]):
-            m.d.sync += hold.eq(y_act)
+            m.d.comb += [emit.eq(1), value.eq(q9["act"])]
 
         counter = Signal(aw)
         with m.If(self.clear):
             m.d.sync += counter.eq(0)
         addr = Signal(aw)
-        with m.If(cfg.fc):
-            m.d.comb += addr.eq(p4_dest)
-        with m.Elif(cfg.out_repl):
-            m.d.comb += addr.eq(counter)
-        with m.Else():
-            m.d.comb += addr.eq((p4_co << (cfg.out_hb + cfg.out_wb)) + (py << cfg.out_wb) + (px >> lgb))
-        with m.If(advance):
-            m.d.sync += self.o.valid.eq(p4_valid & emit)
-            with m.If(p4_valid & emit):
-                m.d.sync += [self.o.payload.addr.eq((cfg.out_half << aw) | addr), self.o.payload.data.eq(value),
-                             self.o.payload.bank.eq(px[:lgb]), self.o.payload.bcast.eq(cfg.out_repl)]
-                with m.If(~cfg.fc & cfg.out_repl):
-                    m.d.sync += counter.eq(counter + 1)
-        m.d.comb += self.busy.eq(self.i.valid | p1_valid | p2_valid | p3_valid | p4_valid | self.o.valid)
+        m.d.comb += addr.eq(Mux(~cfg.fc & cfg.out_repl, counter, q9["addr"]))
+        m.d.sync += self.o.valid.eq(q9["valid"] & emit)
+        with m.If(q9["valid"] & emit):
+            m.d.sync += [self.o.payload.addr.eq((cfg.out_half << aw) | addr), self.o.payload.data.eq(value),
+                         self.o.payload.bank.eq(q9["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
+            with m.If(~cfg.fc & cfg.out_repl):
+                m.d.sync += counter.eq(counter + 1)
+        stages = (q1, q2, q3, q4, q5, q6, q7, q8, q9)
+        m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, *(q["valid"] for q in stages)).any())
         return m

@@ -3,9 +3,10 @@
 On ``start`` it copies sample ``sample`` from the input memory into half 0 of the activation buffer
 (``load_*`` outputs, one wide word per cycle), then for each layer descriptor: reads it (2 cycles), and
 walks the passes. A conv layer walks ``for co: for oy: for x0 in 0, P, ..``: one pass per tile of P
-output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle);
-an fc layer walks its rounds (one pass per round of P neurons, ``L_r`` commands). Reading the channel
-table costs one cycle per output channel / round. A pass with no nonzero weight issues one ``zero``
+output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
+``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
+``L_r`` commands). Reading the channel table costs two cycles per output channel / round (address, then
+the registered entry: no memory output feeds the command logic directly). A pass with no nonzero weight issues one ``zero``
 command so the output stage still writes ``requant(bias)``. After a layer's last command it waits for
 the pipeline to drain (``pipe_idle``), ping-pongs the buffers (the descriptor's halves) and goes on;
 after the last layer ``done`` rises (and stays high until the next ``start``).
@@ -78,14 +79,13 @@ class Sequencer(wiring.Component):
         outer = Signal(16)          # conv: output channel; fc: round
         oy = Signal(10)
         x0 = Signal(10)
-        k = Signal(16)              # element within the pass
+        count = Signal(len(chan.count))     # the current channel-table entry, registered
+        start = Signal(len(chan.start))
+        ptr = Signal(len(chan.start))       # slot address of the next element
+        k1 = Signal(16)                     # 1 + index of the next element within the pass
         m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(layer), chan_rd.addr.eq(cfg.chan_base + outer)]
 
-        count = chan.count
-        start = chan.start
-        is_last_elem = (count == 0) | (k == count - 1)
-        ptr = Signal(len(start))
-        m.d.comb += ptr.eq(start + k)
+        is_last_elem = (count == 0) | (k1 == count)
         nvalid = Signal(g.nvalid_bits)
         rest = Signal(18)
         m.d.comb += rest.eq(Mux(cfg.fc, cfg.n_out - (outer << lg), cfg.wo - x0))
@@ -107,19 +107,23 @@ class Sequencer(wiring.Component):
                 m.next = "DESC2"
             with m.State("DESC2"):          # descriptor data available: latch it
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0), k.eq(0)]
+                m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0)]
                 m.d.comb += self.clear.eq(1)
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
+                m.next = "CHAN2"
+            with m.State("CHAN2"):          # channel-table entry available: latch it
+                m.d.comb += self.in_layer.eq(1)
+                m.d.sync += [count.eq(chan.count), start.eq(chan.start), ptr.eq(chan.start), k1.eq(1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [
                     self.in_layer.eq(1),
                     self.cmd.valid.eq(1),
-                    self.cmd.payload.waddr.eq(Mux(cfg.fc, start + k, ptr >> lg)),
+                    self.cmd.payload.waddr.eq(Mux(cfg.fc, ptr, ptr >> lg)),
                     self.cmd.payload.zero.eq(count == 0),
-                    self.cmd.payload.first.eq(k == 0),
+                    self.cmd.payload.first.eq(k1 == 1),
                     self.cmd.payload.last.eq(is_last_elem),
                     self.cmd.payload.ctx.tile.eq(outer),
                     self.cmd.payload.ctx.oy.eq(oy),
@@ -131,9 +135,9 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, ptr[:lg]))
                 with m.If(self.cmd.ready):
                     with m.If(~is_last_elem):
-                        m.d.sync += k.eq(k + 1)
+                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1)]
                     with m.Else():
-                        m.d.sync += k.eq(0)
+                        m.d.sync += [k1.eq(1), ptr.eq(start)]     # the next pass of this channel re-walks it
                         last_outer = outer == cfg.n_outer - 1
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)

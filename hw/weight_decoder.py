@@ -7,9 +7,10 @@ Each slot of a weight word holds one element record exactly as the weight image 
 all lanes with its ``(cin, ky, kx)``. An fc command uses every slot: lane ``l`` gets slot ``l``'s value
 and its input index (the ``cin`` field). A ``zero`` command yields weight 0 everywhere (an empty pass).
 
-Pipeline (global stall; ``i.ready = ~o.valid | o.ready``)::
+Fixed-latency pipeline, never stalls (``i.ready`` is always 1; ``o.ready`` is ignored: the engine's
+command queue is the only place that waits). Every block-RAM output goes straight into a register::
 
-    i (cmd) -> [weight memory read | cmd regs] -> decode -> [o]
+    i (cmd) -> [weight memory read | cmd] -> [word] -> slot select -> [entry] -> decode -> [o]
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from amaranth.lib.wiring import In, Out
 
 from .engine_layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
 
-__all__ = ["WeightDecoder"]
+__all__ = ["WeightDecoder", "LATENCY"]
+
+#: Cycles from a command on ``i`` to its element on ``o``.
+LATENCY = 4
 
 
 class WeightDecoder(wiring.Component):
@@ -49,46 +53,45 @@ class WeightDecoder(wiring.Component):
             wp = wmem.write_port()
             m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
 
-        advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance),
-                     rd.addr.eq(self.i.payload.waddr), rd.en.eq(advance)]
+        m.d.comb += [self.i.ready.eq(1), rd.addr.eq(self.i.payload.waddr), rd.en.eq(1)]
 
-        s1_valid = Signal()
-        s1 = Signal(cmd_layout(g))
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload)]
+        cl = cmd_layout(g)
+        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        s1, s2, s3 = Signal(cl), Signal(cl), Signal(cl)
+        word = Signal(word_layout)       # s2: the weight word, registered after the block RAM
+        word3 = Signal(word_layout)
+        entry = Signal(sb)               # s3: the conv command's slot
+        m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
+                     s2_valid.eq(s1_valid), s2.eq(s1), word.eq(rd.data),
+                     s3_valid.eq(s2_valid), s3.eq(s2), word3.eq(word),
+                     entry.eq(word[s2.slot] if p > 1 else word[0])]
 
-        slots = word_layout(rd.data)
         cfg = self.cfg
         ib_mask = Signal(sb)
         m.d.comb += ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1)
 
-        def value_of(entry):
-            return (entry >> cfg.ib)[:8].as_signed()
+        def value_of(e):
+            return (e >> cfg.ib)[:8].as_signed()
 
-        entry = Signal(sb)
-        m.d.comb += entry.eq(slots[s1.slot] if p > 1 else slots[0])
         index = Signal(sb)
         m.d.comb += index.eq(entry & ib_mask)
-
         out = Signal(elem_layout(g))
         w_conv = Signal(8)
-        m.d.comb += w_conv.eq(Mux(s1.zero, 0, value_of(entry)))
+        m.d.comb += w_conv.eq(Mux(s3.zero, 0, value_of(entry)))
         m.d.comb += [
             out.ci.eq(index >> (cfg.kyb + cfg.kxb)),
             out.ky.eq((index >> cfg.kxb) & ((Const(1, 4) << cfg.kyb) - 1)),
             out.kx.eq(index & ((Const(1, 4) << cfg.kxb) - 1)),
-            out.first.eq(s1.first),
-            out.last.eq(s1.last),
-            out.ctx.eq(s1.ctx),
+            out.first.eq(s3.first),
+            out.last.eq(s3.last),
+            out.ctx.eq(s3.ctx),
         ]
         for lane in range(p):
-            lane_entry = slots[lane]
+            lane_entry = word3[lane]
             m.d.comb += [
-                out.w[lane].eq(Mux(cfg.fc, Mux(s1.zero, 0, value_of(lane_entry)), w_conv)),
+                out.w[lane].eq(Mux(cfg.fc, Mux(s3.zero, 0, value_of(lane_entry)), w_conv)),
                 out.idx[lane].eq(lane_entry & ib_mask),
             ]
-        with m.If(advance):
-            m.d.sync += [self.o.valid.eq(s1_valid), self.o.payload.eq(out)]
-        m.d.comb += self.busy.eq(s1_valid | self.o.valid)
+        m.d.sync += [self.o.valid.eq(s3_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | self.o.valid)
         return m

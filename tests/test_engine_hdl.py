@@ -71,5 +71,5 @@ def test_verilator_lenet5_whole_network(trained_lenet5, mnist5k):
     model = program_cycles(prog)
     for regs in runs:
         measured = [regs[f"layer{i}.cycles"] for i in range(4)]
-        assert all(abs(m - p) <= max(16, p // 500) for m, p in zip(measured, model)), (measured, model)
+        assert measured == model
         assert [regs[f"layer{i}.active"] for i in range(4)] == [p.nonzero_macs for p in prog.layers]
