@@ -185,3 +185,36 @@ def test_build_lstm_roundtrip():
     assert type(again) is LSTMClassifier and again.config() == model.config()
     with pytest.raises(ValueError, match="unknown kind"):
         build_lstm({"kind": "gru"})
+
+
+def test_rnn_cli(tmp_path, capsys):
+    import json
+
+    from sparsegate.sw.cli import main
+    from sparsegate.sw.rnn_command import load_lstm
+
+    root = tmp_path / "licenses"
+    root.mkdir()
+    (root / "GPL-3").write_text("the gnu general public license, version three. " * 250)
+    (root / "MPL-2.0").write_text("mozilla public license version two point zero. " * 250)
+    common = ["--corpus", str(root), "--hidden", "8", "--embed", "4", "--rounds", "1", "--seq-len", "16",
+              "--target-sparsity", "0.5"]
+    out = tmp_path / "a"
+    assert main(["rnn", "--task", "lm", "--epochs", "1", "--out", str(out), *common]) == 0
+    for name in ("dense.pt", "lstm.pt", "layers.md", "layers.json", "gates.json", "rnn.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "rnn.json").read_text())
+    assert summary["kept_weights"] <= summary["total_weights"] // 2 + 1
+    assert summary["corpus"]["sha256"] in (out / "layers.md").read_text() or \
+        summary["corpus"]["sha256"][:16] in (out / "layers.md").read_text()
+    model, masks, meta = load_lstm(out / "lstm.pt")
+    assert meta["method"] == "structured" and set(masks) == {W_X, W_H, W_OUT}
+    assert main(["rnn", "--task", "lm", "--method", "weights", "--checkpoint", str(out / "dense.pt"),
+                 "--out", str(tmp_path / "b"), *common]) == 0
+    assert "lm weights 0.5" in capsys.readouterr().out
+    assert main(["rnn", "--task", "classify", "--checkpoint", str(out / "dense.pt"), "--out", str(tmp_path / "c"),
+                 *common]) == 2
+    assert "a 'lm' model, but --task is 'classify'" in capsys.readouterr().err
+    missing = tmp_path / "no-licenses"
+    assert main(["rnn", "--task", "lm", "--out", str(tmp_path / "d"), *common[2:], "--corpus", str(missing)]) == 2
+    assert f"{missing}: no such folder" in capsys.readouterr().err
