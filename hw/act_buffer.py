@@ -13,7 +13,7 @@ at its own index (fc inputs are replicated in every bank).
 Read pipeline: fixed latency, never stalls (``i.ready`` is always 1, ``o.ready`` ignored); every
 arithmetic step and every block-RAM output ends in a register::
 
-    i (elements) -> y, base -> [r1] -> row, column, rotation, padding mask -> [r2]
+    i (elements) -> y, base, channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
       -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write port ``wr``: one address, a byte per bank and a bank mask (always ready).
@@ -57,8 +57,9 @@ class ActBuffer(wiring.Component):
         r1 = Signal.like(el)
         y = Signal(signed(14))
         base = Signal(signed(14))
+        plane = Signal(unsigned(aw))           # the channel's first row address
         m.d.sync += [
-            r1_valid.eq(self.i.valid), r1.eq(el),
+            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(el.ci << (cfg.in_hb + cfg.in_wb)),
             y.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad),
             base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
         ]
@@ -73,7 +74,7 @@ class ActBuffer(wiring.Component):
         sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
         ybad = (y < 0) | (y >= cfg.in_h)
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), rot.eq(base[:lgb]), q.eq(base >> lgb),
-                     row.eq((r1.ci << (cfg.in_hb + cfg.in_wb)) + (y[:aw] << cfg.in_wb))]
+                     row.eq(plane + (y[:aw] << cfg.in_wb))]
         for j in range(p):
             xj = base + Mux(cfg.stride2, 2 * j, j)
             m.d.sync += [bad[j].eq(~cfg.fc & (ybad | (xj < 0) | (xj >= cfg.in_w))),

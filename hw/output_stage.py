@@ -10,8 +10,8 @@ MULT18X18D-sized halves)::
 
     walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3]
       -> sum[17:] * mult, sum[:17] * mult -> [q4] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
-      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address -> [q9]
-      -> vertical pool (row register) -> [o: write]
+      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
+      -> vertical pool (row register), address -> [o: write]
 
 Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
 (``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
@@ -141,13 +141,14 @@ class OutputStage(wiring.Component):
         px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
         py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
-                          "rowbuf": range(max(2, g.pool_width)), "addr": unsigned(aw)}, q8)
+                          "rowbuf": range(max(2, g.pool_width)), "dest": unsigned(aw), "plane": unsigned(aw),
+                          "row": unsigned(aw), "col": unsigned(aw)}, q8)
         m.d.sync += [
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
             q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
-            q9["rowbuf"].eq(q8["x"] >> 1),
-            q9["addr"].eq(Mux(cfg.fc, q8["dest"],
-                              (q8["co"] << (cfg.out_hb + cfg.out_wb)) + (py << cfg.out_wb) + (px >> lgb))),
+            q9["rowbuf"].eq(q8["x"] >> 1), q9["dest"].eq(q8["dest"]),
+            q9["plane"].eq(q8["co"] << (cfg.out_hb + cfg.out_wb)), q9["row"].eq(py << cfg.out_wb),
+            q9["col"].eq(px >> lgb),
         ]
 
         # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
@@ -166,7 +167,12 @@ class OutputStage(wiring.Component):
         with m.If(self.clear):
             m.d.sync += counter.eq(0)
         addr = Signal(aw)
-        m.d.comb += addr.eq(Mux(~cfg.fc & cfg.out_repl, counter, q9["addr"]))
+        with m.If(cfg.fc):
+            m.d.comb += addr.eq(q9["dest"])
+        with m.Elif(cfg.out_repl):
+            m.d.comb += addr.eq(counter)
+        with m.Else():
+            m.d.comb += addr.eq(q9["plane"] + q9["row"] + q9["col"])
         m.d.sync += self.o.valid.eq(q9["valid"] & emit)
         with m.If(q9["valid"] & emit):
             m.d.sync += [self.o.payload.addr.eq((cfg.out_half << aw) | addr), self.o.payload.data.eq(value),
