@@ -47,8 +47,8 @@ LIF_COUNTERS = ("cycles", "hidden_synops", "readout_synops", "hidden_busy_cycles
 class LifDesign:
     """What a LIF board top is built from: the integer SNN baked in at power-up and the hardware sizing.
 
-    ``source_depth``: spike-train entries per input slot (default: the power-up samples' longest, doubled,
-    at least ``steps * 128``); ``n_samples``: input slots."""
+    ``source_depth``: spike-train entries per input slot (default ``steps * (n_inputs + 1)``: every input
+    fits, even one where all inputs spike at every step); ``n_samples``: input slots."""
 
     snn: IntSNN
     units: int = 20
@@ -67,7 +67,7 @@ class LifDesign:
             raise ValueError(f"{len(self.samples)} power-up samples for {self.n_samples} input slots")
         longest = max(len(encode_source([s], snn.n_inputs)) for s in self.samples)
         if self.source_depth is None:
-            self.source_depth = max(2 * longest, snn.steps * 128)
+            self.source_depth = max(longest, snn.steps * (snn.n_inputs + 1))
         if longest > self.source_depth:
             raise ValueError(f"a power-up sample needs {longest} spike entries, source_depth is {self.source_depth}")
         self.hidden_geom = CoreGeometry(snn.n_inputs, snn.n_hidden, self.units, self.per_word)
