@@ -399,7 +399,7 @@ def _full(model: nn.Module, masks: Masks | None) -> Masks:
 
 
 def threshold_masks(model: nn.Module, masks: Masks | None, tau: float, levels: tuple[str, ...],
-                    group_bias: float = 2.0) -> Masks:
+                    group_bias: float = 1.0) -> Masks:
     """Masks for one threshold ``tau``: weights with ``|w| < tau`` go (level ``weights``), and whole groups
     whose RMS is below ``group_bias * tau`` (levels ``neurons``: hidden and input neurons; ``gates``: gate
     rows); then :func:`cleanup_masks`."""
@@ -427,7 +427,7 @@ def _kept(masks: Masks) -> int:
 
 
 def prune_to(model: nn.Module, masks: Masks | None, kept_target: int, levels: tuple[str, ...],
-             group_bias: float = 2.0) -> Masks:
+             group_bias: float = 1.0) -> Masks:
     """The smallest threshold whose :func:`threshold_masks` keep at most ``kept_target`` of the sparsified
     weights (bisection; groups and weights compete under one threshold)."""
     current = threshold_masks(model, masks, 0.0, levels, group_bias)
@@ -478,7 +478,7 @@ class SparsifyConfig:
 
     target_sparsity: float = 0.9
     rounds: int = 4
-    group_bias: float = 2.0  # a group goes when its RMS is below group_bias x the weight threshold
+    group_bias: float = 1.0  # a group goes when its RMS is below group_bias x the weight threshold
     finetune: LSTMTrainConfig = field(default_factory=lambda: LSTMTrainConfig(epochs=1, lr=1e-3))
     penalty: float = 0.0
     penalty_epochs: int = 0
