@@ -204,7 +204,6 @@ class LinkedLif(wiring.Component):
 
     def __init__(self, design: LifDesign, *, timeout: int, clk_hz: int = 0, max_payload: int = 2048):
         self.design = design
-        self.program = design           # (what SerialTop / BoardTop pass around)
         self.mems = {name: (bits, depth) for name, bits, depth in lif_host_memories(design)}
         self.names = lif_dbg_map(design.snn.n_outputs)
         self.ident = identity_bytes(design.ident_values(), len(self.names), core="lif", clk_hz=clk_hz)

@@ -100,3 +100,22 @@ def test_lif_board_top_renders_a_build_plan(name):
     plan = platform.build(BoardTop(LifDesign(small_snn(1), units=3, per_word=2), clk_hz=100e6), name="top",
                           do_build=False, do_program=False)
     assert "EHXPLLL" in plan.files["top.il"] and "FREQUENCY" in plan.files["top.lpf"]
+
+
+@pytest.mark.slow
+@pytest.mark.synthesis
+def test_lif_board_top_places_on_a_25f(tmp_path):
+    """`build_board(core="lif", place_only=True)`: the LIF top level through Yosys and nextpnr placement,
+    with real utilisation and a post-placement Fmax estimate (no bitstream)."""
+    if not yowasp_available():
+        pytest.skip("YoWASP tools not installed")
+    from sparsegate.sw.build_command import build_board, format_report
+    from test_lif_link import small_snn
+
+    info = build_board("ulx3s-25f", 1, tmp_path / "out", image=small_snn(1), image_name="small SNN", core="lif",
+                       units=3, per_word=2, cache=tmp_path / "cache", place_only=True, log=lambda s: None)
+    rep = info["report"]
+    assert info["core"] == "lif" and info["bitstream"] is None and rep["routed"] is False
+    assert rep["utilisation"]["TRELLIS_COMB"]["used"] > 500 and rep["fmax_mhz"] > 0
+    assert not (tmp_path / "out" / "top.bit").exists()
+    assert "LIF core, 3 units" in format_report(info) and "placement estimate" in format_report(info)
