@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from .atomic_io import write_text
@@ -19,98 +20,222 @@ def _md_table(head: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _plot_curve(history: list[dict], path: Path) -> None:
-    """Validation accuracy against compression over the pruning rounds."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    points = [(1.0 / max(1e-9, 1.0 - r["sparsity"]), 100 * r["val_accuracy"], r.get("accepted", True))
-              for r in history if "sparsity" in r and "val_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if points:
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="SRA rounds")
-        rejected = [p for p in points if not p[2]]
-        if rejected:
-            ax.plot([p[0] for p in rejected], [p[1] for p in rejected], "x", color="red", label="rejected round")
-    ax.set_xscale("log")
-    ax.set_xlabel("compression (dense weights / kept weights)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.clf()
+    _pyplot().close(fig)
+
+
+def _rounds(history: list[dict]) -> list[tuple[float, float, bool]]:
+    return [(1.0 / max(1e-9, 1.0 - r["sparsity"]), 100 * r["val_accuracy"], r.get("accepted", True))
+            for r in history if "sparsity" in r and "val_accuracy" in r]
+
+
+def _plot_curve(results: dict, path: Path) -> None:
+    """Validation accuracy against compression: SRA rounds, the torch global-L1 baseline's rounds (same
+    schedule and fine-tune budget) and the final models (after NRP, after KEP)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for key, label, style in (("prune", "SRA rounds", "o-"), ("baseline", "torch global L1 rounds (baseline)", "s--")):
+        points = _rounds(results[key]["history"])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+            rejected = [p for p in points if not p[2]]
+            if rejected:
+                ax.plot([p[0] for p in rejected], [p[1] for p in rejected], "x", color="red")
+    finals = [("prune", "SRA + NRP (final)", "D"), ("kep", "+ KEP (demo model)", "*"),
+              ("baseline", "torch global L1 (final)", "P")]
+    for key, label, marker in finals:
+        r = results[key]
+        if key == "kep" and not r["accepted"]:
+            continue
+        ax.plot([r["compression"]], [100 * r["val_accuracy"]], marker, markersize=10, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (dense params / kept params)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _plot_sparsity(results: dict, path: Path) -> None:
+    """Kept weights per layer: dense, SRA + NRP, + KEP."""
+    plt = _pyplot()
+    prune, kep = results["prune"]["layers"], results["kep"]["layers"]
+    names = [layer["name"] for layer in prune]
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.bar([i - 0.27 for i in x], [layer["weights"] for layer in prune], width=0.27, label="dense")
+    ax.bar(list(x), [layer["nonzero_weights"] for layer in prune], width=0.27, label="SRA + NRP")
+    ax.bar([i + 0.27 for i in x], [layer["nonzero_weights"] for layer in kep], width=0.27, label="demo model")
+    ax.set_xticks(list(x), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("weights kept")
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def _plot_cycles(sim: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = sim["layer_names"]
     x = range(len(names))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax.bar([i - 0.2 for i in x], sim["dense_model"], width=0.4, label="dense (same engine, model)")
     ax.bar([i + 0.2 for i in x], sim["cycles"], width=0.4, label="pruned (measured)")
     ax.set_xticks(list(x), names)
     ax.set_yscale("log")
-    ax.set_ylabel("cycles per digit")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.set_ylabel(f"cycles per digit, {sim['lanes']} lanes")
+    ax.legend(fontsize=8)
+    ax2.bar([i - 0.2 for i in x], [100 * u for u in sim["dense_utilization"]], width=0.4, label="dense (model)")
+    ax2.bar([i + 0.2 for i in x], [100 * u for u in sim["utilization"]], width=0.4, label="pruned (measured)")
+    ax2.set_xticks(list(x), names)
+    ax2.set_ylim(0, 105)
+    ax2.set_ylabel("lane utilization (%)")
+    ax2.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _layer_rows(prune: list[dict], final: list[dict]) -> list[list]:
+    rows = []
+    for p, f in zip(prune, final):
+        rows.append([f["name"], f"{f['weights']:,}", f"{p['nonzero_weights']:,}", f"{f['nonzero_weights']:,}",
+                     _pct(1 - f["nonzero_weights"] / max(1, f["weights"])), f"{f['live_in']}/{f['in_units']}",
+                     f"{f['live_out']}/{f['out_units']}", f"{f['macs']:,}/{f['dense_macs']:,}"])
+    w = sum(f["weights"] for f in final)
+    nz_p = sum(p["nonzero_weights"] for p in prune)
+    nz = sum(f["nonzero_weights"] for f in final)
+    rows.append(["total", f"{w:,}", f"{nz_p:,}", f"{nz:,}", _pct(1 - nz / max(1, w)), "", "",
+                 f"{sum(f['macs'] for f in final):,}/{sum(f['dense_macs'] for f in final):,}"])
+    return rows
+
+
+def _build_section(build: dict | None) -> list[str]:
+    out = ["## FPGA resources and Fmax", ""]
+    if build is None or build.get("skipped"):
+        board = f" ({build['board']}, {build['lanes']} lanes)" if build else ""
+        return out + [f"Not built in this run{board}: `--no-build`. Run `sparsegate demo` without it for the "
+                      "bitstream, resources and Fmax.", ""]
+    out += [f"Board {build['board']} ({build['description']}), device {build['device']}, {build['lanes']} lanes, "
+            f"the demo's weight image baked in at power-up (`sparsegate build`'s path; digest `{build['digest']}`"
+            f"{', from the build cache' if build['cache_hit'] else ''}; place and route {build['tool_time_s']:.0f} s).",
+            "",
+            _md_table(["resource", "used", "available", "%"],
+                      [[k, f"{v['used']:,}", f"{v['available']:,}", f"{100 * v['used'] / max(1, v['available']):.1f}"]
+                       for k, v in build["resources"].items()]), "",
+            _md_table(["clock", "Fmax (MHz)", "constraint (MHz)", "timing met?"],
+                      [[f"`{name}`", f"{c['achieved_mhz']:.1f}", c["constraint_mhz"] or "-", "yes" if c["met"] else "**NO**"]
+                       for name, c in build["clocks"].items()]), "",
+            f"Fmax {build['fmax_mhz']:.1f} MHz against the {build['target_mhz']:.0f} MHz engine clock: timing "
+            f"{'met' if build['timing_met'] else '**NOT met**'}. Bitstream `{build['bit']}`.", ""]
+    return out
 
 
 def build_markdown(results: dict, plots: dict[str, str]) -> str:
-    train, prune, quant = results["train"], results["prune"], results["quantize"]
-    export, sim = results["export"], results["simulate"]
+    train, prune, kep, base = results["train"], results["prune"], results["kep"], results["baseline"]
+    quant, export, sim = results["quantize"], results["export"], results["simulate"]
+    build = results.get("build")
     storage = export["storage"]
+    agree = sim["agreement"]
+    n = sim["samples"]
+    kb, ka = kep["before"], kep["after"]
     sections = ["# sparsegate demo report", "",
                 "LeNet-5-Caffe on the embedded MNIST default (4,000 train / 1,000 held-out digits), pruned with "
-                "SRA + NRP, quantized to int8, exported as a sparse-index weight image and run on the "
-                "cycle-accurate zero-skipping engine.", "", "## Summary", "",
+                "SRA + NRP, then KEP on the conv layers, quantized to int8, exported as a sparse-index weight "
+                "image, run on the cycle-accurate zero-skipping engine and built into an ECP5 bitstream. Every "
+                "number below comes from this run's stages (`summary.json`).", "", "## Summary", "",
                 _md_table(["stage", "result"], [
                     ["float baseline", f"{_pct(train['test_accuracy'])} ({train['params']:,} params, "
                                        f"{train['macs']:,} MACs)"],
                     ["SRA + NRP", f"{_pct(prune['test_accuracy'])}, drop {100 * prune['accuracy_drop']:.2f} points, "
                                   f"{prune['compression']:.1f}x compression, {_pct(prune['mac_reduction'])} MACs removed"],
+                    ["+ KEP (conv layers)", f"conv sparsity {_pct(kb['conv_sparsity'])} → {_pct(ka['conv_sparsity'])}, "
+                                            f"test {_pct(kb['test_accuracy'])} → {_pct(ka['test_accuracy'])}"
+                                            + ("" if kep["accepted"] else " (over the guard: not used)")],
+                    ["demo model", f"{_pct(kep['test_accuracy'])}, drop {100 * kep['accuracy_drop']:.2f} points, "
+                                   f"{kep['compression']:.1f}x compression, {_pct(kep['mac_reduction'])} MACs removed"],
+                    ["torch global L1 (baseline, same budget)",
+                     f"{_pct(base['test_accuracy'])}, drop {100 * base['accuracy_drop']:.2f} points, "
+                     f"{base['compression']:.1f}x compression, {_pct(base['mac_reduction'])} MACs removed"],
                     ["int8 (golden model)", f"{_pct(quant['quant_accuracy'])} vs float {_pct(quant['float_accuracy'])}; "
                                             f"predictions agree on {_pct(quant['agreement'])} of "
                                             f"{quant['samples']:,}"],
                     ["weight image", f"{storage['total']['image_bytes']:,} bytes = "
                                      f"{_pct(storage['total']['vs_dense_int8'])} of dense int8, "
                                      f"{_pct(storage['total']['vs_float32'])} of float32"],
-                    ["engine", f"{sim['total']:,} cycles per digit at {sim['lanes']} lanes; "
-                               f"{sim['samples']} digits bit-exact with the golden model"],
+                    ["engine", f"{sim['total']:,} cycles per digit at {sim['lanes']} lanes "
+                               f"({sum(sim['dense_model']) / max(1, sum(sim['cycles'])):.2f}x fewer than dense); "
+                               f"{n} digits bit-exact with the golden model"],
+                    ["bitstream", "skipped (`--no-build`)" if build is None or build.get("skipped") else
+                     f"{build['board']}: Fmax {build['fmax_mhz']:.1f} MHz, timing at {build['target_mhz']:.0f} MHz "
+                     f"{'met' if build['timing_met'] else 'NOT met'}"],
                 ]), "",
                 "## Per-layer sparsity and kept weights", "",
-                Path(prune["layers_md"]).read_text().split("\n", 2)[-1].strip(), "",
+                _md_table(["layer", "weights", "kept (SRA + NRP)", "kept (demo model)", "sparsity",
+                           "live inputs", "live outputs", "MACs (zero-skipping / dense)"],
+                          _layer_rows(prune["layers"], kep["layers"])), "",
+                f"![kept weights per layer]({plots['sparsity']})", "",
+                "## KEP on the conv layers", "",
+                f"Kernel-element pruning (free choice per kernel plane) keeps {100 * kep['keep_fraction']:.0f}% of "
+                "the conv weights SRA + "
+                f"NRP left: elements per plane {', '.join(f'{k} ≤ {v}' for k, v in kep['keep'].items())} "
+                "(allocated globally), one epoch under the prior-mask penalty, cut, fine-tune.", "",
+                _md_table(["", "conv sparsity", "validation", "test"], [
+                    ["before (SRA + NRP)", _pct(kb["conv_sparsity"]), _pct(kb["val_accuracy"]), _pct(kb["test_accuracy"])],
+                    ["right after the cut", "", _pct(ka["val_accuracy_cut"]), ""],
+                    ["after fine-tune", _pct(ka["conv_sparsity"]), _pct(ka["val_accuracy"]), _pct(ka["test_accuracy"])],
+                ]), "",
+                ("The KEP model is the demo model." if kep["accepted"] else
+                 "The validation drop exceeded the guard, so the SRA + NRP model went on to quantization."), "",
                 "## Accuracy vs compression", "", f"![accuracy vs compression]({plots['curve']})", "",
-                "Validation accuracy after each SRA prune → fine-tune round (the torch global-L1 and magnitude "
-                "baselines at the same budget are in `BENCHMARKS.md`, `make bench`).", "",
+                "Validation accuracy (500 digits split off the training set) after each prune → fine-tune round. "
+                "The baseline is PyTorch's global L1 magnitude pruning (`torch.nn.utils.prune.global_unstructured`) "
+                "from the same trained model, with the same sparsity schedule, target and fine-tune epochs.", "",
+                _md_table(["method", "compression", "MACs removed", "validation", "test", "drop (points)"], [
+                    [r_name, f"{r['compression']:.1f}x", _pct(r["mac_reduction"]), _pct(r["val_accuracy"]),
+                     _pct(r["test_accuracy"]), f"{100 * r['accuracy_drop']:.2f}"]
+                    for r_name, r in (("SRA + NRP", prune), ("demo model (+ KEP)", kep),
+                                      ("torch global L1", base))]), "",
                 "## Engine cycles, sparse vs dense", "",
-                _md_table(["layer", "measured", "model", "dense (model)", "speed-up"],
-                          [[n, f"{c:,}", f"{m:,}", f"{d:,}", f"{d / c:.2f}x"]
-                           for n, c, m, d in zip(sim["layer_names"], sim["cycles"], sim["model"], sim["dense_model"])]),
+                f"{sim['lanes']} lanes; measured on Verilator for the pruned network (sample 0), the analytical cycle "
+                "model of the same engine for the dense one. Lane utilization = nonzero MACs / (lanes x cycles).", "",
+                _md_table(["layer", "measured", "model", "dense (model)", "speed-up", "utilization", "dense utilization"],
+                          [[nm, f"{c:,}", f"{m:,}", f"{d:,}", f"{d / max(1, c):.2f}x", _pct(u), _pct(du)]
+                           for nm, c, m, d, u, du in zip(sim["layer_names"], sim["cycles"], sim["model"],
+                                                         sim["dense_model"], sim["utilization"],
+                                                         sim["dense_utilization"])]),
                 "", f"![cycles]({plots['cycles']})", "",
-                "```", *[line for line in sim["log"]], "```", "",
+                "```", *sim["log"], "```", "",
                 "## Storage", "", "```", export["storage_table"], "```", ""]
-    if "build" in results:
-        build = results["build"]
-        sections += ["## FPGA resources and Fmax", "",
-                     _md_table(["resource", "used", "available"],
-                               [[k, f"{v['used']:,}", f"{v['available']:,}"] for k, v in build["resources"].items()]),
-                     "", f"Fmax {build['fmax_mhz']:.1f} MHz (constraint {build['target_mhz']:.0f} MHz, "
-                         f"timing {'met' if build['timing_met'] else 'NOT met'}); bitstream `{build['bit']}`.", ""]
+    sections += _build_section(build)
     sections += ["## Agreement", "",
                  _md_table(["check", "agree"], [
-                     ["int8 golden model vs float PyTorch (test digits)",
+                     ["int8 golden model vs float PyTorch (all test digits)",
                       f"{round(quant['agreement'] * quant['samples'])}/{quant['samples']}"],
-                     ["engine vs golden model, every layer bit-exact", f"{sim['samples']}/{sim['samples']}"],
-                 ]), ""]
+                     ["engine vs golden model, every layer bit-exact (simulated digits)", f"{n}/{n}"],
+                     ["engine vs PyTorch integer reference, predictions", f"{agree['engine_vs_torch_int']}/{n}"],
+                     ["engine vs float PyTorch, predictions", f"{agree['engine_vs_torch_float']}/{n}"],
+                     ["engine correct / float PyTorch correct", f"{agree['engine_correct']}/{n} / "
+                                                                f"{agree['torch_float_correct']}/{n}"],
+                 ]), "",
+                 "## Stage wall times", "",
+                 _md_table(["stage", "seconds"], [[name, f"{r['stage_time_s']:.1f}"] for name, r in results.items()
+                                                  if isinstance(r, dict) and "stage_time_s" in r]), ""]
     return "\n".join(sections)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the report's inline Markdown: `code` and **bold**."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
 
 
 def _markdown_to_html(markdown: str, run: Path) -> str:
@@ -125,7 +250,7 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
             out.append(html.escape(line))
             continue
         if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            cells = [_inline(c.strip()) for c in line.strip("|").split("|")]
             if all(set(c) <= {"-"} for c in cells):
                 continue
             if not in_table:
@@ -146,7 +271,7 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
             data = base64.b64encode((run / src).read_bytes()).decode()
             out.append(f'<img alt="plot" src="data:image/png;base64,{data}">')
         elif line:
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     if in_table:
         out.append("</table>")
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
@@ -158,8 +283,10 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
 def write_report(run: Path, results: dict) -> dict:
     """Write the plots, ``report.md`` and ``report.html`` into ``run``; return their paths."""
     run = Path(run)
-    plots = {"curve": "report/accuracy_vs_compression.png", "cycles": "report/cycles.png"}
-    _plot_curve(results["prune"]["history"], run / plots["curve"])
+    plots = {"curve": "report/accuracy_vs_compression.png", "cycles": "report/cycles.png",
+             "sparsity": "report/kept_weights.png"}
+    _plot_curve(results, run / plots["curve"])
+    _plot_sparsity(results, run / plots["sparsity"])
     _plot_cycles(results["simulate"], run / plots["cycles"])
     markdown = build_markdown(results, plots)
     write_text(run / "report.md", markdown)
