@@ -40,9 +40,15 @@ def _rounds(history: list[dict]) -> list[tuple[float, float, bool]]:
             for r in history if "sparsity" in r and "val_accuracy" in r]
 
 
+def _weight_compression(layers: list[dict]) -> float:
+    return sum(layer["weights"] for layer in layers) / max(1, sum(layer["nonzero_weights"] for layer in layers))
+
+
 def _plot_curve(results: dict, path: Path) -> None:
     """Validation accuracy against compression: SRA rounds, the torch global-L1 baseline's rounds (same
     schedule and fine-tune budget) and the final models (after NRP, after KEP)."""
+    import matplotlib.ticker
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for key, label, style in (("prune", "SRA rounds", "o-"), ("baseline", "torch global L1 rounds (baseline)", "s--")):
@@ -58,9 +64,12 @@ def _plot_curve(results: dict, path: Path) -> None:
         r = results[key]
         if key == "kep" and not r["accepted"]:
             continue
-        ax.plot([r["compression"]], [100 * r["val_accuracy"]], marker, markersize=10, label=label)
+        ax.plot([_weight_compression(r["layers"])], [100 * r["val_accuracy"]], marker, markersize=10, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("compression (dense params / kept params)")
+    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= 1.5 * ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t}x" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("compression (dense weights / kept weights)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
