@@ -58,8 +58,10 @@ class ActBuffer(wiring.Component):
         y = Signal(signed(14))
         base = Signal(signed(14))
         plane = Signal(unsigned(aw))           # the channel's first row address
+        plane_shift = Signal(5)                # static while a layer runs: registered
+        m.d.sync += plane_shift.eq(cfg.in_hb + cfg.in_wb)
         m.d.sync += [
-            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(el.ci << (cfg.in_hb + cfg.in_wb)),
+            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(el.ci << plane_shift),
             y.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad),
             base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
         ]

@@ -105,12 +105,15 @@ class SparseEngine(wiring.Component):
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words)
         in_rd = inmem.read_port()
-        if hw:      # host writes: one memory at a time, selected by wr_mem (HOST_MEMS order)
+        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
             in_wr = inmem.write_port()
             ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
+            wr_sel = Signal(len(ports))
+            wr_addr, wr_data = Signal.like(self.wr_addr), Signal.like(self.wr_data)
+            m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
+                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
             for k, port in enumerate(ports):
-                m.d.comb += [port.en.eq(self.wr_en & (self.wr_mem == k)), port.addr.eq(self.wr_addr),
-                             port.data.eq(self.wr_data)]
+                m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
 
         # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
         # array's output register will be free (the output stage takes one pixel per cycle)
@@ -135,20 +138,21 @@ class SparseEngine(wiring.Component):
                      self.done.eq(seq.done), self.busy.eq(seq.busy)]
         m.d.comb += seq.pipe_idle.eq(~(queue.r_rdy | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
-        # input load: sequencer address -> input memory -> [registered] -> all banks of half 0
-        load_v, load_v2 = Signal(), Signal()
-        load_i, load_i2 = Signal(aw), Signal(aw)
-        load_data = Signal(8 * nb)
+        # input load: sequencer address -> input memory -> [registered twice] -> all banks of half 0
+        load_v, load_v2, load_v3 = Signal(), Signal(), Signal()
+        load_i, load_i2, load_i3 = Signal(aw), Signal(aw), Signal(aw)
+        load_data, load_data3 = Signal(8 * nb), Signal(8 * nb)
         m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
-                     load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data)]
+                     load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
+                     load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
         m.d.comb += in_rd.addr.eq(seq.load_addr)
         wr = abuf.wr.payload
         ow = ostage.o.payload
         m.d.comb += ostage.o.ready.eq(1)
-        with m.If(load_v2):
-            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i2), wr.mask.eq((1 << nb) - 1)]
+        with m.If(load_v3):
+            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i3), wr.mask.eq((1 << nb) - 1)]
             for b in range(nb):
-                m.d.comb += wr.data[b].eq(load_data[8 * b:8 * b + 8])
+                m.d.comb += wr.data[b].eq(load_data3[8 * b:8 * b + 8])
         with m.Else():
             m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
             for b in range(nb):
@@ -160,14 +164,20 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
-        # lanes doing useful work in a MAC-array cycle (registered: the sum is a wide popcount)
+        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered)
         active = Signal(range(g.lanes + 1))
-        active_v = Signal()
+        lane_bits = Signal(g.lanes)
+        active_v1, active_v = Signal(), Signal()
         mi = mac.i.payload
-        lane_bits = [(mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes)]
-        m.d.sync += [active.eq(sum(lane_bits[1:], lane_bits[0]) if g.lanes > 1 else lane_bits[0]),
-                     active_v.eq(mac.i.valid)]
+        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes))),
+                     active_v1.eq(mac.i.valid),
+                     active.eq(sum(lane_bits[j] for j in range(g.lanes))), active_v.eq(active_v1)]
         mac_fire = active_v
+
+        # the output stage's writes as seen by the signatures and the result capture (registered copy)
+        out_v = Signal()
+        seen = Signal.like(ostage.o.payload)
+        m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload)]
 
         with m.If(self.start & ~seq.busy):
             for sig in totals.values():
@@ -195,18 +205,18 @@ class SparseEngine(wiring.Component):
                         m.d.sync += c["issued"].eq(c["issued"] + 1)
                     with m.If(mac_fire):
                         m.d.sync += c["active"].eq(c["active"] + active)
-                    with m.If(ostage.o.valid):
-                        word = Cat(ow.data, Mux(ow.bcast, 0xFF, ow.bank), ow.addr[:aw])
+                    with m.If(out_v):
+                        word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr[:aw])
                         sig = c["signature"]
                         m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
         last = Signal()
         m.d.comb += last.eq(seq.layer == n_layers - 1)
         lg_res = (g.n_results - 1).bit_length()
-        with m.If(ostage.o.valid & last & (ow.addr[:aw] < g.n_results)):
-            with m.Switch(ow.addr[:lg_res]):
+        with m.If(out_v & last & (seen.addr[:aw] < g.n_results)):
+            with m.Switch(seen.addr[:lg_res]):
                 for k in range(g.n_results):
                     with m.Case(k):
-                        m.d.sync += results[k].eq(ow.data)
+                        m.d.sync += results[k].eq(seen.data)
 
         regs = [totals[n] for n in TOTAL_COUNTERS]
         for c in per_layer:

@@ -187,12 +187,11 @@ class HostLink(wiring.Component):
         crc_lo = Signal(8)
         status = Signal(8)
         quiet = Signal(range(self.timeout + 1))
-        timed_out = Signal()
-        with m.If(fire | (quiet == self.timeout)):
-            m.d.sync += quiet.eq(0)
+        timed_out = Signal()        # registered: `timeout` cycles without a byte (one-cycle pulse)
+        with m.If(fire | timed_out):
+            m.d.sync += [quiet.eq(0), timed_out.eq(0)]
         with m.Else():
-            m.d.sync += quiet.eq(quiet + 1)
-        m.d.comb += timed_out.eq(quiet == self.timeout)
+            m.d.sync += [quiet.eq(quiet + 1), timed_out.eq(quiet == self.timeout - 1)]
 
         # reply
         kind = Signal(2)        # 0 none, 1 identity, 2 registers as u32, 3 registers as one byte
@@ -201,6 +200,8 @@ class HostLink(wiring.Component):
         idx = Signal(16)
         pay_byte = Signal(8)
         sel = Signal(8)
+        dbg_word = Signal(32)
+        m.d.comb += self.dbg_sel.eq(sel)
         tcrc = Signal(16)
 
         # WRITE_MEM
@@ -214,17 +215,22 @@ class HostLink(wiring.Component):
         m.d.comb += [count.eq(Cat(hdr[3], hdr[4])), self.wr_data.eq(word), self.wr_mem.eq(mem),
                      self.wr_addr.eq(waddr)]
 
-        # command checks: registered (hdr settles in PAY, EXEC comes at least two cycles later: CRC0, CRC1),
-        # so the length multiply and the range compares stay off the FSM's critical path
+        # command checks, pipelined over three registers (hdr settles in PAY; EXEC comes at least three
+        # cycles later: CRC0, CRC1, CHECK), so the length multiply and the range compare stay off the FSM
         mem_ok, need_len, range_ok = Signal(), Signal(32), Signal()
         sample_ok, regs_ok = Signal(), Signal()
         addr0 = Cat(hdr[1], hdr[2])
-        m.d.sync += [mem_ok.eq(0), need_len.eq(0), range_ok.eq(0)]
+        sel_wb = Signal(range(self.max_wb + 1))
+        sel_depth = Signal(range(max(d for _, d in self.mems) + 1))
+        sel_count, sel_end, payload_len = Signal(16), Signal(17), Signal(32)
+        m.d.sync += [mem_ok.eq(0), sel_wb.eq(0), sel_depth.eq(0)]
         with m.Switch(hdr[0]):
             for i, (bits, depth) in enumerate(self.mems):
-                wb = word_bytes(bits)
                 with m.Case(i):
-                    m.d.sync += [mem_ok.eq(1), need_len.eq(5 + count * wb), range_ok.eq(addr0 + count <= depth)]
+                    m.d.sync += [mem_ok.eq(1), sel_wb.eq(word_bytes(bits)), sel_depth.eq(depth)]
+        m.d.sync += [sel_count.eq(count), sel_end.eq(addr0 + count),
+                     payload_len.eq(sel_count * sel_wb), range_ok.eq(sel_end <= sel_depth),
+                     need_len.eq(payload_len + 5)]
         m.d.sync += [sample_ok.eq(Cat(hdr[0], hdr[1]) < self.n_samples),
                      regs_ok.eq((hdr[1] != 0) & (hdr[0] + hdr[1] <= self.n_regs))]
         with m.Switch(mem):
@@ -307,9 +313,11 @@ class HostLink(wiring.Component):
                     with m.If(Cat(crc_lo, byte) != crc):
                         error("BAD_CRC")
                     with m.Else():
-                        m.next = "EXEC"
+                        m.next = "CHECK"
                 with m.Else():
                     on_timeout()
+            with m.State("CHECK"):          # the last pipelined command check settles
+                m.next = "EXEC"
             with m.State("DISCARD"):        # oversized frame: drop bytes until the line is quiet
                 m.d.comb += rx.ready.eq(1)
                 with m.If(timed_out):
@@ -406,20 +414,22 @@ class HostLink(wiring.Component):
             with m.State("T_SEL"):          # register select and byte look-up: short paths at 100+ MHz
                 m.d.sync += sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
                 m.next = "T_FETCH"
-            with m.State("T_FETCH"):
+            with m.State("T_FETCH"):        # debug register read (registered), then the byte look-up
                 with m.If(idx == rlen):
                     m.next = "T_CRC0"
                 with m.Else():
-                    m.d.comb += self.dbg_sel.eq(sel)
-                    ident = Array(Const(b, 8) for b in self.ident)
-                    with m.Switch(kind):
-                        with m.Case(1):
-                            m.d.sync += pay_byte.eq(ident[idx[:max(1, (len(self.ident) - 1).bit_length())]])
-                        with m.Case(2):
-                            m.d.sync += pay_byte.eq(self.dbg_data.word_select(idx[:2], 8))
-                        with m.Default():
-                            m.d.sync += pay_byte.eq(self.dbg_data[:8])
-                    m.next = "T_PAY"
+                    m.d.sync += dbg_word.eq(self.dbg_data)
+                    m.next = "T_BYTE"
+            with m.State("T_BYTE"):
+                ident = Array(Const(b, 8) for b in self.ident)
+                with m.Switch(kind):
+                    with m.Case(1):
+                        m.d.sync += pay_byte.eq(ident[idx[:max(1, (len(self.ident) - 1).bit_length())]])
+                    with m.Case(2):
+                        m.d.sync += pay_byte.eq(dbg_word.word_select(idx[:2], 8))
+                    with m.Default():
+                        m.d.sync += pay_byte.eq(dbg_word[:8])
+                m.next = "T_PAY"
             with m.State("T_PAY"):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(pay_byte)]
                 with m.If(tx.ready):

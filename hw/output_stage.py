@@ -138,6 +138,8 @@ class OutputStage(wiring.Component):
         hold = Signal(signed(8))
         with m.If(q8["valid"] & ~q8["x"][0]):
             m.d.sync += hold.eq(q8["act"])
+        plane_shift = Signal(5)                # static while a layer runs: registered
+        m.d.sync += plane_shift.eq(cfg.out_hb + cfg.out_wb)
         px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
         py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
@@ -147,7 +149,7 @@ class OutputStage(wiring.Component):
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
             q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
             q9["rowbuf"].eq(q8["x"] >> 1), q9["dest"].eq(q8["dest"]),
-            q9["plane"].eq(q8["co"] << (cfg.out_hb + cfg.out_wb)), q9["row"].eq(py << cfg.out_wb),
+            q9["plane"].eq(q8["co"] << plane_shift), q9["row"].eq(py << cfg.out_wb),
             q9["col"].eq(px >> lgb),
         ]
 

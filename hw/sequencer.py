@@ -74,7 +74,7 @@ class Sequencer(wiring.Component):
         m.d.comb += self.cfg.eq(cfg)
 
         layer = Signal(8)
-        sample = Signal(16)
+        load_ptr = Signal(range(max(2, g.input_depth * g.n_samples)))   # input-memory word being copied
         load_i = Signal(range(max(2, g.input_depth)))
         outer = Signal(16)          # conv: output channel; fc: round
         oy = Signal(10)
@@ -94,12 +94,12 @@ class Sequencer(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [sample.eq(self.sample), load_i.eq(0), layer.eq(0), self.done.eq(0)]
+                    m.d.sync += [load_ptr.eq(self.sample * g.input_depth), load_i.eq(0), layer.eq(0), self.done.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i),
-                             self.load_addr.eq(sample * g.input_depth + load_i)]
-                m.d.sync += load_i.eq(load_i + 1)
+                             self.load_addr.eq(load_ptr)]
+                m.d.sync += [load_i.eq(load_i + 1), load_ptr.eq(load_ptr + 1)]
                 with m.If(load_i == g.input_depth - 1):
                     m.next = "DESC"
             with m.State("DESC"):           # descriptor address presented

@@ -10,8 +10,8 @@ and its input index (the ``cin`` field). A ``zero`` command yields weight 0 ever
 Fixed-latency pipeline, never stalls (``i.ready`` is always 1; ``o.ready`` is ignored: the engine's
 command queue is the only place that waits). Every block-RAM output goes straight into a register::
 
-    i (cmd) -> [weight memory read | cmd] -> [word] -> slot select -> [entry]
-      -> value, index (shifts by the descriptor's widths) -> [s4] -> cin/ky/kx, zero, fc/conv -> [o]
+    i (cmd) -> [weight memory read | cmd] -> [word] -> [word] -> slot select -> [entry]
+      -> value, index (shifts by the descriptor's widths) -> [s5] -> cin/ky/kx, zero, fc/conv -> [o]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .engine_layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout
 __all__ = ["WeightDecoder", "LATENCY"]
 
 #: Cycles from a command on ``i`` to its element on ``o``.
-LATENCY = 5
+LATENCY = 6
 
 
 class WeightDecoder(wiring.Component):
@@ -57,41 +57,47 @@ class WeightDecoder(wiring.Component):
         m.d.comb += [self.i.ready.eq(1), rd.addr.eq(self.i.payload.waddr), rd.en.eq(1)]
 
         cl = cmd_layout(g)
-        s1_valid, s2_valid, s3_valid, s4_valid = Signal(), Signal(), Signal(), Signal()
-        s1, s2, s3, s4 = Signal(cl), Signal(cl), Signal(cl), Signal(cl)
-        word = Signal(word_layout)       # s2: the weight word, registered after the block RAM
-        word3 = Signal(word_layout)
-        entry = Signal(sb)               # s3: the conv command's slot
+        s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = Signal(), Signal(), Signal(), Signal(), Signal()
+        s1, s2, s3, s4, s5 = Signal(cl), Signal(cl), Signal(cl), Signal(cl), Signal(cl)
+        word = Signal(word_layout)       # s2: the weight word, registered next to the block RAM
+        word3 = Signal(word_layout)      # s3: and once more (the block RAMs span the die)
+        word4 = Signal(word_layout)
+        entry = Signal(sb)               # s4: the conv command's slot
         m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
                      s2_valid.eq(s1_valid), s2.eq(s1), word.eq(rd.data),
                      s3_valid.eq(s2_valid), s3.eq(s2), word3.eq(word),
-                     entry.eq(word[s2.slot] if p > 1 else word[0]),
-                     s4_valid.eq(s3_valid), s4.eq(s3)]
+                     s4_valid.eq(s3_valid), s4.eq(s3), word4.eq(word3),
+                     entry.eq(word3[s3.slot] if p > 1 else word3[0]),
+                     s5_valid.eq(s4_valid), s5.eq(s4)]
 
-        # s4: records split into value and index (variable field widths from the descriptor)
+        # s5: records split into value and index (variable field widths from the descriptor, whose derived
+        # masks and shift are registered: the descriptor is static while a layer runs)
         cfg = self.cfg
         ib_mask = Signal(sb)
-        m.d.comb += ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1)
+        ky_mask, kx_mask = Signal(3), Signal(3)
+        ci_shift = Signal(4)
+        m.d.sync += [ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1), ci_shift.eq(cfg.kyb + cfg.kxb),
+                     ky_mask.eq((Const(1, 4) << cfg.kyb) - 1), kx_mask.eq((Const(1, 4) << cfg.kxb) - 1)]
         value = Signal(signed(8))
         index = Signal(sb)
         lane_values = [Signal(signed(8), name=f"value{lane}") for lane in range(p)]
         lane_index = [Signal(sb, name=f"index{lane}") for lane in range(p)]
         m.d.sync += [value.eq((entry >> cfg.ib)[:8]), index.eq(entry & ib_mask)]
         for lane in range(p):
-            m.d.sync += [lane_values[lane].eq((word3[lane] >> cfg.ib)[:8]), lane_index[lane].eq(word3[lane] & ib_mask)]
+            m.d.sync += [lane_values[lane].eq((word4[lane] >> cfg.ib)[:8]), lane_index[lane].eq(word4[lane] & ib_mask)]
 
         out = Signal(elem_layout(g))
         m.d.comb += [
-            out.ci.eq(index >> (cfg.kyb + cfg.kxb)),
-            out.ky.eq((index >> cfg.kxb) & ((Const(1, 4) << cfg.kyb) - 1)),
-            out.kx.eq(index & ((Const(1, 4) << cfg.kxb) - 1)),
-            out.first.eq(s4.first),
-            out.last.eq(s4.last),
-            out.ctx.eq(s4.ctx),
+            out.ci.eq(index >> ci_shift),
+            out.ky.eq((index >> cfg.kxb) & ky_mask),
+            out.kx.eq(index & kx_mask),
+            out.first.eq(s5.first),
+            out.last.eq(s5.last),
+            out.ctx.eq(s5.ctx),
         ]
         for lane in range(p):
-            m.d.comb += [out.w[lane].eq(Mux(s4.zero, 0, Mux(cfg.fc, lane_values[lane], value))),
+            m.d.comb += [out.w[lane].eq(Mux(s5.zero, 0, Mux(cfg.fc, lane_values[lane], value))),
                          out.idx[lane].eq(lane_index[lane])]
-        m.d.sync += [self.o.valid.eq(s4_valid), self.o.payload.eq(out)]
-        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | self.o.valid)
+        m.d.sync += [self.o.valid.eq(s5_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | self.o.valid)
         return m
