@@ -10,12 +10,12 @@ and its input index (the ``cin`` field). A ``zero`` command yields weight 0 ever
 Fixed-latency pipeline, never stalls (``i.ready`` is always 1; ``o.ready`` is ignored: the engine's
 command queue is the only place that waits). Every block-RAM output goes straight into a register::
 
-    i (cmd) -> [weight memory read | cmd] -> [word] -> [word] -> slot select -> [entry]
-      -> value, index (shifts by the descriptor's widths) -> [s5] -> cin/ky/kx, zero, fc/conv -> [o]
+    i (cmd) -> [weight memory banks read | cmd] -> [bank words] -> bank select -> [word] -> slot select
+      -> [entry] -> value, index (shifts by the descriptor's widths) -> [s5] -> cin/ky/kx, zero, fc/conv -> [o]
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,6 +26,9 @@ __all__ = ["WeightDecoder", "LATENCY"]
 
 #: Cycles from a command on ``i`` to its element on ``o``.
 LATENCY = 6
+
+#: Weight words per memory bank: the deepest DP16KD configuration that keeps 9-bit slices (2048 x 9).
+BANK_DEPTH = 2048
 
 
 class WeightDecoder(wiring.Component):
@@ -47,25 +50,40 @@ class WeightDecoder(wiring.Component):
         g = self.g
         p, sb = g.lanes, g.slot_bits
         word_layout = data.ArrayLayout(unsigned(sb), p)
-        m.submodules.wmem = wmem = Memory(shape=unsigned(word_layout.size), depth=g.weight_depth,
-                                          init=self.weight_words)
-        rd = wmem.read_port()
-        if self.host_write:     # run-time loading of the weight words
-            wp = wmem.write_port()
-            m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
-
-        m.d.comb += [self.i.ready.eq(1), rd.addr.eq(self.i.payload.waddr), rd.en.eq(1)]
+        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each): every block RAM output goes
+        # straight into a register, and the bank select is a mux between registers
+        n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
+        depth = min(g.weight_depth, BANK_DEPTH)
+        low = max(1, (depth - 1).bit_length())
+        waddr = self.i.payload.waddr
+        bank_words = []
+        for b in range(n_banks):
+            bank_depth = max(2, min(depth, g.weight_depth - b * depth))     # the last bank holds the rest
+            mem = Memory(shape=unsigned(word_layout.size), depth=bank_depth,
+                         init=self.weight_words[b * depth:(b + 1) * depth])
+            m.submodules[f"wmem{b}"] = mem
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(waddr[:low]), rd.en.eq(1)]
+            if self.host_write:     # run-time loading of the weight words
+                wp = mem.write_port()
+                hit = (self.wr.addr >> low) == b if n_banks > 1 else 1
+                m.d.comb += [wp.en.eq(self.wr.en & hit), wp.addr.eq(self.wr.addr[:low]), wp.data.eq(self.wr.data)]
+            word_b = Signal(word_layout, name=f"word_bank{b}")   # s2: registered next to its block RAMs
+            m.d.sync += word_b.eq(rd.data)
+            bank_words.append(word_b)
+        m.d.comb += self.i.ready.eq(1)
 
         cl = cmd_layout(g)
         s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = Signal(), Signal(), Signal(), Signal(), Signal()
         s1, s2, s3, s4, s5 = Signal(cl), Signal(cl), Signal(cl), Signal(cl), Signal(cl)
-        word = Signal(word_layout)       # s2: the weight word, registered next to the block RAM
-        word3 = Signal(word_layout)      # s3: and once more (the block RAMs span the die)
+        word3 = Signal(word_layout)      # s3: the addressed bank's word
         word4 = Signal(word_layout)
         entry = Signal(sb)               # s4: the conv command's slot
+        bank = (s2.waddr >> low) if n_banks > 1 else 0
         m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
-                     s2_valid.eq(s1_valid), s2.eq(s1), word.eq(rd.data),
-                     s3_valid.eq(s2_valid), s3.eq(s2), word3.eq(word),
+                     s2_valid.eq(s1_valid), s2.eq(s1),
+                     s3_valid.eq(s2_valid), s3.eq(s2),
+                     word3.eq(Array(bank_words)[bank] if n_banks > 1 else bank_words[0]),
                      s4_valid.eq(s3_valid), s4.eq(s3), word4.eq(word3),
                      entry.eq(word3[s3.slot] if p > 1 else word3[0]),
                      s5_valid.eq(s4_valid), s5.eq(s4)]

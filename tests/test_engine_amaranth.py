@@ -32,3 +32,15 @@ def test_engine_vcd(tmp_path):
     runs, _, _ = run_amaranth(prog, vcd=str(tmp_path / "engine.vcd"))
     assert check_run(prog, runs).ok
     assert (tmp_path / "engine.vcd").stat().st_size > 1000
+
+
+def test_engine_banked_weight_memory(monkeypatch):
+    """A weight memory deeper than one block-RAM bank is split into banks (mux between registers):
+    still bit-exact, same cycles."""
+    from sparsegate.hw import weight_decoder
+    monkeypatch.setattr(weight_decoder, "BANK_DEPTH", 8)
+    prog = small_program(lanes=4, seed=2, n_samples=1)
+    assert prog.geometry.weight_depth > 3 * 8
+    runs, _, _ = run_amaranth(prog, timeout_s=300)
+    assert check_run(prog, runs).ok
+    assert [runs[0][f"layer{i}.cycles"] for i in range(len(prog.layers))] == program_cycles(prog)

@@ -123,6 +123,13 @@ def test_runtime_image_and_input_load(programs):
     assert list(pred) == [int(np.argmax(g)) for g in golden]
 
 
+def test_runtime_load_into_banked_weight_memory(programs, monkeypatch):
+    """Host writes reach every bank of a weight memory split into block-RAM banks."""
+    from sparsegate.hw import weight_decoder
+    monkeypatch.setattr(weight_decoder, "BANK_DEPTH", 8)
+    test_runtime_image_and_input_load(programs)
+
+
 def test_image_too_big_is_refused(programs):
     _, cap, _ = programs
     big = small_program(lanes=4, seed=2, n_samples=1, spec=[
