@@ -133,7 +133,11 @@ class SparseEngine(wiring.Component):
         wiring.connect(m, wdec.o, abuf.i)
         wiring.connect(m, abuf.o, mac.i)
         wiring.connect(m, mac.o, ostage.i)
-        m.d.comb += [wdec.cfg.eq(seq.cfg), abuf.cfg.eq(seq.cfg), ostage.cfg.eq(seq.cfg),
+        # each block gets its own registered copy of the layer descriptor (static while a layer runs; the
+        # first command reaches a block several cycles after the descriptor is latched): local fanout
+        for block in (wdec, abuf, ostage):
+            m.d.sync += block.cfg.eq(seq.cfg)
+        m.d.comb += [
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
                      self.done.eq(seq.done), self.busy.eq(seq.busy)]
         m.d.comb += seq.pipe_idle.eq(~(queue.r_rdy | wdec.busy | abuf.busy | mac.busy | ostage.busy))

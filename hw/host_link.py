@@ -210,6 +210,7 @@ class HostLink(wiring.Component):
         left = Signal(16)
         k = Signal(range(self.max_wb + 1))
         word = Signal(8 * self.max_wb)
+        rd_byte = Signal(8)
         wbytes = Signal(range(self.max_wb + 1))
         count = Signal(16)
         m.d.comb += [count.eq(Cat(hdr[3], hdr[4])), self.wr_data.eq(word), self.wr_mem.eq(mem),
@@ -370,8 +371,11 @@ class HostLink(wiring.Component):
             with m.State("W_RD"):           # buffer address presented
                 m.d.comb += buf_rd.addr.eq(cnt)
                 m.next = "W_GET"
-            with m.State("W_GET"):          # buffer byte available
-                m.d.sync += [word.word_select(k, 8).eq(buf_rd.data), cnt.eq(cnt + 1)]
+            with m.State("W_GET"):          # buffer byte available: registered next to the block RAM
+                m.d.sync += [rd_byte.eq(buf_rd.data), cnt.eq(cnt + 1)]
+                m.next = "W_PUT"
+            with m.State("W_PUT"):          # into the word
+                m.d.sync += word.word_select(k, 8).eq(rd_byte)
                 with m.If(k == wbytes - 1):
                     m.next = "W_WR"
                 with m.Else():
