@@ -98,7 +98,7 @@ def run_engine_benchmark(out_dir, quick: bool = False, lanes: int = 16, log=prin
         + " cycles (measured - model).",
         "",
         "Dense = the unpruned network quantized the same way, on the same engine (all weights nonzero), "
-        "from the cycle model (which matches the measured cycles exactly or to within a few cycles per layer; "
+        "from the cycle model (exact against the measured cycles: see the model error above; "
         "the unpruned fc1 needs 400k weight slots, more block RAM than the LFE5U-85F has).",
         "",
         "## Lane scaling (cycle model, pruned network)",
