@@ -99,6 +99,11 @@ class NetworkStats:
     dense_bits: int
     sparse_bits: int
 
+    @classmethod
+    def of(cls, rows) -> "NetworkStats":
+        """The network totals of per-layer rows (:class:`LayerStats`)."""
+        return cls(**{name: sum(getattr(r, name) for r in rows) for name in cls.__dataclass_fields__})
+
     @property
     def compression(self) -> float:
         """Dense params / nonzero params (inf for an all-zero network)."""
@@ -273,13 +278,7 @@ def layer_table(model: nn.Module, masks=None, input_shape: tuple | None = None,
             dense_macs=dense[name].macs, macs=live_weights * info.positions,
             dense_bits=(w.numel() + n_b) * storage.weight_bits,
             sparse_bits=entries * (storage.weight_bits + storage.index_bits) + nz_b * storage.weight_bits))
-    total = NetworkStats(
-        params=sum(r.params for r in rows), nonzero_params=sum(r.nonzero_params for r in rows),
-        weights=sum(r.weights for r in rows), nonzero_weights=sum(r.nonzero_weights for r in rows),
-        live_weights=sum(r.live_weights for r in rows), dense_macs=sum(r.dense_macs for r in rows),
-        macs=sum(r.macs for r in rows), dense_bits=sum(r.dense_bits for r in rows),
-        sparse_bits=sum(r.sparse_bits for r in rows))
-    return LayerTable(rows, total, storage)
+    return LayerTable(rows, NetworkStats.of(rows), storage)
 
 
 def mac_reduction(model: nn.Module, masks=None, input_shape: tuple | None = None) -> float:

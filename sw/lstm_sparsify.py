@@ -230,13 +230,7 @@ def lstm_table(model: nn.Module, masks: Masks | None = None, storage: StorageFor
     lo = (w[W_OUT] != 0) & s.live_hidden.view(1, -1)
     add("out", "fc", w[W_OUT], lo, [w[B_OUT]], h, int(s.live_hidden.sum()), w[W_OUT].shape[0],
         int((lo.any(1) | (w[B_OUT] != 0)).sum()), w[W_OUT].numel(), int(lo.sum()))
-    total = NetworkStats(
-        params=sum(r.params for r in rows), nonzero_params=sum(r.nonzero_params for r in rows),
-        weights=sum(r.weights for r in rows), nonzero_weights=sum(r.nonzero_weights for r in rows),
-        live_weights=sum(r.live_weights for r in rows), dense_macs=sum(r.dense_macs for r in rows),
-        macs=sum(r.macs for r in rows), dense_bits=sum(r.dense_bits for r in rows),
-        sparse_bits=sum(r.sparse_bits for r in rows))
-    return LayerTable(rows, total, storage)
+    return LayerTable(rows, NetworkStats.of(rows), storage)
 
 
 def sparsified_weights(model: nn.Module, masks: Masks | None = None) -> tuple[int, int]:
