@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from .engine import HOST_MEMS, SparseEngine, dbg_map, host_memories
 from .engine_layouts import EngineGeometry, chan_layout, desc_layout, pack, param_layout, unpack
-from .host_link import HostLink, identity_bytes
+from .host_link import HostLink, attach_core, identity_bytes
 from .uart import UartRx, UartTx, divisor_for
 
 __all__ = ["LinkedEngine", "linked_core", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
@@ -121,13 +121,7 @@ class LinkedEngine(wiring.Component):
             mems=[self.mems[k] for k in HOST_MEMS], n_samples=g.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=g.n_results, ident=self.ident, timeout=self.timeout,
             max_payload=self.max_payload)
-        wiring.connect(m, wiring.flipped(self.rx), link.rx)
-        wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += [eng.start.eq(link.start), eng.sample.eq(link.sample), link.busy.eq(eng.busy),
-                     eng.dbg_sel.eq(link.dbg_sel), link.dbg_data.eq(eng.dbg_data),
-                     eng.wr_en.eq(link.wr_en), eng.wr_mem.eq(link.wr_mem), eng.wr_addr.eq(link.wr_addr),
-                     eng.wr_data.eq(link.wr_data),
-                     self.busy.eq(eng.busy), self.idle.eq(link.idle & ~eng.busy), self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
+        attach_core(m, link, eng, self)
         return m
 
 

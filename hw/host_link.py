@@ -44,7 +44,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["HostLink", "crc16", "identity_bytes", "parse_identity", "SOF_REQ", "SOF_RSP", "CMD", "STATUS",
+__all__ = ["HostLink", "attach_core", "crc16", "identity_bytes", "parse_identity", "SOF_REQ", "SOF_RSP", "CMD", "STATUS",
            "PROTOCOL_VERSION", "IDENT_MAGIC", "IDENT_FIELDS", "LIF_IDENT_FIELDS", "CORE_KINDS", "word_bytes"]
 
 SOF_REQ = 0xA5
@@ -444,3 +444,17 @@ class HostLink(wiring.Component):
             with m.State("T_CRC1"):
                 send(tcrc[8:], "IDLE", crc_it=False)
         return m
+
+
+def attach_core(m, link: HostLink, core, top) -> None:
+    """Wire ``core`` (the engine's or the LIF device's port set: start/sample/busy, dbg_sel/dbg_data,
+    wr_en/wr_mem/wr_addr/wr_data) behind ``link``, and ``top``'s byte streams and status outputs
+    (rx, tx, busy, idle, frames_ok, frames_bad) to them."""
+    wiring.connect(m, wiring.flipped(top.rx), link.rx)
+    wiring.connect(m, link.tx, wiring.flipped(top.tx))
+    m.d.comb += [core.start.eq(link.start), core.sample.eq(link.sample), link.busy.eq(core.busy),
+                 core.dbg_sel.eq(link.dbg_sel), link.dbg_data.eq(core.dbg_data),
+                 core.wr_en.eq(link.wr_en), core.wr_mem.eq(link.wr_mem), core.wr_addr.eq(link.wr_addr),
+                 core.wr_data.eq(link.wr_data),
+                 top.busy.eq(core.busy), top.idle.eq(link.idle & ~core.busy),
+                 top.frames_ok.eq(link.frames_ok), top.frames_bad.eq(link.frames_bad)]

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.sw.snn_golden import IntSNN
 
-from .host_link import HostLink, identity_bytes
+from .host_link import HostLink, attach_core, identity_bytes
 from .lif_core import CoreGeometry, LifNetwork, encode_source, source_entry
 
 __all__ = ["LifDesign", "lif_host_memories", "lif_dbg_map", "LifDevice", "LinkedLif", "LEAK_CODES", "RESET_CODES",
@@ -218,12 +218,5 @@ class LinkedLif(wiring.Component):
             mems=list(self.mems.values()), n_samples=self.design.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=self.design.snn.n_outputs, ident=self.ident,
             timeout=self.timeout, max_payload=self.max_payload, result_bytes=4)
-        wiring.connect(m, wiring.flipped(self.rx), link.rx)
-        wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += [dev.start.eq(link.start), dev.sample.eq(link.sample), link.busy.eq(dev.busy),
-                     dev.dbg_sel.eq(link.dbg_sel), link.dbg_data.eq(dev.dbg_data),
-                     dev.wr_en.eq(link.wr_en), dev.wr_mem.eq(link.wr_mem), dev.wr_addr.eq(link.wr_addr),
-                     dev.wr_data.eq(link.wr_data),
-                     self.busy.eq(dev.busy), self.idle.eq(link.idle & ~dev.busy),
-                     self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
+        attach_core(m, link, dev, self)
         return m
