@@ -52,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"build cache (default {DEFAULT_CACHE})")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has this design")
     parser.add_argument("--no-precheck", action="store_true", help="run the tools even when the estimate says it cannot fit")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--place-only", action="store_true",
                         help="stop after placement: resources and a post-placement Fmax estimate, no bitstream")
 
@@ -185,9 +186,10 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
                 clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1, headroom: float = 0.0,
                 uart_pins=None, cache: Path | None = DEFAULT_CACHE, force: bool = False, precheck: bool = True,
                 place_only: bool = False, core: str = "sparse", units: int = 20, per_word: int = 8,
-                log=print) -> dict:
+                seed: int = 1, log=print) -> dict:
     """Build (or fetch from the cache) one board bitstream; returns the info dict written as report.json.
     ``place_only``: stop after placement (no ``.bit``; Fmax is nextpnr's placement estimate, cached apart).
+    ``seed``: nextpnr's placer seed (Fmax varies by a few percent between seeds).
     ``core="lif"``: the LIF core behind the link; ``image`` is then an :class:`~sparsegate.sw.snn_golden.IntSNN`
     or the path of one exported with ``sparsegate snn export`` (``units``/``per_word`` size it; ``lanes`` is
     ignored). Raises DesignDoesNotFit / BuildFailed / ToolNotFoundError / ValueError."""
@@ -207,7 +209,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     device = str(platform.device)
     fin = platform.resources[platform.default_clk, 0].clock.frequency
     clk_hz = fin if abs(fin - clock_mhz * 1e6) < 1 else pll_params(fin, clock_mhz * 1e6)["fout_hz"]
-    settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins}
+    settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins, "seed": seed}
     if core == "lif":
         from sparsegate.hw.lif_top import LifDesign
         from sparsegate.sw.snn_golden import load_int_snn
@@ -252,7 +254,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
         work = (cached if cached is not None else out) / "build"
         top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
         report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
-                            nextpnr_opts=("--seed", "1"), place_only=place_only)
+                            nextpnr_opts=("--seed", str(seed)), place_only=place_only)
         geometry = program.ident_values() if core == "lif" else program.geometry.__dict__
         info = {"board": board, "description": BOARDS[board].description, "core": core,
                 "lanes": lanes if core == "sparse" else None, "units": units if core == "lif" else None,
@@ -301,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
                            image_name=str(args.image) if args.image else "pruned LeNet-5",
                            clock_mhz=args.clock_mhz, baud=args.baud, samples=args.samples, headroom=args.headroom,
                            uart_pins=uart, cache=args.cache, force=args.force, precheck=not args.no_precheck,
-                           place_only=args.place_only)
+                           place_only=args.place_only, seed=args.seed)
     except DesignDoesNotFit as err:
         raise CliError(str(err)) from None
     except (BuildFailed, ToolNotFoundError) as err:
