@@ -11,7 +11,7 @@ MULT18X18D-sized halves)::
     walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3]
       -> sum[17:] * mult, sum[:17] * mult -> [q4] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
-      -> vertical pool (row register), address -> [o: write]
+      -> vertical pool (row register, read into q9), address -> [o: write]
 
 Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
 (``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
@@ -143,20 +143,23 @@ class OutputStage(wiring.Component):
         px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
         py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
-                          "rowbuf": range(max(2, g.pool_width)), "dest": unsigned(aw), "plane": unsigned(aw),
+                          "above": signed(8), "dest": unsigned(aw), "plane": unsigned(aw),
                           "row": unsigned(aw), "col": unsigned(aw)}, q8)
         m.d.sync += [
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
             q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
-            q9["rowbuf"].eq(q8["x"] >> 1), q9["dest"].eq(q8["dest"]),
+            q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
             q9["plane"].eq(q8["co"] << plane_shift), q9["row"].eq(py << cfg.out_wb),
             q9["col"].eq(px >> lgb),
         ]
 
         # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
-        m.d.comb += [row_rd.addr.eq(q9["rowbuf"]), row_wr.addr.eq(q9["rowbuf"]), row_wr.data.eq(q9["hmax"])]
+        # (the row register is read a stage early, into q9: its write for the row above is long done)
+        rowbuf_addr = Signal(range(max(2, g.pool_width)))
+        m.d.sync += rowbuf_addr.eq(q8["x"] >> 1)
+        m.d.comb += [row_rd.addr.eq(q8["x"] >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
         vmax = Signal(signed(8))
-        m.d.comb += vmax.eq(Mux(row_rd.data > q9["hmax"], row_rd.data, q9["hmax"]))
+        m.d.comb += vmax.eq(Mux(q9["above"] > q9["hmax"], q9["above"], q9["hmax"]))
         emit = Signal()
         value = Signal(signed(8))
         with m.If(cfg.pool):
