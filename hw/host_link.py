@@ -216,8 +216,8 @@ class HostLink(wiring.Component):
         m.d.comb += [count.eq(Cat(hdr[3], hdr[4])), self.wr_data.eq(word), self.wr_mem.eq(mem),
                      self.wr_addr.eq(waddr)]
 
-        # command checks, pipelined over three registers (hdr settles in PAY; EXEC comes at least three
-        # cycles later: CRC0, CRC1, CHECK), so the length multiply and the range compare stay off the FSM
+        # command checks, pipelined over four registers (hdr settles in PAY; EXEC comes at least four
+        # cycles later: CRC0, CRC1, CHECK, CHECK2), so the multiply and the compares stay off the FSM
         mem_ok, need_len, range_ok = Signal(), Signal(32), Signal()
         sample_ok, regs_ok = Signal(), Signal()
         addr0 = Cat(hdr[1], hdr[2])
@@ -232,6 +232,10 @@ class HostLink(wiring.Component):
         m.d.sync += [sel_count.eq(count), sel_end.eq(addr0 + count),
                      payload_len.eq(sel_count * sel_wb), range_ok.eq(sel_end <= sel_depth),
                      need_len.eq(payload_len + 5)]
+        # the frame length against what each command needs, registered (length is fixed since LEN1)
+        len_is0, len_is2, len_short, len_match = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [len_is0.eq(length == 0), len_is2.eq(length == 2), len_short.eq(length < 5),
+                     len_match.eq(length == need_len)]
         m.d.sync += [sample_ok.eq(Cat(hdr[0], hdr[1]) < self.n_samples),
                      regs_ok.eq((hdr[1] != 0) & (hdr[0] + hdr[1] <= self.n_regs))]
         with m.Switch(mem):
@@ -317,7 +321,9 @@ class HostLink(wiring.Component):
                         m.next = "CHECK"
                 with m.Else():
                     on_timeout()
-            with m.State("CHECK"):          # the last pipelined command check settles
+            with m.State("CHECK"):          # the pipelined command checks settle
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
                 m.next = "EXEC"
             with m.State("DISCARD"):        # oversized frame: drop bytes until the line is quiet
                 m.d.comb += rx.ready.eq(1)
@@ -326,16 +332,16 @@ class HostLink(wiring.Component):
             with m.State("EXEC"):
                 with m.Switch(cmd):
                     with m.Case(CMD["ID"]):
-                        with m.If(length != 0):
+                        with m.If(~len_is0):
                             error("BAD_LEN")
                         with m.Else():
                             reply(STATUS["OK"], 1, 0, len(self.ident))
                     with m.Case(CMD["WRITE_MEM"]):
-                        with m.If(length < 5):
+                        with m.If(len_short):
                             error("BAD_LEN")
                         with m.Elif(~mem_ok):
                             error("BAD_ARG")
-                        with m.Elif(length != need_len):
+                        with m.Elif(~len_match):
                             error("BAD_LEN")
                         with m.Elif(~range_ok):
                             error("BAD_ARG")
@@ -345,21 +351,21 @@ class HostLink(wiring.Component):
                             m.d.sync += [mem.eq(hdr[0]), waddr.eq(addr0), left.eq(count), cnt.eq(5), k.eq(0)]
                             m.next = "W_RD"
                     with m.Case(CMD["RUN"]):
-                        with m.If(length != 2):
+                        with m.If(~len_is2):
                             error("BAD_LEN")
                         with m.Elif(~sample_ok):
                             error("BAD_ARG")
                         with m.Else():
                             m.next = "RUN_START"
                     with m.Case(CMD["READ_REGS"]):
-                        with m.If(length != 2):
+                        with m.If(~len_is2):
                             error("BAD_LEN")
                         with m.Elif(~regs_ok):
                             error("BAD_ARG")
                         with m.Else():
                             reply(STATUS["OK"], 2, hdr[0], hdr[1] << 2)
                     with m.Case(CMD["READ_OUTPUTS"]):
-                        with m.If(length != 0):
+                        with m.If(~len_is0):
                             error("BAD_LEN")
                         with m.Else():
                             if self.result_bytes == 4:
