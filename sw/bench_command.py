@@ -3,8 +3,10 @@
 Each benchmark is a function ``run(out_dir, quick=False, **kwargs) -> markdown`` in the module that owns
 the feature; it measures everything it compares in one run. This command adds, per table, the command
 that produced it, the date, the wall time and the machine, and rewrites ``BENCHMARKS.md`` after every
-benchmark, so a long ``make bench`` that stops keeps the tables it finished. ``--quick`` is the smoke run
-(smaller budgets; the build sweep places only); ``--list`` prints what would run.
+benchmark, so a long ``make bench`` that stops keeps the tables it finished. Each table sits between
+markers naming its benchmark: a run of some benchmarks (``--only``) replaces their tables and keeps the
+others' from earlier runs. ``--quick`` is the smoke run (smaller budgets; the build sweep places only) and
+writes beside its outputs, not over the real tables; ``--list`` prints what would run.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import importlib
 import inspect
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -25,9 +28,9 @@ BENCHMARKS = {
     "prune-lenet300": ("sparsegate.sw.prune_benchmark", "run_prune_benchmark", {"model": "lenet300"}),
     "snn": ("sparsegate.sw.snn_benchmark", "run_snn_benchmark", {}),
     "engine": ("sparsegate.sim.engine_benchmark", "run_engine_benchmark", {}),
-    "builds": ("sparsegate.hw.build_sweep", "run_build_sweep", {}),
     "structured": ("sparsegate.sw.structured_benchmark", "run_structured_benchmark", {}),
     "rnn": ("sparsegate.sw.rnn_benchmark", "run_rnn_benchmark", {}),
+    "builds": ("sparsegate.hw.build_sweep", "run_build_sweep", {}),  # last: hours of place and route
 }
 
 
@@ -48,14 +51,49 @@ def benchmark_function(name: str):
     return function
 
 
+HEADER = ("# sparsegate benchmarks\n\n"
+          "Written by `make bench` (`sparsegate bench`). Every ratio in a table was measured side by side in the "
+          "run that made that table; each table names its command, date, wall time and machine. Timings are "
+          "noisy on a shared machine, so compare ratios, not absolute numbers.\n")
+
+
+def _begin(name: str) -> str:
+    return f"<!-- bench:{name} -->"
+
+
+def _end(name: str) -> str:
+    return f"<!-- /bench:{name} -->"
+
+
+def read_sections(markdown: Path | None) -> dict[str, str]:
+    """The tables of an earlier ``BENCHMARKS.md``, by benchmark name (between its markers); {} if none."""
+    if markdown is None or not markdown.is_file():
+        return {}
+    text = markdown.read_text()
+    return {m.group(1): m.group(0) for m in re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->",
+                                                        text, re.S) if m.group(1) in BENCHMARKS}
+
+
+def _demoted(table: str) -> str:
+    """A benchmark's Markdown with its headings two levels down, to sit under the benchmark's own (level 2)."""
+    lines, fenced = [], False
+    for line in table.strip().split("\n"):
+        fenced ^= line.startswith("```")
+        lines.append("##" + line if line.startswith("#") and not fenced else line)
+    return "\n".join(lines)
+
+
+def assemble(sections: dict[str, str]) -> str:
+    """The whole file: the header, then each benchmark's table in registry order."""
+    return "\n".join([HEADER, *(sections[name] + "\n" for name in BENCHMARKS if name in sections)])
+
+
 def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print, markdown: Path | None = None) -> str:
     """Run the named benchmarks in order; return the assembled Markdown (also written to ``markdown``, if
-    given, after each benchmark)."""
+    given, after each benchmark, keeping the tables of benchmarks not run now)."""
     machine = machine_description()
-    sections = [f"# sparsegate benchmarks\n\nMachine: {machine}.\n"
-                "Every ratio in a table was measured side by side in the same run; timings are noisy on a "
-                "shared machine, so compare ratios, not absolute numbers.\n"]
     functions = {name: benchmark_function(name) for name in names}  # wiring errors before hours of work
+    sections = read_sections(markdown)
     for name in names:
         function, kwargs = functions[name], BENCHMARKS[name][2]
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -64,12 +102,12 @@ def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print, 
         table = function(out / name, quick=quick, **kwargs)
         elapsed = time.perf_counter() - clock
         command = f"sparsegate bench --only {name}" + (" --quick" if quick else "")
-        sections.append(f"## {name}\n\nCommand: `{command}` — {started:%Y-%m-%d %H:%M} UTC, "
-                        f"{elapsed:.0f} s, on {machine}.\n\n{table.strip()}\n")
+        sections[name] = (f"{_begin(name)}\n## {name}\n\nCommand: `{command}` — {started:%Y-%m-%d %H:%M} UTC, "
+                          f"{elapsed:.0f} s, on {machine}.\n\n{_demoted(table)}\n{_end(name)}")
         log(f"[bench {name}] done in {elapsed:.0f} s")
         if markdown is not None:
-            write_text(markdown, "\n".join(sections))
-    return "\n".join(sections)
+            write_text(markdown, assemble(sections))
+    return assemble(sections)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +115,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="run just this benchmark (repeatable); default: all")
     parser.add_argument("--quick", action="store_true", help="smaller budgets, for a smoke run")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for each benchmark's files")
-    parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"), help="where to write the tables")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="where to write the tables (default BENCHMARKS.md; with --quick, OUT/BENCHMARKS.md)")
     parser.add_argument("--list", action="store_true", help="print the benchmarks and the functions behind them")
 
 
@@ -89,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             module_name, function_name, kwargs = BENCHMARKS[name]
             print(f"{name:<16} {module_name}.{function_name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
         return 0
-    run_benchmarks(names, args.out, quick=args.quick, markdown=args.markdown)
-    print(f"wrote {args.markdown}")
+    markdown = args.markdown or (args.out / "BENCHMARKS.md" if args.quick else Path("BENCHMARKS.md"))
+    run_benchmarks(names, args.out, quick=args.quick, markdown=markdown)
+    print(f"wrote {markdown}")
     return 0

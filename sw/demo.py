@@ -343,7 +343,7 @@ def run_demo(run: Path, options: DemoOptions | None = None, fresh: bool = False,
         settings = _stage_settings(name, options)
         previous = json.loads(marker.read_text()) if marker.is_file() and not redo else None
         if previous is not None and previous.get("options", {}) == settings:
-            results[name] = previous
+            results[name] = {**previous, "reused": True}
             log(f"[{name}] reused from {marker.parent}")
         else:
             if previous is not None:
@@ -376,9 +376,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def format_recap(results: dict, wall_s: float) -> str:
+    """The closing summary: each stage's result line and its time (reused stages marked), the total."""
+    lines = ["", "sparsegate demo — summary"]
+    for name, _, describe in STAGES:
+        r = results[name]
+        tag = "(reused)" if r.get("reused") else ""
+        lines.append(f"  {name:<9} {r['stage_time_s']:7.1f} s {tag:<8}  {describe(r)}")
+    lines.append(f"  total     {wall_s:7.1f} s this run")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     options = DemoOptions(board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
                           samples=args.samples, progress=not args.no_progress)
-    run_demo(args.out, options, fresh=args.fresh)
-    print(f"demo finished: {args.out / 'summary.json'}")
+    start = time.perf_counter()
+    results = run_demo(args.out, options, fresh=args.fresh)
+    print(format_recap(results, time.perf_counter() - start))
+    print(f"demo finished: {args.out / 'report.html'} (all results: {args.out / 'summary.json'})")
     return 0

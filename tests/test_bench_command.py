@@ -1,5 +1,5 @@
 """``sparsegate bench``: every benchmark is wired to a function that takes the call, and the Markdown carries
-each table's command, date and machine, written after every benchmark."""
+each table's command, date and machine, written after every benchmark; a partial run keeps earlier tables."""
 from __future__ import annotations
 
 import re
@@ -30,7 +30,7 @@ def test_tables_carry_command_date_machine_and_survive_a_failure(tmp_path, monke
         calls.append((out_dir.name, quick, size))
         if size == 2:
             raise RuntimeError("benchmark broke")
-        return "| a | b |\n|---|---|\n| 1 | 2 |\n"
+        return f"# Title {size}\n\n| a | b |\n|---|---|\n| {size} | 2 |\n\n```\n# not a heading\n```\n"
 
     monkeypatch.setattr(bench_command, "fake_benchmark", fake, raising=False)
     monkeypatch.setattr(bench_command, "BENCHMARKS", {
@@ -53,3 +53,36 @@ def test_tables_carry_command_date_machine_and_survive_a_failure(tmp_path, monke
     with pytest.raises(TypeError):  # stale wiring fails before any benchmark runs
         bench_command.run_benchmarks(["one", "two"], tmp_path / "out", log=lambda *_: None)
     assert len(calls) == 2
+
+
+def test_a_partial_run_replaces_its_tables_and_keeps_the_others(tmp_path, monkeypatch):
+    def fake(out_dir, quick=False, size=1):
+        return f"# Title {size}\n\n| a |\n|---|\n| {size} |\n\n```\n# code, not a heading\n```\n"
+
+    monkeypatch.setattr(bench_command, "fake_benchmark", fake, raising=False)
+    monkeypatch.setattr(bench_command, "BENCHMARKS", {
+        "one": ("sparsegate.sw.bench_command", "fake_benchmark", {}),
+        "two": ("sparsegate.sw.bench_command", "fake_benchmark", {"size": 2}),
+    })
+    markdown = tmp_path / "BENCHMARKS.md"
+    quiet = {"log": lambda *_: None, "markdown": markdown}
+    bench_command.run_benchmarks(["two"], tmp_path / "out", **quiet)
+    bench_command.run_benchmarks(["one"], tmp_path / "out", quick=True, **quiet)
+    text = markdown.read_text()
+    assert text.index("## one") < text.index("## two")  # registry order, whatever order they ran in
+    assert "Command: `sparsegate bench --only one --quick`" in text
+    assert "Command: `sparsegate bench --only two`" in text
+    assert "\n### Title 1\n" in text and "\n### Title 2\n" in text  # headings under the benchmark's own
+    assert "\n# code, not a heading\n" in text  # code blocks untouched
+    bench_command.run_benchmarks(["one"], tmp_path / "out", **quiet)
+    again = markdown.read_text()
+    assert again.count("## one") == 1 and "--only one --quick" not in again
+    assert again[again.index("<!-- bench:two -->"):] == text[text.index("<!-- bench:two -->"):]
+
+
+def test_quick_runs_write_beside_their_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_command, "fake_benchmark", lambda out_dir, quick=False: "| q |", raising=False)
+    monkeypatch.setattr(bench_command, "BENCHMARKS", {"one": ("sparsegate.sw.bench_command", "fake_benchmark", {})})
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--out", "smoke"]) == 0
+    assert (tmp_path / "smoke" / "BENCHMARKS.md").is_file() and not (tmp_path / "BENCHMARKS.md").exists()

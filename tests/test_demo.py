@@ -121,6 +121,11 @@ def test_tiny_demo_end_to_end(tmp_path):
     images = re.findall(r'<img [^>]*src="([^"]*)"', page)
     assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
 
+    recap = demo.format_recap(results, 1.0).splitlines()
+    assert [line.split()[0] for line in recap[2:-1]] == [name for name, *_ in demo.STAGES]
+    assert "(reused)" not in "\n".join(recap) and "bitstream skipped (--no-build)" in recap[-3]
+
     logs.clear()
-    demo.run_demo(tmp_path, options, log=logs.append)  # resumes: every stage reused
+    again = demo.run_demo(tmp_path, options, log=logs.append)  # resumes: every stage reused
     assert sum("reused" in line for line in logs) == len(demo.STAGES)
+    assert all(line.split()[3] == "(reused)" for line in demo.format_recap(again, 1.0).splitlines()[2:-1])
