@@ -16,6 +16,7 @@ COMMANDS = {
     "prune": ("sparsegate.sw.prune_command", "prune a checkpoint (magnitude, global, torch-l1, SRA, ACRA, NRP)"),
     "quantize": ("sparsegate.sw.quantize_command", "quantize a checkpoint to int8, report float vs int8 accuracy"),
     "export": ("sparsegate.sw.export_command", "write the sparse weight image, hex files and manifest"),
+    "inspect": ("sparsegate.sw.inspect_command", "print a weight image's layers and storage against other formats"),
     "simulate": ("sparsegate.sw.simulate_command", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
     "snn": ("sparsegate.sw.snn_command", "spiking MLP: train, prune by spike count, export to integers, simulate the LIF core"),
     "build": ("sparsegate.sw.build_command", "build an ECP5 bitstream of the engine + UART host link for a board"),

@@ -241,6 +241,10 @@ def build_markdown(results: dict, plots: dict[str, str]) -> str:
     return "\n".join(sections)
 
 
+# a table cell that is a figure (right-aligned): 1,234 / 97.10% / 12.96x / +0.50 / 20/20
+_NUMBER = re.compile(r"^[-+]?[\d,.]+(%|x| ?s)?(/[\d,.]+)?$")
+
+
 def _inline(text: str) -> str:
     """Escaped text with the report's inline Markdown: `code` and **bold**."""
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
@@ -267,7 +271,8 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
                 in_table = True
                 out.append("<tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
             else:
-                out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+                out.append("<tr>" + "".join(f"<td class='num'>{c}</td>" if _NUMBER.match(c) else f"<td>{c}</td>"
+                                            for c in cells) + "</tr>")
             continue
         if in_table:
             out.append("</table>")
@@ -284,7 +289,7 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
     if in_table:
         out.append("</table>")
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}pre{background:#f4f4f4;padding:.5em}")
+             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}td.num{text-align:right}pre{background:#f4f4f4;padding:.5em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>sparsegate demo report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 

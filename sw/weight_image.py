@@ -350,17 +350,55 @@ def read_image(path: str | Path) -> QuantizedNetwork:
 
 # ---------------------------------------------------------------------------------------- storage accounting
 
+#: Sparse formats the image is compared with, for the weights and their indexes (biases and requantization
+#: parameters are the same in every format and left out): int8 values throughout.
+STORAGE_FORMATS = {
+    "dense_fp32": "dense float32",
+    "dense_int8": "dense int8",
+    "csr32": "CSR, 32-bit indexes",                 # column index per nonzero, row pointers
+    "relative4": "relative 4-bit (Deep Compression)",  # zeros skipped per entry, filler entries, row pointers
+    "image": "this image",                          # packed (cin, ky, kx) index, per-channel count
+}
+RELATIVE_BITS = 4
+
+
+def relative_index_entries(positions: np.ndarray, bits: int = RELATIVE_BITS) -> int:
+    """Entries one row needs in relative indexing: each stores the zeros skipped since the previous entry in
+    ``bits`` bits, so a run of more zeros than that holds is bridged by filler entries (a zero value)."""
+    span = 1 << bits
+    skipped = np.diff(np.concatenate([[-1], np.sort(positions)])) - 1
+    return int(len(positions) + (skipped // span).sum())
+
+
+def channel_count_bits(layer: IntLayer) -> int:
+    """Bits of one output channel's nonzero count on chip (up to its fan-in)."""
+    return max(1, int(layer.weight.size // layer.out_channels).bit_length())
+
+
+def format_bits(layer: IntLayer, sp: SparseLayer) -> dict:
+    """Bits of one layer's weights and indexes in each of :data:`STORAGE_FORMATS`."""
+    weights, rows = int(layer.weight.size), layer.out_channels
+    nnz = len(sp.values)
+    flat = layer.weight4d.reshape(rows, -1)
+    relative = sum(relative_index_entries(np.flatnonzero(flat[r])) for r in range(rows))
+    return {"dense_fp32": 32 * weights, "dense_int8": 8 * weights, "csr32": nnz * (8 + 32) + 32 * (rows + 1),
+            "relative4": relative * (8 + RELATIVE_BITS) + 32 * (rows + 1),
+            "image": nnz * (8 + sp.index_bits) + rows * channel_count_bits(layer)}
+
+
 def storage_report(qnet: QuantizedNetwork) -> dict:
     """Per-layer and total storage: nonzeros, index bits, bits per nonzero, and image bytes versus dense
-    int8 (int8 weights + int32 biases) and float32 (weights + biases)."""
-    rows = []
+    int8 (int8 weights + int32 biases) and float32 (weights + biases); and the weights with their indexes
+    in each of :data:`STORAGE_FORMATS` (``formats``, bits per layer and in total)."""
+    rows, formats = [], []
     for layer in qnet.layers:
         sp = sparse_layer(layer)
+        formats.append(format_bits(layer, sp))
         nnz, cout = len(sp.values), layer.out_channels
         ib = index_bytes(sp.index_bits)
-        weights, per_channel = int(layer.weight.size), layer.weight.size // cout
-        count_bits = max(1, int(per_channel).bit_length())
-        packed_bits = nnz * (8 + sp.index_bits) + cout * count_bits
+        weights = int(layer.weight.size)
+        count_bits = channel_count_bits(layer)
+        packed_bits = formats[-1]["image"]
         stream_bytes = 4 * cout + _pad4(nnz) + _pad4(nnz * ib)
         rows.append({
             "name": layer.name, "kind": layer.kind, "weights": weights, "nnz": nnz,
@@ -381,6 +419,8 @@ def storage_report(qnet: QuantizedNetwork) -> dict:
     packed_bits = sum(r["bits_per_nnz_packed"] * r["nnz"] for r in rows)
     return {
         "layers": rows,
+        "formats": {"layers": {layer.name: f for layer, f in zip(qnet.layers, formats)},
+                    "total": {k: sum(f[k] for f in formats) for k in STORAGE_FORMATS}},
         "total": {
             "weights": weights, "nnz": nnz, "density": nnz / weights if weights else 0.0,
             "bits_per_nnz_packed": packed_bits / nnz if nnz else 0.0,
@@ -407,6 +447,12 @@ def format_storage_table(report: dict) -> str:
     lines.append(f"image is {100 * t['vs_dense_int8']:.1f}% of dense int8 and {100 * t['vs_float32']:.1f}% of "
                  "float32 (b/nnz: packed on-chip bits per nonzero incl. index and per-channel count; "
                  "b/nnz img: whole file bytes per nonzero in the total row)")
+    formats = report.get("formats")
+    if formats:
+        ours = formats["total"]["image"]
+        lines += ["", "weights + indexes (biases and requantization alike in every format):"]
+        lines += [f"  {label:<34} {(bits + 7) // 8:>10,} B   image = {100 * ours / bits:5.1f}% of it"
+                  for key, label in STORAGE_FORMATS.items() if (bits := formats["total"][key])]
     return "\n".join(lines)
 
 

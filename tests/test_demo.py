@@ -120,6 +120,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', page)
     assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<td>conv1</td>" in page and re.search(r"<td class='num'>\d+\.\d\d%</td>", page)  # figures right-aligned
 
     recap = demo.format_recap(results, 1.0).splitlines()
     assert [line.split()[0] for line in recap[2:-1]] == [name for name, *_ in demo.STAGES]

@@ -3,6 +3,7 @@ hex memory files, manifest, storage accounting, and atomic writes."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 
@@ -262,4 +263,18 @@ def test_storage_accounting_by_hand():
     assert row["image_bytes"] == 80 + 32 + 8 + 12
     assert total["image_bytes"] == 64 + 132 + 4 == len(encode_image(QuantizedNetwork("one", (3, 4, 4), 1.0, [layer])))
     assert (row["dense_int8_bytes"], row["float32_bytes"]) == (54 + 8, 4 * 56)
-    assert "total" in wi.format_storage_table(report)
+    # the same weights and indexes in the formats it is compared with (by hand: row 0 has nonzeros at fan-in
+    # positions 0, 1, 2; row 1 at 25, 26, after 25 zeros = one 4-bit filler entry)
+    assert report["formats"]["total"] == {"dense_fp32": 32 * 54, "dense_int8": 8 * 54,
+                                          "csr32": 5 * (8 + 32) + 3 * 32,
+                                          "relative4": (5 + 1) * (8 + 4) + 3 * 32, "image": 5 * 14 + 2 * 5}
+    table = wi.format_storage_table(report)
+    assert "total" in table and re.search(r"CSR, 32-bit indexes +37 B +image = +27\.0% of it", table)
+
+
+def test_relative_index_fillers():
+    assert wi.relative_index_entries(np.array([], dtype=int)) == 0
+    assert wi.relative_index_entries(np.array([15])) == 1      # 15 zeros skipped: fits 4 bits
+    assert wi.relative_index_entries(np.array([16])) == 2      # 16 zeros: one filler
+    assert wi.relative_index_entries(np.array([0, 40])) == 1 + 1 + 2   # 39 zeros between: two fillers
+    assert wi.relative_index_entries(np.array([40, 0])) == 4   # order does not matter
