@@ -23,6 +23,13 @@ def test_list_prints_every_benchmark(capsys):
     assert [line.split()[0] for line in out.splitlines()] == list(bench_command.BENCHMARKS)
 
 
+def _install(monkeypatch, fake, **registry):
+    """Replace the registry with benchmarks ``name -> kwargs`` that all call ``fake``."""
+    monkeypatch.setattr(bench_command, "fake_benchmark", fake, raising=False)
+    monkeypatch.setattr(bench_command, "BENCHMARKS", {
+        name: ("sparsegate.sw.bench_command", "fake_benchmark", kwargs) for name, kwargs in registry.items()})
+
+
 def test_tables_carry_command_date_machine_and_survive_a_failure(tmp_path, monkeypatch):
     calls = []
 
@@ -32,11 +39,7 @@ def test_tables_carry_command_date_machine_and_survive_a_failure(tmp_path, monke
             raise RuntimeError("benchmark broke")
         return f"# Title {size}\n\n| a | b |\n|---|---|\n| {size} | 2 |\n\n```\n# not a heading\n```\n"
 
-    monkeypatch.setattr(bench_command, "fake_benchmark", fake, raising=False)
-    monkeypatch.setattr(bench_command, "BENCHMARKS", {
-        "one": ("sparsegate.sw.bench_command", "fake_benchmark", {}),
-        "two": ("sparsegate.sw.bench_command", "fake_benchmark", {"size": 2}),
-    })
+    _install(monkeypatch, fake, one={}, two={"size": 2})
     markdown = tmp_path / "BENCHMARKS.md"
     with pytest.raises(RuntimeError, match="benchmark broke"):
         bench_command.run_benchmarks(["one", "two"], tmp_path / "out", quick=True, log=lambda *_: None,
@@ -59,11 +62,7 @@ def test_a_partial_run_replaces_its_tables_and_keeps_the_others(tmp_path, monkey
     def fake(out_dir, quick=False, size=1):
         return f"# Title {size}\n\n| a |\n|---|\n| {size} |\n\n```\n# code, not a heading\n```\n"
 
-    monkeypatch.setattr(bench_command, "fake_benchmark", fake, raising=False)
-    monkeypatch.setattr(bench_command, "BENCHMARKS", {
-        "one": ("sparsegate.sw.bench_command", "fake_benchmark", {}),
-        "two": ("sparsegate.sw.bench_command", "fake_benchmark", {"size": 2}),
-    })
+    _install(monkeypatch, fake, one={}, two={"size": 2})
     markdown = tmp_path / "BENCHMARKS.md"
     quiet = {"log": lambda *_: None, "markdown": markdown}
     bench_command.run_benchmarks(["two"], tmp_path / "out", **quiet)
@@ -81,8 +80,7 @@ def test_a_partial_run_replaces_its_tables_and_keeps_the_others(tmp_path, monkey
 
 
 def test_quick_runs_write_beside_their_outputs(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_command, "fake_benchmark", lambda out_dir, quick=False: "| q |", raising=False)
-    monkeypatch.setattr(bench_command, "BENCHMARKS", {"one": ("sparsegate.sw.bench_command", "fake_benchmark", {})})
+    _install(monkeypatch, lambda out_dir, quick=False: "| q |", one={})
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "--quick", "--out", "smoke"]) == 0
     assert (tmp_path / "smoke" / "BENCHMARKS.md").is_file() and not (tmp_path / "BENCHMARKS.md").exists()
