@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from .atomic_io import write_json
 from .data import DATASETS, load_dataset
 from .models import MODELS, build_model, count_layers
@@ -32,7 +34,9 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
         raise ValueError(f"--epochs must be at least 1, got {config.epochs}")
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
     num_classes = int(max(train_ds.tensors[1].max(), test_ds.tensors[1].max())) + 1
-    model = build_model(model_name, num_classes)
+    with torch.random.fork_rng():  # the initial weights follow the seed too, without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = build_model(model_name, num_classes)
     input_shape = tuple(train_ds.tensors[0].shape[1:])
     layers = count_layers(model, input_shape)
     result = train(model, train_ds, config, test_ds=test_ds, desc=f"train {model_name}")

@@ -52,6 +52,19 @@ def test_training_is_deterministic_for_a_seed(small_split):
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
+def test_train_job_is_deterministic_for_a_seed(tmp_path):
+    """`sparsegate train --seed`: the initial weights follow the seed as well as the training."""
+    states = []
+    for run, global_seed in (("a", 0), ("b", 123)):
+        torch.manual_seed(global_seed)
+        train_job("lenet300", tmp_path / run, epochs=1, seed=3, progress=False)
+        states.append(load_checkpoint(tmp_path / run / "model.pt")[0].state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    train_job("lenet300", tmp_path / "c", epochs=1, seed=4, progress=False)
+    other = load_checkpoint(tmp_path / "c" / "model.pt")[0].state_dict()
+    assert not torch.equal(other["fc1.weight"], states[0]["fc1.weight"])
+
+
 def test_bad_masks_are_rejected(small_split):
     model = build_model("lenet300")
     with pytest.raises(ValueError, match="unknown parameter 'fc9.weight'"):
