@@ -21,7 +21,7 @@ DEMO_BOARD = "ulx3s-25f"  # the pruned LeNet-5 fits its 56 block RAMs at 4 lanes
 DEMO_LANES = 4
 DEMO_SPARSITY = 0.97  # SRA target: ~33x fewer weights, reached in 14 rounds (30% steps, 15% below 10% kept)
 DEMO_NRP_DROP = 0.003  # NRP guard: validation-accuracy drop allowed (the paper's 0.3 points)
-DEMO_KEP_KEEP = 0.5  # KEP keeps this fraction of the conv weights SRA + NRP left
+DEMO_KEP_KEEP = 0.7  # KEP keeps this fraction of the conv weights SRA + NRP left (half: 0.8-1.4 test points lost)
 DEMO_KEP_DROP = 0.005  # KEP guard: validation-accuracy drop allowed, else the SRA + NRP model goes on
 DEMO_VAL_SIZE = 500  # validation digits split off the training set for every pruning decision
 
@@ -39,6 +39,7 @@ class DemoOptions:
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
     finetune_epochs: int = 2  # per round (SRA, baseline) and after NRP
     kep_finetune_epochs: int = 2  # after the KEP cut (plus one epoch under the penalty)
+    kep_keep: float = DEMO_KEP_KEEP  # fraction of the conv weights left by SRA + NRP that KEP keeps
     progress: bool = True
 
     def check(self) -> None:
@@ -52,13 +53,15 @@ class DemoOptions:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if self.rounds < 1 or self.finetune_epochs < 0 or self.kep_finetune_epochs < 0:
             raise ValueError("rounds must be >= 1 and fine-tune epochs >= 0")
+        if not 0.0 < self.kep_keep <= 1.0:
+            raise ValueError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
 
 
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
 STAGE_OPTIONS = {
     "train": ("epochs",),
     "prune": ("rounds", "finetune_epochs"),
-    "kep": ("kep_finetune_epochs",),
+    "kep": ("kep_finetune_epochs", "kep_keep"),
     "baseline": ("rounds", "finetune_epochs"),
     "simulate": ("lanes", "samples"),
     "build": ("board", "lanes", "build", "clock_mhz"),
@@ -124,7 +127,7 @@ def _stage_baseline(run: Path, results: dict, opts: DemoOptions) -> dict:
 
 
 def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
-    """KEP (free per plane, one shot) on the conv layers of the SRA + NRP model: keep ``DEMO_KEP_KEEP`` of
+    """KEP (free per plane, one shot) on the conv layers of the SRA + NRP model: keep ``opts.kep_keep`` of
     the conv weights left (per-layer keep allocated globally), penalty epoch → cut → fine-tune; under the
     accuracy guard, else the SRA + NRP model goes on unchanged."""
     from .counting import layer_table
@@ -138,7 +141,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     fit_ds, val_ds, test_ds = _splits()
     before = {"conv_sparsity": conv_sparsity(model, masks), "test_accuracy": accuracy(model, test_ds),
               "val_accuracy": accuracy(model, val_ds)}
-    target = 1.0 - (1.0 - before["conv_sparsity"]) * DEMO_KEP_KEEP
+    target = 1.0 - (1.0 - before["conv_sparsity"]) * opts.kep_keep
     config = KEPConfig(mode="free", penalty_epochs=1)
     keep = allocate_keep(model, target, config, masks)
     res = kep_prune(model, fit_ds, val_ds, keep, config, FineTuneConfig(epochs=opts.kep_finetune_epochs), masks)
@@ -155,7 +158,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
                "before": before, "after": after, "accepted": accepted, "kep": res.summary(), "wall_time_s": wall}
     paths = write_outputs(run / "kep", model, DEMO_MODEL, PruneOutcome("kep", res.masks, {"keep": keep}),
                           summary)
-    out = {"keep": keep, "keep_fraction": DEMO_KEP_KEEP, "target_conv_sparsity": target, "before": before,
+    out = {"keep": keep, "keep_fraction": opts.kep_keep, "target_conv_sparsity": target, "before": before,
            "after": after, "accepted": accepted,
            "kep_checkpoint": str(paths["checkpoint"]), "wall_time_s": wall}
     if accepted:

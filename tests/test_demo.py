@@ -53,6 +53,8 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
     assert "--lanes must be a power of two" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown board"):
         demo.run_demo(tmp_path, demo.DemoOptions(board="no-such-board"))
+    with pytest.raises(ValueError, match="KEP keep fraction"):
+        demo.run_demo(tmp_path, demo.DemoOptions(kep_keep=0.0))
     assert not any(tmp_path.iterdir())  # checked before any stage ran
 
 
