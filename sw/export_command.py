@@ -14,11 +14,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--quantized", type=Path, help="quantized model written by `sparsegate quantize` "
                                                         f"(file, or folder with {QUANTIZED_NAME})")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--format", action="append", choices=("image", "hex", "json"), dest="formats",
+                        help="what to write (repeatable): image.bin, hex/*.hex, manifest.json; default all three")
     configure_calibration(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .weight_image import IMAGE_NAME, MANIFEST_NAME, export_image, format_storage_table, read_image
+    from .weight_image import (EXPORT_FORMATS, HEX_DIR, IMAGE_NAME, MANIFEST_NAME, export_image,
+                               format_storage_table, read_image)
 
     if args.quantized is not None:
         path = Path(args.quantized)
@@ -29,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
         _, _, qnet, _, _ = load_and_quantize(args.checkpoint, args.dataset, args.data_path, args.calib_size,
                                              args.calib_method)
     out = Path(args.out)
-    doc = export_image(qnet, out)
+    formats = args.formats or EXPORT_FORMATS
+    doc = export_image(qnet, out, formats)
     print(format_storage_table(doc["storage"]))
-    print(f"wrote {out / IMAGE_NAME} ({doc['image']['bytes']:,} bytes, crc32 {doc['image']['crc32']}), "
-          f"{sum(len(f) for f in (layer['files'] for layer in doc['layers']))} hex files in {out / 'hex'}, "
-          f"{out / MANIFEST_NAME}")
+    written = {"image": f"{out / IMAGE_NAME} ({doc['image']['bytes']:,} bytes, crc32 {doc['image']['crc32']})",
+               "hex": f"{sum(len(layer['files']) for layer in doc['layers'])} hex files in {out / HEX_DIR}",
+               "json": str(out / MANIFEST_NAME)}
+    print("wrote " + ", ".join(written[f] for f in EXPORT_FORMATS if f in formats))
     return 0

@@ -477,7 +477,7 @@ def write_hex_files(directory: str | Path, qnet: QuantizedNetwork) -> dict:
     for layer in qnet.layers:
         sp = sparse_layer(layer)
         cb, yb, xb = sp.cin_bits, sp.ky_bits, sp.kx_bits
-        count_bits = max(1, int(layer.weight.size // layer.out_channels).bit_length())
+        count_bits = channel_count_bits(layer)
         memories = {
             "entries": (sp.entry_words, 8 + sp.index_bits,
                         f"{{value[7:0], cin[{cb}], ky[{yb}], kx[{xb}]}} per nonzero, channel-major, "
@@ -525,16 +525,26 @@ def manifest(qnet: QuantizedNetwork, image: bytes, hex_files: dict, storage: dic
     }
 
 
-def export_image(qnet: QuantizedNetwork, out_dir: str | Path) -> dict:
-    """Write ``image.bin``, ``hex/*.hex`` and ``manifest.json`` into ``out_dir``; return the manifest."""
+#: What :func:`export_image` can write: the binary image, the ``$readmemh`` files, the JSON manifest.
+EXPORT_FORMATS = ("image", "hex", "json")
+
+
+def export_image(qnet: QuantizedNetwork, out_dir: str | Path, formats=EXPORT_FORMATS) -> dict:
+    """Write ``image.bin`` (``image``), ``hex/*.hex`` (``hex``) and ``manifest.json`` (``json``) into
+    ``out_dir``, those named in ``formats``; return the manifest (it lists the hex files only if written)."""
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"export formats must be among {', '.join(EXPORT_FORMATS)}, got {list(formats)}")
     out_dir = Path(out_dir)
     image = encode_image(qnet)
     decode_image(image, "freshly encoded image")  # never write an image the reader would reject
-    hex_files = write_hex_files(out_dir / HEX_DIR, qnet)
+    hex_files = write_hex_files(out_dir / HEX_DIR, qnet) if "hex" in formats else {}
     hex_files = {k: {m: {**f, "path": f"{HEX_DIR}/{f['path']}"} for m, f in v.items()} for k, v in hex_files.items()}
     storage = storage_report(qnet)
     assert storage["total"]["image_bytes"] == len(image)
-    write_bytes(out_dir / IMAGE_NAME, image)
+    if "image" in formats:
+        write_bytes(out_dir / IMAGE_NAME, image)
     doc = manifest(qnet, image, hex_files, storage)
-    write_json(out_dir / MANIFEST_NAME, doc)
+    if "json" in formats:
+        write_json(out_dir / MANIFEST_NAME, doc)
     return doc

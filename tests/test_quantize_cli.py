@@ -1,14 +1,17 @@
-"""``sparsegate quantize`` and ``sparsegate export`` end to end on a magnitude-pruned LeNet-5 checkpoint."""
+"""``sparsegate quantize`` and ``sparsegate export`` end to end on a magnitude-pruned LeNet-5 checkpoint;
+``export --format`` writes only what it is asked for."""
 from __future__ import annotations
 
 import copy
 import json
+import zlib
 
 import pytest
 
 from sparsegate.sw.cli import main
 from sparsegate.sw.train import apply_masks, save_checkpoint
-from sparsegate.sw.weight_image import read_image
+from sparsegate.sw.weight_image import export_image, read_image, write_image
+from test_golden import random_network
 from test_quantize import KEEP, magnitude_masks
 
 
@@ -61,3 +64,25 @@ def test_export_rejects_a_corrupt_image_in_one_line(tmp_path, capsys, checkpoint
     assert "no such checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--quantized", str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path)])
+
+
+def test_export_writes_only_the_formats_asked_for(tmp_path, capsys):
+    write_image(tmp_path / "q.bin", random_network(1))
+    assert main(["export", "--quantized", str(tmp_path / "q.bin"), "--out", str(tmp_path / "img"),
+                 "--format", "image"]) == 0
+    assert [p.name for p in (tmp_path / "img").iterdir()] == ["image.bin"]
+    crc = zlib.crc32((tmp_path / "img" / "image.bin").read_bytes()[:-4])
+    assert capsys.readouterr().out.strip().endswith(f"crc32 0x{crc:08x})")
+    assert main(["export", "--quantized", str(tmp_path / "q.bin"), "--out", str(tmp_path / "hj"),
+                 "--format", "hex", "--format", "json"]) == 0
+    assert sorted(p.name for p in (tmp_path / "hj").iterdir()) == ["hex", "manifest.json"]
+    manifest = json.loads((tmp_path / "hj" / "manifest.json").read_text())
+    assert all((tmp_path / "hj" / f["path"]).is_file() for layer in manifest["layers"] for f in layer["files"].values())
+    assert main(["export", "--quantized", str(tmp_path / "q.bin"), "--out", str(tmp_path / "j"),
+                 "--format", "json"]) == 0
+    assert all(layer["files"] == {} for layer in json.loads((tmp_path / "j" / "manifest.json").read_text())["layers"])
+    with pytest.raises(SystemExit):
+        main(["export", "--quantized", str(tmp_path / "q.bin"), "--out", str(tmp_path / "x"), "--format", "csv"])
+    with pytest.raises(ValueError, match="export formats must be among image, hex, json"):
+        export_image(random_network(1), tmp_path / "x", ("csv",))
+    assert not (tmp_path / "x").exists()
