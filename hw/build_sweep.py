@@ -45,7 +45,7 @@ def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: flo
     get = lambda kind: util.get(kind, {}).get("used", 0)  # noqa: E731
     point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
                  ebr=get("DP16KD"), fmax=rep["fmax_mhz"], met=rep["timing_met"], seconds=rep["elapsed_s"],
-                 digest=info["digest"])
+                 digest=info["digest"], synth_opts=rep.get("synth_opts", ""))
     return point
 
 
@@ -98,6 +98,9 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
           f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
           f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
           f"place it; the numbers are what it needs. Sweep time {time.monotonic() - t0:.0f} s.\n\n{table}\n"
+          + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
+                    "workaround for Yosys 0.70's abc9 assertion, `hw/ecp5_build.py:ABC9_WORKAROUND`).\n"
+                    for p in points if p.get("synth_opts"))
           + (f"\n![sweep]({plot.name})\n" if plot else ""))
     write_text(out_dir / "sweep.md", md)
     return md

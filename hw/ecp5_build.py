@@ -101,6 +101,7 @@ class BuildReport:
     source: str  # "report" (nextpnr --report JSON) or "log" (parsed nextpnr log)
     elapsed_s: float
     routed: bool = True  # False: placed only (``place_only``): Fmax is nextpnr's post-placement estimate
+    synth_opts: str = ""  # extra ``synth_ecp5`` options the build needed (see :data:`ABC9_WORKAROUND`)
 
     def cell(self, kind: str) -> CellUsage:
         """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""
@@ -136,7 +137,7 @@ class BuildReport:
             "fmax_mhz": self.fmax_mhz, "timing_met": self.timing_met,
             "bitstream": str(self.bitstream) if self.bitstream else None,
             "build_dir": str(self.build_dir), "source": self.source, "elapsed_s": round(self.elapsed_s, 3),
-            "routed": self.routed,
+            "routed": self.routed, "synth_opts": self.synth_opts,
         }
 
 
@@ -211,6 +212,27 @@ def _place_only_script(script: str, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+#: Yosys 0.70's abc9 asserts while reintegrating some netlists (the engine top at 8 lanes: "Assert
+#: `GetSize(conn.first) == GetSize(conn.second)'" after ABC_OPS_REINTEGRATE); ``abc9 -dff`` takes another
+#: path. A synthesis that fails so is run once more with this option, recorded in ``BuildReport.synth_opts``.
+ABC9_WORKAROUND = ("ABC_OPS_REINTEGRATE", "-dff")
+
+
+def _needs_abc9_workaround(work: Path, name: str) -> bool:
+    rpt = work / f"{name}.rpt"
+    text = rpt.read_text(errors="replace") if rpt.is_file() else ""
+    stage = text.rfind(ABC9_WORKAROUND[0])
+    return stage >= 0 and "ERROR: Assert" in text[stage:]
+
+
+def _add_synth_option(work: Path, name: str, option: str) -> None:
+    script = work / f"{name}.ys"
+    text, count = re.subn(r"^(\s*synth_ecp5\b)", rf"\1 {option}", script.read_text(), flags=re.M)
+    if count != 1:
+        raise BuildFailed(f"cannot add {option} to the synthesis: no single synth_ecp5 line in {script}")
+    script.write_text(text)
+
+
 def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
                require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
                timeout_s: float | None = None, place_only: bool = False) -> BuildReport:
@@ -246,11 +268,17 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         script.write_text(_place_only_script(script.read_text(), name))
 
     started = time.monotonic()
-    try:
-        proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
+    synth_opts = ""
+    while True:
+        try:
+            proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
+        if proc.returncode == 0 or synth_opts or not _needs_abc9_workaround(work, name):
+            break
+        synth_opts = ABC9_WORKAROUND[1]
+        _add_synth_option(work, name, synth_opts)
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"
@@ -288,7 +316,7 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
 
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
-                         source=source, elapsed_s=elapsed, routed=not place_only)
+                         source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from .atomic_io import write_text
+from .atomic_io import write_bytes, write_text
 
 # name -> (module, function, extra keyword arguments)
 BENCHMARKS = {
@@ -88,9 +88,33 @@ def assemble(sections: dict[str, str]) -> str:
     return "\n".join([HEADER, *(sections[name] + "\n" for name in BENCHMARKS if name in sections)])
 
 
+def plots_folder(markdown: Path) -> Path:
+    """Where a Markdown file's plots go: ``docs/bench`` when a ``docs`` folder sits beside it (the
+    repository's BENCHMARKS.md), else ``plots`` beside it."""
+    return markdown.parent / "docs" / "bench" if (markdown.parent / "docs").is_dir() else markdown.parent / "plots"
+
+
+def _with_plots(table: str, source: Path, name: str, markdown: Path | None) -> str:
+    """``table`` with each image it links (relative to ``source``, the benchmark's folder) copied next to
+    ``markdown`` and the link rewritten, so the tables' plots show where the Markdown is read."""
+    if markdown is None:
+        return table
+
+    def copy(match: re.Match) -> str:
+        image = source / match.group(2)
+        if not image.is_file():
+            return match.group(0)
+        target = plots_folder(markdown) / f"{name}-{image.name}"
+        write_bytes(target, image.read_bytes())
+        return f"![{match.group(1)}]({os.path.relpath(target, markdown.parent)})"
+
+    return re.sub(r"!\[([^\]]*)\]\((?![a-z]+:|/)([^)]+)\)", copy, table)
+
+
 def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print, markdown: Path | None = None) -> str:
     """Run the named benchmarks in order; return the assembled Markdown (also written to ``markdown``, if
-    given, after each benchmark, keeping the tables of benchmarks not run now)."""
+    given, after each benchmark, keeping the tables of benchmarks not run now; linked plots are copied
+    to :func:`plots_folder`)."""
     machine = machine_description()
     functions = {name: benchmark_function(name) for name in names}  # wiring errors before hours of work
     sections = read_sections(markdown)
@@ -99,7 +123,7 @@ def run_benchmarks(names: list[str], out: Path, quick: bool = False, log=print, 
         started = datetime.datetime.now(datetime.timezone.utc)
         log(f"[bench {name}] running ...")
         clock = time.perf_counter()
-        table = function(out / name, quick=quick, **kwargs)
+        table = _with_plots(function(out / name, quick=quick, **kwargs), out / name, name, markdown)
         elapsed = time.perf_counter() - clock
         command = f"sparsegate bench --only {name}" + (" --quick" if quick else "")
         sections[name] = (f"{_begin(name)}\n## {name}\n\nCommand: `{command}` — {started:%Y-%m-%d %H:%M} UTC, "

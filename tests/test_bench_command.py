@@ -84,3 +84,20 @@ def test_quick_runs_write_beside_their_outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "--quick", "--out", "smoke"]) == 0
     assert (tmp_path / "smoke" / "BENCHMARKS.md").is_file() and not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_linked_plots_are_copied_beside_the_markdown(tmp_path, monkeypatch):
+    def fake(out_dir, quick=False):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "sweep.png").write_bytes(b"PNG")
+        return "# t\n\n![sweep](sweep.png)\n![gone](missing.png)\n![web](https://example.org/x.png)\n"
+
+    _install(monkeypatch, fake, builds={})
+    (tmp_path / "docs").mkdir()
+    markdown = tmp_path / "BENCHMARKS.md"
+    bench_command.run_benchmarks(["builds"], tmp_path / "runs", log=lambda *_: None, markdown=markdown)
+    text = markdown.read_text()
+    assert "![sweep](docs/bench/builds-sweep.png)" in text
+    assert (tmp_path / "docs" / "bench" / "builds-sweep.png").read_bytes() == b"PNG"
+    assert "![gone](missing.png)" in text and "![web](https://example.org/x.png)" in text
+    assert bench_command.plots_folder(tmp_path / "runs" / "BENCHMARKS.md") == tmp_path / "runs" / "plots"

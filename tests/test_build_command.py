@@ -108,7 +108,8 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
         util = {k: {"used": lanes * n, "available": 99999} for k, n in
                 (("TRELLIS_COMB", 1000), ("TRELLIS_FF", 500), ("MULT18X18D", 1), ("DP16KD", 10))}
         return {"digest": f"d{lanes}", "report": {"utilisation": util, "fmax_mhz": 50.0 + lanes,
-                                                  "timing_met": False, "elapsed_s": 12.0}}
+                                                  "timing_met": False, "elapsed_s": 12.0,
+                                                  "synth_opts": "-dff" if lanes == 4 else ""}}
 
     monkeypatch.setattr(bc, "build_board", fake_build)
     md = run_build_sweep(tmp_path, quick=True, lanes=(1, 4, 16), devices=("25f",), image=b"x", log=lambda s: None)
@@ -116,6 +117,7 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     assert "Fmax (MHz, placement estimate)" in md and "placed only" in md
     assert "| 25F | 4 | 4,000 | 2,000 | 4 | 40 | 54.0 | no | 12 |" in md
     assert "| 25F | 16 | does not fit: needs DP16KD 80/56 |" in md
+    assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
     points = json.loads((tmp_path / "sweep.json").read_text())
     assert [p["status"] for p in points] == ["ok", "ok", "does not fit"]
     assert (tmp_path / "sweep.png").stat().st_size > 1000

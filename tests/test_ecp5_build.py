@@ -229,6 +229,28 @@ def test_place_only_script_drops_routing_and_packing():
     assert pnr.endswith("--lpf top.lpf --no-route") and '"$YOSYS" -q -l top.rpt top.ys' in out
 
 
+def test_abc9_assertion_is_recognised_and_worked_around(tmp_path):
+    """Yosys 0.70's abc9 reintegration assertion (hit by the 8-lane engine top) triggers one more synthesis
+    with ``-dff``; other synthesis failures do not."""
+    from sparsegate.hw.ecp5_build import ABC9_WORKAROUND, BuildFailed, _add_synth_option, _needs_abc9_workaround
+    rpt = tmp_path / "top.rpt"
+    rpt.write_text("2.46.44.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).\n"
+                   "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc:3091.\n")
+    assert _needs_abc9_workaround(tmp_path, "top")
+    rpt.write_text("2.46.44.7. Executing ABC_OPS_REINTEGRATE pass.\n2.47. Executing OPT pass.\n"
+                   "ERROR: Module `top' referenced in module `x' is not part of the design.\n")
+    assert not _needs_abc9_workaround(tmp_path, "top")
+    rpt.unlink()
+    assert not _needs_abc9_workaround(tmp_path, "top")
+    ys = tmp_path / "top.ys"
+    ys.write_text("read_rtlil top.il\n# (script_after_read placeholder)\n    synth_ecp5  -top top\nwrite_json top.json")
+    _add_synth_option(tmp_path, "top", ABC9_WORKAROUND[1])
+    assert "    synth_ecp5 -dff  -top top\n" in ys.read_text()
+    ys.write_text("read_rtlil top.il\n")
+    with pytest.raises(BuildFailed, match="no single synth_ecp5 line"):
+        _add_synth_option(tmp_path, "top", "-dff")
+
+
 @pytest.mark.slow
 @pytest.mark.synthesis
 @needs_yowasp
