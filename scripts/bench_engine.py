@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsegate.sim.engine_benchmark import run_engine_benchmark
+from sparsegate.sw.bench.engine import run_engine_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from sparsegate.sw.prune_benchmark import run_prune_benchmark
+from sparsegate.sw.bench.prune import run_prune_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

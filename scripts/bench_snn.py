@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparsegate.sw.atomic_io import write_text
-from sparsegate.sw.snn_benchmark import run_snn_benchmark
+from sparsegate.sw.util.atomic_io import write_text
+from sparsegate.sw.bench.snn import run_snn_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from sparsegate.sw.structured_benchmark import run_structured_benchmark
+from sparsegate.sw.bench.structured import run_structured_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (x, y, title, detail, colour): software top row, hardware bottom row
 BOXES = {
-    "train": (0.0, 1.0, "train", "PyTorch model\nsw/data.py, sw/train.py", "#dbe9f6"),
+    "train": (0.0, 1.0, "train", "PyTorch model\nsw/data.py, sw/ml/train.py", "#dbe9f6"),
     "prune": (1.0, 1.0, "prune", "SRA + NRP, KEP,\nACRA, coarse, task", "#dbe9f6"),
     "quantize": (2.0, 1.0, "quantize", "int8 golden model\nsw/golden.py", "#dbe9f6"),
     "export": (3.0, 1.0, "export", "sparse-index image\nimage.bin, hex, manifest", "#dbe9f6"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsegate.sim.toolchain import ToolNotFoundError, require_icarus, verilator_env
-from sparsegate.sw.atomic_io import write_text
+from sparsegate.sw.util.atomic_io import write_text
 
 __all__ = ["SIMULATORS", "DEFAULT_TIMESCALE", "VERILATOR_BUILD_ARGS", "CocotbResult", "SimulationFailed",
            "BuiltSim", "write_verilog", "build_sim", "run_cocotb", "verilator_make_fix"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsegate.sw.data import mnist_embedded
-from sparsegate.sw.models import build_model
-from sparsegate.sw.train import TrainConfig, train
+from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.ml.models import build_model
+from sparsegate.sw.ml.train import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""cocotb bench for :class:`sparsegate.hw.engine.SparseEngine` (toplevel ``sparse_engine``): free-running
+"""cocotb bench for :class:`sparsegate.hw.engine.engine.SparseEngine` (toplevel ``sparse_engine``): free-running
 whole-network runs. Per sample it sets ``sample``, pulses ``start`` and waits once for ``done`` (no Python
 per cycle), then reads every debug register (counters, signatures, outputs) and writes them all to JSON.
 
 Configuration: ``ENGINE_BENCH_CONFIG`` names a JSON file ``{"names": {reg: index}, "samples": [...],
 "out": path, "timeout_cycles": n}``; the checking against the golden model happens in Python afterwards
-(:func:`sparsegate.sim.engine_sim.check_run`).
+(:func:`sparsegate.sim.engine.amaranth_sim.check_run`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""cocotb bench for :class:`sparsegate.hw.lif_core.LifNetwork` (toplevel ``lif_network``): whole inferences.
+"""cocotb bench for :class:`sparsegate.hw.lif.core.LifNetwork` (toplevel ``lif_network``): whole inferences.
 
 The design carries everything it needs in its memories (weights, enable mask, the samples' input spike
 trains), so per sample the bench only pulses ``start`` and awaits ``done`` -- one trigger, no Python

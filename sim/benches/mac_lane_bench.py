@@ -1,7 +1,7 @@
-"""cocotb bench for :class:`sparsegate.hw.mac_lane.MacLane` (toplevel ``mac_lane``, ports from
+"""cocotb bench for :class:`sparsegate.hw.engine.mac_lane.MacLane` (toplevel ``mac_lane``, ports from
 ``amaranth.back.verilog``: ``clk``, ``rst``, ``i__payload/valid/ready``, ``o__payload/valid/ready``).
 
-Golden model: :func:`~sparsegate.hw.mac_lane.golden_mac` (plain Python). Stimulus and stalls are
+Golden model: :func:`~sparsegate.hw.engine.mac_lane.golden_mac` (plain Python). Stimulus and stalls are
 seeded from ``cocotb.RANDOM_SEED`` (the runner's ``seed``). Knobs via the environment:
 ``MAC_VECTORS`` (items per test, default 400), ``MAC_ACC_WIDTH`` (default 32).
 """
@@ -15,7 +15,7 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 
-from sparsegate.hw.mac_lane import golden_mac, pack_input, random_items
+from sparsegate.hw.engine.mac_lane import golden_mac, pack_input, random_items
 from sparsegate.sim.benches.streams import InOrderChecker, StreamDriver, StreamMonitor
 
 VECTORS = int(os.environ.get("MAC_VECTORS", "400"))

@@ -1,0 +1,131 @@
+"""Banked activation buffer: delivers P shifted input pixels per cycle, for any (ky, kx), stride 1 or 2,
+with zero padding; or, for fc layers, one independently addressed byte per lane.
+
+``2P`` banks (one ``lib.memory`` each, ``2 * act_depth`` bytes: the ping and pong halves are the address
+MSB). A conv map ``(C, H, W)`` keeps pixel ``(c, y, x)`` in bank ``x mod 2P`` at
+``c << (hb + wb) | y << wb | x div 2P``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``,
+lane ``j`` needs ``x_j = base + j*s`` with ``base = x0*s + kx - pad`` on row ``y = oy*s + ky - pad``:
+the P lanes span fewer than ``2P`` consecutive columns, so they hit distinct banks. Bank ``b`` reads the
+one column ``x = base + ((b - base) mod 2P)`` of that window; a rotation crossbar gives lane ``j`` bank
+``(base + j*s) mod 2P``. Lanes outside the map read 0 (padding). In fc mode lane ``j`` reads bank ``j``
+at its own index (fc inputs are replicated in every bank).
+
+Read pipeline: fixed latency, never stalls (``i.ready`` is always 1, ``o.ready`` ignored); every
+arithmetic step and every block-RAM output ends in a register::
+
+    i (elements) -> y, base, channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
+      -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
+
+Write port ``wr``: one address, a byte per bank and a bank mask (always ready).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.layouts import EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout
+
+__all__ = ["ActBuffer", "LATENCY"]
+
+#: Cycles from an element on ``i`` to its activations on ``o``.
+LATENCY = 6
+
+
+class ActBuffer(wiring.Component):
+    def __init__(self, geometry: EngineGeometry):
+        self.g = geometry
+        super().__init__({
+            "cfg": In(desc_layout(geometry)),
+            "i": In(stream.Signature(elem_layout(geometry))),
+            "o": Out(stream.Signature(mac_in_layout(geometry))),
+            "wr": In(stream.Signature(wide_write_layout(geometry))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.g
+        p, nb, lgb, aw = g.lanes, g.banks, g.lg_banks, g.act_aw
+        cfg, el = self.cfg, self.i.payload
+
+        m.d.comb += [self.i.ready.eq(1), self.wr.ready.eq(1)]
+
+        # ---- r1: the input row and the first column of the window
+        r1_valid = Signal()
+        r1 = Signal.like(el)
+        y = Signal(signed(14))
+        base = Signal(signed(14))
+        plane = Signal(unsigned(aw))           # the channel's first row address
+        plane_shift = Signal(5)                # static while a layer runs: registered
+        m.d.sync += plane_shift.eq(cfg.in_hb + cfg.in_wb)
+        m.d.sync += [
+            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(el.ci << plane_shift),
+            y.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad),
+            base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
+        ]
+
+        # ---- r2: row address, column word, bank rotation, padding mask, crossbar selects
+        r2_valid = Signal()
+        r2 = Signal.like(el)
+        row = Signal(unsigned(aw))
+        q = Signal(signed(14))
+        rot = Signal(lgb)
+        bad = Signal(p)
+        sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
+        ybad = (y < 0) | (y >= cfg.in_h)
+        m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), rot.eq(base[:lgb]), q.eq(base >> lgb),
+                     row.eq(plane + (y[:aw] << cfg.in_wb))]
+        for j in range(p):
+            xj = base + Mux(cfg.stride2, 2 * j, j)
+            m.d.sync += [bad[j].eq(~cfg.fc & (ybad | (xj < 0) | (xj >= cfg.in_w))),
+                         sels[j].eq(Mux(cfg.fc, j, base[:lgb] + Mux(cfg.stride2, 2 * j, j)))]
+
+        # ---- r3: one address per bank; then the bank reads
+        r3_valid = Signal()
+        r3 = Signal.like(el)
+        r3_bad = Signal(p)
+        r3_sels = [Signal(lgb, name=f"r3_sel{j}") for j in range(p)]
+        m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_bad.eq(bad)] + \
+            [r3_sels[j].eq(sels[j]) for j in range(p)]
+        datas = []
+        for b in range(nb):
+            mem = Memory(shape=unsigned(8), depth=2 << aw, init=[])
+            m.submodules[f"bank{b}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port()
+            addr = Signal(aw + 1, name=f"addr{b}")
+            conv_addr = (row + q + (rot > b))[:aw]
+            fc_addr = r2.idx[b][:aw] if b < p else 0
+            m.d.sync += addr.eq((cfg.in_half << aw) | Mux(cfg.fc, fc_addr, conv_addr))
+            m.d.comb += [
+                rp.addr.eq(addr),
+                rp.en.eq(1),
+                wp.addr.eq(self.wr.payload.addr),
+                wp.data.eq(self.wr.payload.data[b]),
+                wp.en.eq(self.wr.valid & self.wr.payload.mask[b]),
+            ]
+            datas.append(rp.data)
+
+        # ---- r4: bank data registered (r3's context follows the read)
+        r4_valid, r5_valid = Signal(), Signal()
+        r4, r5 = Signal.like(el), Signal.like(el)
+        r4_bad, r5_bad = Signal(p), Signal(p)
+        r4_sels = [Signal(lgb, name=f"r4_sel{j}") for j in range(p)]
+        r5_sels = [Signal(lgb, name=f"r5_sel{j}") for j in range(p)]
+        bank_data = [Signal(8, name=f"bank_data{b}") for b in range(nb)]
+        m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_bad.eq(r3_bad),
+                     r5_valid.eq(r4_valid), r5.eq(r4), r5_bad.eq(r4_bad)]
+        m.d.sync += [r4_sels[j].eq(r3_sels[j]) for j in range(p)] + [r5_sels[j].eq(r4_sels[j]) for j in range(p)]
+        m.d.sync += [bank_data[b].eq(datas[b]) for b in range(nb)]
+
+        # ---- o: rotation crossbar and zero padding
+        out = Signal(mac_in_layout(g))
+        banks = Array(bank_data)
+        for j in range(p):
+            m.d.comb += out.a[j].eq(Mux(r5_bad[j], 0, banks[r5_sels[j]]))
+        m.d.comb += [out.w.eq(r5.w), out.first.eq(r5.first), out.last.eq(r5.last), out.ctx.eq(r5.ctx)]
+        m.d.sync += [self.o.valid.eq(r5_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | self.o.valid)
+        return m

@@ -1,0 +1,231 @@
+"""The sparse convolution engine: sequencer, weight decoder, banked activation buffer, MAC lanes and the
+fused output stage, with an input memory holding ``n_samples`` images, all initialised from one
+:class:`~sparsegate.hw.engine.program.EngineProgram` (docs/engine.md).
+
+Host interface: set ``sample``, pulse ``start``; ``done`` rises when the last layer's outputs are written
+(``busy`` meanwhile). Performance counters, per-layer output signatures and the last layer's outputs are
+read through ``dbg_sel`` -> ``dbg_data`` (combinational; register map :func:`dbg_map`).
+
+Stream chain (``lib.stream`` valid/ready everywhere)::
+
+    sequencer.cmd -> command queue -> weight_decoder -> act_buffer (read) -> mac_array -> output_stage
+      -> act_buffer (write)
+
+Only the sequencer ever waits. Everything after the command queue runs at a fixed latency and never
+stalls (no ready chain, no clock enables fanning out over the datapath: what lets it close timing at
+100 MHz): the queue releases a pass's ``last`` command only ``nvalid`` cycles after the previous pass's
+``last``, so its sums reach the MAC array's output register exactly when the serial output stage has
+taken the previous pass's last pixel. The queue absorbs the sequencer's channel-table bubbles.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.act_buffer import ActBuffer
+from sparsegate.hw.engine.layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
+from sparsegate.hw.engine.mac_array import MacArray
+from sparsegate.hw.engine.output_stage import OutputStage
+from sparsegate.hw.engine.sequencer import Sequencer
+from sparsegate.hw.engine.weight_decoder import WeightDecoder
+
+__all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
+           "QUEUE_DEPTH"]
+
+#: Commands the queue between the sequencer and the datapath holds (LUT RAM).
+QUEUE_DEPTH = 16
+
+TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
+LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
+
+
+def dbg_map(g: EngineGeometry) -> dict:
+    """Debug register index of every readable value: ``total.<name>``, ``layer<i>.<name>``, ``result<k>``."""
+    names = [f"total.{n}" for n in TOTAL_COUNTERS]
+    for i in range(g.n_layers):
+        names += [f"layer{i}.{n}" for n in LAYER_COUNTERS]
+    names += [f"result{k}" for k in range(g.n_results)]
+    return {n: i for i, n in enumerate(names)}
+
+
+#: Memories the host can write at run time (``host_write=True``), by ``wr_mem`` index.
+HOST_MEMS = ("desc", "chan", "param", "weight", "input")
+
+
+def host_memories(program) -> dict:
+    """``{name: (word bits, depth)}`` of the host-writable memories of an engine built from ``program``
+    (in :data:`HOST_MEMS` order; ``wr_mem`` selects by index)."""
+    g = program.geometry
+    return {"desc": (desc_layout(g).size, max(2, len(program.desc_words))),
+            "chan": (chan_layout(g).size, g.chan_depth),
+            "param": (param_layout(g).size, g.param_depth),
+            "weight": (g.lanes * g.slot_bits, g.weight_depth),
+            "input": (8 * g.banks, max(2, len(program.input_words)))}
+
+
+class SparseEngine(wiring.Component):
+    """``host_write=True`` adds a write port into every program memory (``wr_en``, ``wr_mem`` = index in
+    :data:`HOST_MEMS`, ``wr_addr``, ``wr_data`` LSB-aligned), so a host can load a weight image's memory
+    words and input samples at run time; write only while the engine is idle."""
+
+    def __init__(self, program, host_write: bool = False):
+        self.program = program
+        self.g = g = program.geometry
+        self.dbg_names = dbg_map(g)
+        self.host_write = host_write
+        extra = {}
+        if host_write:
+            mems = host_memories(program)
+            extra = {"wr_en": In(1), "wr_mem": In(3),
+                     "wr_addr": In(max((d - 1).bit_length() for _, d in mems.values())),
+                     "wr_data": In(max(w for w, _ in mems.values()))}
+        super().__init__({**extra,
+            "start": In(1),
+            "sample": In(16),
+            "done": Out(1),
+            "busy": Out(1),
+            "dbg_sel": In(8),
+            "dbg_data": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, prog = self.g, self.program
+        nb, aw = g.banks, g.act_aw
+
+        hw = self.host_write
+        m.submodules.seq = seq = Sequencer(g, prog.desc_words, prog.chan_words, host_write=hw)
+        m.submodules.wdec = wdec = WeightDecoder(g, prog.weight_words, host_write=hw)
+        m.submodules.abuf = abuf = ActBuffer(g)
+        m.submodules.mac = mac = MacArray(g)
+        m.submodules.ostage = ostage = OutputStage(g, prog.param_words, host_write=hw)
+        m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
+                                            init=prog.input_words)
+        in_rd = inmem.read_port()
+        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
+            in_wr = inmem.write_port()
+            ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
+            wr_sel = Signal(len(ports))
+            wr_addr, wr_data = Signal.like(self.wr_addr), Signal.like(self.wr_data)
+            m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
+                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
+            for k, port in enumerate(ports):
+                m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
+
+        # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
+        # array's output register will be free (the output stage takes one pixel per cycle)
+        cl = cmd_layout(g)
+        m.submodules.queue = queue = SyncFIFO(width=cl.size, depth=QUEUE_DEPTH)
+        m.d.comb += [queue.w_en.eq(seq.cmd.valid), queue.w_data.eq(seq.cmd.payload), seq.cmd.ready.eq(queue.w_rdy)]
+        head = cl(queue.r_data)
+        gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
+        release = Signal()
+        m.d.comb += [release.eq(queue.r_rdy & (~head.last | (gap == 0))), queue.r_en.eq(release),
+                     wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
+        with m.If(release & head.last):
+            m.d.sync += gap.eq(head.ctx.nvalid - 1)
+        with m.Elif(gap != 0):
+            m.d.sync += gap.eq(gap - 1)
+
+        wiring.connect(m, wdec.o, abuf.i)
+        wiring.connect(m, abuf.o, mac.i)
+        wiring.connect(m, mac.o, ostage.i)
+        # each block gets its own registered copy of the layer descriptor (static while a layer runs; the
+        # first command reaches a block several cycles after the descriptor is latched): local fanout
+        for block in (wdec, abuf, ostage):
+            m.d.sync += block.cfg.eq(seq.cfg)
+        m.d.comb += [
+                     ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
+                     self.done.eq(seq.done), self.busy.eq(seq.busy)]
+        m.d.comb += seq.pipe_idle.eq(~(queue.r_rdy | wdec.busy | abuf.busy | mac.busy | ostage.busy))
+
+        # input load: sequencer address -> input memory -> [registered twice] -> all banks of half 0
+        load_v, load_v2, load_v3 = Signal(), Signal(), Signal()
+        load_i, load_i2, load_i3 = Signal(aw), Signal(aw), Signal(aw)
+        load_data, load_data3 = Signal(8 * nb), Signal(8 * nb)
+        m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
+                     load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
+                     load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
+        m.d.comb += in_rd.addr.eq(seq.load_addr)
+        wr = abuf.wr.payload
+        ow = ostage.o.payload
+        m.d.comb += ostage.o.ready.eq(1)
+        with m.If(load_v3):
+            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i3), wr.mask.eq((1 << nb) - 1)]
+            for b in range(nb):
+                m.d.comb += wr.data[b].eq(load_data3[8 * b:8 * b + 8])
+        with m.Else():
+            m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
+            for b in range(nb):
+                m.d.comb += [wr.data[b].eq(ow.data), wr.mask[b].eq(ow.bcast | (ow.bank == b))]
+
+        # ---- counters, signatures, results
+        n_layers = g.n_layers
+        totals = {n: Signal(32, name=f"total_{n}") for n in TOTAL_COUNTERS}
+        per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
+        results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
+
+        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered)
+        active = Signal(range(g.lanes + 1))
+        lane_bits = Signal(g.lanes)
+        active_v1, active_v = Signal(), Signal()
+        mi = mac.i.payload
+        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes))),
+                     active_v1.eq(mac.i.valid),
+                     active.eq(sum(lane_bits[j] for j in range(g.lanes))), active_v.eq(active_v1)]
+        mac_fire = active_v
+
+        # the output stage's writes as seen by the signatures and the result capture (registered copy)
+        out_v = Signal()
+        seen = Signal.like(ostage.o.payload)
+        m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload)]
+
+        with m.If(self.start & ~seq.busy):
+            for sig in totals.values():
+                m.d.sync += sig.eq(0)
+            for counters in per_layer:
+                for sig in counters.values():
+                    m.d.sync += sig.eq(0)
+        with m.Elif(seq.busy):
+            m.d.sync += totals["cycles"].eq(totals["cycles"] + 1)
+            with m.If(seq.load_en):
+                m.d.sync += totals["load_cycles"].eq(totals["load_cycles"] + 1)
+            with m.If(seq.stall):
+                m.d.sync += totals["stalls"].eq(totals["stalls"] + 1)
+            with m.If(seq.cmd.valid & seq.cmd.ready):
+                m.d.sync += totals["issued"].eq(totals["issued"] + 1)
+            with m.If(mac_fire):
+                m.d.sync += totals["active"].eq(totals["active"] + active)
+            for i, c in enumerate(per_layer):
+                with m.If(seq.layer == i):
+                    with m.If(seq.in_layer):
+                        m.d.sync += c["cycles"].eq(c["cycles"] + 1)
+                    with m.If(seq.stall):
+                        m.d.sync += c["stalls"].eq(c["stalls"] + 1)
+                    with m.If(seq.cmd.valid & seq.cmd.ready):
+                        m.d.sync += c["issued"].eq(c["issued"] + 1)
+                    with m.If(mac_fire):
+                        m.d.sync += c["active"].eq(c["active"] + active)
+                    with m.If(out_v):
+                        word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr[:aw])
+                        sig = c["signature"]
+                        m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
+        last = Signal()
+        m.d.comb += last.eq(seq.layer == n_layers - 1)
+        lg_res = (g.n_results - 1).bit_length()
+        with m.If(out_v & last & (seen.addr[:aw] < g.n_results)):
+            with m.Switch(seen.addr[:lg_res]):
+                for k in range(g.n_results):
+                    with m.Case(k):
+                        m.d.sync += results[k].eq(seen.data)
+
+        regs = [totals[n] for n in TOTAL_COUNTERS]
+        for c in per_layer:
+            regs += [c[n] for n in LAYER_COUNTERS]
+        regs += results
+        m.d.comb += self.dbg_data.eq(Array(regs)[self.dbg_sel])
+        return m
+

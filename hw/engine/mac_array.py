@@ -1,0 +1,66 @@
+"""P multiply-accumulate lanes with registered multiplier inputs and outputs (ECP5 ``MULT18X18D`` with its
+input and output registers), one 32-bit accumulator per lane.
+
+Items carry ``w[P]``, ``a[P]`` and the pass flags: ``first`` restarts every accumulator, ``last`` copies
+the P sums (with the pass context) into the output register, which doubles as the shadow bank the
+output stage drains while the next pass accumulates. The array never stalls (``i.ready`` is always 1):
+the engine's command queue spaces ``last`` items so that one reaches the accumulators only when the
+output register is free or being read in that cycle (``o.ready``)::
+
+    i -> [s1: w, a (DSP input regs)] -> w*a -> [s2: products (DSP output regs)] -> acc += -> [o: sums]
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
+
+__all__ = ["MacArray", "LATENCY"]
+
+#: Cycles from an item on ``i`` to the cycle its ``last`` loads the output register (``o.valid`` one later).
+LATENCY = 2
+
+
+class MacArray(wiring.Component):
+    def __init__(self, geometry: EngineGeometry):
+        self.g = geometry
+        super().__init__({
+            "i": In(stream.Signature(mac_in_layout(geometry))),
+            "o": Out(stream.Signature(mac_out_layout(geometry))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.g.lanes
+        i = self.i.payload
+
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s1_ctx, s2_ctx = Signal.like(i.ctx), Signal.like(i.ctx)
+        s1_w = [Signal(signed(8), name=f"s1_w{j}") for j in range(p)]
+        s1_a = [Signal(signed(8), name=f"s1_a{j}") for j in range(p)]
+        s2_prod = [Signal(signed(16), name=f"s2_prod{j}") for j in range(p)]
+        acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
+
+        m.d.comb += self.i.ready.eq(1)
+        m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
+                     s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
+        for j in range(p):
+            m.d.sync += [s1_w[j].eq(i.w[j]), s1_a[j].eq(i.a[j]), s2_prod[j].eq(s1_w[j] * s1_a[j])]
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(s2_valid):
+            for j in range(p):
+                total = Signal(signed(ACC_BITS), name=f"total{j}")
+                m.d.comb += total.eq(Mux(s2_first, 0, acc[j]) + s2_prod[j])
+                m.d.sync += acc[j].eq(total)
+                with m.If(s2_last):
+                    m.d.sync += self.o.payload.acc[j].eq(total)
+            with m.If(s2_last):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(s2_ctx)]
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
+        return m

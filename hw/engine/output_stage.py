@@ -1,0 +1,189 @@
+"""Serial output stage: bias, requant, saturation, ReLU and the fused 2x2 max-pool, one accumulator per
+cycle, written back into the other half of the activation buffer.
+
+It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle (accepting
+the pass on its last pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array
+accumulates the next pass meanwhile). It never stalls: ``o.ready`` is ignored (the activation buffer's
+write port is always ready). Arithmetic is the golden model's (docs/arithmetic.md), one step per
+register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
+MULT18X18D-sized halves)::
+
+    walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3]
+      -> sum[17:] * mult, sum[:17] * mult -> [q4] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
+      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
+      -> vertical pool (row register, read into q9), address -> [o: write]
+
+Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
+(``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
+``pool_width`` entries, on odd rows it is combined with it and written. Outputs go to bank
+``px mod 2P`` of the next layer's conv layout, or (``out_repl``) to every bank at the flat index: a
+running counter (conv, raster = flatten order) or the slot's ``dest`` neuron (fc).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
+                             write_layout)
+
+__all__ = ["OutputStage", "LATENCY"]
+
+#: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
+LATENCY = 10
+
+
+class OutputStage(wiring.Component):
+    def __init__(self, geometry: EngineGeometry, param_words, host_write: bool = False):
+        self.g = geometry
+        self.param_words = list(param_words)
+        self.host_write = host_write
+        extra = {"wr": In(mem_write_signature(param_layout(geometry).size, geometry.param_depth))} \
+            if host_write else {}
+        super().__init__({**extra,
+            "cfg": In(desc_layout(geometry)),
+            "clear": In(1),
+            "i": In(stream.Signature(mac_out_layout(geometry))),
+            "o": Out(stream.Signature(write_layout(geometry))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.g
+        p, lg, lgb, aw = g.lanes, g.lg_lanes, g.lg_banks, g.act_aw
+        cfg = self.cfg
+        pl = param_layout(g)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(pl.size), depth=g.param_depth, init=self.param_words)
+        prd = pmem.read_port()
+        if self.host_write:     # run-time loading of the output parameters
+            wp = pmem.write_port()
+            m.d.comb += [wp.en.eq(self.wr.en), wp.addr.eq(self.wr.addr), wp.data.eq(self.wr.data)]
+        m.submodules.rowbuf = rowbuf = Memory(shape=signed(8), depth=max(2, g.pool_width), init=[])
+        row_rd = rowbuf.read_port(domain="comb")
+        row_wr = rowbuf.write_port()
+
+        # ---- walker: pixel `cnt` of the pass held on the input
+        cnt = Signal(range(p + 1))
+        ctx = self.i.payload.ctx
+        last_px = cnt == ctx.nvalid - 1
+        m.d.comb += self.i.ready.eq(self.i.valid & last_px)
+        with m.If(self.i.valid):
+            m.d.sync += cnt.eq(Mux(last_px, 0, cnt + 1))
+        m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
+
+        def stage(name, fields, prev=None):
+            """A pipeline register: ``valid`` and ``fields`` ({name: shape}); ``valid`` and the pixel's
+            position (``x``, ``y``, ``co`` where both have them) follow from ``prev``."""
+            regs = {"valid": Signal(name=f"{name}_valid")}
+            regs.update({k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()})
+            if prev is not None:
+                m.d.sync += regs["valid"].eq(prev["valid"])
+                for k in ("x", "y", "co"):
+                    if k in prev and k in regs:
+                        m.d.sync += regs[k].eq(prev[k])
+            return regs
+
+        pos = {"x": 11, "y": 10, "co": 16}
+        q1 = stage("q1", {"acc": signed(32), **pos})
+        acc_sel = self.i.payload.acc[cnt] if p > 1 else self.i.payload.acc[0]
+        m.d.sync += [q1["valid"].eq(self.i.valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + cnt),
+                     q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
+
+        prm = pl(prd.data)
+        tail = {"shift": unsigned(6), "dest": unsigned(16)}
+        q2 = stage("q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
+        m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
+                     q2["shift"].eq(prm.shift), q2["dest"].eq(prm.dest)]
+
+        def carry(dst, src, names=("shift", "dest")):
+            m.d.sync += [dst[k].eq(src[k]) for k in names]
+
+        q3 = stage("q3", {"sum": signed(33), "mult": unsigned(16), **tail, **pos}, q2)
+        m.d.sync += [q3["sum"].eq(q2["acc"] + q2["bias"]), q3["mult"].eq(q2["mult"])]
+        carry(q3, q2)
+
+        q4 = stage("q4", {"hi": signed(33), "lo": unsigned(33), **tail, **pos}, q3)
+        m.d.sync += [q4["hi"].eq(q3["sum"][17:].as_signed() * q3["mult"]),
+                     q4["lo"].eq(q3["sum"][:17] * q3["mult"])]
+        carry(q4, q3)
+
+        q5 = stage("q5", {"prod": signed(50), **tail, **pos}, q4)
+        m.d.sync += q5["prod"].eq((q4["hi"] << 17) + q4["lo"])
+        carry(q5, q4)
+
+        q6 = stage("q6", {"rounded": signed(51), **tail, **pos}, q5)
+        m.d.sync += q6["rounded"].eq(q5["prod"] + ((Const(1, 49) << q5["shift"]) >> 1))
+        carry(q6, q5)
+
+        q7 = stage("q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6)
+        m.d.sync += q7["val"].eq(q6["rounded"] >> q6["shift"])
+        carry(q7, q6, ("dest",))
+
+        # saturate, ReLU
+        y8 = Signal(signed(8))
+        with m.If(q7["val"] > 127):
+            m.d.comb += y8.eq(127)
+        with m.Elif(q7["val"] < -128):
+            m.d.comb += y8.eq(-128)
+        with m.Else():
+            m.d.comb += y8.eq(q7["val"])
+        q8 = stage("q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
+        m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
+        carry(q8, q7, ("dest",))
+
+        # horizontal pool: pixel x even holds, x odd takes the pair maximum; output coordinates and address
+        hold = Signal(signed(8))
+        with m.If(q8["valid"] & ~q8["x"][0]):
+            m.d.sync += hold.eq(q8["act"])
+        plane_shift = Signal(5)                # static while a layer runs: registered
+        m.d.sync += plane_shift.eq(cfg.out_hb + cfg.out_wb)
+        px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
+        py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
+        q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
+                          "above": signed(8), "dest": unsigned(aw), "plane": unsigned(aw),
+                          "row": unsigned(aw), "col": unsigned(aw)}, q8)
+        m.d.sync += [
+            q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
+            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
+            q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
+            q9["plane"].eq(q8["co"] << plane_shift), q9["row"].eq(py << cfg.out_wb),
+            q9["col"].eq(px >> lgb),
+        ]
+
+        # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
+        # (the row register is read a stage early, into q9: its write for the row above is long done)
+        rowbuf_addr = Signal(range(max(2, g.pool_width)))
+        m.d.sync += rowbuf_addr.eq(q8["x"] >> 1)
+        m.d.comb += [row_rd.addr.eq(q8["x"] >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
+        vmax = Signal(signed(8))
+        m.d.comb += vmax.eq(Mux(q9["above"] > q9["hmax"], q9["above"], q9["hmax"]))
+        emit = Signal()
+        value = Signal(signed(8))
+        with m.If(cfg.pool):
+            m.d.comb += [emit.eq(q9["odd_x"] & q9["odd_y"]), value.eq(vmax),
+                         row_wr.en.eq(q9["valid"] & q9["odd_x"] & ~q9["odd_y"])]
+        with m.Else():
+            m.d.comb += [emit.eq(1), value.eq(q9["act"])]
+
+        counter = Signal(aw)
+        with m.If(self.clear):
+            m.d.sync += counter.eq(0)
+        addr = Signal(aw)
+        with m.If(cfg.fc):
+            m.d.comb += addr.eq(q9["dest"])
+        with m.Elif(cfg.out_repl):
+            m.d.comb += addr.eq(counter)
+        with m.Else():
+            m.d.comb += addr.eq(q9["plane"] + q9["row"] + q9["col"])
+        m.d.sync += self.o.valid.eq(q9["valid"] & emit)
+        with m.If(q9["valid"] & emit):
+            m.d.sync += [self.o.payload.addr.eq((cfg.out_half << aw) | addr), self.o.payload.data.eq(value),
+                         self.o.payload.bank.eq(q9["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
+            with m.If(~cfg.fc & cfg.out_repl):
+                m.d.sync += counter.eq(counter + 1)
+        stages = (q1, q2, q3, q4, q5, q6, q7, q8, q9)
+        m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, *(q["valid"] for q in stages)).any())
+        return m

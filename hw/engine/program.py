@@ -1,0 +1,282 @@
+"""The engine's host-side compiler: a weight image (a :class:`~sparsegate.sw.ir.golden.QuantizedNetwork` as
+:func:`~sparsegate.sw.ir.weight_image.decode_image` returns it) to the contents of every on-chip memory.
+
+One :class:`EngineProgram` feeds the Amaranth simulator, Verilator/Icarus (memories initialised at
+elaboration) and the analytical cycle model (:mod:`sparsegate.hw.engine.cycle_model`). Weight slots hold the
+image's element records unchanged (:attr:`~sparsegate.sw.ir.weight_image.SparseLayer.entry_words`: the int8
+value above the packed ``(cin, ky, kx)`` index); the per-layer field widths travel in the descriptor.
+
+Memory map (see docs/engine.md):
+
+* weight memory: ``lanes`` slots per word. A conv layer's elements are stored in image order from a
+  word-aligned base, element ``e`` in word ``base + e // P`` slot ``e % P``. An fc layer is stored in
+  rounds: its neurons sorted by nonzero count (descending) are cut into rounds of ``P``; round ``r`` takes
+  ``L_r`` (its longest list) words, lane ``l``'s t-th element in slot ``l`` of word ``t`` (zero-padded).
+* channel table: per conv output channel ``(count, start element)``; per fc round ``(L_r, start word)``.
+* parameters: per conv output channel, or per fc slot ``r * P + l``: bias, mult, shift, dest (neuron).
+* activation buffer: ``2P`` banks of ``2 * act_depth`` bytes; a conv input ``(C, H, W)`` puts pixel
+  ``(c, y, x)`` in bank ``x % 2P`` at ``c << (hb + wb) | y << wb | x // 2P``; an fc input (a flat vector)
+  is replicated in every bank at its index. Layer ``i`` reads half ``i % 2`` and writes the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, run_network
+from sparsegate.sw.ir.weight_image import sparse_layer
+
+from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
+
+__all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expected_writes", "signature",
+           "program_from_image", "MAX_RESULTS"]
+
+MAX_RESULTS = 16
+
+
+def _bits(n: int) -> int:
+    return max(0, int(n) - 1).bit_length()
+
+
+def _pow2(n: int) -> int:
+    return 1 << _bits(max(1, n))
+
+
+def conv_layout(shape: tuple, banks: int) -> tuple[int, int, int]:
+    """``(hb, wb, words)`` of a (C, H, W) map in ``banks`` interleaved banks."""
+    c, h, w = shape
+    hb, wb = _bits(h), _bits(-(-w // banks))
+    return hb, wb, c << (hb + wb)
+
+
+@dataclass
+class LayerPlan:
+    """How one layer runs: its tiles and the numbers the cycle model and the benchmark need."""
+
+    name: str
+    kind: str
+    desc: dict
+    counts: list                 # per outer step (conv channel / fc round): commands per pass (>= 0)
+    passes_per_outer: int        # conv: rows x tiles per row; fc: 1
+    nvalid: list                 # per pass within an outer step: pixels / neurons written (conv: tile widths)
+    nonzero_macs: int            # useful multiply-accumulates (nonzero weight x output pixel)
+    dense_macs: int
+    out_order: list = field(default_factory=list)   # fc: neuron of each slot r * P + l (-1 = empty)
+
+
+@dataclass
+class EngineProgram:
+    geometry: EngineGeometry
+    qnet: QuantizedNetwork
+    layers: list                 # LayerPlan per layer
+    desc_words: list
+    chan_words: list
+    param_words: list
+    weight_words: list           # ints, lanes * slot_bits wide
+    input_words: list            # ints, banks * 8 wide; n_samples * input_depth words
+    inputs: np.ndarray           # (N, C, H, W) int8 samples held in the input memory
+
+    @property
+    def lanes(self) -> int:
+        return self.geometry.lanes
+
+
+def _out_layout(qnet: QuantizedNetwork, i: int, banks: int):
+    """(replicated?, hb, wb, words) of layer ``i``'s output as the next layer reads it."""
+    layers = qnet.layers
+    out = layers[i].out_shape
+    if i + 1 < len(layers) and layers[i + 1].kind == "conv":
+        hb, wb, words = conv_layout(out, banks)
+        return False, hb, wb, words
+    return True, 0, 0, int(np.prod(out))
+
+
+def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None) -> EngineProgram:
+    """Memory contents for running ``qnet`` on a ``lanes``-lane engine; ``inputs`` (N, C, H, W) int8
+    samples go into the input memory (one zero sample when ``None``)."""
+    qnet.validate()
+    p = lanes
+    banks = 2 * p
+    layers: list[IntLayer] = qnet.layers
+    if layers[0].kind != "conv":
+        raise ValueError("the engine's first layer must be a convolution (its input is an image)")
+    if inputs is None:
+        inputs = np.zeros((1,) + tuple(qnet.input_shape), dtype=np.int8)
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(qnet.input_shape):
+        raise ValueError(f"inputs must be (N, {', '.join(map(str, qnet.input_shape))}), got {inputs.shape}")
+    inputs = inputs.astype(np.int8)
+    slot_bits = 8 + max(sum(layer.index_bits) for layer in layers)
+
+    # activation buffer sizing
+    in_hb, in_wb, in_words = conv_layout(qnet.input_shape, banks)
+    sizes = [in_words]
+    for i in range(len(layers)):
+        sizes.append(_out_layout(qnet, i, banks)[3])
+    act_depth = _pow2(max(sizes))
+    if act_depth > 1 << 15:
+        raise ValueError(f"activation maps need {max(sizes)} words per bank, more than the engine's 32768")
+
+    weight_words: list[list[int]] = []
+    chan_words, param_words, plans, descs = [], [], [], []
+    pool_width = 1
+    for i, layer in enumerate(layers):
+        sp = sparse_layer(layer)
+        entries = sp.entry_words.astype(np.int64)
+        counts = sp.counts.astype(np.int64)
+        cout = layer.out_channels
+        wbase = len(weight_words)
+        chan_base, prm_base = len(chan_words), len(param_words)
+        repl, ohb, owb, _ = _out_layout(qnet, i, banks)
+        if layer.kind == "conv":
+            _, h, w = layer.in_shape
+            ihb, iwb, _ = conv_layout(layer.in_shape, banks)
+            _, ho, wo = layer.conv_shape
+            if layer.pool:
+                ho, wo = ho & ~1, wo & ~1
+                pool_width = max(pool_width, wo // 2)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) + wbase * p
+            nwords = -(-len(entries) // p)
+            for k in range(nwords):
+                chunk = entries[k * p:(k + 1) * p]
+                weight_words.append([int(v) for v in chunk] + [0] * (p - len(chunk)))
+            for c in range(cout):
+                chan_words.append((int(counts[c]), int(starts[c])))
+                param_words.append((int(layer.bias[c]), int(layer.mult[c]), int(layer.shift[c]), 0))
+            tiles = [min(p, wo - x0) for x0 in range(0, wo, p)]
+            plan = LayerPlan(layer.name, "conv", {}, [int(c) for c in counts], ho * len(tiles),
+                             tiles * ho, int(counts.sum()) * ho * wo, cout * layer.weight[0].size * ho * wo)
+            n_outer, n_out = cout, 0
+            desc_geo = dict(in_h=h, in_w=w, in_hb=ihb, in_wb=iwb, ho=ho, wo=wo, stride2=layer.stride == 2,
+                            pad=layer.padding)
+        else:
+            # row-parallel fc: neurons sorted by nonzeros, rounds of P neurons (one per lane)
+            order = sorted(range(cout), key=lambda n: (-int(counts[n]), n))
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            rounds = [order[r:r + p] for r in range(0, cout, p)]
+            round_len, out_order = [], []
+            for neurons in rounds:
+                length = max(int(counts[n]) for n in neurons)
+                chan_words.append((length, len(weight_words)))
+                for t in range(length):
+                    word = [0] * p
+                    for lane, n in enumerate(neurons):
+                        if t < counts[n]:
+                            word[lane] = int(entries[starts[n] + t])
+                    weight_words.append(word)
+                for lane in range(p):
+                    n = neurons[lane] if lane < len(neurons) else -1
+                    out_order.append(n)
+                    param_words.append((int(layer.bias[n]), int(layer.mult[n]), int(layer.shift[n]), n)
+                                       if n >= 0 else (0, 0, 1, 0))
+                round_len.append(length)
+            plan = LayerPlan(layer.name, "fc", {}, round_len, 1,
+                             [min(p, cout - r) for r in range(0, cout, p)], int(counts.sum()),
+                             int(layer.weight.size), out_order)
+            n_outer, n_out = len(rounds), cout
+            desc_geo = dict(in_h=1, in_w=1, in_hb=0, in_wb=0, ho=1, wo=1, stride2=0, pad=0)
+        desc = dict(fc=layer.kind == "fc", relu=layer.relu, pool=layer.pool, out_repl=repl,
+                    last=i == len(layers) - 1, in_half=i % 2, out_half=(i + 1) % 2,
+                    ib=sp.index_bits, kyb=sp.ky_bits, kxb=sp.kx_bits, n_outer=n_outer,
+                    out_hb=ohb, out_wb=owb, chan_base=chan_base, prm_base=prm_base, n_out=n_out, **desc_geo)
+        plan.desc = {k: int(v) for k, v in desc.items()}
+        descs.append(plan.desc)
+        plans.append(plan)
+
+    n_samples = len(inputs)
+    geometry = EngineGeometry(
+        lanes=p, slot_bits=slot_bits, weight_depth=max(1, len(weight_words)), act_depth=act_depth,
+        chan_depth=max(2, len(chan_words)), param_depth=max(2, len(param_words)), n_layers=len(layers),
+        input_depth=in_words, n_samples=n_samples, pool_width=pool_width, n_results=MAX_RESULTS)
+    for plan in plans:
+        if max(plan.counts, default=0) >= 1 << 16:
+            raise ValueError(f"layer {plan.name!r}: a channel has more than 65535 nonzeros")
+    dl, pl = desc_layout(geometry), param_layout(geometry)
+    desc_words = [pack(dl, d) for d in descs]
+    param_words = [pack(pl, {"bias": b, "mult": m, "shift": s, "dest": d}) for b, m, s, d in param_words]
+    cl = chan_layout(geometry)
+    chan_words = [pack(cl, {"count": c, "start": s}) for c, s in chan_words]
+    wide = [sum((v & ((1 << slot_bits) - 1)) << (slot_bits * j) for j, v in enumerate(word))
+            for word in weight_words] or [0]
+    input_words = []
+    for x in inputs:
+        input_words += _banked_words(x, banks)
+    return EngineProgram(geometry, qnet, plans, desc_words, chan_words, param_words, wide, input_words, inputs)
+
+
+def _banked_words(x: np.ndarray, banks: int) -> list[int]:
+    """One sample (C, H, W) as wide input words: word ``a`` holds byte ``b`` = bank b's address a."""
+    hb, wb, words = conv_layout(x.shape, banks)
+    mem = np.zeros((words, banks), dtype=np.int64)
+    c, h, w = x.shape
+    for ci in range(c):
+        for y in range(h):
+            for xx in range(w):
+                mem[(ci << (hb + wb)) | (y << wb) | (xx // banks), xx % banks] = int(x[ci, y, xx]) & 0xFF
+    return [int(sum(int(v) << (8 * b) for b, v in enumerate(row))) for row in mem]
+
+
+def program_from_image(image, lanes: int, inputs=None) -> EngineProgram:
+    """Compile from a weight image: a path, the image bytes, or an already decoded network."""
+    from pathlib import Path
+
+    from sparsegate.sw.ir.weight_image import decode_image, read_image
+    if isinstance(image, QuantizedNetwork):
+        qnet = image
+    elif isinstance(image, (bytes, bytearray)):
+        qnet = decode_image(bytes(image))
+    else:
+        qnet = read_image(Path(image))
+    return compile_program(qnet, lanes, inputs)
+
+
+# ------------------------------------------------------------------------------ expected outputs
+
+def expected_writes(program: EngineProgram, outputs: list) -> list[list[tuple[int, int, int]]]:
+    """Per layer, the output stage's writes in order as ``(bank or 0xFF for all banks, address, byte)``,
+    given one sample's golden per-layer outputs (each (C, H, W) or (C,), batch axis removed)."""
+    banks = program.geometry.banks
+    result = []
+    for plan, out in zip(program.layers, outputs):
+        d = plan.desc
+        out = np.asarray(out)
+        writes = []
+        if plan.kind == "conv":
+            flat = out.reshape(-1)
+            c, h, w = out.shape
+            for ci in range(c):
+                for y in range(h):
+                    for x in range(w):
+                        v = int(out[ci, y, x]) & 0xFF
+                        if d["out_repl"]:
+                            writes.append((0xFF, (ci * h + y) * w + x, v))
+                        else:
+                            addr = (ci << (d["out_hb"] + d["out_wb"])) | (y << d["out_wb"]) | (x // banks)
+                            writes.append((x % banks, addr, v))
+            assert len(writes) == flat.size
+        else:
+            for n in plan.out_order:
+                if n >= 0:
+                    writes.append((0xFF, n, int(out[n]) & 0xFF))
+        result.append(writes)
+    return result
+
+
+def signature(writes) -> int:
+    """The engine's per-layer output signature over a write sequence (see docs/engine.md)."""
+    sig = 0
+    for bank, addr, value in writes:
+        word = (value | (bank << 8) | (addr << 16)) & 0xFFFFFFFF
+        sig = (((sig << SIG_ROT) | (sig >> (32 - SIG_ROT))) & 0xFFFFFFFF) ^ word
+    return sig
+
+
+def golden_outputs(program: EngineProgram) -> list[list[np.ndarray]]:
+    """Golden per-layer outputs of every sample in the program: [sample][layer] arrays, batch axis removed."""
+    outs = run_network(program.inputs, program.qnet.layers)
+    return [[o[s] for o in outs] for s in range(len(program.inputs))]
+
+
+def expected_signatures(program: EngineProgram) -> list[list[int]]:
+    return [[signature(w) for w in expected_writes(program, outs)] for outs in golden_outputs(program)]

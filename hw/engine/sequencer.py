@@ -1,0 +1,173 @@
+"""Layer sequencer: runs every layer of the program from on-chip memories with no host involvement.
+
+On ``start`` it copies sample ``sample`` from the input memory into half 0 of the activation buffer
+(``load_*`` outputs, one wide word per cycle), then for each layer descriptor: reads it (2 cycles), and
+walks the passes. A conv layer walks ``for co: for oy: for x0 in 0, P, ..``: one pass per tile of P
+output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
+``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
+``L_r`` commands). Reading the channel table costs two cycles per output channel / round (address, then
+the registered entry: no memory output feeds the command logic directly). A pass with no nonzero weight issues one ``zero``
+command so the output stage still writes ``requant(bias)``. After a layer's last command it waits for
+the pipeline to drain (``pipe_idle``), ping-pongs the buffers (the descriptor's halves) and goes on;
+after the last layer ``done`` rises (and stays high until the next ``start``).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, cmd_layout, desc_layout, mem_write_signature
+
+__all__ = ["Sequencer"]
+
+
+class Sequencer(wiring.Component):
+    """Layer/pass/element walker. Memories: layer descriptors and the channel/round table (initialised)."""
+
+    def __init__(self, geometry: EngineGeometry, desc_words, chan_words, host_write: bool = False):
+        self.g = g = geometry
+        self.desc_words = list(desc_words)
+        self.chan_words = list(chan_words)
+        self.host_write = host_write
+        extra = {}
+        if host_write:      # run-time loading of the descriptors and the channel table
+            extra = {"desc_wr": In(mem_write_signature(desc_layout(g).size, max(2, len(self.desc_words)))),
+                     "chan_wr": In(mem_write_signature(chan_layout(g).size, g.chan_depth))}
+        super().__init__({**extra,
+            "start": In(1),
+            "sample": In(16),
+            "done": Out(1),
+            "busy": Out(1),
+            "cfg": Out(desc_layout(g)),
+            "cmd": Out(stream.Signature(cmd_layout(g))),
+            "pipe_idle": In(1),
+            "clear": Out(1),          # one-cycle pulse when a layer's descriptor is latched
+            "layer": Out(8),
+            "in_layer": Out(1),       # the current layer is running (descriptor read .. drained)
+            "load_en": Out(1),
+            "load_addr": Out(range(max(2, g.input_depth * g.n_samples))),
+            "load_index": Out(range(max(2, g.input_depth))),
+            "stall": Out(1),          # a command is offered but not accepted
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.g
+        p, lg = g.lanes, g.lg_lanes
+        dl, cl = desc_layout(g), chan_layout(g)
+
+        m.submodules.desc_mem = desc_mem = Memory(shape=unsigned(dl.size), depth=max(2, len(self.desc_words)),
+                                                  init=self.desc_words)
+        m.submodules.chan_mem = chan_mem = Memory(shape=unsigned(cl.size), depth=g.chan_depth,
+                                                  init=self.chan_words)
+        desc_rd = desc_mem.read_port()
+        chan_rd = chan_mem.read_port()
+        if self.host_write:
+            for mem, port in ((desc_mem, self.desc_wr), (chan_mem, self.chan_wr)):
+                wp = mem.write_port()
+                m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
+        chan = cl(chan_rd.data)
+
+        cfg = Signal(dl)
+        m.d.comb += self.cfg.eq(cfg)
+
+        layer = Signal(8)
+        load_ptr = Signal(range(max(2, g.input_depth * g.n_samples)))   # input-memory word being copied
+        load_i = Signal(range(max(2, g.input_depth)))
+        outer = Signal(16)          # conv: output channel; fc: round
+        oy = Signal(10)
+        x0 = Signal(10)
+        count = Signal(len(chan.count))     # the current channel-table entry, registered
+        start = Signal(len(chan.start))
+        ptr = Signal(len(chan.start))       # slot address of the next element
+        k1 = Signal(16)                     # 1 + index of the next element within the pass
+        m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(layer), chan_rd.addr.eq(cfg.chan_base + outer)]
+
+        is_last_elem = (count == 0) | (k1 == count)
+        nvalid = Signal(g.nvalid_bits)
+        rest = Signal(18)
+        m.d.comb += rest.eq(Mux(cfg.fc, cfg.n_out - (outer << lg), cfg.wo - x0))
+        m.d.comb += nvalid.eq(Mux(rest >= p, p, rest))
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [load_ptr.eq(self.sample * g.input_depth), load_i.eq(0), layer.eq(0), self.done.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i),
+                             self.load_addr.eq(load_ptr)]
+                m.d.sync += [load_i.eq(load_i + 1), load_ptr.eq(load_ptr + 1)]
+                with m.If(load_i == g.input_depth - 1):
+                    m.next = "DESC"
+            with m.State("DESC"):           # descriptor address presented
+                m.d.comb += self.in_layer.eq(1)
+                m.next = "DESC2"
+            with m.State("DESC2"):          # descriptor data available: latch it
+                m.d.comb += self.in_layer.eq(1)
+                m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0)]
+                m.d.comb += self.clear.eq(1)
+                m.next = "CHAN"
+            with m.State("CHAN"):           # channel-table address presented
+                m.d.comb += self.in_layer.eq(1)
+                m.next = "CHAN2"
+            with m.State("CHAN2"):          # channel-table entry available: latch it
+                m.d.comb += self.in_layer.eq(1)
+                m.d.sync += [count.eq(chan.count), start.eq(chan.start), ptr.eq(chan.start), k1.eq(1)]
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += [
+                    self.in_layer.eq(1),
+                    self.cmd.valid.eq(1),
+                    self.cmd.payload.waddr.eq(Mux(cfg.fc, ptr, ptr >> lg)),
+                    self.cmd.payload.zero.eq(count == 0),
+                    self.cmd.payload.first.eq(k1 == 1),
+                    self.cmd.payload.last.eq(is_last_elem),
+                    self.cmd.payload.ctx.tile.eq(outer),
+                    self.cmd.payload.ctx.oy.eq(oy),
+                    self.cmd.payload.ctx.x0.eq(x0),
+                    self.cmd.payload.ctx.nvalid.eq(nvalid),
+                    self.stall.eq(~self.cmd.ready),
+                ]
+                if lg:
+                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, ptr[:lg]))
+                with m.If(self.cmd.ready):
+                    with m.If(~is_last_elem):
+                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1)]
+                    with m.Else():
+                        m.d.sync += [k1.eq(1), ptr.eq(start)]     # the next pass of this channel re-walks it
+                        last_outer = outer == cfg.n_outer - 1
+                        with m.If(cfg.fc):
+                            m.d.sync += outer.eq(outer + 1)
+                            with m.If(last_outer):
+                                m.next = "DRAIN"
+                            with m.Else():
+                                m.next = "CHAN"
+                        with m.Else():
+                            last_x = x0 + p >= cfg.wo
+                            last_y = oy == cfg.ho - 1
+                            with m.If(~last_x):
+                                m.d.sync += x0.eq(x0 + p)
+                            with m.Else():
+                                m.d.sync += x0.eq(0)
+                                with m.If(~last_y):
+                                    m.d.sync += oy.eq(oy + 1)
+                                with m.Else():
+                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1)]
+                                    with m.If(last_outer):
+                                        m.next = "DRAIN"
+                                    with m.Else():
+                                        m.next = "CHAN"
+            with m.State("DRAIN"):
+                m.d.comb += self.in_layer.eq(1)
+                with m.If(self.pipe_idle):
+                    m.d.sync += layer.eq(layer + 1)
+                    with m.If(cfg.last):
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "DESC"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

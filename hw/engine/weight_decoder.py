@@ -1,0 +1,121 @@
+"""Weight-stream decoder: fetches wide weight words and decodes the image's element records.
+
+Each slot of a weight word holds one element record exactly as the weight image stores it
+(:attr:`sparsegate.sw.ir.weight_image.SparseLayer.entry_words`): the int8 value above the packed index
+``cin << (ky_bits + kx_bits) | ky << kx_bits | kx``, with the per-layer field widths (``ib``, ``kyb``,
+``kxb``) taken from the layer descriptor. A conv command selects one slot: its value is broadcast to
+all lanes with its ``(cin, ky, kx)``. An fc command uses every slot: lane ``l`` gets slot ``l``'s value
+and its input index (the ``cin`` field). A ``zero`` command yields weight 0 everywhere (an empty pass).
+
+Fixed-latency pipeline, never stalls (``i.ready`` is always 1; ``o.ready`` is ignored: the engine's
+command queue is the only place that waits). Every block-RAM output goes straight into a register::
+
+    i (cmd) -> [weight memory banks read | cmd] -> [bank words] -> bank select -> [word] -> slot select
+      -> [entry] -> value, index (shifts by the descriptor's widths) -> [s5] -> cin/ky/kx, zero, fc/conv -> [o]
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparsegate.hw.engine.layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
+
+__all__ = ["WeightDecoder", "LATENCY"]
+
+#: Cycles from a command on ``i`` to its element on ``o``.
+LATENCY = 6
+
+#: Weight words per memory bank: the deepest DP16KD configuration that keeps 9-bit slices (2048 x 9).
+BANK_DEPTH = 2048
+
+
+class WeightDecoder(wiring.Component):
+    def __init__(self, geometry: EngineGeometry, weight_words, host_write: bool = False):
+        self.g = geometry
+        self.weight_words = list(weight_words)
+        self.host_write = host_write
+        extra = {"wr": In(mem_write_signature(geometry.lanes * geometry.slot_bits, geometry.weight_depth))} \
+            if host_write else {}
+        super().__init__({**extra,
+            "cfg": In(desc_layout(geometry)),
+            "i": In(stream.Signature(cmd_layout(geometry))),
+            "o": Out(stream.Signature(elem_layout(geometry))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.g
+        p, sb = g.lanes, g.slot_bits
+        word_layout = data.ArrayLayout(unsigned(sb), p)
+        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each): every block RAM output goes
+        # straight into a register, and the bank select is a mux between registers
+        n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
+        depth = min(g.weight_depth, BANK_DEPTH)
+        low = max(1, (depth - 1).bit_length())
+        waddr = self.i.payload.waddr
+        bank_words = []
+        for b in range(n_banks):
+            bank_depth = max(2, min(depth, g.weight_depth - b * depth))     # the last bank holds the rest
+            mem = Memory(shape=unsigned(word_layout.size), depth=bank_depth,
+                         init=self.weight_words[b * depth:(b + 1) * depth])
+            m.submodules[f"wmem{b}"] = mem
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(waddr[:low]), rd.en.eq(1)]
+            if self.host_write:     # run-time loading of the weight words
+                wp = mem.write_port()
+                hit = (self.wr.addr >> low) == b if n_banks > 1 else 1
+                m.d.comb += [wp.en.eq(self.wr.en & hit), wp.addr.eq(self.wr.addr[:low]), wp.data.eq(self.wr.data)]
+            word_b = Signal(word_layout, name=f"word_bank{b}")   # s2: registered next to its block RAMs
+            m.d.sync += word_b.eq(rd.data)
+            bank_words.append(word_b)
+        m.d.comb += self.i.ready.eq(1)
+
+        cl = cmd_layout(g)
+        s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = Signal(), Signal(), Signal(), Signal(), Signal()
+        s1, s2, s3, s4, s5 = Signal(cl), Signal(cl), Signal(cl), Signal(cl), Signal(cl)
+        word3 = Signal(word_layout)      # s3: the addressed bank's word
+        word4 = Signal(word_layout)
+        entry = Signal(sb)               # s4: the conv command's slot
+        bank = (s2.waddr >> low) if n_banks > 1 else 0
+        m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
+                     s2_valid.eq(s1_valid), s2.eq(s1),
+                     s3_valid.eq(s2_valid), s3.eq(s2),
+                     word3.eq(Array(bank_words)[bank] if n_banks > 1 else bank_words[0]),
+                     s4_valid.eq(s3_valid), s4.eq(s3), word4.eq(word3),
+                     entry.eq(word3[s3.slot] if p > 1 else word3[0]),
+                     s5_valid.eq(s4_valid), s5.eq(s4)]
+
+        # s5: records split into value and index (variable field widths from the descriptor, whose derived
+        # masks and shift are registered: the descriptor is static while a layer runs)
+        cfg = self.cfg
+        ib_mask = Signal(sb)
+        ky_mask, kx_mask = Signal(3), Signal(3)
+        ci_shift = Signal(4)
+        m.d.sync += [ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1), ci_shift.eq(cfg.kyb + cfg.kxb),
+                     ky_mask.eq((Const(1, 4) << cfg.kyb) - 1), kx_mask.eq((Const(1, 4) << cfg.kxb) - 1)]
+        value = Signal(signed(8))
+        index = Signal(sb)
+        lane_values = [Signal(signed(8), name=f"value{lane}") for lane in range(p)]
+        lane_index = [Signal(sb, name=f"index{lane}") for lane in range(p)]
+        m.d.sync += [value.eq((entry >> cfg.ib)[:8]), index.eq(entry & ib_mask)]
+        for lane in range(p):
+            m.d.sync += [lane_values[lane].eq((word4[lane] >> cfg.ib)[:8]), lane_index[lane].eq(word4[lane] & ib_mask)]
+
+        out = Signal(elem_layout(g))
+        m.d.comb += [
+            out.ci.eq(index >> ci_shift),
+            out.ky.eq((index >> cfg.kxb) & ky_mask),
+            out.kx.eq(index & kx_mask),
+            out.first.eq(s5.first),
+            out.last.eq(s5.last),
+            out.ctx.eq(s5.ctx),
+        ]
+        for lane in range(p):
+            m.d.comb += [out.w[lane].eq(Mux(s5.zero, 0, Mux(cfg.fc, lane_values[lane], value))),
+                         out.idx[lane].eq(lane_index[lane])]
+        m.d.sync += [self.o.valid.eq(s5_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | self.o.valid)
+        return m

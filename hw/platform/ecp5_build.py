@@ -1,0 +1,348 @@
+"""Build an Amaranth design into a Lattice ECP5 bitstream with the YoWASP tools, and report on it.
+
+Flow: ``platform.build(..., do_build=False)`` renders Amaranth's build plan (RTLIL, LPF constraints,
+``build_<name>.sh``) without its up-front tool check, which would also demand the board's
+programmer (``openFPGALoader`` for the ULX3S) although nothing is programmed. The plan is extracted
+to ``<build_dir>/work`` and its script run with ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` pointing at
+the YoWASP executables (:func:`sparsegate.sim.toolchain.yowasp_env`). nextpnr runs with
+``--report <name>.report.json`` (machine-readable utilisation and Fmax: the primary source) and
+``--timing-allow-fail`` (a slow design still gets a report; :func:`build_ecp5` then decides).
+Its log (``<name>.tim``) is the fallback source, and the only one when placement fails, since the
+utilisation table is printed before placement: that is how a design that does not fit is reported
+as :class:`DesignDoesNotFit` with its numbers.
+
+Outputs in ``build_dir``, each written atomically and removed before a rebuild so a failed build
+never leaves a stale one: ``<name>.bit`` and ``<name>.build.json`` (the :class:`BuildReport`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsegate.sim.toolchain import yowasp_env
+from sparsegate.sw.util.atomic_io import write_bytes, write_json
+
+__all__ = [
+    "CellUsage", "ClockFmax", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
+    "CELL_ALIASES", "parse_nextpnr_report", "parse_nextpnr_log", "check_fits", "build_ecp5",
+]
+
+#: Friendly names for the nextpnr-ecp5 cell types that matter here.
+CELL_ALIASES = {"LUT4": "TRELLIS_COMB", "FF": "TRELLIS_FF", "MULT": "MULT18X18D", "BRAM": "DP16KD",
+                "IO": "TRELLIS_IO"}
+
+
+class BuildFailed(RuntimeError):
+    """A tool in the ECP5 flow failed for a reason other than size; the message has the log's tail."""
+
+
+class DesignDoesNotFit(ValueError):
+    """The design needs more of some resource than the device has; ``overused`` has the numbers."""
+
+    def __init__(self, message: str, overused: dict[str, CellUsage]):
+        super().__init__(message)
+        self.overused = overused
+
+
+class TimingNotMet(ValueError):
+    """Place and route finished but some clock misses its constraint; ``report`` is the full report."""
+
+    def __init__(self, message: str, report: BuildReport):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class CellUsage:
+    """How many cells of one type the design uses, of how many the device has."""
+
+    used: int
+    available: int
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.available if self.available else float(self.used > 0)
+
+    @property
+    def fits(self) -> bool:
+        return self.used <= self.available
+
+
+@dataclass(frozen=True)
+class ClockFmax:
+    """Achieved maximum frequency of one clock net and its constraint (MHz)."""
+
+    achieved_mhz: float
+    constraint_mhz: float | None
+
+    @property
+    def met(self) -> bool:
+        return self.constraint_mhz is None or self.achieved_mhz >= self.constraint_mhz
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a finished ECP5 build produced and measured."""
+
+    design: str
+    device: str
+    package: str
+    speed: str
+    utilisation: dict[str, CellUsage]
+    clocks: dict[str, ClockFmax]
+    bitstream: Path | None
+    build_dir: Path
+    source: str  # "report" (nextpnr --report JSON) or "log" (parsed nextpnr log)
+    elapsed_s: float
+    routed: bool = True  # False: placed only (``place_only``): Fmax is nextpnr's post-placement estimate
+    synth_opts: str = ""  # extra ``synth_ecp5`` options the build needed (see :data:`ABC9_WORKAROUND`)
+
+    def cell(self, kind: str) -> CellUsage:
+        """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""
+        kind = CELL_ALIASES.get(kind, kind)
+        try:
+            return self.utilisation[kind]
+        except KeyError:
+            raise KeyError(f"no cell type {kind!r} in the report; known: {', '.join(sorted(self.utilisation))}") from None
+
+    @property
+    def timing_met(self) -> bool:
+        return all(clock.met for clock in self.clocks.values())
+
+    @property
+    def fmax_mhz(self) -> float | None:
+        """The slowest clock's achieved Fmax (``None`` for a design without clocks)."""
+        return min((c.achieved_mhz for c in self.clocks.values()), default=None)
+
+    def summary(self) -> str:
+        cells = ", ".join(f"{alias} {self.cell(alias).used}/{self.cell(alias).available}"
+                          for alias in ("LUT4", "FF", "MULT", "BRAM") if CELL_ALIASES[alias] in self.utilisation)
+        clocks = "; ".join(f"{name}: {c.achieved_mhz:.2f} MHz ({'met' if c.met else 'FAILED'} "
+                           f"{c.constraint_mhz if c.constraint_mhz is not None else '-'} MHz)"
+                           for name, c in self.clocks.items()) or "no clocks"
+        return f"{self.design} on {self.device}: {cells}; {clocks}"
+
+    def to_dict(self) -> dict:
+        return {
+            "design": self.design, "device": self.device, "package": self.package, "speed": self.speed,
+            "utilisation": {k: {"used": v.used, "available": v.available} for k, v in self.utilisation.items()},
+            "clocks": {k: {"achieved_mhz": v.achieved_mhz, "constraint_mhz": v.constraint_mhz, "met": v.met}
+                       for k, v in self.clocks.items()},
+            "fmax_mhz": self.fmax_mhz, "timing_met": self.timing_met,
+            "bitstream": str(self.bitstream) if self.bitstream else None,
+            "build_dir": str(self.build_dir), "source": self.source, "elapsed_s": round(self.elapsed_s, 3),
+            "routed": self.routed, "synth_opts": self.synth_opts,
+        }
+
+
+def parse_nextpnr_report(report: str | dict) -> tuple[dict[str, CellUsage], dict[str, ClockFmax]]:
+    """Utilisation and per-clock Fmax from nextpnr's ``--report`` JSON (text or decoded)."""
+    data = json.loads(report) if isinstance(report, str) else report
+    if not isinstance(data, dict) or "utilization" not in data:
+        raise ValueError("not a nextpnr report: no 'utilization' section")
+    util = {kind: CellUsage(int(v["used"]), int(v["available"])) for kind, v in data["utilization"].items()}
+    clocks = {}
+    for name, v in (data.get("fmax") or {}).items():
+        constraint = v.get("constraint")
+        clocks[name] = ClockFmax(float(v["achieved"]), None if constraint is None else float(constraint))
+    return util, clocks
+
+
+_UTIL_HEADER = re.compile(r"^Info:\s*Device utilisation:\s*$", re.M)
+_UTIL_LINE = re.compile(r"^Info:\s+(?P<kind>[A-Za-z0-9_]+):\s+(?P<used>\d+)/\s*(?P<avail>\d+)\s+\d+%\s*$")
+_FMAX_LINE = re.compile(r"Max frequency for clock '(?P<name>[^']+)': (?P<fmax>[\d.]+) MHz"
+                        r"(?: \((?:PASS|FAIL) at (?P<target>[\d.]+) MHz\))?")
+
+
+def parse_nextpnr_log(text: str) -> tuple[dict[str, CellUsage], dict[str, ClockFmax]]:
+    """Utilisation (the last ``Device utilisation:`` table) and per-clock Fmax (the last, i.e.
+    post-route, figure for each clock) from a nextpnr-ecp5 log. Either may be empty."""
+    util: dict[str, CellUsage] = {}
+    headers = list(_UTIL_HEADER.finditer(text))
+    if headers:
+        for line in text[headers[-1].end():].lstrip("\n").splitlines():
+            match = _UTIL_LINE.match(line)
+            if not match:
+                break
+            util[match["kind"]] = CellUsage(int(match["used"]), int(match["avail"]))
+    clocks = {}
+    for match in _FMAX_LINE.finditer(text):
+        target = match["target"]
+        clocks[match["name"]] = ClockFmax(float(match["fmax"]), None if target is None else float(target))
+    return util, clocks
+
+
+def check_fits(utilisation: dict[str, CellUsage], *, design: str, device: str, detail: str = "") -> None:
+    """Raise :class:`DesignDoesNotFit` naming every over-used cell type with used/available numbers."""
+    over = {kind: use for kind, use in utilisation.items() if not use.fits}
+    if over:
+        numbers = ", ".join(f"{kind} {use.used}/{use.available} ({use.fraction:.0%})" for kind, use in over.items())
+        raise DesignDoesNotFit(f"design '{design}' does not fit {device}: needs {numbers}"
+                               + (f" [{detail}]" if detail else "") + "; use a larger device or a smaller design",
+                               over)
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _default_platform():
+    from amaranth_boards.ulx3s import ULX3S_25F_Platform
+    return ULX3S_25F_Platform()
+
+
+def _place_only_script(script: str, name: str) -> str:
+    """Amaranth's build script changed to stop after placement: nextpnr ``--no-route`` without
+    ``--textcfg``, no ecppack."""
+    out = []
+    for line in script.splitlines():
+        if line.startswith('"$ECPPACK"'):
+            continue
+        if line.startswith('"$NEXTPNR_ECP5"'):
+            line = re.sub(r" --textcfg \S+", "", line) + " --no-route"
+        out.append(line)
+    if not any("--no-route" in line for line in out):
+        raise BuildFailed(f"cannot make a place-only flow: no nextpnr-ecp5 line in build_{name}.sh")
+    return "\n".join(out) + "\n"
+
+
+#: Yosys 0.70's abc9 asserts while reintegrating some netlists (the engine top at 8 lanes: "Assert
+#: `GetSize(conn.first) == GetSize(conn.second)'" after ABC_OPS_REINTEGRATE); ``abc9 -dff`` takes another
+#: path. A synthesis that fails so is run once more with this option, recorded in ``BuildReport.synth_opts``.
+ABC9_WORKAROUND = ("ABC_OPS_REINTEGRATE", "-dff")
+
+
+def _needs_abc9_workaround(work: Path, name: str) -> bool:
+    rpt = work / f"{name}.rpt"
+    text = rpt.read_text(errors="replace") if rpt.is_file() else ""
+    stage = text.rfind(ABC9_WORKAROUND[0])
+    return stage >= 0 and "ERROR: Assert" in text[stage:]
+
+
+def _add_synth_option(work: Path, name: str, option: str) -> None:
+    script = work / f"{name}.ys"
+    text, count = re.subn(r"^(\s*synth_ecp5\b)", rf"\1 {option}", script.read_text(), flags=re.M)
+    if count != 1:
+        raise BuildFailed(f"cannot add {option} to the synthesis: no single synth_ecp5 line in {script}")
+    script.write_text(text)
+
+
+def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
+               require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
+               timeout_s: float | None = None, place_only: bool = False) -> BuildReport:
+    """Synthesise, place, route and pack ``design`` for an ECP5 board; return its :class:`BuildReport`.
+
+    ``place_only`` stops after placement (nextpnr ``--no-route``, no bitstream): utilisation is final,
+    Fmax is nextpnr's post-placement estimate (``report.routed`` is False), in a fraction of the time.
+
+    ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
+    LFE5U-25F); an instance can be built only once. Raises
+    :class:`~sparsegate.sim.toolchain.ToolNotFoundError` when YoWASP is missing,
+    :class:`DesignDoesNotFit`, :class:`TimingNotMet` (only if ``require_timing``) or
+    :class:`BuildFailed`. Nothing is programmed.
+    """
+    tools = yowasp_env()
+    if platform is None:
+        platform = _default_platform()
+    elif isinstance(platform, type):
+        platform = platform()
+    device = str(platform.device)
+    build_dir = Path(build_dir).resolve()
+    work = build_dir / "work"
+    bit_out, report_out = build_dir / f"{name}.bit", build_dir / f"{name}.build.json"
+    for stale in (bit_out, report_out):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+    opts = ["--report", f"{name}.report.json", "--timing-allow-fail", *nextpnr_opts]
+    plan = platform.build(design, name=name, do_build=False, do_program=False, nextpnr_opts=" ".join(opts))
+    plan.extract(str(work))
+    if place_only:
+        script = work / f"build_{name}.sh"
+        script.write_text(_place_only_script(script.read_text(), name))
+
+    started = time.monotonic()
+    synth_opts = ""
+    while True:
+        try:
+            proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
+        if proc.returncode == 0 or synth_opts or not _needs_abc9_workaround(work, name):
+            break
+        synth_opts = ABC9_WORKAROUND[1]
+        _add_synth_option(work, name, synth_opts)
+    elapsed = time.monotonic() - started
+    (work / "tools.log").write_text(proc.stdout or "")
+    log_path = work / f"{name}.tim"
+    log_text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+
+    if proc.returncode != 0:
+        util, _ = parse_nextpnr_log(log_text)
+        errors = [line for line in log_text.splitlines() if line.startswith("ERROR:")]
+        check_fits(util, design=name, device=device, detail=errors[0] if errors else "")
+        stage = "nextpnr" if log_text else "yosys"
+        raise BuildFailed(f"ECP5 build of '{name}' failed in {stage} (exit {proc.returncode}); "
+                          f"logs in {work}:\n{_tail(proc.stdout or '')}")
+
+    report_path = work / f"{name}.report.json"
+    if report_path.is_file():
+        util, clocks = parse_nextpnr_report(report_path.read_text())
+        source = "report"
+    else:  # e.g. nextpnr options overridden through AMARANTH_nextpnr_opts
+        util, clocks = parse_nextpnr_log(log_text)
+        source = "log"
+    if not clocks:  # nextpnr's --report has no Fmax without routing: take the post-placement figure from the log
+        clocks = parse_nextpnr_log(log_text)[1]
+    if not util:
+        raise BuildFailed(f"ECP5 build of '{name}' finished but nextpnr reported no utilisation (see {work})")
+    check_fits(util, design=name, device=device)
+
+    if place_only:
+        bitstream = None
+    else:
+        bit = work / f"{name}.bit"
+        if not bit.is_file() or bit.stat().st_size == 0:
+            raise BuildFailed(f"ECP5 build of '{name}' finished without a bitstream ({bit} missing or empty)")
+        write_bytes(bit_out, bit.read_bytes())
+        bitstream = bit_out
+
+    report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
+                         utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
+                         source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts)
+    write_json(report_out, report.to_dict())
+    if require_timing and not report.timing_met:
+        raise TimingNotMet(f"timing not met: {report.summary()}", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sparsegate.hw.platform.ecp5_build [--out DIR]``: build the smoke top for the ULX3S 25F."""
+    import argparse
+    import sys
+
+    from sparsegate.hw.platform.smoke_top import SmokeTop
+    from sparsegate.sim.toolchain import ToolNotFoundError
+
+    parser = argparse.ArgumentParser(prog="python -m sparsegate.hw.platform.ecp5_build", description=main.__doc__)
+    parser.add_argument("--out", default="build/ecp5-smoke", help="build folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        report = build_ecp5(SmokeTop(), build_dir=args.out)
+    except (ToolNotFoundError, BuildFailed, DesignDoesNotFit, TimingNotMet) as err:
+        print(f"ecp5 build: error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"bitstream: {report.bitstream} ({report.elapsed_s:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

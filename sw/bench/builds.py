@@ -1,0 +1,160 @@
+"""Design-space sweep: the board top level with the pruned LeNet-5 for lanes P in {1, 4, 8, 16, 32, 64} on
+the ULX3S 25F / 45F / 85F -> LUT4, FF, MULT18X18D, DP16KD and Fmax per point, a Markdown table, a JSON
+file and a plot (``sweep.md``, ``sweep.json``, ``sweep.png`` in the output folder).
+
+Every point goes through :func:`sparsegate.sw.cli.build.build_board` (cached by design digest, so a
+rerun only builds what changed). Points whose block-RAM / DSP estimate is clearly over the device are
+reported as "does not fit" with the estimate, without running the tools; points nextpnr cannot place are
+reported with nextpnr's numbers. Two modes:
+
+* full (default): placed and routed, Fmax is nextpnr's post-route figure (hours for the whole grid on a
+  small machine);
+* ``quick``: placed only (nextpnr ``--no-route``, no bitstream), Fmax is the **post-placement estimate**,
+  labelled as such in every output.
+
+``lanes`` / ``devices`` pick a slice of the grid.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+__all__ = ["run_build_sweep", "LANES", "DEVICES", "main"]
+
+LANES = (1, 4, 8, 16, 32, 64)
+DEVICES = ("25f", "45f", "85f")
+
+
+def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool, log) -> dict:
+    from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
+    from sparsegate.sw.cli.build import build_board
+
+    point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed"}
+    try:
+        info = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
+                           log=lambda s: log("    " + s))
+    except DesignDoesNotFit as err:
+        point.update(status="does not fit", detail=str(err),
+                     over={k: [u.used, u.available] for k, u in err.overused.items()})
+        return point
+    except BuildFailed as err:
+        point.update(status="failed", detail=str(err).splitlines()[0])
+        return point
+    rep = info["report"]
+    util = rep["utilisation"]
+    get = lambda kind: util.get(kind, {}).get("used", 0)  # noqa: E731
+    point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
+                 ebr=get("DP16KD"), fmax=rep["fmax_mhz"], met=rep["timing_met"], seconds=rep["elapsed_s"],
+                 digest=info["digest"], synth_opts=rep.get("synth_opts", ""))
+    return point
+
+
+def _mhz(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _row(p: dict) -> str:
+    if p["status"] == "ok":
+        return (f"| {p['device']} | {p['lanes']} | {p['lut']:,} | {p['ff']:,} | {p['dsp']} | {p['ebr']} | "
+                f"{_mhz(p['fmax'])} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
+    over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in p.get("over", {}).items())
+    return f"| {p['device']} | {p['lanes']} | {p['status']}{': needs ' + over if over else ''} | | | | | | |"
+
+
+def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, clock_mhz: float = 100.0,
+                    image=None, log=print) -> str:
+    """Build every (device, lanes) point; write ``sweep.md``/``sweep.json``/``sweep.png`` under ``out_dir``
+    and return the Markdown. ``quick``: placement only (Fmax = post-placement estimate)."""
+    from sparsegate.sw.util.atomic_io import write_json, write_text
+    from sparsegate.sw.cli.build import default_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lanes_list = tuple(lanes or LANES)
+    devices = tuple(d.lower() for d in (devices or DEVICES))
+    for d in devices:
+        if d not in DEVICES:
+            raise ValueError(f"sweep device must be one of {', '.join(DEVICES)}, got {d!r}")
+    for p in lanes_list:
+        if p not in LANES:
+            raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
+    image = image or default_image()
+    points = []
+    t0 = time.monotonic()
+    for dev in devices:
+        for p in lanes_list:
+            board = f"ulx3s-{dev}"
+            log(f"[sweep] {board} P={p} ({'placement only' if quick else 'place and route'})")
+            points.append(_point(board, dev, p, out_dir / f"{board}-p{p}", image=image, clock_mhz=clock_mhz,
+                                 quick=quick, log=log))
+            write_json(out_dir / "sweep.json", points)      # partial results survive an interrupted sweep
+    plot = _plot(points, out_dir / "sweep.png", quick)
+    fmax = "Fmax (MHz, placement estimate)" if quick else "Fmax (MHz, routed)"
+    table = (f"| device | P | LUT4 | FF | MULT18X18D | DP16KD | {fmax} | met at {clock_mhz:g} MHz | tool s |\n"
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
+    mode = ("**quick mode: placed only, no routing; Fmax is nextpnr's post-placement estimate, not a "
+            "sign-off figure**" if quick else "full mode: placed and routed (Fmax post-route)")
+    md = (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
+          f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
+          f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
+          f"place it; the numbers are what it needs. Sweep time {time.monotonic() - t0:.0f} s.\n\n{table}\n"
+          + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
+                    "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
+                    for p in points if p.get("synth_opts"))
+          + (f"\n![sweep]({plot.name})\n" if plot else ""))
+    write_text(out_dir / "sweep.md", md)
+    return md
+
+
+def _plot(points, path: Path, quick: bool):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:     # pragma: no cover
+        return None
+    ok = [p for p in points if p["status"] == "ok" and p["fmax"] is not None]
+    if not ok:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for dev in sorted({p["device"] for p in ok}):
+        pts = sorted((p for p in ok if p["device"] == dev), key=lambda p: p["lanes"])
+        x = [p["lanes"] for p in pts]
+        ax1.plot(x, [p["lut"] for p in pts], "o-", label=f"{dev} LUT4")
+        ax1.plot(x, [p["ebr"] * 100 for p in pts], "s--", label=f"{dev} DP16KD x100")
+        ax2.plot(x, [p["fmax"] for p in pts], "o-", label=dev)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("lanes P")
+        ax.legend(fontsize=7)
+    ax1.set_ylabel("cells")
+    ax2.set_ylabel("Fmax (MHz, post-placement estimate)" if quick else "Fmax (MHz, routed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    """``python -m sparsegate.sw.bench.builds [--quick] [--lanes 1,4] [--devices 25f] [--out DIR]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sparsegate.sw.bench.builds", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="placement only: Fmax is a post-placement estimate")
+    parser.add_argument("--lanes", help=f"comma-separated subset of {','.join(map(str, LANES))}")
+    parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
+    parser.add_argument("--clock-mhz", type=float, default=100.0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/builds"))
+    args = parser.parse_args(argv)
+    try:
+        lanes = [int(x) for x in args.lanes.split(",")] if args.lanes else None
+        devices = args.devices.split(",") if args.devices else None
+        print(run_build_sweep(args.out, args.quick, lanes=lanes, devices=devices, clock_mhz=args.clock_mhz))
+    except ValueError as err:
+        parser.error(str(err))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

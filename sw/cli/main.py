@@ -1,0 +1,58 @@
+"""The ``sparsegate`` command line: one entry point, one subcommand per feature.
+
+Each subcommand lives in the module that owns the feature and exposes ``configure(parser)`` (arguments,
+no heavy imports) and ``run(args) -> int``. Expected failures raise :class:`CliError` (or a ValueError
+subclass from the data/checkpoint layers) and are printed as one clear line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("sparsegate.sw.cli.train", "train a model on a dataset and write a checkpoint"),
+    "prune": ("sparsegate.sw.cli.prune", "prune a checkpoint (magnitude, global, torch-l1, SRA, ACRA, NRP)"),
+    "quantize": ("sparsegate.sw.cli.quantize", "quantize a checkpoint to int8, report float vs int8 accuracy"),
+    "export": ("sparsegate.sw.cli.export", "write the sparse weight image, hex files and manifest"),
+    "inspect": ("sparsegate.sw.cli.inspect", "print a weight image's layers and storage against other formats"),
+    "simulate": ("sparsegate.sw.cli.simulate", "run a weight image on the cycle-accurate engine, check it bit-exactly"),
+    "snn": ("sparsegate.sw.cli.snn", "spiking MLP: train, prune by spike count, export to integers, simulate the LIF core"),
+    "build": ("sparsegate.sw.cli.build", "build an ECP5 bitstream of the engine + UART host link for a board"),
+    "run": ("sparsegate.sw.cli.run", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
+    "demo": ("sparsegate.sw.flow.demo", "the main job on the embedded MNIST default, resumable"),
+    "bench": ("sparsegate.sw.cli.bench", "run the benchmarks and write BENCHMARKS.md"),
+    "rnn": ("sparsegate.sw.cli.rnn", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsegate", description=(
+        "Prune, quantize and run PyTorch networks on a zero-skipping sparse engine for Lattice ECP5."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.configure(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (CliError, ValueError, OSError) as err:
+        print(f"sparsegate {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsegate {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The command line: help for every subcommand, a small real run, and clear errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sparsegate.sw.cli.main import COMMANDS, main
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: sparsegate " + command in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "sparsegate.sw.cli.main", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_train_command_writes_checkpoint_and_summary(tmp_path, capsys):
+    assert main(["train", "--model", "lenet300", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["model"] == "lenet300" and summary["params"] == 266_610
+    assert 0.8 < summary["test_accuracy"] <= 1.0
+    assert (tmp_path / "model.pt").stat().st_size > 266_610 * 4
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparsegate train: error: --epochs must be at least 1")
+    assert "Traceback" not in err
+    assert main(["train", "--dataset", "mnist", "--out", str(tmp_path)]) == 2
+    assert "needs --data-path" in capsys.readouterr().err
+    assert not (tmp_path / "model.pt").exists()

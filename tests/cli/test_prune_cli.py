@@ -1,0 +1,69 @@
+"""`sparsegate prune` end to end on a tiny budget, and its argument errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparsegate.sw.cli.main import main
+from sparsegate.sw.ml.train import load_checkpoint, save_checkpoint
+from sparsegate.sw.prune.masks import verify_masks
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_lenet5, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 0})
+    return path
+
+
+def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
+    out = tmp_path / "mag"
+    rc = main(["prune", "--method", "magnitude", "--checkpoint", str(checkpoint), "--target-sparsity", "0.6",
+               "--step", "0.6", "--finetune-epochs", "0", "--nrp", "--layers", "fc1,fc2", "--val-size", "200",
+               "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    assert "magnitude + nrp" in capsys.readouterr().out
+    for name in ("model.pt", "layers.json", "layers.md", "prune.json", "layers.png"):
+        assert (out / name).is_file(), name
+    model, masks, meta = load_checkpoint(out / "model.pt")
+    verify_masks(model, masks)
+    summary = json.loads((out / "prune.json").read_text())
+    table = json.loads((out / "layers.json").read_text())
+    assert table["total"]["nonzero_weights"] <= 0.4 * 430_500 + 1
+    assert summary["compression"] == pytest.approx(table["total"]["compression"])
+    assert meta["method"] == "magnitude" and summary["nrp"] is not None
+    assert "| conv1 | conv |" in (out / "layers.md").read_text()
+
+
+def test_prune_acra_uniform_cli(checkpoint, tmp_path):
+    out = tmp_path / "acra"
+    rc = main(["prune", "--method", "acra-uniform", "--checkpoint", str(checkpoint), "--target-flops", "0.5",
+               "--finetune-epochs", "0", "--val-size", "200", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "prune.json").read_text())
+    assert abs(summary["mac_reduction"] - 0.5) <= 0.01
+    assert summary["info"]["granularity"] == "filter"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "magnitude", "--target-sparsity", "1.5"], "target_sparsity must be in [0, 1), got 1.5"),
+    (["--method", "sra", "--target-sparsity", "0.5", "--layers", "conv1,conv9"], "unknown layer 'conv9'"),
+    (["--method", "acra-uniform", "--target-flops", "0.5", "--tolerance", "0"], "tolerance must be in (0, 1), got 0"),
+    (["--method", "acra-sensitivity"], "needs target_flops (--target-flops)"),
+    (["--method", "global"], "needs target_sparsity (--target-sparsity) or max_drop"),
+    (["--method", "sensitivity", "--nrp"], "nrp: neuron re-pruning needs a pruning method"),
+])
+def test_prune_cli_errors(checkpoint, tmp_path, capsys, args, message):
+    rc = main(["prune", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--no-progress",
+               "--finetune-epochs", "0", *args])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparsegate prune: error:") and message in err
+
+
+def test_prune_cli_missing_checkpoint(tmp_path, capsys):
+    rc = main(["prune", "--method", "global", "--target-sparsity", "0.5", "--checkpoint", str(tmp_path / "no.pt"),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and "no such checkpoint" in capsys.readouterr().err

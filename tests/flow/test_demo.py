@@ -1,0 +1,135 @@
+"""The demo pipeline: stages run in order, write their markers, a re-run resumes (and redoes what changed);
+a tiny end-to-end run fills every report section from real stage results."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from sparsegate.sw.flow import demo
+from sparsegate.sw.flow import report as demo_report
+from sparsegate.sw.cli.main import main
+
+
+def test_demo_resumes_from_finished_stages(tmp_path, monkeypatch):
+    calls = []
+
+    def first(run, results, options):
+        calls.append("first")
+        return {"value": 1}
+
+    def second(run, results, options):
+        calls.append("second")
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return {"value": results["first"]["value"] + options.lanes}
+
+    monkeypatch.setattr(demo, "STAGES", [("first", first, str), ("second", second, str)])
+    monkeypatch.setattr(demo, "STAGE_OPTIONS", {"second": ("lanes",)})
+    logs = []
+    with pytest.raises(RuntimeError, match="interrupted"):
+        demo.run_demo(tmp_path, log=logs.append)
+    assert (tmp_path / "first" / "stage.json").is_file()
+    assert not (tmp_path / "second" / "stage.json").exists()
+
+    results = demo.run_demo(tmp_path, log=logs.append)
+    assert calls == ["first", "second", "second"]
+    assert results["second"]["value"] == 1 + demo.DEMO_LANES
+    assert "[first] reused" in "\n".join(logs)
+    assert json.loads((tmp_path / "summary.json").read_text())["second"]["value"] == 1 + demo.DEMO_LANES
+
+    demo.run_demo(tmp_path, log=logs.append)  # nothing changed: nothing runs
+    assert calls == ["first", "second", "second"]
+    results = demo.run_demo(tmp_path, demo.DemoOptions(lanes=8), log=logs.append)  # only `second` depends on lanes
+    assert calls[-1:] == ["second"] and len(calls) == 4 and results["second"]["value"] == 9
+    assert "[second] options changed" in "\n".join(logs)
+
+    demo.run_demo(tmp_path, demo.DemoOptions(lanes=8), fresh=True, log=logs.append)
+    assert calls[-2:] == ["first", "second"]
+
+
+def test_demo_rejects_bad_options(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--lanes", "3", "--no-build"]) == 2
+    assert "--lanes must be a power of two" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown board"):
+        demo.run_demo(tmp_path, demo.DemoOptions(board="no-such-board"))
+    with pytest.raises(ValueError, match="KEP keep fraction"):
+        demo.run_demo(tmp_path, demo.DemoOptions(kep_keep=0.0))
+    assert not any(tmp_path.iterdir())  # checked before any stage ran
+
+
+def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
+    """The bitstream stage calls ``sparsegate build``'s path with the demo's board, lanes and image and keeps
+    resources, Fmax and timing from its BuildReport; ``--no-build`` skips it."""
+    from sparsegate.sw.cli import build as build_command
+
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"IMG")
+    seen = {}
+
+    def fake_build(board, lanes, out, *, image, image_name, clock_mhz, cache, log):
+        seen.update(board=board, lanes=lanes, image=image, clock_mhz=clock_mhz)
+        log("[3/4] cache hit: somewhere")
+        util = {"TRELLIS_COMB": {"used": 8325, "available": 24288}, "TRELLIS_FF": {"used": 3413, "available": 24288},
+                "MULT18X18D": {"used": 7, "available": 28}, "DP16KD": {"used": 46, "available": 56}}
+        return {"board": board, "description": "ULX3S", "lanes": lanes, "clock_mhz": clock_mhz, "image": image_name,
+                "digest": "abc", "tools": {}, "bitstream": str(out / "top.bit"),
+                "report": {"device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "utilisation": util,
+                           "clocks": {"sync": {"achieved_mhz": 51.5, "constraint_mhz": 100.0, "met": False}},
+                           "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0}}
+
+    monkeypatch.setattr(build_command, "build_board", fake_build)
+    results = {"export": {"image": str(image)}}
+    r = demo._stage_build(tmp_path, results, demo.DemoOptions())
+    assert seen == {"board": "ulx3s-25f", "lanes": 4, "image": b"IMG", "clock_mhz": 100.0}
+    assert r["resources"]["DP16KD"] == {"used": 46, "available": 56} and r["resources"]["LUT4"]["used"] == 8325
+    assert r["fmax_mhz"] == 51.5 and r["timing_met"] is False and r["cache_hit"]
+    section = "\n".join(demo_report._build_section(r))
+    assert "| DP16KD | 46 | 56 | 82.1 |" in section and "| `sync` | 51.5 | 100.0 | **NO** |" in section
+    assert "timing **NOT met**" in section
+    assert demo._stage_build(tmp_path, results, demo.DemoOptions(build=False))["skipped"]
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tmp_path):
+    """Every real stage on a tiny budget (1 training epoch, 2 rounds, 2 digits on Verilator, no bitstream)."""
+    options = demo.DemoOptions(lanes=4, build=False, samples=2, epochs=1, rounds=2, finetune_epochs=1,
+                               kep_finetune_epochs=1, progress=False)
+    logs = []
+    results = demo.run_demo(tmp_path, options, log=logs.append)
+    assert [name for name, *_ in demo.STAGES] == list(results)
+    for name in results:
+        assert (tmp_path / name / "stage.json").is_file()
+
+    kep = results["kep"]
+    assert kep["after"]["conv_sparsity"] > kep["before"]["conv_sparsity"]
+    assert kep["checkpoint"] == (kep["kep_checkpoint"] if kep["accepted"] else results["prune"]["checkpoint"])
+    base = results["baseline"]
+    assert len(base["history"]) == 2 and base["method"] == "torch-l1"
+    sim = results["simulate"]
+    assert sim["ok"] and sim["lanes"] == 4 and sim["samples"] == 2
+    assert len(sim["cycles"]) == len(sim["dense_model"]) == len(sim["utilization"]) == 4
+    assert all(0 < u <= 1 for u in sim["utilization"]) and sum(sim["dense_model"]) > sum(sim["cycles"])
+    assert sim["agreement"]["engine_vs_torch_int"] == 2
+    assert results["build"]["skipped"]
+
+    md = (tmp_path / "report.md").read_text()
+    for heading in ("Per-layer sparsity and kept weights", "KEP on the conv layers", "Accuracy vs compression",
+                    "Engine cycles, sparse vs dense", "Storage", "FPGA resources and Fmax", "Agreement"):
+        assert f"## {heading}" in md
+    assert "torch global L1" in md and "utilization" in md and "--no-build" in md
+    assert not re.search(r"\b(nan|None)\b", md)
+    page = (tmp_path / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<td>conv1</td>" in page and re.search(r"<td class='num'>\d+\.\d\d%</td>", page)  # figures right-aligned
+
+    recap = demo.format_recap(results, 1.0).splitlines()
+    assert [line.split()[0] for line in recap[2:-1]] == [name for name, *_ in demo.STAGES]
+    assert "(reused)" not in "\n".join(recap) and "bitstream skipped (--no-build)" in recap[-3]
+
+    logs.clear()
+    again = demo.run_demo(tmp_path, options, log=logs.append)  # resumes: every stage reused
+    assert sum("reused" in line for line in logs) == len(demo.STAGES)
+    assert all(line.split()[3] == "(reused)" for line in demo.format_recap(again, 1.0).splitlines()[2:-1])

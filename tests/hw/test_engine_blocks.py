@@ -1,0 +1,300 @@
+"""Unit tests of the engine's blocks under Amaranth's simulator, each against a plain-Python model of the
+block. The datapath blocks never stall (their ``o.ready`` is ignored), so their inputs get seeded random
+valid gaps and their outputs are always ready; the sequencer's command stream gets random ready stalls
+(the command queue filling up)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from sparsegate.hw.engine.act_buffer import ActBuffer
+from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_in_layout, mac_out_layout, pack,
+                                          unpack, write_layout)
+from sparsegate.hw.engine.cycle_model import layer_passes
+from sparsegate.hw.engine.mac_array import MacArray
+from sparsegate.hw.engine.output_stage import OutputStage
+from sparsegate.hw.engine.sequencer import Sequencer
+from sparsegate.hw.engine.weight_decoder import WeightDecoder
+from sparsegate.sim.engine.amaranth_sim import small_program
+from sparsegate.sim.engine.streams import run_streams
+from sparsegate.sw.ir.golden import requantize
+
+
+def _field(layout, bits, *path):
+    """Read a (possibly nested / array) field of a packed integer."""
+    from amaranth.lib import data
+    offset, shape = 0, layout
+    for key in path:
+        if isinstance(shape, data.ArrayLayout):
+            elem = data.Layout.cast(shape.elem_shape).size if isinstance(shape.elem_shape, data.Layout) \
+                else shape.elem_shape.width
+            offset += key * elem
+            shape = shape.elem_shape
+        else:
+            f = shape[key]
+            offset += f.offset
+            shape = f.shape
+    from amaranth.hdl import Shape
+    s = Shape.cast(shape) if not isinstance(shape, data.Layout) else None
+    width = s.width if s is not None else data.Layout.cast(shape).size
+    v = (bits >> offset) & ((1 << width) - 1)
+    if s is not None and s.signed and v >> (width - 1):
+        v -= 1 << width
+    return v
+
+
+# ------------------------------------------------------------------------------------------ MAC array
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_mac_array_random_gaps(lanes):
+    g = EngineGeometry(lanes=lanes)
+    rng = random.Random(lanes)
+    items, expected, acc = [], [], [0] * lanes
+    ml = mac_in_layout(g)
+    for group in range(25):
+        size = rng.randint(1, 6)
+        for k in range(size):
+            w = [rng.randint(-127, 127) for _ in range(lanes)]
+            a = [rng.randint(-128, 127) for _ in range(lanes)]
+            acc = [(0 if k == 0 else s) + wi * ai for s, wi, ai in zip(acc, w, a)]
+            ctx = {"tile": group, "oy": 3, "x0": 0, "nvalid": lanes}
+            items.append({"w": w, "a": a, "first": k == 0, "last": k == size - 1, "ctx": ctx})
+        expected.append((acc, group))
+    dut = MacArray(g)
+    got = run_streams(dut, {dut.i: items}, {dut.o: len(expected)}, seed=lanes, ready_prob=1.0)[dut.o]
+    ol = mac_out_layout(g)
+    for bits, (acc, group) in zip(got, expected):
+        assert [_field(ol, bits, "acc", j) for j in range(lanes)] == acc
+        assert _field(ol, bits, "ctx", "tile") == group
+
+
+# ------------------------------------------------------------------------------------ weight decoder
+
+def test_weight_decoder_random_gaps():
+    prog = small_program(lanes=4, seed=3)
+    g = prog.geometry
+    rng = random.Random(5)
+    for layer_i in (0, 2):            # a conv layer and an fc layer
+        desc = prog.layers[layer_i].desc
+        cmds = []
+        for _ in range(60):
+            cmds.append({"waddr": rng.randrange(len(prog.weight_words)), "slot": rng.randrange(4),
+                         "zero": rng.random() < 0.1, "first": 1, "last": rng.random() < 0.5,
+                         "ctx": {"tile": rng.randrange(9), "oy": 1, "x0": 4, "nvalid": 3}})
+        dut = WeightDecoder(g, prog.weight_words)
+
+        async def setup(ctx, d=desc):
+            ctx.set(dut.cfg.as_value(), pack(desc_layout(g), d))
+
+        got = run_streams(dut, {dut.i: cmds}, {dut.o: len(cmds)}, seed=layer_i, setup=setup,
+                          ready_prob=1.0)[dut.o]
+        from sparsegate.hw.engine.layouts import elem_layout
+        el = elem_layout(g)
+        ib, kyb, kxb = desc["ib"], desc["kyb"], desc["kxb"]
+        for cmd, bits in zip(cmds, got):
+            word = prog.weight_words[cmd["waddr"]]
+            slots = [(word >> (g.slot_bits * j)) & ((1 << g.slot_bits) - 1) for j in range(4)]
+
+            def value(e):
+                v = (e >> ib) & 0xFF
+                return v - 256 if v & 0x80 else v
+            if desc["fc"]:
+                want_w = [0 if cmd["zero"] else value(s) for s in slots]
+                assert [_field(el, bits, "idx", j) for j in range(4)] == [s & ((1 << ib) - 1) for s in slots]
+            else:
+                e = slots[cmd["slot"]]
+                want_w = [0 if cmd["zero"] else value(e)] * 4
+                index = e & ((1 << ib) - 1)
+                assert _field(el, bits, "ci") == index >> (kyb + kxb)
+                assert _field(el, bits, "ky") == (index >> kxb) & ((1 << kyb) - 1)
+                assert _field(el, bits, "kx") == index & ((1 << kxb) - 1)
+            assert [_field(el, bits, "w", j) for j in range(4)] == want_w
+            assert _field(el, bits, "last") == cmd["last"]
+            assert _field(el, bits, "ctx", "tile") == cmd["ctx"]["tile"]
+
+
+# ------------------------------------------------------------------------------------ activation buffer
+
+@pytest.mark.parametrize("lanes,stride,pad,fc", [(4, 1, 2, False), (4, 2, 1, False), (1, 2, 3, False),
+                                                 (8, 1, 0, True)])
+def test_act_buffer_shifted_reads(lanes, stride, pad, fc):
+    from sparsegate.hw.engine.layouts import elem_layout, wide_write_layout
+    from sparsegate.hw.engine.program import conv_layout
+    g = EngineGeometry(lanes=lanes, act_depth=256)
+    nb = g.banks
+    rng = np.random.default_rng(lanes + stride + pad)
+    c, h, w = 3, 7, 13
+    fmap = rng.integers(-128, 128, size=(c, h, w))
+    vec = rng.integers(-128, 128, size=100)
+    hb, wb, words = conv_layout((c, h, w), nb)
+    half = 1
+    writes = []
+    if fc:
+        for i, v in enumerate(vec):
+            writes.append({"addr": (half << g.act_aw) | i, "data": [int(v) & 0xFF] * nb, "mask": (1 << nb) - 1})
+    else:
+        mem = np.zeros((words, nb), dtype=np.int64)
+        for ci in range(c):
+            for y in range(h):
+                for x in range(w):
+                    mem[(ci << (hb + wb)) | (y << wb) | (x // nb), x % nb] = int(fmap[ci, y, x]) & 0xFF
+        for a in range(words):
+            writes.append({"addr": (half << g.act_aw) | a, "data": [int(v) for v in mem[a]],
+                           "mask": int(rng.integers(0, 1 << nb)) | 1})
+            writes.append({"addr": (half << g.act_aw) | a, "data": [int(v) for v in mem[a]],
+                           "mask": (1 << nb) - 1})
+    desc = dict(fc=fc, stride2=stride == 2, pad=pad, in_half=half, in_h=h, in_w=w, in_hb=hb, in_wb=wb)
+    elems, expected = [], []
+    prng = random.Random(7)
+    for _ in range(50):
+        wv = [prng.randint(-127, 127) for _ in range(lanes)]
+        if fc:
+            idx = [prng.randrange(100) for _ in range(lanes)]
+            elems.append({"w": wv, "idx": idx, "first": 1, "last": 1, "ctx": {"nvalid": lanes}})
+            expected.append([int(vec[i]) for i in idx])
+        else:
+            ci, ky, kx = prng.randrange(c), prng.randrange(5), prng.randrange(5)
+            oy, x0 = prng.randrange(0, h // stride + 1), prng.randrange(0, w // stride + 1)
+            elems.append({"w": wv, "ci": ci, "ky": ky, "kx": kx, "first": 0, "last": 0,
+                          "ctx": {"oy": oy, "x0": x0, "nvalid": lanes}})
+            row = []
+            for j in range(lanes):
+                y, x = oy * stride + ky - pad, (x0 + j) * stride + kx - pad
+                row.append(int(fmap[ci, y, x]) if 0 <= y < h and 0 <= x < w else 0)
+            expected.append(row)
+    dut = ActBuffer(g)
+
+    async def setup(ctx):
+        ctx.set(dut.cfg.as_value(), pack(desc_layout(g), desc))
+        for item in writes:      # load through the write port (one word per cycle)
+            ctx.set(dut.wr.payload, item)
+            ctx.set(dut.wr.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.wr.valid, 0)
+        await ctx.tick()
+
+    got = run_streams(dut, {dut.i: elems}, {dut.o: len(elems)}, seed=lanes * 3 + stride, setup=setup,
+                      ready_prob=1.0)[dut.o]
+    ml = mac_in_layout(g)
+    for e, bits, want in zip(elems, got, expected):
+        assert [_field(ml, bits, "a", j) for j in range(lanes)] == want, e
+        assert [_field(ml, bits, "w", j) for j in range(lanes)] == e["w"]
+    del elem_layout, wide_write_layout
+
+
+# ------------------------------------------------------------------------------------------ output stage
+
+@pytest.mark.parametrize("mode", ["conv", "conv_pool_flat", "fc"])
+def test_output_stage_random_gaps(mode):
+    lanes = 4
+    rng = np.random.default_rng({"conv": 1, "conv_pool_flat": 2, "fc": 3}[mode])
+    cout = 3
+    bias = rng.integers(-5000, 5000, size=cout + 8)
+    mult = rng.integers(0, 1 << 16, size=cout + 8)
+    shift = rng.integers(10, 24, size=cout + 8)
+    dest = rng.permutation(cout + 8)
+    g = EngineGeometry(lanes=lanes, act_depth=256, param_depth=32, pool_width=8)
+    from sparsegate.hw.engine.layouts import param_layout
+    params = [pack(param_layout(g), {"bias": int(b), "mult": int(m), "shift": int(s), "dest": int(d)})
+              for b, m, s, d in zip(bias, mult, shift, dest)]
+    relu = mode != "conv"
+    pool = mode == "conv_pool_flat"
+    nb = g.banks
+    ho, wo = (4, 6) if mode != "fc" else (1, 1)
+    tiles, expected = [], []
+    if mode == "fc":
+        n_out = 11
+        acc = rng.integers(-(1 << 20), 1 << 20, size=n_out + 1)
+        for r in range(3):
+            nvalid = min(lanes, n_out - r * lanes)
+            a = [int(v) for v in acc[r * lanes:r * lanes + lanes]] + [0] * (lanes - nvalid)
+            a = a[:lanes]
+            tiles.append({"acc": a, "ctx": {"tile": r, "nvalid": nvalid}})
+            for lane in range(nvalid):
+                s = r * lanes + lane
+                y = requantize(np.array([[a[lane] + bias[s]]]), mult[s], shift[s])[0, 0]
+                expected.append((0xFF, int(dest[s]), int(max(y, 0)) & 0xFF))
+        desc = dict(fc=1, relu=1, out_repl=1, out_half=1, prm_base=0, n_out=n_out)
+    else:
+        acc = rng.integers(-(1 << 20), 1 << 20, size=(cout, ho, wo))
+        for co in range(cout):
+            for oy in range(ho):
+                for x0 in range(0, wo, lanes):
+                    nvalid = min(lanes, wo - x0)
+                    a = [int(v) for v in acc[co, oy, x0:x0 + nvalid]] + [0] * (lanes - nvalid)
+                    tiles.append({"acc": a, "ctx": {"tile": co, "oy": oy, "x0": x0, "nvalid": nvalid}})
+        y = requantize((acc + bias[:cout, None, None])[None], mult[:cout], shift[:cout])[0]
+        if relu:
+            y = np.maximum(y, 0)
+        if pool:
+            y = y.reshape(cout, ho // 2, 2, wo // 2, 2).max(axis=(2, 4))
+        out_hb, out_wb = 2, 0
+        counter = 0
+        for co in range(cout):
+            for py in range(y.shape[1]):
+                for px in range(y.shape[2]):
+                    v = int(y[co, py, px]) & 0xFF
+                    if pool:
+                        expected.append((0xFF, counter, v))
+                        counter += 1
+                    else:
+                        expected.append((px % nb, (co << (out_hb + out_wb)) | (py << out_wb) | (px // nb), v))
+        desc = dict(fc=0, relu=relu, pool=pool, out_repl=pool, out_half=1, out_hb=out_hb, out_wb=out_wb,
+                    prm_base=0)
+    dut = OutputStage(g, params)
+
+    async def setup(ctx):
+        ctx.set(dut.cfg.as_value(), pack(desc_layout(g), desc))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+
+    got = run_streams(dut, {dut.i: tiles}, {dut.o: len(expected)}, seed=5, setup=setup, ready_prob=1.0)[dut.o]
+    wl = write_layout(g)
+    decoded = []
+    for bits in got:
+        f = unpack(wl, bits)
+        assert f["addr"] >> g.act_aw == 1
+        decoded.append((0xFF if f["bcast"] else f["bank"], f["addr"] & ((1 << g.act_aw) - 1), f["data"]))
+    assert decoded == expected
+
+
+# ------------------------------------------------------------------------------------------- sequencer
+
+def test_sequencer_commands_with_stalls():
+    prog = small_program(lanes=4, seed=11)
+    g = prog.geometry
+    expected = []
+    from sparsegate.hw.engine.layouts import chan_layout, cmd_layout
+    cl = chan_layout(g)
+    for plan in prog.layers:
+        d = plan.desc
+        for o in range(d["n_outer"]):
+            ch = unpack(cl, prog.chan_words[d["chan_base"] + o])
+            passes = plan.passes_per_outer
+            for j in range(passes):
+                k = max(1, ch["count"])
+                for e in range(k):
+                    if plan.kind == "fc":
+                        waddr, slot = ch["start"] + e, 0
+                    else:
+                        waddr, slot = (ch["start"] + e) // 4, (ch["start"] + e) % 4
+                    nvalid = plan.nvalid[j] if plan.kind == "conv" else plan.nvalid[o]
+                    expected.append((waddr, slot, int(ch["count"] == 0), int(e == 0), int(e == k - 1), o, nvalid))
+    assert len(expected) == sum(p[1] for plan in prog.layers for p in layer_passes(plan))
+    dut = Sequencer(g, prog.desc_words, prog.chan_words)
+
+    async def setup(ctx):
+        ctx.set(dut.pipe_idle, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+
+    got = run_streams(dut, {}, {dut.cmd: len(expected)}, seed=2, ready_prob=0.5, settle=40, setup=setup)[dut.cmd]
+    cl2 = cmd_layout(g)
+    decoded = [(_field(cl2, b, "waddr"), _field(cl2, b, "slot"), _field(cl2, b, "zero"), _field(cl2, b, "first"),
+                _field(cl2, b, "last"), _field(cl2, b, "ctx", "tile"), _field(cl2, b, "ctx", "nvalid"))
+               for b in got]
+    assert decoded == expected
