@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparsegate.sim.toolchain import ToolNotFoundError, require_icarus, verilator_env
+from sparsegate.sw.util.toolchain import ToolNotFoundError, require_icarus, verilator_env
 from sparsegate.sw.util.atomic_io import write_text
 
 __all__ = ["SIMULATORS", "DEFAULT_TIMESCALE", "VERILATOR_BUILD_ARGS", "CocotbResult", "SimulationFailed",
@@ -170,7 +170,7 @@ def build_sim(design, *, toplevel: str, build_dir: str | Path, sim: str = "veril
     """Write ``design`` as Verilog (top module ``toplevel``) and build it for ``sim``.
 
     ``design`` is an Amaranth ``wiring.Component``, Verilog text, or ``None`` when ``extra_sources``
-    already hold the whole design. Raises :class:`~sparsegate.sim.toolchain.ToolNotFoundError` when
+    already hold the whole design. Raises :class:`~sparsegate.sw.util.toolchain.ToolNotFoundError` when
     the simulator is missing and :class:`SimulationFailed` when the build fails.
     """
     if sim not in SIMULATORS:

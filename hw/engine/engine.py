@@ -23,7 +23,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.act_buffer import ActBuffer
 from sparsegate.hw.engine.layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
@@ -31,9 +31,13 @@ from sparsegate.hw.engine.mac_array import MacArray
 from sparsegate.hw.engine.output_stage import OutputStage
 from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
+from sparsegate.hw.link.host_port import HostPortSignature
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
-           "QUEUE_DEPTH"]
+           "QUEUE_DEPTH", "CORE_NAME"]
+
+#: The engine's name on the host link (the ID reply's core kind, ``--core``).
+CORE_NAME = "sparse"
 
 #: Commands the queue between the sequencer and the datapath holds (LUT RAM).
 QUEUE_DEPTH = 16
@@ -67,29 +71,32 @@ def host_memories(program) -> dict:
 
 
 class SparseEngine(wiring.Component):
-    """``host_write=True`` adds a write port into every program memory (``wr_en``, ``wr_mem`` = index in
-    :data:`HOST_MEMS`, ``wr_addr``, ``wr_data`` LSB-aligned), so a host can load a weight image's memory
-    words and input samples at run time; write only while the engine is idle."""
+    """The engine, its program memories initialised from ``program``; its signature is the host port.
+
+    ``host_write=True`` adds a write port into every program memory, so a host can load a weight image's
+    memory words and input samples at run time; write only while the engine is idle.
+
+    Members (:class:`~sparsegate.hw.link.host_port.HostPortSignature`)
+    -------
+    start, sample : ``In``
+        Pulse ``start`` to run input slot ``sample``.
+    busy, done : ``Out(1)``
+        Running; the last layer's outputs are written.
+    dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
+        Debug register read (combinational; :func:`dbg_map`).
+    wr_en, wr_mem, wr_addr, wr_data : ``In``
+        ``host_write=True`` only: ``wr_mem`` = index in :data:`HOST_MEMS`, ``wr_data`` LSB-aligned.
+    """
 
     def __init__(self, program, host_write: bool = False):
         self.program = program
         self.g = g = program.geometry
         self.dbg_names = dbg_map(g)
         self.host_write = host_write
-        extra = {}
         if host_write:
-            mems = host_memories(program)
-            extra = {"wr_en": In(1), "wr_mem": In(3),
-                     "wr_addr": In(max((d - 1).bit_length() for _, d in mems.values())),
-                     "wr_data": In(max(w for w, _ in mems.values()))}
-        super().__init__({**extra,
-            "start": In(1),
-            "sample": In(16),
-            "done": Out(1),
-            "busy": Out(1),
-            "dbg_sel": In(8),
-            "dbg_data": Out(32),
-        })
+            super().__init__(HostPortSignature.for_memories(host_memories(program).values()))
+        else:
+            super().__init__(HostPortSignature())
 
     def elaborate(self, platform):
         m = Module()
@@ -119,11 +126,13 @@ class SparseEngine(wiring.Component):
         # array's output register will be free (the output stage takes one pixel per cycle)
         cl = cmd_layout(g)
         m.submodules.queue = queue = SyncFIFO(width=cl.size, depth=QUEUE_DEPTH)
-        m.d.comb += [queue.w_en.eq(seq.cmd.valid), queue.w_data.eq(seq.cmd.payload), seq.cmd.ready.eq(queue.w_rdy)]
-        head = cl(queue.r_data)
+        # (hand-wired: the queue's streams carry plain bits, the command stream a layout)
+        q_in, q_out = queue.w_stream, queue.r_stream
+        m.d.comb += [q_in.valid.eq(seq.cmd.valid), q_in.payload.eq(seq.cmd.payload), seq.cmd.ready.eq(q_in.ready)]
+        head = cl(q_out.payload)
         gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
         release = Signal()
-        m.d.comb += [release.eq(queue.r_rdy & (~head.last | (gap == 0))), queue.r_en.eq(release),
+        m.d.comb += [release.eq(q_out.valid & (~head.last | (gap == 0))), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
         with m.If(release & head.last):
             m.d.sync += gap.eq(head.ctx.nvalid - 1)
@@ -140,7 +149,7 @@ class SparseEngine(wiring.Component):
         m.d.comb += [
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
                      self.done.eq(seq.done), self.busy.eq(seq.busy)]
-        m.d.comb += seq.pipe_idle.eq(~(queue.r_rdy | wdec.busy | abuf.busy | mac.busy | ostage.busy))
+        m.d.comb += seq.pipe_idle.eq(~(q_out.valid | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
         # input load: sequencer address -> input memory -> [registered twice] -> all banks of half 0
         load_v, load_v2, load_v3 = Signal(), Signal(), Signal()
@@ -152,7 +161,6 @@ class SparseEngine(wiring.Component):
         m.d.comb += in_rd.addr.eq(seq.load_addr)
         wr = abuf.wr.payload
         ow = ostage.o.payload
-        m.d.comb += ostage.o.ready.eq(1)
         with m.If(load_v3):
             m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i3), wr.mask.eq((1 << nb) - 1)]
             for b in range(nb):
@@ -215,7 +223,7 @@ class SparseEngine(wiring.Component):
                         m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
         last = Signal()
         m.d.comb += last.eq(seq.layer == n_layers - 1)
-        lg_res = (g.n_results - 1).bit_length()
+        lg_res = ceil_log2(g.n_results)
         with m.If(out_v & last & (seen.addr[:aw] < g.n_results)):
             with m.Switch(seen.addr[:lg_res]):
                 for k in range(g.n_results):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
+from amaranth.utils import ceil_log2
 
 __all__ = ["EngineGeometry", "desc_layout", "chan_layout", "param_layout", "tile_layout", "cmd_layout",
            "elem_layout", "mac_in_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
@@ -22,11 +23,6 @@ SIG_ROT = 3            # per-layer output signature: sig = rotl(sig, SIG_ROT) ^ 
 DIM_BITS = 10          # feature-map heights / widths up to 1023
 COUNT_BITS = 16        # nonzeros per output channel / FC round length
 TILE_BITS = 16         # output channels / FC rounds per layer
-
-
-def _bits(n: int) -> int:
-    """Bits of an unsigned field holding 0 .. n-1 (at least 1)."""
-    return max(1, (int(n) - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class EngineGeometry:
 
     @property
     def lg_lanes(self) -> int:
-        return (self.lanes - 1).bit_length()
+        return ceil_log2(self.lanes)
 
     @property
     def lg_banks(self) -> int:
@@ -67,11 +63,11 @@ class EngineGeometry:
     @property
     def act_aw(self) -> int:
         """Address bits inside one half of a bank."""
-        return max(1, (self.act_depth - 1).bit_length())
+        return max(1, ceil_log2(self.act_depth))
 
     @property
     def waddr_bits(self) -> int:
-        return _bits(self.weight_depth)
+        return max(1, ceil_log2(self.weight_depth))
 
     @property
     def nvalid_bits(self) -> int:
@@ -92,7 +88,7 @@ def desc_layout(g: EngineGeometry) -> data.StructLayout:
         "n_outer": TILE_BITS,           # conv: output channels; fc: rounds of `lanes` neurons
         "ho": DIM_BITS, "wo": DIM_BITS,  # conv output rows/columns walked (even when pooling)
         "out_hb": 4, "out_wb": 4,
-        "chan_base": _bits(g.chan_depth), "prm_base": _bits(g.param_depth),
+        "chan_base": max(1, ceil_log2(g.chan_depth)), "prm_base": max(1, ceil_log2(g.param_depth)),
         "n_out": TILE_BITS,             # fc: output neurons (masks the last round)
     })
 

@@ -3,7 +3,7 @@ input and output registers), one 32-bit accumulator per lane.
 
 Items carry ``w[P]``, ``a[P]`` and the pass flags: ``first`` restarts every accumulator, ``last`` copies
 the P sums (with the pass context) into the output register, which doubles as the shadow bank the
-output stage drains while the next pass accumulates. The array never stalls (``i.ready`` is always 1):
+output stage drains while the next pass accumulates. The array never stalls (``i`` is ``always_ready``):
 the engine's command queue spaces ``last`` items so that one reaches the accumulators only when the
 output register is free or being read in that cycle (``o.ready``)::
 
@@ -24,10 +24,22 @@ LATENCY = 2
 
 
 class MacArray(wiring.Component):
+    """P registered multiply-accumulate lanes (module docstring: pipeline, pass flags).
+
+    Members
+    -------
+    i : ``In(stream.Signature(mac_in_layout), always_ready=True)``
+        Weights, activations and the pass context; never stalls.
+    o : ``Out(stream.Signature(mac_out_layout))``
+        A pass's P sums with its context, held until the output stage takes the pass.
+    busy : ``Out(1)``
+        Items in the pipeline or a pass in the output register.
+    """
+
     def __init__(self, geometry: EngineGeometry):
         self.g = geometry
         super().__init__({
-            "i": In(stream.Signature(mac_in_layout(geometry))),
+            "i": In(stream.Signature(mac_in_layout(geometry), always_ready=True)),
             "o": Out(stream.Signature(mac_out_layout(geometry))),
             "busy": Out(1),
         })
@@ -45,7 +57,6 @@ class MacArray(wiring.Component):
         s2_prod = [Signal(signed(16), name=f"s2_prod{j}") for j in range(p)]
         acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
 
-        m.d.comb += self.i.ready.eq(1)
         m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
                      s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
         for j in range(p):

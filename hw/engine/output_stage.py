@@ -3,7 +3,7 @@ cycle, written back into the other half of the activation buffer.
 
 It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle (accepting
 the pass on its last pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array
-accumulates the next pass meanwhile). It never stalls: ``o.ready`` is ignored (the activation buffer's
+accumulates the next pass meanwhile). It never stalls: ``o`` is ``always_ready`` (the activation buffer's
 write port is always ready). Arithmetic is the golden model's (docs/arithmetic.md), one step per
 register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
 MULT18X18D-sized halves)::
@@ -36,6 +36,24 @@ LATENCY = 10
 
 
 class OutputStage(wiring.Component):
+    """Bias, requantisation, ReLU and pooling, one pixel per cycle (module docstring: pipeline, pooling).
+
+    Members
+    -------
+    cfg : ``In(desc_layout)``
+        The running layer's descriptor (output layout, pooling, parameter base).
+    clear : ``In(1)``
+        A new layer starts: reset the output counter and the pooling row.
+    i : ``In(stream.Signature(mac_out_layout))``
+        The MAC array's passes; one is accepted on its last pixel.
+    o : ``Out(stream.Signature(write_layout), always_ready=True)``
+        Activation writes into the next layer's half of the buffer (never waits).
+    busy : ``Out(1)``
+        Pixels in the pipeline.
+    wr : ``In(mem_write_signature(...))``
+        ``host_write=True`` only: writes into the parameter memory.
+    """
+
     def __init__(self, geometry: EngineGeometry, param_words, host_write: bool = False):
         self.g = geometry
         self.param_words = list(param_words)
@@ -46,7 +64,7 @@ class OutputStage(wiring.Component):
             "cfg": In(desc_layout(geometry)),
             "clear": In(1),
             "i": In(stream.Signature(mac_out_layout(geometry))),
-            "o": Out(stream.Signature(write_layout(geometry))),
+            "o": Out(stream.Signature(write_layout(geometry), always_ready=True)),
             "busy": Out(1),
         })
 

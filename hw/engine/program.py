@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, run_network
+from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, index_width, run_network
 from sparsegate.sw.ir.weight_image import sparse_layer
 
 from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
@@ -35,18 +35,14 @@ __all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expe
 MAX_RESULTS = 16
 
 
-def _bits(n: int) -> int:
-    return max(0, int(n) - 1).bit_length()
-
-
 def _pow2(n: int) -> int:
-    return 1 << _bits(max(1, n))
+    return 1 << index_width(max(1, n))
 
 
 def conv_layout(shape: tuple, banks: int) -> tuple[int, int, int]:
     """``(hb, wb, words)`` of a (C, H, W) map in ``banks`` interleaved banks."""
     c, h, w = shape
-    hb, wb = _bits(h), _bits(-(-w // banks))
+    hb, wb = index_width(h), index_width(-(-w // banks))
     return hb, wb, c << (hb + wb)
 
 

@@ -24,7 +24,31 @@ __all__ = ["Sequencer"]
 
 
 class Sequencer(wiring.Component):
-    """Layer/pass/element walker. Memories: layer descriptors and the channel/round table (initialised)."""
+    """Layer/pass/element walker. Memories: layer descriptors and the channel/round table (initialised).
+
+    Members
+    -------
+    start, sample : ``In``
+        Pulse ``start`` to run input slot ``sample``.
+    busy, done : ``Out(1)``
+        Running; the last layer is written.
+    cfg : ``Out(desc_layout)``
+        The current layer's descriptor, for the datapath blocks.
+    cmd : ``Out(stream.Signature(cmd_layout))``
+        Element commands into the engine's queue (``cmd.ready``: the queue's room).
+    pipe_idle : ``In(1)``
+        The datapath has drained (a layer ends only then).
+    clear : ``Out(1)``
+        One-cycle pulse when a layer's descriptor is latched.
+    layer, in_layer : ``Out``
+        The current layer's index; it is running (descriptor read .. drained).
+    load_en, load_addr, load_index : ``Out``
+        The input load: input memory address and activation index of each word.
+    stall : ``Out(1)``
+        A command is offered but not accepted.
+    desc_wr, chan_wr : ``In(mem_write_signature(...))``
+        ``host_write=True`` only: writes into the descriptor and channel-table memories.
+    """
 
     def __init__(self, geometry: EngineGeometry, desc_words, chan_words, host_write: bool = False):
         self.g = g = geometry
@@ -43,13 +67,13 @@ class Sequencer(wiring.Component):
             "cfg": Out(desc_layout(g)),
             "cmd": Out(stream.Signature(cmd_layout(g))),
             "pipe_idle": In(1),
-            "clear": Out(1),          # one-cycle pulse when a layer's descriptor is latched
+            "clear": Out(1),
             "layer": Out(8),
-            "in_layer": Out(1),       # the current layer is running (descriptor read .. drained)
+            "in_layer": Out(1),
             "load_en": Out(1),
             "load_addr": Out(range(max(2, g.input_depth * g.n_samples))),
             "load_index": Out(range(max(2, g.input_depth))),
-            "stall": Out(1),          # a command is offered but not accepted
+            "stall": Out(1),
         })
 
     def elaborate(self, platform):

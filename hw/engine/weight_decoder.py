@@ -7,7 +7,7 @@ Each slot of a weight word holds one element record exactly as the weight image 
 all lanes with its ``(cin, ky, kx)``. An fc command uses every slot: lane ``l`` gets slot ``l``'s value
 and its input index (the ``cin`` field). A ``zero`` command yields weight 0 everywhere (an empty pass).
 
-Fixed-latency pipeline, never stalls (``i.ready`` is always 1; ``o.ready`` is ignored: the engine's
+Fixed-latency pipeline, never stalls (``i`` and ``o`` are ``always_ready`` streams: the engine's
 command queue is the only place that waits). Every block-RAM output goes straight into a register::
 
     i (cmd) -> [weight memory banks read | cmd] -> [bank words] -> bank select -> [word] -> slot select
@@ -19,6 +19,7 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
 
@@ -32,6 +33,22 @@ BANK_DEPTH = 2048
 
 
 class WeightDecoder(wiring.Component):
+    """Weight fetch and element decode (module docstring: slot format, pipeline).
+
+    Members
+    -------
+    cfg : ``In(desc_layout)``
+        The running layer's descriptor (field widths, conv or fc).
+    i : ``In(stream.Signature(cmd_layout), always_ready=True)``
+        Commands from the engine's queue (released by the engine's pass spacing; never stalls).
+    o : ``Out(stream.Signature(elem_layout), always_ready=True)``
+        Per-lane weights and activation coordinates (fixed latency; never waits).
+    busy : ``Out(1)``
+        Commands in the pipeline.
+    wr : ``In(mem_write_signature(...))``
+        ``host_write=True`` only: writes into the weight memory.
+    """
+
     def __init__(self, geometry: EngineGeometry, weight_words, host_write: bool = False):
         self.g = geometry
         self.weight_words = list(weight_words)
@@ -40,8 +57,8 @@ class WeightDecoder(wiring.Component):
             if host_write else {}
         super().__init__({**extra,
             "cfg": In(desc_layout(geometry)),
-            "i": In(stream.Signature(cmd_layout(geometry))),
-            "o": Out(stream.Signature(elem_layout(geometry))),
+            "i": In(stream.Signature(cmd_layout(geometry), always_ready=True)),
+            "o": Out(stream.Signature(elem_layout(geometry), always_ready=True)),
             "busy": Out(1),
         })
 
@@ -54,7 +71,7 @@ class WeightDecoder(wiring.Component):
         # straight into a register, and the bank select is a mux between registers
         n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
         depth = min(g.weight_depth, BANK_DEPTH)
-        low = max(1, (depth - 1).bit_length())
+        low = max(1, ceil_log2(depth))
         waddr = self.i.payload.waddr
         bank_words = []
         for b in range(n_banks):
@@ -71,7 +88,6 @@ class WeightDecoder(wiring.Component):
             word_b = Signal(word_layout, name=f"word_bank{b}")   # s2: registered next to its block RAMs
             m.d.sync += word_b.eq(rd.data)
             bank_words.append(word_b)
-        m.d.comb += self.i.ready.eq(1)
 
         cl = cmd_layout(g)
         s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = Signal(), Signal(), Signal(), Signal(), Signal()

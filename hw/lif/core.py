@@ -31,7 +31,6 @@ outputs.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +38,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from sparsegate.sw.ir.snn_golden import IntSNN, LifParams
 
@@ -47,14 +47,9 @@ __all__ = ["spike_event", "neuron_state", "source_entry", "readback_signature", 
            "pack_weight_banks", "unit_mask_words", "encode_source", "check_source", "decode_event"]
 
 
-def _bits(n: int) -> int:
-    """Bits to hold 0..n-1 (at least 1)."""
-    return max(1, (n - 1).bit_length())
-
-
 def spike_event(n: int) -> data.StructLayout:
     """A spike from neuron/input ``index`` (< ``n``), or the end-of-step marker (``end``)."""
-    return data.StructLayout({"index": unsigned(_bits(n)), "end": 1})
+    return data.StructLayout({"index": unsigned(max(1, ceil_log2(n))), "end": 1})
 
 
 def neuron_state(params: LifParams) -> data.StructLayout:
@@ -69,7 +64,7 @@ def neuron_state(params: LifParams) -> data.StructLayout:
 
 def source_entry(n_inputs: int) -> data.StructLayout:
     """An entry of the spike-train memory: an input spike, an end-of-step marker, or (``last``) the end of a sample."""
-    return data.StructLayout({"index": unsigned(_bits(n_inputs)), "end": 1, "last": 1})
+    return data.StructLayout({"index": unsigned(max(1, ceil_log2(n_inputs))), "end": 1, "last": 1})
 
 
 def readback_signature(units: int, slots: int, params: LifParams) -> wiring.Signature:
@@ -328,7 +323,7 @@ class LifCore(wiring.Component):
         layout = neuron_state(p)
 
         # Event buffer: this step's input spikes (each input spikes at most once per step).
-        m.submodules.events = events = Memory(shape=unsigned(_bits(g.n_inputs)), depth=g.n_inputs, init=[])
+        m.submodules.events = events = Memory(shape=unsigned(max(1, ceil_log2(g.n_inputs))), depth=g.n_inputs, init=[])
         ev_w = events.write_port()
         ev_r = events.read_port()
         n_events = Signal(range(g.n_inputs + 1))
@@ -495,6 +490,19 @@ class SpikeSource(wiring.Component):
     ``host_write=True`` (``depth`` entries, ``words`` the power-up contents): a write port ``wr``
     (:func:`source_write_signature`) loads spike trains at run time, and each ``start`` begins at entry
     ``first`` instead of where the previous sample ended.
+
+    Members
+    -------
+    o : ``Out(stream.Signature(spike_event(n_inputs)))``
+        Input spikes, each step closed by ``end``.
+    start : ``In(1)``
+        Pulse: send the next sample.
+    running : ``Out(1)``
+        A sample is being sent.
+    steps_sent : ``Out(16)``
+        End-of-step markers sent since ``start``.
+    wr, first : ``In``
+        ``host_write=True`` only: spike-train memory writes; the entry the next sample starts at.
     """
 
     def __init__(self, words: Sequence[int], n_inputs: int, *, host_write: bool = False, depth: int | None = None):
@@ -564,6 +572,19 @@ class LifNetwork(wiring.Component):
     source gets ``source_depth`` entries (power-up contents ``source_words``, default the samples back to
     back), a write port ``source_wr`` and a start entry ``first``; the hidden core its ``hidden_threshold``
     and ``hidden_mask_load`` inputs (:class:`LifCore` ``host_write``).
+
+    Members
+    -------
+    start : ``In(1)``, done : ``Out(1)``, busy : ``Out(1)``
+        Run one sample; finished; running.
+    cycles, hidden_synops, readout_synops, hidden_busy_cycles : ``Out(32)``
+        Counters of the last run.
+    hidden_rd, readout_rd : ``In(readback_signature(...))``
+        Per-neuron state readback of each core (while idle).
+    hidden_wload, readout_wload : ``In(weight_load_signature(...))``
+        Weight-bank writes into each core (while idle).
+    source_wr, first, hidden_threshold, hidden_mask_load : ``In``
+        ``host_write=True`` only (see above).
     """
 
     def __init__(self, snn: IntSNN, samples: Sequence[np.ndarray], *, units: int = 20, per_word: int = 8,

@@ -27,16 +27,20 @@ import dataclasses
 
 import numpy as np
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from sparsegate.sw.ir.snn_golden import IntSNN
 
-from sparsegate.hw.link.host_link import HostLink, attach_core, identity_bytes
+from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature
+from sparsegate.hw.link.host_port import HostPortSignature
+from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.lif.core import CoreGeometry, LifNetwork, encode_source, source_entry
 
 __all__ = ["LifDesign", "lif_host_memories", "lif_dbg_map", "LifDevice", "LinkedLif", "LEAK_CODES", "RESET_CODES",
-           "LIF_COUNTERS"]
+           "LIF_COUNTERS", "CORE_NAME"]
+
+#: The LIF core's name on the host link (the ID reply's core kind, ``--core``).
+CORE_NAME = "lif"
 
 LEAK_CODES = {"shift": 0, "mult": 1, "none": 2}
 RESET_CODES = {"subtract": 0, "zero": 1}
@@ -82,7 +86,7 @@ class LifDesign:
         return words
 
     def ident_values(self) -> dict:
-        """The identity reply's fields (:data:`~sparsegate.hw.link.host_link.LIF_IDENT_FIELDS`)."""
+        """The identity reply's fields (:data:`~sparsegate.hw.link.protocol.LIF_IDENT_FIELDS`)."""
         snn, h, r = self.snn, self.snn.hidden, self.snn.readout
         return {"n_inputs": snn.n_inputs, "n_hidden": snn.n_hidden, "n_outputs": snn.n_outputs,
                 "units": self.units, "per_word": self.per_word, "slots": self.hidden_geom.slots,
@@ -110,19 +114,25 @@ def lif_dbg_map(n_outputs: int) -> dict:
 
 
 class LifDevice(wiring.Component):
-    """:class:`LifNetwork` (``host_write=True``) with the sparse engine's host-port interface."""
+    """:class:`LifNetwork` (``host_write=True``) behind a host port, like the sparse engine.
+
+    Members (:class:`~sparsegate.hw.link.host_port.HostPortSignature`)
+    -------
+    start, sample : ``In``
+        Pulse ``start`` to run input slot ``sample``.
+    busy, done : ``Out(1)``
+        Running; the readout membranes are latched in the result registers.
+    dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
+        Debug register read (combinational; :func:`lif_dbg_map`).
+    wr_en, wr_mem, wr_addr, wr_data : ``In``
+        Host memory write, ``wr_mem`` = index in :func:`lif_host_memories`.
+    """
 
     def __init__(self, design: LifDesign):
         self.design = design
         self.mems = lif_host_memories(design)
         self.names = lif_dbg_map(design.snn.n_outputs)
-        addr_bits = max(1, max((d - 1).bit_length() for _, _, d in self.mems))
-        data_bits = max(8 * ((b + 7) // 8) for _, b, _ in self.mems)
-        super().__init__({
-            "start": In(1), "sample": In(16), "done": Out(1), "busy": Out(1),
-            "dbg_sel": In(8), "dbg_data": Out(32),
-            "wr_en": In(1), "wr_mem": In(8), "wr_addr": In(addr_bits), "wr_data": In(data_bits),
-        })
+        super().__init__(HostPortSignature.for_memories([(bits, depth) for _, bits, depth in self.mems]))
 
     def elaborate(self, platform):
         m = Module()
@@ -199,17 +209,17 @@ class LifDevice(wiring.Component):
 
 
 class LinkedLif(wiring.Component):
-    """The LIF device behind the host link; the same ports as :class:`~sparsegate.hw.platform.board_top.LinkedEngine`
-    (byte streams ``rx``/``tx``, ``busy``, ``idle``, frame counters)."""
+    """The LIF device behind the host link; the same members as
+    :class:`~sparsegate.hw.platform.board_top.LinkedEngine` (:class:`~sparsegate.hw.link.host_link.LinkedCoreSignature`:
+    byte streams ``rx``/``tx``, ``busy``, ``idle``, frame counters)."""
 
     def __init__(self, design: LifDesign, *, timeout: int, clk_hz: int = 0, max_payload: int = 2048):
         self.design = design
         self.mems = {name: (bits, depth) for name, bits, depth in lif_host_memories(design)}
         self.names = lif_dbg_map(design.snn.n_outputs)
-        self.ident = identity_bytes(design.ident_values(), len(self.names), core="lif", clk_hz=clk_hz)
+        self.ident = identity_bytes(design.ident_values(), len(self.names), core=CORE_NAME, clk_hz=clk_hz)
         self.timeout, self.max_payload = timeout, max_payload
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "busy": Out(1), "idle": Out(1), "frames_ok": Out(16), "frames_bad": Out(16)})
+        super().__init__(LinkedCoreSignature())
 
     def elaborate(self, platform):
         m = Module()
@@ -218,5 +228,9 @@ class LinkedLif(wiring.Component):
             mems=list(self.mems.values()), n_samples=self.design.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=self.design.snn.n_outputs, ident=self.ident,
             timeout=self.timeout, max_payload=self.max_payload, result_bytes=4)
-        attach_core(m, link, dev, self)
+        wiring.connect(m, link.host, dev)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.busy.eq(dev.busy), self.idle.eq(link.idle & ~dev.busy),
+                     self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
         return m

@@ -26,7 +26,17 @@ def divisor_for(clk_hz: float, baud: int) -> int:
 
 
 class UartRx(wiring.Component):
-    """Serial line ``rx`` (idle high) -> stream ``o`` of bytes; ``framing_errors``/``overruns`` count drops."""
+    """Serial line ``rx`` (idle high) -> stream ``o`` of bytes.
+
+    Members
+    -------
+    rx : ``In(1, init=1)``
+        The serial line (8N1, LSB first, ``divisor`` cycles per bit).
+    o : ``Out(stream.Signature(8))``
+        Received bytes.
+    framing_errors, overruns : ``Out(16)``
+        Bytes dropped: no stop bit; arrived while the previous one was still unaccepted.
+    """
 
     def __init__(self, divisor: int):
         if divisor < 4:
@@ -90,7 +100,17 @@ class UartRx(wiring.Component):
 
 
 class UartTx(wiring.Component):
-    """Stream ``i`` of bytes -> serial line ``tx`` (8N1, LSB first); ``busy`` while a byte is on the line."""
+    """Stream ``i`` of bytes -> serial line ``tx``.
+
+    Members
+    -------
+    i : ``In(stream.Signature(8))``
+        Bytes to send; one is accepted when the line is free.
+    tx : ``Out(1, init=1)``
+        The serial line (8N1, LSB first, ``divisor`` cycles per bit).
+    busy : ``Out(1)``
+        A byte is on the line.
+    """
 
     def __init__(self, divisor: int):
         if divisor < 4:

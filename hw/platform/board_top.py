@@ -27,9 +27,10 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from sparsegate.hw.engine.engine import HOST_MEMS, SparseEngine, dbg_map, host_memories
+from sparsegate.hw.engine.engine import CORE_NAME, HOST_MEMS, SparseEngine, dbg_map, host_memories
 from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, desc_layout, pack, param_layout, unpack
-from sparsegate.hw.link.host_link import HostLink, attach_core, identity_bytes
+from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature
+from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.link.uart import UartRx, UartTx, divisor_for
 
 __all__ = ["LinkedEngine", "linked_core", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
@@ -96,22 +97,31 @@ def retarget_program(program, geometry: EngineGeometry):
 
 
 class LinkedEngine(wiring.Component):
-    """The engine behind the host link; byte streams ``rx`` (host → device) and ``tx`` (device → host).
+    """The engine behind the host link.
 
     ``program`` must already be in its capacity geometry (:func:`retarget_program`); its memory contents
     are the power-up contents (the image baked at build time).
+
+    Members (:class:`~sparsegate.hw.link.host_link.LinkedCoreSignature`)
+    -------
+    rx : ``In(stream.Signature(8))``, tx : ``Out(stream.Signature(8))``
+        Request bytes from the host, reply bytes to it.
+    busy : ``Out(1)``
+        The engine is running.
+    idle : ``Out(1)``
+        Nothing in progress (link and engine).
+    frames_ok, frames_bad : ``Out(16)``
+        Replies sent with status OK / with an error.
     """
 
     def __init__(self, program, *, timeout: int, clk_hz: int = 0, max_payload: int = 2048):
-        from amaranth.lib import stream
         self.program = program
         g = program.geometry
         self.names = dbg_map(g)
         self.mems = host_memories(program)
-        self.ident = identity_bytes(g, len(self.names), clk_hz=clk_hz)
+        self.ident = identity_bytes(g, len(self.names), core=CORE_NAME, clk_hz=clk_hz)
         self.timeout, self.max_payload = timeout, max_payload
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "busy": Out(1), "idle": Out(1), "frames_ok": Out(16), "frames_bad": Out(16)})
+        super().__init__(LinkedCoreSignature())
 
     def elaborate(self, platform):
         m = Module()
@@ -121,7 +131,11 @@ class LinkedEngine(wiring.Component):
             mems=[self.mems[k] for k in HOST_MEMS], n_samples=g.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=g.n_results, ident=self.ident, timeout=self.timeout,
             max_payload=self.max_payload)
-        attach_core(m, link, eng, self)
+        wiring.connect(m, link.host, eng)
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.busy.eq(eng.busy), self.idle.eq(link.idle & ~eng.busy),
+                     self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
         return m
 
 
@@ -135,8 +149,17 @@ def linked_core(program, *, timeout: int, clk_hz: int = 0):
 
 
 class SerialTop(wiring.Component):
-    """:func:`linked_core` (engine or LIF) behind an 8N1 UART: serial ``rx`` in, ``tx`` out (``divisor``
-    cycles per bit)."""
+    """:func:`linked_core` (engine or LIF) behind an 8N1 UART (``divisor`` cycles per bit).
+
+    Members
+    -------
+    rx : ``In(1, init=1)``, tx : ``Out(1, init=1)``
+        The serial lines from and to the host.
+    busy : ``Out(1)``
+        The core is running.
+    frames_ok, frames_bad : ``Out(16)``
+        Replies sent with status OK / with an error.
+    """
 
     def __init__(self, program, *, divisor: int, timeout: int, clk_hz: int = 0):
         self.program, self.divisor, self.timeout, self.clk_hz = program, divisor, timeout, clk_hz

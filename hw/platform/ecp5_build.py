@@ -4,7 +4,7 @@ Flow: ``platform.build(..., do_build=False)`` renders Amaranth's build plan (RTL
 ``build_<name>.sh``) without its up-front tool check, which would also demand the board's
 programmer (``openFPGALoader`` for the ULX3S) although nothing is programmed. The plan is extracted
 to ``<build_dir>/work`` and its script run with ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` pointing at
-the YoWASP executables (:func:`sparsegate.sim.toolchain.yowasp_env`). nextpnr runs with
+the YoWASP executables (:func:`sparsegate.sw.util.toolchain.yowasp_env`). nextpnr runs with
 ``--report <name>.report.json`` (machine-readable utilisation and Fmax: the primary source) and
 ``--timing-allow-fail`` (a slow design still gets a report; :func:`build_ecp5` then decides).
 Its log (``<name>.tim``) is the fallback source, and the only one when placement fails, since the
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsegate.sim.toolchain import yowasp_env
+from sparsegate.sw.util.toolchain import yowasp_env
 from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
 __all__ = [
@@ -243,7 +243,7 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
 
     ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
     LFE5U-25F); an instance can be built only once. Raises
-    :class:`~sparsegate.sim.toolchain.ToolNotFoundError` when YoWASP is missing,
+    :class:`~sparsegate.sw.util.toolchain.ToolNotFoundError` when YoWASP is missing,
     :class:`DesignDoesNotFit`, :class:`TimingNotMet` (only if ``require_timing``) or
     :class:`BuildFailed`. Nothing is programmed.
     """
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from sparsegate.hw.platform.smoke_top import SmokeTop
-    from sparsegate.sim.toolchain import ToolNotFoundError
+    from sparsegate.sw.util.toolchain import ToolNotFoundError
 
     parser = argparse.ArgumentParser(prog="python -m sparsegate.hw.platform.ecp5_build", description=main.__doc__)
     parser.add_argument("--out", default="build/ecp5-smoke", help="build folder (default: %(default)s)")

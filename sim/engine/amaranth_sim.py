@@ -13,7 +13,7 @@ import numpy as np
 
 from sparsegate.hw.engine.program import EngineProgram, compile_program, expected_signatures, golden_outputs
 from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, conv2d_acc, flatten, linear_acc, output_stage
-from sparsegate.sw.ml.quantize import requant_params
+from sparsegate.sw.ir.requant import requant_params
 
 __all__ = ["random_network", "run_amaranth", "check_run", "layer_stats", "random_inputs", "CheckReport"]
 

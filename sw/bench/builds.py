@@ -2,7 +2,7 @@
 the ULX3S 25F / 45F / 85F -> LUT4, FF, MULT18X18D, DP16KD and Fmax per point, a Markdown table, a JSON
 file and a plot (``sweep.md``, ``sweep.json``, ``sweep.png`` in the output folder).
 
-Every point goes through :func:`sparsegate.sw.cli.build.build_board` (cached by design digest, so a
+Every point goes through :func:`sparsegate.sw.flow.build.build_board` (cached by design digest, so a
 rerun only builds what changed). Points whose block-RAM / DSP estimate is clearly over the device are
 reported as "does not fit" with the estimate, without running the tools; points nextpnr cannot place are
 reported with nextpnr's numbers. Two modes:
@@ -19,7 +19,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ["run_build_sweep", "LANES", "DEVICES", "main"]
+from sparsegate.sw.bench.results import BenchResult, write_results
+
+__all__ = ["run_build_sweep", "LANES", "DEVICES"]
 
 LANES = (1, 4, 8, 16, 32, 64)
 DEVICES = ("25f", "45f", "85f")
@@ -27,12 +29,12 @@ DEVICES = ("25f", "45f", "85f")
 
 def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool, log) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
-    from sparsegate.sw.cli.build import build_board
+    from sparsegate.sw.flow.build import build_board
 
     point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed"}
     try:
-        info = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
-                           log=lambda s: log("    " + s))
+        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
+                             log=lambda s: log("    " + s))
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
                      over={k: [u.used, u.available] for k, u in err.overused.items()})
@@ -40,12 +42,11 @@ def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: flo
     except BuildFailed as err:
         point.update(status="failed", detail=str(err).splitlines()[0])
         return point
-    rep = info["report"]
-    util = rep["utilisation"]
-    get = lambda kind: util.get(kind, {}).get("used", 0)  # noqa: E731
+    rep = result.report
+    get = lambda kind: result.utilisation.get(kind, {}).get("used", 0)  # noqa: E731
     point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
-                 ebr=get("DP16KD"), fmax=rep["fmax_mhz"], met=rep["timing_met"], seconds=rep["elapsed_s"],
-                 digest=info["digest"], synth_opts=rep.get("synth_opts", ""))
+                 ebr=get("DP16KD"), fmax=result.fmax_mhz, met=result.timing_met, seconds=rep["elapsed_s"],
+                 digest=result.digest, synth_opts=rep.get("synth_opts", ""))
     return point
 
 
@@ -62,11 +63,11 @@ def _row(p: dict) -> str:
 
 
 def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, clock_mhz: float = 100.0,
-                    image=None, log=print) -> str:
-    """Build every (device, lanes) point; write ``sweep.md``/``sweep.json``/``sweep.png`` under ``out_dir``
-    and return the Markdown. ``quick``: placement only (Fmax = post-placement estimate)."""
-    from sparsegate.sw.util.atomic_io import write_json, write_text
-    from sparsegate.sw.cli.build import default_image
+                    image=None, log=print) -> BenchResult:
+    """Build every (device, lanes) point; write ``sweep.md`` and ``sweep.json`` with its figures (both
+    rewritten after every point, so an interrupted sweep keeps what it built) and ``sweep.png`` under
+    ``out_dir``. ``quick``: placement only (Fmax = post-placement estimate)."""
+    from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,31 +80,37 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
     image = image or default_image()
-    points = []
+    data = {"quick": quick, "clock_mhz": clock_mhz, "sweep_s": 0.0, "points": [], "plot": None}
     t0 = time.monotonic()
     for dev in devices:
         for p in lanes_list:
             board = f"ulx3s-{dev}"
             log(f"[sweep] {board} P={p} ({'placement only' if quick else 'place and route'})")
-            points.append(_point(board, dev, p, out_dir / f"{board}-p{p}", image=image, clock_mhz=clock_mhz,
-                                 quick=quick, log=log))
-            write_json(out_dir / "sweep.json", points)      # partial results survive an interrupted sweep
-    plot = _plot(points, out_dir / "sweep.png", quick)
+            data["points"].append(_point(board, dev, p, out_dir / f"{board}-p{p}", image=image,
+                                         clock_mhz=clock_mhz, quick=quick, log=log))
+            data["sweep_s"] = time.monotonic() - t0
+            write_results("sweep", _markdown(data), data, out_dir)
+    plot = _plot(data["points"], out_dir / "sweep.png", quick)
+    data["plot"] = plot.name if plot else None
+    return write_results("sweep", _markdown(data), data, out_dir)
+
+
+def _markdown(data: dict) -> str:
+    """The sweep's table and notes, from its figures alone (so ``sweep.md`` and ``sweep.json`` cannot disagree)."""
+    quick, clock_mhz, points = data["quick"], data["clock_mhz"], data["points"]
     fmax = "Fmax (MHz, placement estimate)" if quick else "Fmax (MHz, routed)"
     table = (f"| device | P | LUT4 | FF | MULT18X18D | DP16KD | {fmax} | met at {clock_mhz:g} MHz | tool s |\n"
              "|---|---:|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
     mode = ("**quick mode: placed only, no routing; Fmax is nextpnr's post-placement estimate, not a "
             "sign-off figure**" if quick else "full mode: placed and routed (Fmax post-route)")
-    md = (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
-          f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
-          f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
-          f"place it; the numbers are what it needs. Sweep time {time.monotonic() - t0:.0f} s.\n\n{table}\n"
-          + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
-                    "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
-                    for p in points if p.get("synth_opts"))
-          + (f"\n![sweep]({plot.name})\n" if plot else ""))
-    write_text(out_dir / "sweep.md", md)
-    return md
+    return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
+            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
+            f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
+            f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s.\n\n{table}\n"
+            + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
+                      "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
+                      for p in points if p.get("synth_opts"))
+            + (f"\n![sweep]({data['plot']})\n" if data["plot"] else ""))
 
 
 def _plot(points, path: Path, quick: bool):
@@ -133,28 +140,3 @@ def _plot(points, path: Path, quick: bool):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def main(argv=None) -> int:
-    """``python -m sparsegate.sw.bench.builds [--quick] [--lanes 1,4] [--devices 25f] [--out DIR]``"""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m sparsegate.sw.bench.builds", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="placement only: Fmax is a post-placement estimate")
-    parser.add_argument("--lanes", help=f"comma-separated subset of {','.join(map(str, LANES))}")
-    parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
-    parser.add_argument("--clock-mhz", type=float, default=100.0)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/builds"))
-    args = parser.parse_args(argv)
-    try:
-        lanes = [int(x) for x in args.lanes.split(",")] if args.lanes else None
-        devices = args.devices.split(",") if args.devices else None
-        print(run_build_sweep(args.out, args.quick, lanes=lanes, devices=devices, clock_mhz=args.clock_mhz))
-    except ValueError as err:
-        parser.error(str(err))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

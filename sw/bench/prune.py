@@ -11,9 +11,9 @@ used for the table), then prunes copies of it with:
 
 The iterative methods share one schedule and fine-tune budget and stop at the same validation-accuracy
 budget, so their compression is compared at the same drop. Every model then gets the same final fine-tune.
-The Markdown table is written atomically to ``out_dir/prune_<model>.md`` (plus a JSON with the per-layer
-tables and the per-round histories, and a PNG of the test accuracy along each iterative method's pruning
-path) and returned.
+The Markdown table goes to ``out_dir/prune_<model>.md`` and its figures, with the per-layer tables and the
+per-round histories, to ``prune_<model>.json`` beside it (plus a PNG of the test accuracy along each
+iterative method's pruning path).
 """
 from __future__ import annotations
 
@@ -28,14 +28,18 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.util.atomic_io import write_json, write_text
+from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.prune.counting import LayerTable, layer_table
 from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.prune import AcraParams, NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.masks import TargetUnreachableError
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, accuracy, finetune, split_validation
-from sparsegate.sw.ml.train import TrainConfig, train
-from sparsegate.sw.cli.train import RECIPES
+from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, split_validation
+from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
+
+# table row -> registered method (sparsegate.sw.prune.registry)
+BENCH_METHODS = {"torch global L1": "torch-l1", "magnitude (layer-uniform)": "magnitude", "SRA": "sra",
+                 "SRA+NRP": "nrp", "ACRA uniform": "acra-uniform", "ACRA sensitivity": "acra-sensitivity"}
 
 PUBLISHED = {
     "lenet5": "Reported: Han et al. 12x; DNS 108x; SRA+NRP (Guo et al., ISCAS 2018) 149.3x at 0.1% drop; "
@@ -77,14 +81,9 @@ def _row(name: str, model: nn.Module, masks, test_ds: TensorDataset, val_ds: Ten
 
 
 def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False, progress: bool = True,
-                        seed: int = 0, settings: BenchSettings | None = None) -> str:
-    """Run the benchmark for ``model`` ("lenet5" or "lenet300"); write ``out_dir/prune_<model>.md`` and
-    ``.json`` atomically; return the Markdown."""
-    from sparsegate.sw.prune.acra import acra_prune
-    from sparsegate.sw.prune.nrp import NRPGuard, nrp_prune
-    from sparsegate.sw.prune.magnitude import magnitude_prune
-    from sparsegate.sw.prune.sra import sra_prune
-
+                        seed: int = 0, settings: BenchSettings | None = None) -> BenchResult:
+    """Run the benchmark for ``model`` ("lenet5" or "lenet300"); write ``out_dir/prune_<model>.md`` and the
+    ``.json`` with its figures."""
     if model not in ("lenet5", "lenet300"):
         raise ValueError(f"model: the pruning benchmark runs 'lenet5' or 'lenet300', got {model!r}")
     s = settings or (BenchSettings.quick() if quick else BenchSettings())
@@ -100,38 +99,39 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
     base_train_s = time.perf_counter() - t0
     base_test, base_val = accuracy(base, test_ds), accuracy(base, val_ds)
     ft = FineTuneConfig(epochs=s.epochs_per_round, lr=s.lr, seed=seed)
-    schedule = dict(max_accuracy_drop=s.max_drop, step=s.step, late_step=s.late_step, max_rounds=s.max_rounds)
+    common = dict(finetune_epochs=s.epochs_per_round, lr=s.lr, seed=seed, progress=progress)
+
+    def schedule() -> ScheduleParams:
+        return ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
     rows: list[dict] = [_row("dense (base)", base, {}, test_ds, val_ds, base_test, base_train_s)]
     histories: dict[str, list] = {}
 
     def final(m: nn.Module, masks) -> None:
         finetune(m, fit_ds, masks, ft, 4242, epochs=s.final_epochs)
 
-    for name, method in (("torch global L1", "torch-l1"), ("magnitude (layer-uniform)", "magnitude")):
+    for name in ("torch global L1", "magnitude (layer-uniform)"):
         m, t0 = copy.deepcopy(base), time.perf_counter()
-        res = magnitude_prune(m, fit_ds, val_ds, Schedule(**schedule), method, ft, progress=progress,
-                              monitor_ds=test_ds)
+        res = prune_model(m, PruneOptions(BENCH_METHODS[name], schedule(), **common), fit_ds, val_ds,
+                          monitor_ds=test_ds)
         final(m, res.masks)
         rows.append(_row(name, m, res.masks, test_ds, val_ds, base_test, time.perf_counter() - t0,
                          {"rounds": len(res.history)}))
-        histories[name] = res.history_dicts()
+        histories[name] = res.history
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
-    sra = sra_prune(m, fit_ds, val_ds, Schedule(**schedule), ft, progress=progress, monitor_ds=test_ds)
+    sra = prune_model(m, PruneOptions(BENCH_METHODS["SRA"], schedule(), **common), fit_ds, val_ds,
+                      monitor_ds=test_ds)
     sra_masks = sra.masks
     sra_state = copy.deepcopy(m.state_dict())
     sra_time = time.perf_counter() - t0
-    histories["SRA"] = sra.iterative.history_dicts()
+    histories["SRA"] = sra.history
     final(m, sra_masks)
-    rows.append(_row("SRA", m, sra_masks, test_ds, val_ds, base_test, sra_time,
-                     {"rounds": len(sra.iterative.history)}))
+    rows.append(_row("SRA", m, sra_masks, test_ds, val_ds, base_test, sra_time, {"rounds": len(sra.history)}))
 
     m.load_state_dict(sra_state)  # NRP continues from the SRA model before its final fine-tune
     t0 = time.perf_counter()
-    x, y = fit_ds.tensors
-    nrp = nrp_prune(m, sra_masks, val_ds, NRPGuard(max_accuracy_drop=s.nrp_drop),
-                    calib_ds=TensorDataset(x[:1000], y[:1000]))
-    finetune(m, fit_ds, nrp.masks, ft, 777)
+    nrp = prune_model(m, PruneOptions(BENCH_METHODS["SRA+NRP"], NRPParams(calib_samples=1000), nrp_drop=s.nrp_drop,
+                                      **common), fit_ds, val_ds, sra_masks).extra
     final(m, nrp.masks)
     rows.append(_row("SRA+NRP", m, nrp.masks, test_ds, val_ds, base_test, sra_time + time.perf_counter() - t0,
                      {"nrp_removed": {k: len(v) for k, v in nrp.removed.items()},
@@ -142,8 +142,9 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
             m, t0 = copy.deepcopy(base), time.perf_counter()
             name = f"ACRA {strategy} (filter), FLOPs -{int(target * 100)}%"
             try:
-                res = acra_prune(m, fit_ds, val_ds, target, strategy, "filter",
-                                 FineTuneConfig(epochs=s.acra_epochs, lr=s.lr, seed=seed))
+                res = prune_model(m, PruneOptions(BENCH_METHODS[f"ACRA {strategy}"], AcraParams(target, "filter"),
+                                                  **dict(common, finetune_epochs=s.acra_epochs, progress=False)),
+                                  fit_ds, val_ds).extra
             except TargetUnreachableError as err:  # filter steps can jump over the +-1% window
                 rows.append({"method": name, "unreachable": str(err), "wall_time_s": time.perf_counter() - t0})
                 continue
@@ -156,16 +157,14 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
     out_dir = Path(out_dir)
     plot_paths(histories, base_test, out_dir / f"prune_{model}_paths.png",
                f"{model}: test accuracy along each method's pruning path")
-    write_text(out_dir / f"prune_{model}.md", md)
-    write_json(out_dir / f"prune_{model}.json", {
+    return write_results(f"prune_{model}", md, {
         "model": model, "quick": quick, "seed": seed, "settings": vars(s), "base_test_accuracy": base_test,
         "base_val_accuracy": base_val, "wall_time_s": total_s, "threads": torch.get_num_threads(),
-        "rows": [{k: v for k, v in r.items() if k != "layers_md"} for r in rows], "histories": histories})
-    return md
+        "rows": [{k: v for k, v in r.items() if k != "layers_md"} for r in rows], "histories": histories}, out_dir)
 
 
-def rerender_markdown(out_dir: str | Path, model: str = "lenet5") -> str:
-    """Rewrite ``prune_<model>.md`` from the benchmark's JSON (no re-run); returns the Markdown."""
+def rerender_markdown(out_dir: str | Path, model: str = "lenet5") -> BenchResult:
+    """Rewrite ``prune_<model>.md`` from the benchmark's JSON (no re-run)."""
     out_dir = Path(out_dir)
     d = json.loads((out_dir / f"prune_{model}.json").read_text())
     rows = []
@@ -176,8 +175,7 @@ def rerender_markdown(out_dir: str | Path, model: str = "lenet5") -> str:
         rows.append(r)
     md = _markdown(model, rows, BenchSettings(**d["settings"]), d["base_test_accuracy"], d["base_val_accuracy"],
                    d["wall_time_s"], d["quick"], d["histories"], d.get("threads"))
-    write_text(out_dir / f"prune_{model}.md", md)
-    return md
+    return write_results(f"prune_{model}", md, d, out_dir)
 
 
 def oracle_reading(rounds: list[dict], base_test: float, drop: float) -> tuple[float, float] | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sparsegate.sw.util.atomic_io import write_json, write_text
+from sparsegate.sw.bench.results import BenchResult, write_results
 
 SPARSITIES = (0.6, 0.8, 0.9, 0.95)
 METHOD_ORDER = ("structured", "neurons", "weights", "magnitude")
@@ -33,7 +33,8 @@ TASK_SETTINGS = {  # hidden, embed, dense epochs, dense lr
 
 def _lstm_rows(task: str, out: Path, quick: bool, log) -> tuple[str, dict]:
     from sparsegate.sw.prune.lstm_gates import SimplifiedLSTM, evaluate, lstm_table
-    from sparsegate.sw.cli.rnn import new_model, prepare_task, run_method, save_lstm, train_dense
+    from sparsegate.sw.flow.rnn import new_model, prepare_task, run_method, train_dense
+    from sparsegate.sw.ml.lstm_model import save_lstm
 
     torch.manual_seed(0)
     settings = dict(TASK_SETTINGS[task])
@@ -199,8 +200,8 @@ def _test_before(base, ranks, test_ds, masks=None) -> float:
     return accuracy(factorize(copy.deepcopy(base), ranks, masks), test_ds)
 
 
-def run_rnn_benchmark(out_dir, quick: bool = False, log=print) -> str:
-    """Run both parts; write ``rnn.json`` and ``rnn.md`` into ``out_dir``; return the Markdown."""
+def run_rnn_benchmark(out_dir, quick: bool = False, log=print) -> BenchResult:
+    """Run both parts; write ``rnn.md`` and ``rnn.json`` with its figures into ``out_dir``."""
     from sparsegate.sw.ml.text_data import load_corpus
 
     torch.set_num_threads(1)
@@ -219,7 +220,4 @@ def run_rnn_benchmark(out_dir, quick: bool = False, log=print) -> str:
     md, res = _lowrank_rows(out, quick, log)
     parts.append(md)
     results["lowrank"] = res
-    markdown = "\n".join(parts)
-    write_json(out / "rnn.json", results)
-    write_text(out / "rnn.md", markdown)
-    return markdown
+    return write_results("rnn", "\n".join(parts), results, out)

@@ -12,10 +12,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from sparsegate.sw.util.atomic_io import write_json, write_text
+from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.ml.data import mnist_embedded
 from sparsegate.sw.snn.model import SNNConfig, SNNTrainConfig, SpikingMLP, encode, evaluate_snn, load_snn, save_snn, to_pixels, train_snn
 from sparsegate.sw.ir.snn_golden import quantize_snn
@@ -49,8 +48,8 @@ def _evaluate(model: SpikingMLP, test_ds, units: int, per_word: int) -> dict:
 
 def run_snn_benchmark(out_dir: str | Path, quick: bool = False, targets: tuple[int, ...] = (400, 480, 560),
                       verilator_samples: int = 20, verilator: bool = True, hw_target: int = 480,
-                      progress: bool = False, log=print) -> str:
-    """Run (or resume) the benchmark in ``out_dir``; returns the markdown report (also ``out_dir/snn.md``)."""
+                      progress: bool = False, log=print) -> BenchResult:
+    """Run (or resume) the benchmark in ``out_dir``; the report goes to ``snn.md``, its figures to ``snn.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     units, per_word = DEFAULT_UNITS, DEFAULT_PER_WORD
@@ -99,22 +98,22 @@ def run_snn_benchmark(out_dir: str | Path, quick: bool = False, targets: tuple[i
         hw["model_cycles"] = hidden_cycles_model(snn, spikes, units, per_word).sum(axis=0).tolist()
         log(f"[snn bench] verilator: {hw['samples']} digits bit-exact, cycles {hw['cycles']}")
 
-    write_json(out / "snn.json", {"rows": rows, "verilator": hw, "anchor": ANCHOR, "units": units,
-                                  "per_word": per_word, "wall_time_s": time.perf_counter() - start, "quick": quick})
-    return render_snn_results(out)
+    data = {"rows": rows, "verilator": hw, "anchor": ANCHOR, "units": units, "per_word": per_word,
+            "wall_time_s": time.perf_counter() - start, "quick": quick}
+    return write_results("snn", _markdown(data), data, out)
 
 
-def render_snn_results(out_dir: str | Path) -> str:
-    """The markdown report of a finished run (``out_dir/snn.json``); also written to ``out_dir/snn.md``."""
+def render_snn_results(out_dir: str | Path) -> BenchResult:
+    """Rewrite ``out_dir/snn.md`` from the figures of a finished run (``out_dir/snn.json``), without re-running."""
     out = Path(out_dir)
-    results = json.loads((out / "snn.json").read_text())
-    text = _markdown(results["rows"], results["verilator"], results["quick"], results.get("units", DEFAULT_UNITS),
-                     results.get("per_word", DEFAULT_PER_WORD))
-    write_text(out / "snn.md", text)
-    return text
+    data = json.loads((out / "snn.json").read_text())
+    return write_results("snn", _markdown(data), data, out)
 
 
-def _markdown(rows: dict, hw: dict | None, quick: bool, units: int, per_word: int) -> str:
+def _markdown(data: dict) -> str:
+    """The report, from the figures alone (so ``snn.md`` and ``snn.json`` cannot disagree)."""
+    rows, hw, quick = data["rows"], data["verilator"], data["quick"]
+    units, per_word = data.get("units", DEFAULT_UNITS), data.get("per_word", DEFAULT_PER_WORD)
     dense = rows["dense"]
     lines = [
         "# SNN: spike-count neuron pruning on the LIF core",

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.util.atomic_io import write_json, write_text
+from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.prune.coarse import CoarseConfig, coarse_masks, coarse_step, ratios_for_sparsity
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.ml.data import mnist_embedded, mnist_embedded_rgb32
@@ -59,6 +59,10 @@ METHODS = {
     "coarse-both-random": "coarse: both (random mask)",
     "magnitude": "unstructured magnitude (global)",
 }
+# benchmark key -> the registered method it runs (sparsegate.sw.prune.registry), with the step built in _step
+BENCH_METHODS = {"kep-pattern": "kep", "kep-free": "kep", "filter-l1": "coarse", "coarse-fmap": "coarse",
+                 "coarse-kernel": "coarse", "coarse-both": "coarse", "coarse-both-random": "coarse",
+                 "magnitude": "global"}
 
 
 @dataclass
@@ -330,8 +334,8 @@ def run_task(t: TaskSettings, base: nn.Module, seed: int, val_size: int) -> dict
 
 
 def run_structured_benchmark(out_dir: str | Path, quick: bool = False, progress: bool = True, seed: int = 0,
-                             settings: StructuredSettings | None = None, threads: int | None = None) -> str:
-    """Run the benchmark; write ``out_dir/structured.md`` and ``structured.json`` atomically; return the Markdown."""
+                             settings: StructuredSettings | None = None, threads: int | None = None) -> BenchResult:
+    """Run the benchmark; write ``out_dir/structured.md`` and ``structured.json`` with its figures."""
     s = settings or (StructuredSettings.quick() if quick else StructuredSettings())
     old_threads = torch.get_num_threads()
     if threads:
@@ -348,11 +352,9 @@ def run_structured_benchmark(out_dir: str | Path, quick: bool = False, progress:
     total_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     md = render_markdown(results, task, total_s, quick, threads or old_threads, cpu_s)
     out_dir = Path(out_dir)
-    write_text(out_dir / "structured.md", md)
-    write_json(out_dir / "structured.json", {
+    return write_results("structured", md, {
         "quick": quick, "seed": seed, "wall_time_s": total_s, "cpu_time_s": cpu_s,
-        "models": [{k: v for k, v in r.items() if k != "base"} for r in results], "task": task})
-    return md
+        "models": [{k: v for k, v in r.items() if k != "base"} for r in results], "task": task}, out_dir)
 
 
 # ----------------------------------------------------------------------------------------------- report

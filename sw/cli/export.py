@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsegate.sw.cli.quantize import QUANTIZED_NAME, configure_calibration
+from sparsegate.sw.cli.quantize import configure_calibration
+from sparsegate.sw.flow.quantize import QUANTIZED_NAME
+from sparsegate.sw.ir.weight_image import EXPORT_FORMATS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -14,23 +16,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--quantized", type=Path, help="quantized model written by `sparsegate quantize` "
                                                         f"(file, or folder with {QUANTIZED_NAME})")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--format", action="append", choices=("image", "hex", "json"), dest="formats",
+    parser.add_argument("--format", action="append", choices=EXPORT_FORMATS, dest="formats",
                         help="what to write (repeatable): image.bin, hex/*.hex, manifest.json; default all three")
     configure_calibration(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsegate.sw.ir.weight_image import (EXPORT_FORMATS, HEX_DIR, IMAGE_NAME, MANIFEST_NAME, export_image,
-                               format_storage_table, read_image)
+    from sparsegate.sw.flow.quantize import load_and_quantize
+    from sparsegate.sw.ir.weight_image import (HEX_DIR, IMAGE_NAME, MANIFEST_NAME, export_image,
+                                               format_storage_table, read_image)
 
     if args.quantized is not None:
         path = Path(args.quantized)
         qnet = read_image(path / QUANTIZED_NAME if path.is_dir() else path)
     else:
-        from sparsegate.sw.cli.quantize import load_and_quantize
-
-        _, _, qnet, _, _ = load_and_quantize(args.checkpoint, args.dataset, args.data_path, args.calib_size,
-                                             args.calib_method)
+        qnet = load_and_quantize(args.checkpoint, args.dataset, args.data_path, args.calib_size,
+                                 args.calib_method).qnet
     out = Path(args.out)
     formats = args.formats or EXPORT_FORMATS
     doc = export_image(qnet, out, formats)

@@ -21,7 +21,7 @@ COMMANDS = {
     "snn": ("sparsegate.sw.cli.snn", "spiking MLP: train, prune by spike count, export to integers, simulate the LIF core"),
     "build": ("sparsegate.sw.cli.build", "build an ECP5 bitstream of the engine + UART host link for a board"),
     "run": ("sparsegate.sw.cli.run", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
-    "demo": ("sparsegate.sw.flow.demo", "the main job on the embedded MNIST default, resumable"),
+    "demo": ("sparsegate.sw.cli.demo", "the main job on the embedded MNIST default, resumable"),
     "bench": ("sparsegate.sw.cli.bench", "run the benchmarks and write BENCHMARKS.md"),
     "rnn": ("sparsegate.sw.cli.rnn", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
 }

@@ -1,4 +1,5 @@
-"""``sparsegate snn train|prune|export|simulate``: the spiking-network engine from the command line.
+"""``sparsegate snn train|prune|export|simulate``: the spiking-network jobs (:mod:`sparsegate.sw.flow.snn`)
+from the command line.
 
 * ``train``: a 784-800-10 LIF network on the embedded MNIST default -> ``OUT/snn.pt``, ``OUT/train.json``;
 * ``prune``: spike-count pruning of a trained checkpoint, online while fine-tuning -> ``OUT/snn.pt``,
@@ -10,10 +11,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
-
-from sparsegate.sw.util.atomic_io import write_json
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -58,93 +56,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args) -> int:
-    from sparsegate.sw.ml.data import mnist_embedded
-    from sparsegate.sw.snn.model import SNNConfig, SNNTrainConfig, SpikingMLP, save_snn, train_snn
-    import torch
+    from sparsegate.sw.flow.snn import train_job
+    from sparsegate.sw.snn.model import SNNConfig
 
     config = SNNConfig(n_hidden=args.hidden, steps=args.steps, encoding=args.encoding, reset=args.reset)
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
-    train_ds, test_ds = mnist_embedded(args.seed)
-    torch.manual_seed(args.seed)
-    model = SpikingMLP(config)
-    result = train_snn(model, train_ds, SNNTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed,
-                                                       progress=not args.no_progress), test_ds=test_ds)
-    save_snn(args.out / "snn.pt", model, meta={"test_accuracy": result.test_accuracy, "seed": args.seed})
-    write_json(args.out / "train.json", {"config": asdict(config),
-                                         "test_accuracy": result.test_accuracy, "history": result.history,
-                                         "wall_time_s": result.wall_time_s})
-    print(f"SNN 784-{config.n_hidden}-10, T={config.steps}: test accuracy {100 * result.test_accuracy:.2f}% "
-          f"({result.wall_time_s:.0f} s) -> {args.out / 'snn.pt'}")
+    r = train_job(args.out, epochs=args.epochs, lr=args.lr, config=config, seed=args.seed,
+                  progress=not args.no_progress)
+    print(f"SNN 784-{config.n_hidden}-10, T={config.steps}: test accuracy {100 * r.test_accuracy:.2f}% "
+          f"({r.wall_time_s:.0f} s) -> {r.checkpoint}")
     return 0
 
 
 def _prune(args) -> int:
-    from sparsegate.sw.ml.data import mnist_embedded
-    from sparsegate.sw.snn.model import SNNTrainConfig, evaluate_snn, load_snn, save_snn
-    from sparsegate.sw.snn.neuron_prune import PruneConfig, prune_snn
+    from sparsegate.sw.flow.snn import prune_job
 
-    model, meta = load_snn(args.checkpoint)
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
-    prune = PruneConfig(target=args.target, start_epoch=0, end_epoch=max(0, min(args.prune_epochs, args.epochs) - 1))
-    prune.check(model.config.n_hidden, args.epochs)
-    train_ds, test_ds = mnist_embedded(args.seed)
-    before = evaluate_snn(model, test_ds)
-    result, pruner = prune_snn(model, train_ds, SNNTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed,
-                                                               progress=not args.no_progress), prune, test_ds)
-    after = result.test_accuracy
-    save_snn(args.out / "snn.pt", model, meta={**meta, "test_accuracy": after, "pruned": args.target})
-    write_json(args.out / "prune.json", {"accuracy_before": before, "accuracy_after": after,
-                                         "pruned": args.target, "alive": model.alive, "history": result.history,
-                                         "pruning_events": pruner.history})
-    print(f"pruned {args.target} of {model.config.n_hidden} neurons: accuracy {100 * before:.2f}% -> "
-          f"{100 * after:.2f}% -> {args.out / 'snn.pt'}")
+    r = prune_job(args.checkpoint, args.out, target=args.target, epochs=args.epochs, prune_epochs=args.prune_epochs,
+                  lr=args.lr, seed=args.seed, progress=not args.no_progress)
+    print(f"pruned {r.pruned} of {r.hidden} neurons: accuracy {100 * r.accuracy_before:.2f}% -> "
+          f"{100 * r.accuracy_after:.2f}% -> {r.checkpoint}")
     return 0
 
 
 def _export(args) -> int:
-    from sparsegate.sw.ml.data import mnist_embedded
-    from sparsegate.sw.snn.model import encode, evaluate_snn, load_snn, to_pixels
-    from sparsegate.sw.ir.snn_golden import quantize_snn, save_int_snn
+    from sparsegate.sw.flow.snn import export_job
 
-    model, _ = load_snn(args.checkpoint)
-    snn = quantize_snn(model, v_width=args.v_width, refractory=args.refractory)
-    _, test_ds = mnist_embedded(0)
-    float_acc = evaluate_snn(model, test_ds)
-    spikes = encode(to_pixels(test_ds.tensors[0]), model.config)
-    int_acc = float((snn.predict(spikes) == test_ds.tensors[1].numpy()).mean())
-    save_int_snn(args.out, snn)
-    summary = {"float_accuracy": float_acc, "int_accuracy": int_acc, "alive": snn.alive,
-               "hidden": asdict(snn.hidden),
-               "weight_bytes": snn.weight_bytes(), "weight_bytes_dense": snn.weight_bytes(pruned=False)}
-    write_json(args.out.with_suffix(".json"), summary)
-    print(f"integer SNN: {100 * int_acc:.2f}% (float {100 * float_acc:.2f}%), {snn.alive} of {snn.n_hidden} "
-          f"neurons, threshold {snn.hidden.threshold} -> {args.out}")
+    r = export_job(args.checkpoint, args.out, refractory=args.refractory, v_width=args.v_width)
+    print(f"integer SNN: {100 * r.int_accuracy:.2f}% (float {100 * r.float_accuracy:.2f}%), {r.alive} of {r.hidden} "
+          f"neurons, threshold {r.threshold} -> {r.model}")
     return 0
 
 
 def _simulate(args) -> int:
-    from sparsegate.sw.ml.data import mnist_embedded
-    from sparsegate.sw.snn.model import SNNConfig, encode, to_pixels
-    from sparsegate.sw.ir.snn_golden import load_int_snn
-    from sparsegate.sim.lif import DEFAULT_PER_WORD, DEFAULT_UNITS, simulate_network
+    from sparsegate.sw.flow.snn import simulate_job
 
-    snn = load_int_snn(args.model)
-    if not 1 <= args.samples <= 1000:
-        raise ValueError(f"--samples must be in 1..1000, got {args.samples}")
-    _, test_ds = mnist_embedded(0)
-    config = SNNConfig(n_inputs=snn.n_inputs, n_hidden=snn.n_hidden, n_outputs=snn.n_outputs, steps=snn.steps,
-                       encoding=snn.encoding)
-    spikes = encode(to_pixels(test_ds.tensors[0][:args.samples]), config)
-    result = simulate_network(snn, spikes, args.out, units=args.units or DEFAULT_UNITS,
-                              per_word=args.per_word or DEFAULT_PER_WORD, seed=args.seed)
-    labels = test_ds.tensors[1][:args.samples].tolist()
-    correct = sum(int(p == y) for p, y in zip(result["predictions"], labels))
-    write_json(args.out / "simulate.json", {k: v for k, v in result.items() if not k.startswith("_")})
-    cycles = sum(result["cycles"]) / len(result["cycles"])
-    print(f"{args.samples} digits bit-exact with the golden model on Verilator, {correct} correct; "
-          f"{cycles / snn.steps:.0f} cycles per time step, {result['cycles_per_second'] / 1e6:.2f} M cycles/s")
+    r = simulate_job(args.model, args.out, samples=args.samples, units=args.units, per_word=args.per_word,
+                     seed=args.seed)
+    print(f"{r.samples} digits bit-exact with the golden model on Verilator, {r.correct} correct; "
+          f"{r.cycles_per_step:.0f} cycles per time step, {r.cycles_per_second / 1e6:.2f} M cycles/s")
     return 0
 
 

@@ -5,14 +5,15 @@ cycle-accurate simulation → ECP5 bitstream → report. Each stage writes its o
 and, last, ``RUN/<stage>/stage.json`` (atomically) with the options it ran under; a re-run skips every
 stage whose ``stage.json`` exists and was made with the same options, so an interrupted demo resumes where
 it stopped. Once one stage runs again, every later stage does too (its inputs changed).
+:func:`run_demo` returns every stage's result; ``sparsegate demo`` (:mod:`sparsegate.sw.cli.demo`) prints them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from sparsegate.sw.util.atomic_io import write_json
 
@@ -24,6 +25,11 @@ DEMO_NRP_DROP = 0.003  # NRP guard: validation-accuracy drop allowed (the paper'
 DEMO_KEP_KEEP = 0.7  # KEP keeps this fraction of the conv weights SRA + NRP left (half: 0.8-1.4 test points lost)
 DEMO_KEP_DROP = 0.005  # KEP guard: validation-accuracy drop allowed, else the SRA + NRP model goes on
 DEMO_VAL_SIZE = 500  # validation digits split off the training set for every pruning decision
+
+
+class DemoError(ValueError):
+    """Impossible demo options, or a stage that cannot finish (the board build refused or failed, the engine
+    disagreeing with the golden model)."""
 
 
 @dataclass
@@ -46,15 +52,15 @@ class DemoOptions:
         from sparsegate.hw.platform.boards import board_names
 
         if self.board not in board_names():
-            raise ValueError(f"--board: unknown board {self.board!r}; expected one of {board_names()}")
+            raise DemoError(f"--board: unknown board {self.board!r}; expected one of {board_names()}")
         if self.lanes < 1 or self.lanes & (self.lanes - 1) or self.lanes > 64:
-            raise ValueError(f"--lanes must be a power of two in 1..64, got {self.lanes}")
+            raise DemoError(f"--lanes must be a power of two in 1..64, got {self.lanes}")
         if self.samples < 1:
-            raise ValueError(f"--samples must be at least 1, got {self.samples}")
+            raise DemoError(f"--samples must be at least 1, got {self.samples}")
         if self.rounds < 1 or self.finetune_epochs < 0 or self.kep_finetune_epochs < 0:
-            raise ValueError("rounds must be >= 1 and fine-tune epochs >= 0")
+            raise DemoError("rounds must be >= 1 and fine-tune epochs >= 0")
         if not 0.0 < self.kep_keep <= 1.0:
-            raise ValueError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
+            raise DemoError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
 
 
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
@@ -78,18 +84,18 @@ def _splits():
 
 
 def _stage_train(run: Path, results: dict, opts: DemoOptions) -> dict:
-    from sparsegate.sw.cli.train import train_job
+    from sparsegate.sw.flow.train import train_job
 
     summary = train_job(DEMO_MODEL, run / "train", epochs=opts.epochs, progress=opts.progress)
-    return {"checkpoint": summary["checkpoint"], "test_accuracy": summary["test_accuracy"],
-            "params": summary["params"], "macs": summary["macs"], "wall_time_s": summary["wall_time_s"]}
+    return {"checkpoint": str(summary.checkpoint), "test_accuracy": summary.test_accuracy,
+            "params": summary.params, "macs": summary.macs, "wall_time_s": summary.wall_time_s}
 
 
 def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, stage: str) -> dict:
     """SRA + NRP (``method="sra"``) or the torch global-L1 baseline, from the trained model, same budget."""
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.kep import conv_sparsity
-    from sparsegate.sw.cli.prune import PruneOptions, prune_model, write_outputs
+    from sparsegate.sw.prune import PruneOptions, ScheduleParams, prune_model, write_outputs
     from sparsegate.sw.prune.iterative import accuracy
     from sparsegate.sw.ml.train import load_checkpoint
 
@@ -97,9 +103,9 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     fit_ds, val_ds, test_ds = _splits()
     base = accuracy(model, test_ds)
     sra = method == "sra"
-    outcome = prune_model(model, PruneOptions(method=method, target_sparsity=DEMO_SPARSITY, nrp=sra,
-                                              nrp_drop=DEMO_NRP_DROP, rounds=opts.rounds,
-                                              finetune_epochs=opts.finetune_epochs, progress=opts.progress),
+    outcome = prune_model(model, PruneOptions(method, ScheduleParams(target_sparsity=DEMO_SPARSITY, rounds=opts.rounds),
+                                              nrp=sra, nrp_drop=DEMO_NRP_DROP, finetune_epochs=opts.finetune_epochs,
+                                              progress=opts.progress),
                           fit_ds, val_ds, masks)
     test_acc = accuracy(model, test_ds)
     table = layer_table(model, outcome.masks)
@@ -131,9 +137,9 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     the conv weights left (per-layer keep allocated globally), penalty epoch → cut → fine-tune; under the
     accuracy guard, else the SRA + NRP model goes on unchanged."""
     from sparsegate.sw.prune.counting import layer_table
-    from sparsegate.sw.prune.kep import KEPConfig, allocate_keep, conv_sparsity, kep_prune
-    from sparsegate.sw.cli.prune import PruneOutcome, write_outputs
-    from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy
+    from sparsegate.sw.prune import KEPParams, PruneOptions, prune_model, write_outputs
+    from sparsegate.sw.prune.kep import KEPConfig, allocate_keep, conv_sparsity
+    from sparsegate.sw.prune.iterative import accuracy
     from sparsegate.sw.ml.train import load_checkpoint
 
     start = time.perf_counter()
@@ -142,9 +148,10 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     before = {"conv_sparsity": conv_sparsity(model, masks), "test_accuracy": accuracy(model, test_ds),
               "val_accuracy": accuracy(model, val_ds)}
     target = 1.0 - (1.0 - before["conv_sparsity"]) * opts.kep_keep
-    config = KEPConfig(mode="free", penalty_epochs=1)
-    keep = allocate_keep(model, target, config, masks)
-    res = kep_prune(model, fit_ds, val_ds, keep, config, FineTuneConfig(epochs=opts.kep_finetune_epochs), masks)
+    keep = allocate_keep(model, target, KEPConfig(mode="free", penalty_epochs=1), masks)
+    result = prune_model(model, PruneOptions("kep", KEPParams(keep=keep, mode="free", penalty_epochs=1),
+                                             finetune_epochs=opts.kep_finetune_epochs), fit_ds, val_ds, masks)
+    res = result.extra
     after = {"conv_sparsity": conv_sparsity(model, res.masks), "test_accuracy": accuracy(model, test_ds),
              "val_accuracy": res.val_accuracy, "val_accuracy_cut": res.val_accuracy_cut}
     accepted = before["val_accuracy"] - after["val_accuracy"] <= DEMO_KEP_DROP
@@ -156,8 +163,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
                "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
                "nonzero_params": table.total.nonzero_params, "params": table.total.params, "keep": keep,
                "before": before, "after": after, "accepted": accepted, "kep": res.summary(), "wall_time_s": wall}
-    paths = write_outputs(run / "kep", model, DEMO_MODEL, PruneOutcome("kep", res.masks, {"keep": keep}),
-                          summary)
+    paths = write_outputs(run / "kep", model, DEMO_MODEL, result, summary)
     out = {"keep": keep, "keep_fraction": opts.kep_keep, "target_conv_sparsity": target, "before": before,
            "after": after, "accepted": accepted,
            "kep_checkpoint": str(paths["checkpoint"]), "wall_time_s": wall}
@@ -185,7 +191,7 @@ def _stage_quantize(run: Path, results: dict, opts: DemoOptions) -> dict:
     qnet = quantize_model(model, calibration_split(train_ds), masks, name=DEMO_MODEL)
     path = run / "quantize" / "quantized.bin"
     write_image(path, qnet)
-    return {"quantized": str(path), **compare(model, qnet, test_ds)}
+    return {"quantized": str(path), **asdict(compare(model, qnet, test_ds))}
 
 
 def _stage_export(run: Path, results: dict, opts: DemoOptions) -> dict:
@@ -209,18 +215,16 @@ def _stage_simulate(run: Path, results: dict, opts: DemoOptions) -> dict:
     from sparsegate.hw.engine.program import compile_program
     from sparsegate.sw.flow.lenet import test_digits, torch_int_reference
 
+    from sparsegate.sw.flow.simulate import simulate
+    from sparsegate.sw.ir.weight_image import read_image
     from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.ml.quantize import calibration_split, quantize_model
-    from sparsegate.sw.cli.simulate import simulate
     from sparsegate.sw.ml.train import load_checkpoint, predict
-    from sparsegate.sw.ir.weight_image import read_image
 
-    lines: list[str] = []
     image = Path(results["export"]["image"])
-    result = simulate(image, opts.samples, "verilator", opts.lanes, build_dir=run / "simulate" / "build",
-                      log=lines.append)
-    if not result["ok"]:
-        raise RuntimeError("the engine disagreed with the golden model:\n" + "\n".join(lines))
+    result = simulate(image, opts.samples, "verilator", opts.lanes, build_dir=run / "simulate" / "build")
+    if not result.ok:
+        raise DemoError(f"simulate stage: the engine disagreed with the golden model ({result.check.splitlines()[0]})")
     qnet = read_image(image)
     x_int, labels = test_digits(qnet, opts.samples)
     program = compile_program(qnet, opts.lanes, x_int[:1])
@@ -241,9 +245,10 @@ def _stage_simulate(run: Path, results: dict, opts: DemoOptions) -> dict:
              "engine_vs_torch_int": int(np.sum(golden == int_ref)),
              "engine_vs_torch_float": int(np.sum(golden == float_pred)),
              "engine_correct": int(np.sum(golden == labels)), "torch_float_correct": int(np.sum(float_pred == labels))}
-    return {**result, "samples": opts.samples, "lanes": opts.lanes, "log": lines,
+    return {"ok": result.ok, "cycles": result.cycles, "model": result.model, "total": result.total_cycles,
+            "samples": opts.samples, "lanes": opts.lanes, "log": result.lines(),
             "layer_names": [plan.name for plan in program.layers], "nonzero_macs": nonzero_macs,
-            "utilization": [m / (opts.lanes * c) if c else 0.0 for m, c in zip(nonzero_macs, result["cycles"])],
+            "utilization": [m / (opts.lanes * c) if c else 0.0 for m, c in zip(nonzero_macs, result.cycles)],
             "dense_model": dense_cycles,
             "dense_utilization": [plan.nonzero_macs / (opts.lanes * c) if c else 0.0
                                   for plan, c in zip(dense_program.layers, dense_cycles)],
@@ -256,10 +261,8 @@ def _stage_build(run: Path, results: dict, opts: DemoOptions) -> dict:
     if not opts.build:
         return {"skipped": True, "board": opts.board, "lanes": opts.lanes}
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
-    from sparsegate.sim.toolchain import ToolNotFoundError
-
-    from sparsegate.sw.cli.build import DEFAULT_CACHE, build_board, format_report
-    from sparsegate.sw.cli.main import CliError
+    from sparsegate.sw.flow.build import DEFAULT_CACHE, BuildError, build_board, format_report
+    from sparsegate.sw.util.toolchain import ToolNotFoundError
 
     lines: list[str] = []
     image = Path(results["export"]["image"])
@@ -267,19 +270,18 @@ def _stage_build(run: Path, results: dict, opts: DemoOptions) -> dict:
         info = build_board(opts.board, opts.lanes, run / "build", image=image.read_bytes(),
                            image_name=f"demo image {image}", clock_mhz=opts.clock_mhz, cache=DEFAULT_CACHE,
                            log=lines.append)
-    except DesignDoesNotFit as err:
-        raise CliError(f"build stage: {err}") from None
+    except (DesignDoesNotFit, BuildError) as err:
+        raise DemoError(f"build stage: {err}") from None
     except (BuildFailed, ToolNotFoundError) as err:
-        raise CliError(f"build stage: {str(err).splitlines()[0]} (logs under {DEFAULT_CACHE})") from None
-    rep = info["report"]
+        raise DemoError(f"build stage: {str(err).splitlines()[0]} (logs under {DEFAULT_CACHE})") from None
+    rep = info.report
     aliases = (("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("MULT18X18D", "MULT18X18D"), ("DP16KD", "DP16KD"),
                ("LUT RAM", "TRELLIS_RAMW"))
-    return {"skipped": False, "board": opts.board, "description": info["description"], "lanes": opts.lanes,
-            "device": rep["device"], "digest": info["digest"], "bit": info["bitstream"],
-            "resources": {alias: rep["utilisation"][kind] for alias, kind in aliases if kind in rep["utilisation"]},
-            "clocks": rep["clocks"], "fmax_mhz": rep["fmax_mhz"], "target_mhz": info["clock_mhz"],
-            "timing_met": rep["timing_met"], "tool_time_s": rep["elapsed_s"],
-            "cache_hit": any(line.startswith("[3/4] cache hit") for line in lines),
+    return {"skipped": False, "board": opts.board, "description": info.description, "lanes": opts.lanes,
+            "device": rep["device"], "digest": info.digest, "bit": info.bitstream,
+            "resources": {alias: info.utilisation[kind] for alias, kind in aliases if kind in info.utilisation},
+            "clocks": rep["clocks"], "fmax_mhz": info.fmax_mhz, "target_mhz": info.clock_mhz,
+            "timing_met": info.timing_met, "tool_time_s": rep["elapsed_s"], "cache_hit": info.cache_hit,
             "report_md": format_report(info), "log": lines}
 
 
@@ -334,8 +336,10 @@ def _stage_settings(name: str, options: DemoOptions) -> dict:
     return {k: d[k] for k in STAGE_OPTIONS.get(name, ())}
 
 
-def run_demo(run: Path, options: DemoOptions | None = None, fresh: bool = False, log=print) -> dict:
-    """Run (or resume) every stage; returns ``{stage: result}``."""
+def run_demo(run: Path, options: DemoOptions | None = None, fresh: bool = False,
+             log: Callable[[str], None] = lambda line: None) -> dict:
+    """Run (or resume) every stage; returns ``{stage: result}``. ``log`` receives one line as each stage
+    starts, is reused or finishes."""
     options = options or DemoOptions()
     options.check()
     run = Path(run)
@@ -364,21 +368,6 @@ def run_demo(run: Path, options: DemoOptions | None = None, fresh: bool = False,
     return results
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    from sparsegate.hw.platform.boards import board_names
-
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
-    parser.add_argument("--board", choices=board_names(), default=DEMO_BOARD,
-                        help=f"board of the bitstream stage (default {DEMO_BOARD})")
-    parser.add_argument("--lanes", type=int, default=DEMO_LANES,
-                        help=f"engine lanes P for the simulation and the bitstream (default {DEMO_LANES})")
-    parser.add_argument("--clock-mhz", type=float, default=100.0, help="engine clock of the bitstream (default 100)")
-    parser.add_argument("--samples", type=int, default=20, help="test digits simulated on the engine (default 20)")
-    parser.add_argument("--no-build", action="store_true", help="skip the bitstream stage")
-    parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def format_recap(results: dict, wall_s: float) -> str:
     """The closing summary: each stage's result line and its time (reused stages marked), the total."""
     lines = ["", "sparsegate demo — summary"]
@@ -388,13 +377,3 @@ def format_recap(results: dict, wall_s: float) -> str:
         lines.append(f"  {name:<9} {r['stage_time_s']:7.1f} s {tag:<8}  {describe(r)}")
     lines.append(f"  total     {wall_s:7.1f} s this run")
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    options = DemoOptions(board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
-                          samples=args.samples, progress=not args.no_progress)
-    start = time.perf_counter()
-    results = run_demo(args.out, options, fresh=args.fresh)
-    print(format_recap(results, time.perf_counter() - start))
-    print(f"demo finished: {args.out / 'report.html'} (all results: {args.out / 'summary.json'})")
-    return 0

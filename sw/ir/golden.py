@@ -216,8 +216,9 @@ def output_stage(acc, mult, shift, relu: bool = False, pool: bool = False) -> np
 
 # --------------------------------------------------------------------------------------- layers and network
 
-def _bits_for(n: int) -> int:
-    """Bits of an unsigned field holding 0 .. n-1 (0 bits when n == 1)."""
+def index_width(n: int) -> int:
+    """Bits of an unsigned index into ``n`` items, 0 .. n-1 (0 bits when n == 1): the one width rule of the
+    image's index fields, the compiler's address fields and the index-cost accounting."""
     return max(0, int(n) - 1).bit_length()
 
 
@@ -302,7 +303,7 @@ class IntLayer:
     def index_bits(self) -> tuple[int, int, int]:
         """(cin_bits, ky_bits, kx_bits) of the compact sparse index."""
         kh, kw = self.kernel
-        return _bits_for(self.in_channels), _bits_for(kh), _bits_for(kw)
+        return index_width(self.in_channels), index_width(kh), index_width(kw)
 
     def accumulator_bound(self) -> int:
         """Worst case |sum(w*x) + bias| over all int8 inputs, over all output channels."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from sparsegate.sw.util.atomic_io import write_bytes, write_json, write_text
 from sparsegate.sw.ir.golden import (ACC_BITS, MAX_KERNEL, SHIFT_MAX, SHIFT_MIN, STRIDES, WEIGHT_MAX, IntLayer,
-                     QuantizedNetwork, conv_output_size)
+                                     QuantizedNetwork, conv_output_size, index_width)
 
 MAGIC = b"SPGW"
 VERSION = 1
@@ -47,10 +47,6 @@ class ImageError(ValueError):
 
 
 # --------------------------------------------------------------------------------------- sparse encoding
-
-def _bits(n: int) -> int:
-    return max(0, int(n) - 1).bit_length()
-
 
 def index_bytes(index_bits: int) -> int:
     """Bytes per stored index: 2 up to 16 index bits, else 4."""
@@ -218,7 +214,7 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int,
         need((kh, kw, stride, padding, hin, win, hout, wout) == (1, 1, 1, 0, 1, 1, 1, 1), "geometry",
              "an fc layer has a 1x1 kernel, stride 1, padding 0 and 1x1 input and output planes")
         need(not pool, "flags", "an fc layer cannot pool")
-    want_bits = (_bits(cin), _bits(kh), _bits(kw))
+    want_bits = (index_width(cin), index_width(kh), index_width(kw))
     need((cin_bits, ky_bits, kx_bits) == want_bits, "index_bits",
          f"cin/ky/kx bits {cin_bits}/{ky_bits}/{kx_bits}, expected {want_bits[0]}/{want_bits[1]}/{want_bits[2]}")
     index_bits = sum(want_bits)

@@ -14,10 +14,17 @@ accuracy and fine-tune code serves both.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from sparsegate.sw.ml.train import CheckpointError, Masks, check_masks, load_envelope
+from sparsegate.sw.util.atomic_io import atomic_path
+
 GATES = ("i", "f", "g", "o")  # torch's row blocks of weight_ih / weight_hh / biases
+LSTM_FORMAT = "sparsegate-lstm"
+LSTM_VERSION = 1
 
 
 class _LSTMBase(nn.Module):
@@ -61,3 +68,24 @@ def build_lstm(config: dict) -> _LSTMBase:
     if config.get("kind") == "classify":
         return LSTMClassifier(config["vocab"], config["classes"], config["embed"], config["hidden"])
     raise ValueError(f"model config: unknown kind {config.get('kind')!r}; expected 'lm' or 'classify'")
+
+
+def save_lstm(path: str | Path, model: _LSTMBase, masks: Masks | None = None, meta: dict | None = None) -> None:
+    """Write an LSTM checkpoint (config, weights, masks, metadata) atomically."""
+    payload = {"format": LSTM_FORMAT, "version": LSTM_VERSION, "config": model.config(),
+               "state_dict": model.state_dict(), "masks": {k: v.bool() for k, v in (masks or {}).items()},
+               "meta": meta or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_lstm(path: str | Path) -> tuple[_LSTMBase, Masks, dict]:
+    """Load a checkpoint written by :func:`save_lstm`; returns (model, masks, meta)."""
+    payload = load_envelope(path, LSTM_FORMAT, LSTM_VERSION, "LSTM checkpoint", CheckpointError)
+    try:
+        model = build_lstm(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        check_masks(model, payload["masks"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: inconsistent LSTM checkpoint ({err})") from None
+    return model, payload["masks"], payload["meta"]

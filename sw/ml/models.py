@@ -88,6 +88,11 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
     return cls(num_classes=num_classes)
 
 
+def model_name(model: nn.Module) -> str:
+    """The CLI name of a model instance (``lenet5``, ...), else its class name in lower case."""
+    return next((name for name, cls in MODELS.items() if type(model) is cls), type(model).__name__.lower())
+
+
 @dataclass(frozen=True)
 class LayerCount:
     """Dense size of one conv/linear layer for one input image."""

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.ir.golden import (INT8_MAX, MULT_BITS, MULT_MAX, SHIFT_MAX, SHIFT_MIN, WEIGHT_MAX, IntLayer,
-                     QuantizedNetwork)
+from sparsegate.sw.ir.golden import INT8_MAX, WEIGHT_MAX, IntLayer, QuantizedNetwork
+from sparsegate.sw.ir.requant import RequantError, requant_params
 from sparsegate.sw.ml.train import Masks, TrainConfig, TrainResult, apply_masks, check_masks, predict, train
 
 CALIB_SIZE = 512
@@ -221,27 +221,6 @@ def _f32(v: float) -> float:
     return float(np.float32(v))
 
 
-def requant_params(m: float) -> tuple[int, int]:
-    """Integer ``(mult, shift)`` with ``mult * 2**-shift ~= m``: ``mult`` in [2**15, 2**16) (16 significant
-    bits) when possible, ``shift`` in [1, 47]; tiny multipliers lose precision rather than overflow."""
-    if not (math.isfinite(m) and m >= 0):
-        raise QuantizationError(f"requant multiplier {m} is not a finite non-negative number")
-    if m == 0:
-        return 0, SHIFT_MIN
-    frac, exp = math.frexp(m)  # m = frac * 2**exp, frac in [0.5, 1)
-    shift = MULT_BITS - exp
-    if shift > SHIFT_MAX:
-        shift = SHIFT_MAX
-    if shift < SHIFT_MIN:
-        raise QuantizationError(f"requant multiplier {m} too large for a {MULT_BITS}-bit multiplier")
-    mult = round(m * 2.0 ** shift)
-    if mult > MULT_MAX:  # frac rounded up to 1.0
-        mult, shift = mult // 2, shift - 1  # exact: mult was 2**16
-        if shift < SHIFT_MIN:
-            raise QuantizationError(f"requant multiplier {m} too large for a {MULT_BITS}-bit multiplier")
-    return int(mult), int(shift)
-
-
 def _quantize_layer(layer: PlanLayer, in_scale: float, out_scale: float, in_shape: tuple) -> IntLayer:
     m = layer.module
     w = m.weight.detach().double().cpu().numpy()
@@ -256,7 +235,10 @@ def _quantize_layer(layer: PlanLayer, in_scale: float, out_scale: float, in_shap
     shape = (cout,) + (1,) * (w.ndim - 1)
     wq = np.clip(np.rint(w / w_scale.reshape(shape)), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
     bq = np.rint(b / (in_scale * w_scale)).astype(np.int64)
-    mults, shifts = zip(*(requant_params(in_scale * s / out_scale) for s in w_scale))
+    try:
+        mults, shifts = zip(*(requant_params(in_scale * s / out_scale) for s in w_scale))
+    except RequantError as err:
+        raise QuantizationError(f"{layer.name}: {err}") from None
     conv = isinstance(m, nn.Conv2d)
     try:
         return IntLayer(name=layer.name, kind="conv" if conv else "fc", weight=wq, bias=bq.astype(np.int32),
@@ -321,16 +303,25 @@ def quantize_model(model: nn.Module, calib_ds: TensorDataset, masks: Masks | Non
 
 # --------------------------------------------------------------------------------------------- evaluation
 
-def compare(model: nn.Module, qnet: QuantizedNetwork, ds: TensorDataset) -> dict:
-    """Float accuracy, quantized (golden model) accuracy and prediction agreement on ``ds`` (0..1)."""
+@dataclass
+class QuantComparison:
+    """Float vs quantized (golden model) accuracy and prediction agreement on one dataset (0..1)."""
+
+    float_accuracy: float
+    quant_accuracy: float
+    agreement: float
+    samples: int
+
+
+def compare(model: nn.Module, qnet: QuantizedNetwork, ds: TensorDataset) -> QuantComparison:
+    """Float accuracy, quantized (golden model) accuracy and prediction agreement on ``ds``."""
     x, y = ds.tensors
     float_pred = predict(model, ds).numpy()
     quant_pred = qnet.predict(x.numpy())
     labels = y.numpy()
-    return {"float_accuracy": float((float_pred == labels).mean()),
-            "quant_accuracy": float((quant_pred == labels).mean()),
-            "agreement": float((float_pred == quant_pred).mean()),
-            "samples": int(len(labels))}
+    return QuantComparison(float_accuracy=float((float_pred == labels).mean()),
+                           quant_accuracy=float((quant_pred == labels).mean()),
+                           agreement=float((float_pred == quant_pred).mean()), samples=int(len(labels)))
 
 
 # ------------------------------------------------------------------------------ quantization-aware training

@@ -48,6 +48,14 @@ class TrainResult:
         return self.history[-1].get("test_accuracy") if self.history else None
 
 
+# Per-model recipe: the default dataset and training settings (``sparsegate train``, the demo, the benchmarks).
+RECIPES = {
+    "lenet5": ("mnist5k", TrainConfig(epochs=12, lr=2e-3)),
+    "lenet300": ("mnist5k", TrainConfig(epochs=15, lr=2e-3)),
+    "vgg": ("mnist5k-rgb32", TrainConfig(epochs=8, lr=2e-3)),
+}
+
+
 def check_masks(model: nn.Module, masks: Masks) -> None:
     """Reject masks naming unknown parameters or with the wrong shape, before any training starts."""
     params = dict(model.named_parameters())

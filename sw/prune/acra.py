@@ -31,6 +31,7 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.masks import Masks, PruneError, TargetUnreachableError, apply_masks, check_ratio, copy_masks, \
     resolve_layers, topology
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune as finetune_model
 from sparsegate.sw.prune.sensitivity import DEFAULT_RATIOS, GRANULARITIES, SensitivityResult, prune_fraction, sensitivity_analysis
 
@@ -198,3 +199,31 @@ def acra_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, t
     finetune_model(model, fit_ds, result.masks, finetune or FineTuneConfig())
     result.search.append({"val_accuracy_after_finetune": accuracy(model, val_ds)})
     return result
+
+
+@dataclass
+class AcraParams:
+    """The parameters of ``acra-uniform`` / ``acra-sensitivity``."""
+
+    target_flops: float | None = param(None, "MAC (FLOPs) reduction of the whole network, in [0, 1)", type=float)
+    granularity: str = param("filter", "prune whole filters/neurons or single weights", choices=GRANULARITIES)
+    tolerance: float = param(0.01, "allowed |achieved - target| MAC reduction")
+
+    def __post_init__(self):
+        if self.target_flops is None:
+            raise PruneError("needs target_flops (--target-flops)")
+        self.target_flops, self.tolerance = _check_target(self.target_flops, self.tolerance)
+        if self.granularity not in GRANULARITIES:
+            raise PruneError(f"granularity: expected one of {list(GRANULARITIES)}, got {self.granularity!r}")
+
+
+def run_acra(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+             monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``acra-uniform`` and ``acra-sensitivity`` (``options.params``: :class:`AcraParams`;
+    one fine-tune of 6 epochs by default)."""
+    p: AcraParams = options.params
+    res = acra_prune(model, fit_ds, val_ds, p.target_flops, options.method.split("-", 1)[1], p.granularity,
+                     options.finetune_config(6), masks, options.layers, p.tolerance, progress=options.progress)
+    val = res.search[-1]["val_accuracy_after_finetune"]
+    return PruneResult(options.method, model, res.masks, val, res.search[:-1], dict(res.summary(), val_accuracy=val),
+                       res, sensitivity=res.sensitivity)

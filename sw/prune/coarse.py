@@ -32,7 +32,7 @@ smallest one reaching its share (bisection on exact mask counts).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping
 
 import torch
@@ -44,7 +44,9 @@ from sparsegate.sw.prune.kep import conv_layers
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, channel_l1_norms, check_ratio, copy_masks, mask_for, \
     remove_channels, topology, weight_key, weight_sparsity
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, accuracy, finetune, iterative_prune
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, accuracy, \
+    finetune, iterative_prune
 from sparsegate.sw.prune.shrink import check_supported
 
 GRANULARITIES = ("feature_map", "kernel", "both")
@@ -392,3 +394,68 @@ def coarse_prune_ratios(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorD
     pruned = accuracy(model, val_ds)
     finetune(model, fit_ds, sel.masks, finetune_config or FineTuneConfig(), 1)
     return CoarseResult(sel.masks, sel, before, pruned, accuracy(model, val_ds))
+
+
+@dataclass
+class CoarseParams(ScheduleParams):
+    """The parameters of ``coarse``: feature-map / kernel ratios (one shot) or a conv-weight sparsity target /
+    accuracy budget under the shared schedule."""
+
+    level: str = param("both", "granularity", choices=GRANULARITIES, flag="--coarse-level")
+    fmap_ratio: float | None = param(None, "fraction of feature maps removed (one shot)", type=float)
+    kernel_ratio: float | None = param(None, "fraction of the live kernel planes removed (one shot)", type=float)
+    candidates: int = param(20, "random masks evaluated per choice (1: random)")
+    search: str = param("layer", "choose the least-adversarial mask layer by layer or for the whole network",
+                        choices=SEARCHES)
+    mask_choice: str = param("random", "random candidates (least adversarial) or smallest L1 norm (filter-norm "
+                                       "baseline)", choices=SELECTIONS)
+    fmap_share: float = param(0.5, "both with a sparsity target: share of it given to feature maps (log kept "
+                                   "fraction)")
+    eval_samples: int | None = param(None, "validation samples that score a candidate (default: all)", type=int)
+
+    @property
+    def oneshot(self) -> bool:
+        return self.fmap_ratio is not None or self.kernel_ratio is not None
+
+    def __post_init__(self):
+        if self.oneshot == self.iterative:
+            raise PruneError("method 'coarse' needs --fmap-ratio/--kernel-ratio (one shot) or "
+                             "--target-sparsity/--max-drop (iterative), not both")
+        if self.iterative:
+            self.schedule()
+        self.config(0)
+
+    def config(self, seed: int) -> CoarseConfig:
+        return CoarseConfig(granularity=self.level, candidates=self.candidates, search=self.search,
+                            selection=self.mask_choice, fmap_share=self.fmap_share, eval_samples=self.eval_samples,
+                            seed=seed)
+
+    def check(self, model: nn.Module, options: PruneOptions, masks: Masks) -> None:
+        """The checks that need the model (ratios against the layers, conv layers)."""
+        check_supported(model, structural=True, what="coarse")
+        if self.oneshot:
+            check_ratios(model, self.fmap_ratio or 0.0, self.kernel_ratio or 0.0, self.config(options.seed),
+                         options.layers)
+        else:
+            conv_layers(model, options.layers, what="coarse pruning")
+
+
+def run_coarse(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+               monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``coarse`` (:class:`CoarseParams`; fine-tune 4 epochs one shot, 2 per round)."""
+    p: CoarseParams = options.params
+    cfg = p.config(options.seed)
+    if p.oneshot:
+        res = coarse_prune_ratios(model, fit_ds, val_ds, p.fmap_ratio or 0.0, p.kernel_ratio or 0.0, cfg,
+                                  options.finetune_config(4), masks, options.layers)
+        out = PruneResult("coarse", model, res.masks, res.val_accuracy, [], {
+            "val_accuracy_before": res.val_accuracy_before, "val_accuracy_pruned": res.val_accuracy_pruned,
+            "val_accuracy": res.val_accuracy, **res.selection.summary()}, res)
+    else:
+        res = coarse_prune(model, fit_ds, val_ds, p.schedule(), cfg, options.finetune_config(2), masks,
+                           options.layers, progress=options.progress, monitor_ds=monitor_ds)
+        out = PruneResult("coarse", model, res.masks, res.val_accuracy, res.history_dicts(),
+                          {"val_accuracy": res.val_accuracy, "conv_sparsity": res.sparsity, "rounds": len(res.history)},
+                          res)
+    out.info["coarse"] = asdict(cfg)
+    return out

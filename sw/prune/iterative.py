@@ -42,6 +42,7 @@ from tqdm import tqdm
 from sparsegate.sw.prune.masks import Masks, PruneError, RatioError, apply_masks, check_fraction, check_ratio, copy_masks, \
     resolve_layers, weight_sparsity
 from sparsegate.sw.ml.train import TrainConfig, train
+from sparsegate.sw.prune.api import param
 
 PruneStep = Callable[[nn.Module, Masks, float], Masks]
 
@@ -110,6 +111,40 @@ class Schedule:
             raise PruneError(f"max_rounds must be >= 1, got {self.max_rounds}")
         if self.recovery_rounds < 0:
             raise PruneError(f"recovery_rounds must be >= 0, got {self.recovery_rounds}")
+
+
+@dataclass
+class ScheduleParams:
+    """The parameters of an iterative method (magnitude, global, torch-l1, SRA; KEP and coarse with a sparsity
+    target): a :class:`Schedule` as the command line spells it."""
+
+    target_sparsity: float | None = param(None, "fraction of the (selected) weights to prune, in [0, 1)", type=float)
+    max_drop: float | None = param(None, "prune while validation accuracy drops by at most this fraction (0.003 = "
+                                         "0.3 points)", type=float)
+    step: float = param(0.3, "fraction of the kept weights removed per round")
+    late_step: float | None = param(0.15, "the step once only 10%% of the weights are left", type=float)
+    rounds: int = param(40, "maximum prune/fine-tune rounds")
+    selection: str = param("path", "with a max drop: run the schedule and pick the sparsest round within budget "
+                                   "(path), or roll back rounds that break it (gate)", choices=SELECTIONS)
+
+    def __post_init__(self):
+        if self.target_sparsity is None and self.max_drop is None:
+            raise PruneError("needs target_sparsity (--target-sparsity) or max_drop (--max-drop)")
+        self.schedule()  # checks every field
+
+    @property
+    def iterative(self) -> bool:
+        return self.target_sparsity is not None or self.max_drop is not None
+
+    def schedule(self) -> "Schedule":
+        return Schedule(target_sparsity=self.target_sparsity, max_accuracy_drop=self.max_drop, step=self.step,
+                        late_step=self.late_step, max_rounds=self.rounds, selection=self.selection)
+
+
+def iterative_summary(res: "IterativeResult") -> dict:
+    """The JSON summary of an iterative run."""
+    return {"val_reference_accuracy": res.base_val_accuracy, "val_start_accuracy": res.start_val_accuracy,
+            "val_accuracy": res.val_accuracy, "weight_sparsity": res.sparsity, "rounds": len(res.history)}
 
 
 @dataclass

@@ -38,11 +38,14 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import TensorDataset
 
+from sparsegate.sw.ir.golden import index_width
 from sparsegate.sw.prune.counting import liveness
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_ratio, copy_masks, mask_for, resolve_layers, topology, \
     weight_key, weight_sparsity
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, accuracy, finetune, iterative_prune
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, accuracy, \
+    finetune, iterative_prune
 from sparsegate.sw.prune.shrink import UnsupportedLayerError, check_supported
 from sparsegate.sw.ml.train import TrainConfig, train
 
@@ -480,11 +483,6 @@ def kep_prune_iterative(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorD
 
 # ----------------------------------------------------------------------------------------------- index cost
 
-def _bits(n: int) -> int:
-    """Bits of an index into ``n`` items (0 for a single item), as the weight image's descriptors count."""
-    return (n - 1).bit_length() if n > 1 else 0
-
-
 @dataclass(frozen=True)
 class LayerIndexCost:
     layer: str
@@ -569,18 +567,18 @@ def index_cost(model: nn.Module, masks: Masks | None = None, layers: Iterable[st
         kept = int(sub.sum())
         planes = sub.flatten(2).any(2) if sub.numel() else torch.zeros(o, i, dtype=torch.bool)
         n_planes = int(planes.sum())
-        plane_bits = 0 if bool(planes.all()) else min(o * i, n_planes * _bits(i))
+        plane_bits = 0 if bool(planes.all()) else min(o * i, n_planes * index_width(i))
         pm = sub.flatten(2)[planes]  # (n_planes, elements)
         distinct = int(torch.unique(pm, dim=0).shape[0]) if n_planes else 0
         if n_planes == 0 or bool(pm.all()):
             element_bits, enc = 0, "dense"
         else:
             options = {"bitmap": n_planes * elements,
-                       "patterns": distinct * elements + n_planes * _bits(distinct),
-                       "list": kept * _bits(elements)}
+                       "patterns": distinct * elements + n_planes * index_width(distinct),
+                       "list": kept * index_width(elements)}
             enc = min(options, key=lambda key: (options[key], key))
             element_bits = options[enc]
-        flat = kept * (_bits(i) + _bits(kh) + _bits(kw))
+        flat = kept * (index_width(i) + index_width(kh) + index_width(kw))
         costs.append(LayerIndexCost(n, kept, o, i, n_planes, distinct, plane_bits, element_bits, enc, flat))
     return IndexCost(costs)
 
@@ -588,3 +586,58 @@ def index_cost(model: nn.Module, masks: Masks | None = None, layers: Iterable[st
 def conv_sparsity(model: nn.Module, masks: Masks | None = None) -> float:
     """Fraction of all conv weights that are pruned (masked or zero)."""
     return weight_sparsity(model, masks, conv_layers(model, what="conv_sparsity"))
+
+
+@dataclass
+class KEPParams(ScheduleParams):
+    """The parameters of ``kep``: ``keep`` (elements per plane, one shot: penalty -> cut -> fine-tune) or a
+    conv-weight sparsity target / accuracy budget under the shared schedule."""
+
+    keep: int | dict[str, int] | None = param(None, "elements kept per kernel plane (one shot; a dict: per layer)",
+                                              type=int)
+    mode: str = param("pattern", "shared element patterns per layer, or free choice per plane", choices=MODES,
+                      flag="--kep-mode")
+    patterns: int = param(8, "shared patterns per layer (pattern mode)")
+    penalty: float = param(4.0, "prior-mask penalty, decay exponent over the penalty phase (0: none)")
+    penalty_epochs: int = param(1, "epochs under the penalty before each cut")
+    allocation: str = param("global", "with a sparsity target: per-layer keep chosen globally or the same for all "
+                                      "layers", choices=ALLOCATIONS)
+
+    def __post_init__(self):
+        if self.keep is None and not self.iterative:
+            raise PruneError("method 'kep' needs --keep (elements per plane) or --target-sparsity/--max-drop")
+        if self.keep is not None and self.iterative:
+            raise PruneError("method 'kep': give --keep or --target-sparsity/--max-drop, not both")
+        if self.iterative:
+            self.schedule()
+        self.config()
+
+    def config(self) -> KEPConfig:
+        return KEPConfig(mode=self.mode, patterns=self.patterns, penalty=self.penalty,
+                         penalty_epochs=self.penalty_epochs, allocation=self.allocation)
+
+    def check(self, model: nn.Module, options: PruneOptions, masks: Masks) -> None:
+        """The checks that need the model (keep range, conv layers)."""
+        check_supported(model, structural=False, what="kep")
+        if self.keep is not None:
+            kep_masks(model, self.keep, self.config(), masks, options.layers)
+        else:
+            conv_layers(model, options.layers)
+
+
+def run_kep(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+            monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``kep`` (:class:`KEPParams`; fine-tune 4 epochs one shot, 2 per round iterative)."""
+    p: KEPParams = options.params
+    cfg = p.config()
+    if p.keep is not None:
+        res = kep_prune(model, fit_ds, val_ds, p.keep, cfg, options.finetune_config(4), masks, options.layers)
+        out = PruneResult("kep", model, res.masks, res.val_accuracy, [], res.summary(), res)
+    else:
+        res = kep_prune_iterative(model, fit_ds, val_ds, p.schedule(), cfg, options.finetune_config(2), masks,
+                                  options.layers, progress=options.progress, monitor_ds=monitor_ds)
+        out = PruneResult("kep", model, res.masks, res.val_accuracy, res.history_dicts(),
+                          {"val_accuracy": res.val_accuracy, "conv_sparsity": res.sparsity, "rounds": len(res.history)},
+                          res)
+    out.info["kep"] = asdict(cfg)
+    return out

@@ -37,9 +37,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsegate.sw.util.atomic_io import atomic_path
-from sparsegate.sw.prune.masks import Masks, PruneError, TargetUnreachableError, apply_masks, copy_masks, global_magnitude_masks, \
+from sparsegate.sw.prune.masks import Masks, PruneError, TargetUnreachableError, apply_masks, check_ratio, copy_masks, global_magnitude_masks, \
     resolve_layers
 from sparsegate.sw.ml.models import build_model, prunable_layers
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 
 ALLOCATIONS = ("uniform", "energy")
 LOWRANK_FORMAT = "sparsegate-lowrank"
@@ -297,3 +298,67 @@ def lowrank_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset
         result.sparsity = sparsity
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def parse_ranks(text: str) -> dict[str, int]:
+    """``"fc1=32,conv2=20"`` -> ``{"fc1": 32, "conv2": 20}``."""
+    ranks = {}
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        name, sep, value = item.partition("=")
+        try:
+            ranks[name.strip()] = int(value)
+        except ValueError:
+            raise PruneError(f"ranks: expected LAYER=RANK items such as fc1=32, got {item!r}") from None
+        if not sep:
+            raise PruneError(f"ranks: expected LAYER=RANK items such as fc1=32, got {item!r}")
+    if not ranks:
+        raise PruneError("ranks: empty list")
+    return ranks
+
+
+@dataclass
+class LowRankParams:
+    """The parameters of ``lowrank``: a compression target or explicit ranks, then optionally prune the factors."""
+
+    target_compression: float | None = param(None, "the factorized layers keep 1/C of their dense weights (C > 1)",
+                                             type=float)
+    ranks: str | dict[str, int] | None = param(None, "explicit ranks, e.g. fc1=32,conv2=20 (instead of a target)",
+                                               type=str)
+    rank_allocation: str = param("energy", "share the weight budget by singular-value energy per weight, or "
+                                           "uniformly", choices=ALLOCATIONS)
+    target_sparsity: float | None = param(None, "then prune the factors to this sparsity (global magnitude)",
+                                          type=float)
+
+    def __post_init__(self):
+        if (self.target_compression is None) == (self.ranks is None):
+            raise PruneError("method 'lowrank' needs --target-compression or --ranks (one of them)")
+        if isinstance(self.ranks, str):
+            self.ranks = parse_ranks(self.ranks)
+        if self.target_sparsity is not None:
+            self.target_sparsity = check_ratio(self.target_sparsity, "target_sparsity")
+        if self.rank_allocation not in ALLOCATIONS:
+            raise PruneError(f"rank_allocation: expected one of {list(ALLOCATIONS)}, got {self.rank_allocation!r}")
+
+    def check(self, model: nn.Module, options: PruneOptions, masks: Masks) -> None:
+        """The checks that need the model (explicit ranks against the layers)."""
+        if self.ranks is None:
+            return
+        mods = prunable_layers(model)
+        resolve_layers(model, list(self.ranks), field="ranks")
+        for name, rank in self.ranks.items():
+            if not 1 <= rank <= max_rank(mods[name]):
+                raise PruneError(f"ranks: {name}={rank} outside [1, {max_rank(mods[name])}]")
+
+
+def run_lowrank(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
+                masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``lowrank`` (:class:`LowRankParams`; 3 fine-tune epochs after factorizing and again
+    after pruning the factors). The model is factorized in place (save it with :func:`save_lowrank`)."""
+    p: LowRankParams = options.params
+    ranks = p.ranks
+    if ranks is None:
+        apply_masks(model, masks)
+        ranks = choose_ranks(model, p.target_compression, options.layers, p.rank_allocation)
+    res = lowrank_prune(model, fit_ds, val_ds, p.target_compression, p.rank_allocation, options.finetune_config(3),
+                        masks, options.layers, p.target_sparsity, ranks=ranks)
+    return PruneResult("lowrank", model, res.masks, res.val_accuracy, res.history, res.summary(), res)

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from sparsegate.sw.prune.counting import LayerStats, LayerTable, NetworkStats, StorageFormat, relative_index_entries
 from sparsegate.sw.ml.lstm_model import GATES
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_ratio, copy_masks
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 
 W_X, W_H, B_X, B_H = "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"
 W_OUT, B_OUT, EMBED = "out.weight", "out.bias", "embed.weight"
@@ -559,3 +560,49 @@ def replace_epochs(config: LSTMTrainConfig, epochs: int) -> LSTMTrainConfig:
 def replace_seed(config: LSTMTrainConfig, seed: int) -> LSTMTrainConfig:
     return LSTMTrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, clip=config.clip,
                            seed=seed)
+
+
+@dataclass
+class LSTMGateParams:
+    """The parameters of ``lstm-gates``: :func:`sparsify` of an LSTM (``levels``: structured, neurons, weights
+    or magnitude; see the module docstring)."""
+
+    target_sparsity: float = param(0.9, "fraction of the weights to prune, in [0, 1)", type=float)
+    levels: str = param("structured", "lstm-gates: what competes for the budget: weights, neurons and gate rows "
+                                      "(structured), weights and neurons, weights only, or one-shot magnitude",
+                        choices=tuple(METHODS), flag="--lstm-levels")
+    rounds: int = param(4, "maximum prune/fine-tune rounds")
+    group_bias: float = param(1.0, "lstm-gates: a group goes when its RMS is below this x the weight threshold")
+    penalty: float = param(0.0, "lstm-gates: group-lasso warm-up strength (0: none)", flag="--lstm-penalty")
+    penalty_epochs: int = param(0, "lstm-gates: epochs of the group-lasso warm-up", flag="--lstm-penalty-epochs")
+
+    def __post_init__(self):
+        if self.levels not in METHODS:
+            raise PruneError(f"levels: expected one of {list(METHODS)}, got {self.levels!r}")
+        self.config(LSTMTrainConfig())
+
+    def config(self, finetune: LSTMTrainConfig) -> SparsifyConfig:
+        return SparsifyConfig(target_sparsity=self.target_sparsity, rounds=self.rounds, group_bias=self.group_bias,
+                              finetune=finetune, penalty=self.penalty, penalty_epochs=self.penalty_epochs)
+
+    def check(self, model: nn.Module, options: PruneOptions, masks: Masks) -> None:
+        """The model must be one of :mod:`sparsegate.sw.ml.lstm_model`'s LSTMs."""
+        names = dict(model.named_parameters())
+        missing = [k for k in SPARSIFIED if k not in names]
+        if missing:
+            raise PruneError(f"method 'lstm-gates' prunes an LSTM model (sparsegate.sw.ml.lstm_model); "
+                             f"{type(model).__name__} has no {missing[0]}")
+        if options.layers is not None:
+            raise PruneError("layers: method 'lstm-gates' always sparsifies W_x, W_h and W_out")
+
+
+def run_lstm_gates(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
+                   masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``lstm-gates``. ``model`` is an LSTM of :mod:`sparsegate.sw.ml.lstm_model`;
+    ``fit_ds``/``val_ds`` are its text datasets (:mod:`sparsegate.sw.ml.text_data`: character sequences ->
+    next characters for ``CharLSTM``, snippets -> license family for ``LSTMClassifier``). Fine-tune 1 epoch
+    per round by default."""
+    p: LSTMGateParams = options.params
+    res = sparsify(model, fit_ds, val_ds, p.levels,
+                   p.config(LSTMTrainConfig(epochs=options.epochs(1), lr=options.lr, seed=options.seed)), masks)
+    return PruneResult("lstm-gates", model, res.masks, res.metrics["accuracy"], res.history, res.summary(), res)

@@ -22,7 +22,9 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_ratio, copy_masks, global_magnitude_masks, \
     layer_magnitude_masks, resolve_layers, weight_key, weight_sparsity
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, iterative_prune
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, \
+    iterative_prune, iterative_summary
 
 METHODS = ("magnitude", "global", "torch-l1")
 
@@ -96,5 +98,16 @@ def magnitude_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDatas
                            progress=progress, desc=method, monitor_ds=monitor_ds)
 
 
+def run_magnitude(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
+                  masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``magnitude``, ``global`` and ``torch-l1`` (``options.method``;
+    ``options.params``: :class:`ScheduleParams`; fine-tune 3 epochs per round by default)."""
+    p: ScheduleParams = options.params
+    res = magnitude_prune(model, fit_ds, val_ds, p.schedule(), options.method, options.finetune_config(3), masks,
+                          options.layers, progress=options.progress, monitor_ds=monitor_ds)
+    return PruneResult(options.method, model, res.masks, res.val_accuracy, res.history_dicts(),
+                       iterative_summary(res), res)
+
+
 __all__ = ["METHODS", "uniform_step", "global_step", "torch_global_l1_masks", "torch_global_l1_step",
-           "magnitude_prune"]
+           "magnitude_prune", "run_magnitude"]

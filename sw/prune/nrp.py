@@ -32,6 +32,7 @@ from sparsegate.sw.prune.counting import liveness
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, check_fraction, consumer_columns, copy_masks, \
     mask_for, remove_channels, resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 
 
 @dataclass
@@ -288,3 +289,41 @@ def nrp_prune(model: nn.Module, masks: Masks | None, guard_ds: TensorDataset, gu
         raise PruneError("NRP guard violated after re-pruning (internal error)")
     return NRPResult(masks, {n: sorted(v) for n, v in removed.items()}, exact, folded_total, checker.ref_acc, acc,
                      change, history)
+
+
+@dataclass
+class NRPParams:
+    """The parameters of ``nrp`` as a method of its own (the guard's accuracy budget is ``PruneOptions.nrp_drop``,
+    shared with ``PruneOptions.nrp``, which runs NRP after another method)."""
+
+    calib_samples: int = param(1000, "nrp: training samples the contribution scores are measured on")
+
+    def __post_init__(self):
+        if not isinstance(self.calib_samples, int) or self.calib_samples < 1:
+            raise PruneError(f"calib_samples must be a positive integer, got {self.calib_samples!r}")
+
+
+def nrp_finetuned(model: nn.Module, masks: Masks, options: PruneOptions, fit_ds: TensorDataset,
+                  val_ds: TensorDataset, calib_samples: int = 1000) -> tuple[NRPResult, dict]:
+    """NRP guarded on ``val_ds`` (drop ``options.nrp_drop``), then a fine-tune (3 epochs by default); returns
+    the result and its JSON log."""
+    from sparsegate.sw.prune.iterative import accuracy, finetune
+
+    before = accuracy(model, val_ds)
+    x, y = fit_ds.tensors
+    calib = TensorDataset(x[:calib_samples], y[:calib_samples])
+    res = nrp_prune(model, masks, val_ds, NRPGuard(max_accuracy_drop=options.nrp_drop), calib_ds=calib,
+                    layers=options.layers)
+    finetune(model, fit_ds, res.masks, options.finetune_config(3), 777)
+    log = {"removed": {k: len(v) for k, v in res.removed.items()}, "exact_removed": res.exact_removed,
+           "folded": res.folded, "val_accuracy_before": before, "val_accuracy_after_nrp": res.accuracy,
+           "val_accuracy_after_finetune": accuracy(model, val_ds), "history": res.history}
+    return res, log
+
+
+def run_nrp(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+            monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``nrp``: neuron re-pruning of an (already pruned) model, then a fine-tune."""
+    res, log = nrp_finetuned(model, masks, options, fit_ds, val_ds, options.params.calib_samples)
+    return PruneResult("nrp", model, res.masks, log["val_accuracy_after_finetune"], res.history,
+                       {k: v for k, v in log.items() if k != "history"}, res)

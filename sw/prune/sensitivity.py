@@ -28,6 +28,7 @@ from sparsegate.sw.util.atomic_io import atomic_path, write_text
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, channel_l1_norms, check_ratio, copy_masks, \
     mask_for, remove_channels, resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 from sparsegate.sw.prune.iterative import evaluate_metrics
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -253,3 +254,23 @@ def load_sensitivity(path: str | Path) -> SensitivityResult:
         raise PruneError(f"{path}: cannot read sensitivity file ({err.strerror})") from None
     except (ValueError, KeyError, TypeError) as err:
         raise PruneError(f"{path}: not a sensitivity JSON ({type(err).__name__}: {err})") from None
+
+
+@dataclass
+class SensitivityParams:
+    """The parameters of ``sensitivity`` (analysis only: the model is left unchanged)."""
+
+    granularity: str = param("weight", "prune single weights or whole filters/neurons", choices=GRANULARITIES)
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise PruneError(f"granularity: expected one of {list(GRANULARITIES)}, got {self.granularity!r}")
+
+
+def run_sensitivity(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
+                    masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``sensitivity``: per-layer curves on ``val_ds``; the masks come back unchanged."""
+    res = sensitivity_analysis(model, val_ds, masks, options.layers, granularity=options.params.granularity,
+                               progress=options.progress)
+    return PruneResult("sensitivity", model, masks, res.base_accuracy, info={"base_accuracy": res.base_accuracy},
+                       extra=res, sensitivity=res)

@@ -31,7 +31,9 @@ from torch.utils.data import TensorDataset
 
 from sparsegate.sw.prune.masks import Masks, PruneError, check_ratio, layer_magnitude_masks, mask_for, resolve_layers, weight_key
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, iterative_prune
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, \
+    iterative_prune, iterative_summary
 from sparsegate.sw.prune.sensitivity import DEFAULT_RATIOS, METRICS, SensitivityResult, sensitivity_analysis
 
 
@@ -170,3 +172,14 @@ def sra_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, sc
     result = iterative_prune(model, step, fit_ds, val_ds, schedule, finetune, masks, layers, progress=progress,
                              desc="sra", monitor_ds=monitor_ds)
     return SRAResult(result, [r.info for r in result.history], step.last_sensitivity)
+
+
+def run_sra(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+            monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``sra`` (``options.params``: :class:`ScheduleParams`; 3 fine-tune epochs per round)."""
+    p: ScheduleParams = options.params
+    res = sra_prune(model, fit_ds, val_ds, p.schedule(), options.finetune_config(3), masks=masks,
+                    layers=options.layers, progress=options.progress, monitor_ds=monitor_ds)
+    it = res.iterative
+    return PruneResult("sra", model, it.masks, it.val_accuracy, it.history_dicts(), iterative_summary(it), res,
+                       sensitivity=res.sensitivity)

@@ -34,6 +34,7 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, check_ratio, copy_masks, mask_for, remove_channels, \
     resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
+from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
 from sparsegate.sw.prune.shrink import _replace, check_supported
 
@@ -256,3 +257,52 @@ def task_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, r
     finetune(model, fit_ds, new, finetune_config or FineTuneConfig(), 1)
     removed = {n: int((~_alive(model, new, n)).sum()) for n in scores}
     return TaskPruneResult(new, scores, before, pruned, accuracy(model, val_ds), removed)
+
+
+@dataclass
+class TaskParams:
+    """The parameters of ``task``: the sub-task's classes and the fraction of filters to remove."""
+
+    classes: str | tuple[int, ...] | None = param(None, "the sub-task's classes, e.g. 3,5,8", type=str)
+    filter_ratio: float | None = param(None, "fraction of each layer's filters removed", type=float)
+    criterion: str = param("fisher", "filter relevance score", choices=CRITERIA)
+    subtask_epochs: int = param(2, "fine-tune epochs on the sub-task before scoring")
+
+    def __post_init__(self):
+        if self.classes is None or self.filter_ratio is None:
+            raise PruneError("method 'task' needs --classes (e.g. 3,5,8) and --filter-ratio")
+        if isinstance(self.filter_ratio, (int, float)):
+            self.filter_ratio = check_ratio(self.filter_ratio, "filter_ratio")
+        if self.criterion not in CRITERIA:
+            raise PruneError(f"criterion: expected one of {list(CRITERIA)}, got {self.criterion!r}")
+        if self.subtask_epochs < 0:
+            raise PruneError(f"subtask_epochs must be >= 0, got {self.subtask_epochs}")
+        self.classes = parse_classes(self.classes)
+
+    def check(self, model: nn.Module, options: PruneOptions, masks: Masks) -> None:
+        """The checks that need the model (classes against its outputs)."""
+        check_supported(model, structural=True, what="task")
+        parse_classes(self.classes, list(model.modules())[-1].out_features)
+
+
+def run_task(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
+             monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``task`` (:class:`TaskParams`). ``fit_ds``/``val_ds`` are the full task's splits: the
+    model is specialised to the sub-task (its output rows), fine-tuned on it, then its least task-relevant
+    filters are removed and it is fine-tuned again (4 epochs by default). The result's ``model`` is the new
+    sub-task model; evaluate it on ``result.eval_data(ds)``."""
+    import copy
+
+    p: TaskParams = options.params
+    classes = p.classes
+    fit_ds, val_ds = subtask_dataset(fit_ds, classes), subtask_dataset(val_ds, classes)
+    full = accuracy(model, TensorDataset(val_ds.tensors[0], torch.tensor(classes)[val_ds.tensors[1]]))
+    masks = subtask_masks(model, masks, classes)
+    sub = subtask_model(model, classes)
+    finetune(sub, fit_ds, masks, FineTuneConfig(epochs=p.subtask_epochs, lr=options.lr, seed=options.seed), 0)
+    start = copy.deepcopy(sub)
+    res = task_prune(sub, fit_ds, val_ds, p.filter_ratio, p.criterion, options.finetune_config(4), masks,
+                     options.layers)
+    info = {"full_model_subtask_val_accuracy": full, **res.summary(), "classes": list(classes),
+            "criterion": p.criterion}
+    return PruneResult("task", sub, res.masks, res.val_accuracy, [], info, res, classes=classes, start_model=start)

@@ -1,4 +1,4 @@
-"""The benchmark's report rendering (the benchmark itself takes minutes and is run by scripts/bench_prune.py)."""
+"""The pruning benchmark's report rendering (the benchmark itself takes minutes: `sparsegate bench --only prune`)."""
 from __future__ import annotations
 
 import json
@@ -25,8 +25,10 @@ def test_rerender_markdown_from_json(tmp_path):
     (tmp_path / "prune_lenet5.json").write_text(json.dumps({
         "model": "lenet5", "quick": False, "settings": vars(BenchSettings()), "base_test_accuracy": 0.98,
         "base_val_accuracy": 0.97, "wall_time_s": 60.0, "threads": 1, "rows": rows, "histories": histories}))
-    md = rerender_markdown(tmp_path, "lenet5")
+    result = rerender_markdown(tmp_path, "lenet5")
+    md = result.markdown
     assert md == (tmp_path / "prune_lenet5.md").read_text()
+    assert result.json_path == tmp_path / "prune_lenet5.json" and json.loads(result.json_path.read_text())["rows"]
     assert "| SRA+NRP | 23 | 31 | 150.0x | 70.0% | 97.80% | +0.20 | 97.00% |" in md
     assert "**met** — 150.0x at +0.20 points; torch global L1 at the same budget: 50.0x" in md
     assert "| ACRA uniform (filter), FLOPs -50% | — |" in md and "not met — target_flops=0.5000" in md

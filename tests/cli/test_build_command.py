@@ -1,5 +1,5 @@
-"""`sparsegate build`: a design that cannot fit stops with the numbers (one line, exit 2), the cache digest,
-the resource estimate, and the sweep's quick mode plumbing (no tools run)."""
+"""`sparsegate build` (sw/flow/build.py behind sw/cli/build.py): a design that cannot fit stops with the numbers
+(one line, exit 2), the cache digest, the resource estimate, and the sweep's quick mode plumbing (no tools run)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,9 @@ import pytest
 
 from sparsegate.hw.platform.board_top import capacity_geometry, retarget_program
 from sparsegate.sim.engine.amaranth_sim import small_program
-from sparsegate.sw.cli.build import design_digest, estimate_resources
+from sparsegate.hw.platform.cores import ENGINE, LIF
 from sparsegate.sw.cli.main import main
+from sparsegate.sw.flow.build import build_digest
 from sparsegate.sw.ir.weight_image import encode_image
 
 
@@ -42,46 +43,48 @@ def test_digest_tracks_image_and_settings():
     b = small_program(lanes=4, seed=2, n_samples=1)
     pa = retarget_program(a, capacity_geometry(a))
     pb = retarget_program(b, capacity_geometry(b))
-    assert design_digest(pa, board="ulx3s-25f") == design_digest(pa, board="ulx3s-25f")
-    assert design_digest(pa, board="ulx3s-25f") != design_digest(pa, board="ulx3s-85f")
-    assert design_digest(pa, board="ulx3s-25f") != design_digest(pb, board="ulx3s-25f")
+    assert build_digest(pa, board="ulx3s-25f") == build_digest(pa, board="ulx3s-25f")
+    assert build_digest(pa, board="ulx3s-25f") != build_digest(pa, board="ulx3s-85f")
+    assert build_digest(pa, board="ulx3s-25f") != build_digest(pb, board="ulx3s-25f")
 
 
 def test_estimate_scales_with_lanes():
     small = small_program(lanes=4, seed=1, n_samples=1)
     big = small_program(lanes=16, seed=1, n_samples=1)
-    e4 = estimate_resources(retarget_program(small, capacity_geometry(small)))
-    e16 = estimate_resources(retarget_program(big, capacity_geometry(big)))
-    assert e4["MULT18X18D"] == 7 and e16["MULT18X18D"] == 19
-    assert e16["DP16KD_parts"]["activation banks"] == 32 > e4["DP16KD_parts"]["activation banks"]
+    e4 = ENGINE.estimate(retarget_program(small, capacity_geometry(small)))
+    e16 = ENGINE.estimate(retarget_program(big, capacity_geometry(big)))
+    assert e4.mult18x18d == 7 and e16.mult18x18d == 19
+    assert e16.parts["activation banks"] == 32 > e4.parts["activation banks"]
+    assert e4.to_dict()["DP16KD"] == e4.dp16kd == sum(e4.parts.values())
 
 
 def test_detect_core_from_the_image(tmp_path, image):
-    from sparsegate.sw.cli.build import detect_core
+    from sparsegate.sw.flow.build import BuildError, detect_core
     from sparsegate.sw.ir.snn_golden import save_int_snn
     from support.small_snn import small_snn
 
     (tmp_path / "img.bin").write_bytes(image)
     save_int_snn(tmp_path / "snn.npz", small_snn(1))
-    assert detect_core("auto", tmp_path / "img.bin") == "sparse"
-    assert detect_core("auto", tmp_path / "snn.npz") == "lif"
-    assert detect_core("auto", None) == "sparse"
-    assert detect_core("lif", tmp_path / "img.bin") == "lif"
+    assert detect_core("auto", tmp_path / "img.bin") is ENGINE
+    assert detect_core("auto", tmp_path / "snn.npz") is LIF
+    assert detect_core("auto", None) is ENGINE
+    assert detect_core("lif", tmp_path / "img.bin") is LIF
+    with pytest.raises(BuildError, match="unknown core"):
+        detect_core("nope", None)
 
 
 def test_lif_build_estimate_and_does_not_fit(tmp_path, capsys):
     """The LIF core's block-RAM estimate counts one bank per unit; an oversized sizing stops before the tools."""
     from sparsegate.hw.lif.design import LifDesign
-    from sparsegate.sw.cli.build import estimate_lif_resources, lif_digest
     from sparsegate.sw.ir.snn_golden import IntSNN, LifParams, save_int_snn
 
     rng = np.random.default_rng(0)
     snn = IntSNN(rng.integers(-9, 9, size=(800, 784)), rng.integers(-9, 9, size=(10, 800)),
                  LifParams(threshold=500), LifParams.integrator(), np.ones(800, bool), 16)
-    est = estimate_lif_resources(LifDesign(snn, units=20, per_word=8))
-    assert est["DP16KD_parts"]["hidden banks"] == 20 * 16      # 64 x 3920 each: 2 wide x 8 deep
-    assert est["DP16KD_parts"]["readout banks"] == 10
-    assert lif_digest(LifDesign(snn), board="a") != lif_digest(LifDesign(snn, units=40), board="a")
+    est = LIF.estimate(LifDesign(snn, units=20, per_word=8))
+    assert est.parts["hidden banks"] == 20 * 16      # 64 x 3920 each: 2 wide x 8 deep
+    assert est.parts["readout banks"] == 10
+    assert build_digest(LifDesign(snn), board="a") != build_digest(LifDesign(snn, units=40), board="a")
     save_int_snn(tmp_path / "snn.npz", snn)
     code = main(["build", "--board", "ulx3s-25f", "--image", str(tmp_path / "snn.npz"), "--out", str(tmp_path / "o"),
                  "--cache", str(tmp_path / "cache")])
@@ -95,7 +98,7 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     'does not fit' with what they need; quick mode labels Fmax as a placement estimate."""
     import json
 
-    import sparsegate.sw.cli.build as bc
+    import sparsegate.sw.flow.build as fb
     from sparsegate.sw.bench.builds import run_build_sweep
     from sparsegate.hw.platform.ecp5_build import CellUsage, DesignDoesNotFit
 
@@ -107,18 +110,19 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
             raise DesignDoesNotFit("no", {"DP16KD": CellUsage(80, 56)})
         util = {k: {"used": lanes * n, "available": 99999} for k, n in
                 (("TRELLIS_COMB", 1000), ("TRELLIS_FF", 500), ("MULT18X18D", 1), ("DP16KD", 10))}
-        return {"digest": f"d{lanes}", "report": {"utilisation": util, "fmax_mhz": 50.0 + lanes,
-                                                  "timing_met": False, "elapsed_s": 12.0,
-                                                  "synth_opts": "-dff" if lanes == 4 else ""}}
+        return fb.BuildResult.from_dict({"digest": f"d{lanes}", "report": {
+            "utilisation": util, "fmax_mhz": 50.0 + lanes, "timing_met": False, "elapsed_s": 12.0,
+            "synth_opts": "-dff" if lanes == 4 else ""}})
 
-    monkeypatch.setattr(bc, "build_board", fake_build)
-    md = run_build_sweep(tmp_path, quick=True, lanes=(1, 4, 16), devices=("25f",), image=b"x", log=lambda s: None)
+    monkeypatch.setattr(fb, "build_board", fake_build)
+    md = run_build_sweep(tmp_path, quick=True, lanes=(1, 4, 16), devices=("25f",), image=b"x",
+                         log=lambda s: None).markdown
     assert calls == [("ulx3s-25f", 1, True), ("ulx3s-25f", 4, True), ("ulx3s-25f", 16, True)]
     assert "Fmax (MHz, placement estimate)" in md and "placed only" in md
     assert "| 25F | 4 | 4,000 | 2,000 | 4 | 40 | 54.0 | no | 12 |" in md
     assert "| 25F | 16 | does not fit: needs DP16KD 80/56 |" in md
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
-    points = json.loads((tmp_path / "sweep.json").read_text())
+    points = json.loads((tmp_path / "sweep.json").read_text())["points"]
     assert [p["status"] for p in points] == ["ok", "ok", "does not fit"]
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="lanes must be among"):

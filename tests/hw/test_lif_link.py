@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsegate.hw.link.host_link import parse_identity
-from sparsegate.hw.lif.design import LifDesign, LinkedLif, lif_dbg_map, lif_host_memories
-from sparsegate.sw.host.driver import DeviceError, HostDriver, SimTransport
+from sparsegate.hw.link.protocol import parse_identity
+from sparsegate.hw.lif.design import CORE_NAME, LinkedLif, lif_dbg_map, lif_host_memories
+from sparsegate.sim.transports import SimTransport
+from sparsegate.sw.host.driver import DeviceError, HostDriver
 from sparsegate.sw.ir.snn_golden import IntSNN, LifParams
 
 from support.small_snn import N_HIDDEN, N_IN, N_OUT, STEPS, lif_device, small_snn
@@ -27,7 +28,7 @@ def test_identity_names_the_lif_core(device):
     design, _ = device
     drv = _driver(design)
     ident = drv.identify()
-    assert ident["core"] == "lif" and ident["n_regs"] == len(lif_dbg_map(N_OUT))
+    assert ident["core"] == CORE_NAME and ident["n_regs"] == len(lif_dbg_map(N_OUT))
     g = ident["geometry"]
     assert (g["n_inputs"], g["n_hidden"], g["n_outputs"], g["units"], g["per_word"]) == (N_IN, N_HIDDEN, N_OUT, 3, 2)
     assert g["source_depth"] == design.source_depth and g["n_samples"] == 2
@@ -96,7 +97,7 @@ def test_engine_methods_on_lif_device_fail_clearly(device):
     with pytest.raises(DeviceError, match="not the sparse engine") as err:
         drv.load_image(b"")
     assert err.value.status == "WRONG_CORE"
-    assert drv.core == "lif"
+    assert drv.core == CORE_NAME
 
 
 def _mnist_sized_snn(path):
@@ -131,12 +132,13 @@ def test_run_command_sim_detects_lif_image(tmp_path, capsys):
 @pytest.mark.slow
 def test_run_lif_on_verilator_model(tmp_path):
     """The same through the Verilator model of the LIF top level (the `run --sim` default)."""
-    from sparsegate.sw.cli.run import classify_snn_with_driver, lif_sim_driver
+    from sparsegate.hw.platform.cores import LIF
+    from sparsegate.sw.flow.run import classify_with_driver, sim_driver
 
     snn = _mnist_sized_snn(tmp_path / "snn.npz")
-    driver = lif_sim_driver(snn, units=4, per_word=4, build_dir=tmp_path / "hostsim", log=lambda s: None)
+    driver = sim_driver(LIF, snn, units=4, per_word=4, build_dir=tmp_path / "hostsim")
     try:
-        result = classify_snn_with_driver(driver, snn, 5, log=lambda s: None)
-        assert result["exact"] == 5 and result["cycles"] > 0
+        result = classify_with_driver(driver, snn, 5)
+        assert result.exact == 5 and result.cycles > 0
     finally:
         driver.close()

@@ -1,9 +1,8 @@
-"""Post-training quantization: requant parameters, the traced layer plan, calibration, the accuracy of a
+"""Post-training quantization: the traced layer plan, calibration, the accuracy of a
 pruned LeNet-5 through the golden model, and quantization-aware fine-tuning that keeps masks."""
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pytest
@@ -11,10 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.ir.golden import MULT_MAX, SHIFT_MAX
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.quantize import (QuantizationError, calibration_split, compare, layer_plan, plan_forward,
-                                    qat_finetune, quantize_model, requant_params)
+                                    qat_finetune, quantize_model)
 from sparsegate.sw.ml.train import TrainConfig, evaluate, train
 from sparsegate.sw.ir.weight_image import decode_image, encode_image
 
@@ -39,28 +37,6 @@ def calib(mnist5k):
 def pruned_qnet(pruned_lenet5, calib):
     model, masks = pruned_lenet5
     return quantize_model(model, calib, masks, name="lenet5")
-
-
-# ---------------------------------------------------------------------------------------- requant params
-
-@pytest.mark.parametrize("m", [1e-9, 3.7e-6, 0.000123, 0.0041, 0.25, 0.5, 0.999999, 1.0, 1.5, 77.0, 1000.5])
-def test_requant_params_are_16_bit_and_accurate(m):
-    mult, shift = requant_params(m)
-    assert 0 <= mult <= MULT_MAX and 1 <= shift <= SHIFT_MAX
-    if shift < SHIFT_MAX:
-        assert mult >= 1 << 15  # normalised: 16 significant bits
-        assert abs(mult / 2 ** shift - m) <= m * 2 ** -16
-    else:  # tiny multipliers are clipped to the largest shift: absolute error under 2**-48
-        assert abs(mult / 2 ** shift - m) <= 2 ** -48
-
-
-def test_requant_params_edges():
-    assert requant_params(0.0) == (0, 1)
-    assert requant_params(1 - 2 ** -20) == (1 << 15, 15)  # rounds up to 2**16 and renormalises
-    with pytest.raises(QuantizationError, match="too large"):
-        requant_params(2.0 ** 16)
-    with pytest.raises(QuantizationError):
-        requant_params(math.nan)
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -171,10 +147,10 @@ def test_pruned_lenet5_int8_accuracy_within_half_a_point(pruned_lenet5, pruned_q
     density = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     assert density < 0.1
     result = compare(model, pruned_qnet, mnist5k[1])
-    assert result["samples"] == 1000
-    assert result["float_accuracy"] > 0.93
-    assert abs(result["float_accuracy"] - result["quant_accuracy"]) <= 0.005, result
-    assert result["agreement"] >= 0.99, result
+    assert result.samples == 1000
+    assert result.float_accuracy > 0.93
+    assert abs(result.float_accuracy - result.quant_accuracy) <= 0.005, result
+    assert result.agreement >= 0.99, result
 
 
 def test_quantized_network_matches_the_torch_integer_reference_per_layer(pruned_qnet, mnist5k):
@@ -226,8 +202,8 @@ def test_qat_keeps_masks_and_quantized_accuracy(pruned_lenet5, calib, mnist5k):
     after = quantize_model(model, calib, masks)
     assert not np.array_equal(after.layers[2].weight, before.layers[2].weight)  # it did train
     test = TensorDataset(*(t[:300] for t in mnist5k[1].tensors))
-    acc_before = compare(model, before, test)["quant_accuracy"]
+    acc_before = compare(model, before, test).quant_accuracy
     result = compare(model, after, test)
-    assert result["quant_accuracy"] >= acc_before - 0.01, (acc_before, result)
-    assert result["agreement"] >= 0.99
+    assert result.quant_accuracy >= acc_before - 0.01, (acc_before, result)
+    assert result.agreement >= 0.99
     assert evaluate(model, test) > 0.93

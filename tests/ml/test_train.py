@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.train import (CheckpointError, TrainConfig, evaluate, load_checkpoint, save_checkpoint,
                                  train)
-from sparsegate.sw.cli.train import train_job
+from sparsegate.sw.flow.train import train_job
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +98,9 @@ def test_checkpoint_round_trip_and_errors(tmp_path, trained_lenet5, mnist5k):
 def test_lenet5_recipe_reaches_target_in_time(tmp_path):
     """The foundation target: >= 97.5% on the 1,000 held-out digits in under 3 minutes."""
     summary = train_job("lenet5", tmp_path, progress=False)
-    assert summary["test_accuracy"] >= 0.975
-    assert summary["wall_time_s"] < 180
+    assert summary.test_accuracy >= 0.975
+    assert summary.wall_time_s < 180
     written = json.loads((tmp_path / "train.json").read_text())
-    assert written["test_accuracy"] == summary["test_accuracy"] and written["params"] == 431_080
+    assert written["test_accuracy"] == summary.test_accuracy and written["params"] == 431_080
     model, masks, meta = load_checkpoint(tmp_path / "model.pt")
-    assert meta["test_accuracy"] == summary["test_accuracy"] and masks == {}
+    assert meta["test_accuracy"] == summary.test_accuracy and masks == {}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sparsegate.sw.prune.counting import StorageFormat, layer_table, liveness, relative_index_entries
 from sparsegate.sw.prune.masks import topology
 
-from support.tiny_model import tiny_network
+from support.tiny_model import Tiny, tiny_network
 
 
 def test_topology_links_conv_to_fc_groups():

@@ -191,7 +191,7 @@ def test_rnn_cli(tmp_path, capsys):
     import json
 
     from sparsegate.sw.cli.main import main
-    from sparsegate.sw.cli.rnn import load_lstm
+    from sparsegate.sw.ml.lstm_model import load_lstm
 
     root = tmp_path / "licenses"
     root.mkdir()

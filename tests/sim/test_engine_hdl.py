@@ -14,7 +14,7 @@ from sparsegate.hw.engine.program import compile_program
 from sparsegate.sim.cocotb_runner import SimulationFailed
 from sparsegate.sim.engine.hdl import build_engine, run_engine_hdl
 from sparsegate.sim.engine.amaranth_sim import check_run, random_inputs, random_network, small_program
-from sparsegate.sim.toolchain import icarus_available
+from sparsegate.sw.util.toolchain import icarus_available
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "engine"
 

@@ -11,9 +11,9 @@ import pytest
 from amaranth.back import verilog
 
 from sparsegate.hw.engine.mac_lane import MacLane
-from sparsegate.sim import toolchain
+from sparsegate.sw.util import toolchain
 from sparsegate.sim.cocotb_runner import SimulationFailed, build_sim, run_cocotb
-from sparsegate.sim.toolchain import ToolNotFoundError, icarus_available, verilator_env, verilator_root
+from sparsegate.sw.util.toolchain import ToolNotFoundError, icarus_available, verilator_env, verilator_root
 
 BENCH = "sparsegate.sim.benches.mac_lane_bench"
 BENCH_TESTS = {"random_groups_with_stalls", "heavy_backpressure", "full_throughput"}

@@ -195,7 +195,7 @@ def test_benchmark_report_renders_and_judges_the_anchor(tmp_path):
                               "cycles_per_step": 100.0 + alive, "threshold": 400}
     rows = {"dense": row(800, 0.96), "pruned 480": row(320, 0.955), "pruned 600": row(200, 0.93)}
     (tmp_path / "snn.json").write_text(json.dumps({"rows": rows, "verilator": None, "quick": False}))
-    text = render_snn_results(tmp_path)
+    text = render_snn_results(tmp_path).markdown
     assert "| pruned 480 | 480 of 800 | 248 KiB | 2.50x |" in text
     assert "pruned 480 (2.50x less memory at 0.60 pt)" in text and "pruned 600 (" not in text
     assert (tmp_path / "snn.md").read_text() == text

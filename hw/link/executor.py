@@ -1,0 +1,252 @@
+"""Executor: runs checked request records against a core's host port and produces the replies.
+
+Per command (:mod:`sparsegate.hw.link.host_link` has the table): ``ID`` sends the identity bytes;
+``WRITE_MEM`` copies the frame buffer's words into a host memory, one word at a time; ``RUN`` pulses
+``start`` and waits for ``busy`` to fall; ``READ_REGS`` / ``READ_OUTPUTS`` read debug registers through
+``dbg_sel`` → ``dbg_data``. Before that, every argument is checked (``BAD_LEN``, ``BAD_ARG``,
+``UNKNOWN_CMD``); a framing error from the decoder becomes its error reply. The checks are pipelined over
+four registers (the record is stable while it is offered): the multiply and the compares stay off the FSM,
+for timing at 100+ MHz.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from sparsegate.hw.link.host_port import HostPortSignature
+from sparsegate.hw.link.protocol import ARG_BYTES, CMD, STATUS, reply_layout, request_layout, word_bytes
+
+__all__ = ["Executor"]
+
+#: Cycles from a record being offered until the pipelined checks have settled.
+CHECK_CYCLES = 4
+
+
+class Executor(wiring.Component):
+    """Request records → host-port actions → reply headers and payload bytes.
+
+    ``mems``: ``[(word bits, depth)]`` of the core's writable memories (``wr_mem`` order); ``n_samples``,
+    ``n_regs``: the input slots and debug registers; ``result_base``/``n_results``: where the outputs start in
+    the debug map; ``ident``: the ID reply payload; ``result_bytes``: READ_OUTPUTS sends each result
+    register's low byte (1, the engine's int8 outputs) or the whole register (4, the LIF membranes).
+
+    Members
+    -------
+    i : ``In(stream.Signature(request_layout))``
+        Request records; one is accepted when its command is finished (reply payload handed on).
+    buf : ``In(ReadPort.Signature(...))``
+        Read port of the frame buffer (WRITE_MEM's words).
+    host : ``In(HostPortSignature(...))``
+        The core's host port.
+    reply : ``Out(stream.Signature(reply_layout))``
+        One reply header per request.
+    payload : ``Out(stream.Signature(8))``
+        The reply's ``length`` payload bytes, after its header.
+    idle : ``Out(1)``
+        No command in progress.
+    """
+
+    def __init__(self, *, mems, n_samples: int, n_regs: int, result_base: int, n_results: int, ident: bytes,
+                 max_payload: int, result_bytes: int = 1):
+        if result_bytes not in (1, 4):
+            raise ValueError(f"result_bytes must be 1 or 4, got {result_bytes}")
+        if not 1 <= len(mems) <= 256:
+            raise ValueError(f"the link addresses 1..256 memories, got {len(mems)}")
+        self.mems = list(mems)
+        self.n_samples, self.n_regs = n_samples, n_regs
+        self.result_base, self.n_results, self.result_bytes = result_base, n_results, result_bytes
+        self.ident = bytes(ident)
+        self.max_wb = max(word_bytes(w) for w, _ in self.mems)
+        super().__init__({
+            "i": In(stream.Signature(request_layout)),
+            "buf": In(ReadPort.Signature(addr_width=max(1, ceil_log2(max_payload)), shape=8)),
+            "host": In(HostPortSignature.for_memories(self.mems)),
+            "reply": Out(stream.Signature(reply_layout)),
+            "payload": Out(stream.Signature(8)),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        req, host = self.i.payload, self.host
+        args = req.args
+        addr0, count, sample = Cat(args[1], args[2]), Cat(args[3], args[4]), Cat(args[0], args[1])
+
+        # ---- the checks, pipelined (see the module docstring)
+        mem_ok, range_ok, sample_ok, regs_ok = Signal(), Signal(), Signal(), Signal()
+        sel_wb = Signal(range(self.max_wb + 1))
+        sel_depth = Signal(range(max(d for _, d in self.mems) + 1))
+        sel_count, sel_end, payload_len, need_len = Signal(16), Signal(17), Signal(32), Signal(32)
+        m.d.sync += [mem_ok.eq(0), sel_wb.eq(0), sel_depth.eq(0)]
+        with m.Switch(args[0]):
+            for i, (bits, depth) in enumerate(self.mems):
+                with m.Case(i):
+                    m.d.sync += [mem_ok.eq(1), sel_wb.eq(word_bytes(bits)), sel_depth.eq(depth)]
+        m.d.sync += [sel_count.eq(count), sel_end.eq(addr0 + count),
+                     payload_len.eq(sel_count * sel_wb), range_ok.eq(sel_end <= sel_depth),
+                     need_len.eq(payload_len + ARG_BYTES)]
+        len_is0, len_is2, len_short, len_match = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [len_is0.eq(req.length == 0), len_is2.eq(req.length == 2), len_short.eq(req.length < ARG_BYTES),
+                     len_match.eq(req.length == need_len),
+                     sample_ok.eq(sample < self.n_samples),
+                     regs_ok.eq((args[1] != 0) & (args[0] + args[1] <= self.n_regs))]
+
+        # ---- reply state: header fields, payload source
+        status = Signal(8)
+        kind = Signal(2)        # payload: 0 none, 1 identity, 2 registers as u32, 3 registers' low bytes
+        first = Signal(8)
+        rlen = Signal(16)
+        idx = Signal(16)
+        m.d.comb += [self.reply.payload.cmd.eq(req.cmd), self.reply.payload.status.eq(status),
+                     self.reply.payload.length.eq(rlen)]
+
+        # ---- WRITE_MEM: frame buffer bytes → a word → the host memory
+        mem, waddr, left = Signal(8), Signal(16), Signal(16)
+        cnt = Signal(16)
+        k = Signal(range(self.max_wb + 1))
+        word = Signal(8 * self.max_wb)
+        rd_byte = Signal(8)
+        wbytes = Signal(range(self.max_wb + 1))
+        with m.Switch(mem):
+            for i, (bits, _) in enumerate(self.mems):
+                with m.Case(i):
+                    m.d.comb += wbytes.eq(word_bytes(bits))
+        m.d.comb += [host.wr_data.eq(word), host.wr_mem.eq(mem), host.wr_addr.eq(waddr), self.buf.addr.eq(cnt)]
+
+        # ---- READ_REGS / READ_OUTPUTS / ID: payload bytes
+        sel = Signal(8)
+        dbg_word = Signal(32)
+        pay_byte = Signal(8)
+        m.d.comb += [host.dbg_sel.eq(sel), self.payload.payload.eq(pay_byte)]
+
+        def reply(st, kind_=0, first_=0, rlen_=0):
+            m.d.sync += [status.eq(st), kind.eq(kind_), first.eq(first_), rlen.eq(rlen_), idx.eq(0)]
+            m.next = "REPLY"
+
+        def error(name):
+            reply(STATUS[name])
+
+        wait = Signal(range(CHECK_CYCLES))
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.i.valid):
+                    with m.If(req.status != STATUS["OK"]):
+                        reply(req.status)
+                    with m.Else():
+                        m.d.sync += wait.eq(CHECK_CYCLES - 1)
+                        m.next = "CHECK"
+            with m.State("CHECK"):          # the pipelined checks settle
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 1):
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                with m.Switch(req.cmd):
+                    with m.Case(CMD["ID"]):
+                        with m.If(~len_is0):
+                            error("BAD_LEN")
+                        with m.Else():
+                            reply(STATUS["OK"], 1, 0, len(self.ident))
+                    with m.Case(CMD["WRITE_MEM"]):
+                        with m.If(len_short):
+                            error("BAD_LEN")
+                        with m.Elif(~mem_ok):
+                            error("BAD_ARG")
+                        with m.Elif(~len_match):
+                            error("BAD_LEN")
+                        with m.Elif(~range_ok):
+                            error("BAD_ARG")
+                        with m.Elif(count == 0):
+                            reply(STATUS["OK"])
+                        with m.Else():
+                            m.d.sync += [mem.eq(args[0]), waddr.eq(addr0), left.eq(count), cnt.eq(ARG_BYTES),
+                                         k.eq(0)]
+                            m.next = "W_READ"
+                    with m.Case(CMD["RUN"]):
+                        with m.If(~len_is2):
+                            error("BAD_LEN")
+                        with m.Elif(~sample_ok):
+                            error("BAD_ARG")
+                        with m.Else():
+                            m.next = "RUN_START"
+                    with m.Case(CMD["READ_REGS"]):
+                        with m.If(~len_is2):
+                            error("BAD_LEN")
+                        with m.Elif(~regs_ok):
+                            error("BAD_ARG")
+                        with m.Else():
+                            reply(STATUS["OK"], 2, args[0], args[1] << 2)
+                    with m.Case(CMD["READ_OUTPUTS"]):
+                        with m.If(~len_is0):
+                            error("BAD_LEN")
+                        with m.Else():
+                            if self.result_bytes == 4:
+                                reply(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
+                            else:
+                                reply(STATUS["OK"], 3, self.result_base, self.n_results)
+                    with m.Default():
+                        error("UNKNOWN_CMD")
+
+            with m.State("W_READ"):         # buffer address presented
+                m.next = "W_GET"
+            with m.State("W_GET"):          # buffer byte available: registered next to the block RAM
+                m.d.sync += [rd_byte.eq(self.buf.data), cnt.eq(cnt + 1)]
+                m.next = "W_PUT"
+            with m.State("W_PUT"):          # into the word
+                m.d.sync += word.word_select(k, 8).eq(rd_byte)
+                with m.If(k == wbytes - 1):
+                    m.next = "W_WRITE"
+                with m.Else():
+                    m.d.sync += k.eq(k + 1)
+                    m.next = "W_READ"
+            with m.State("W_WRITE"):
+                m.d.comb += host.wr_en.eq(1)
+                m.d.sync += [waddr.eq(waddr + 1), left.eq(left - 1), k.eq(0)]
+                with m.If(left == 1):
+                    reply(STATUS["OK"])
+                with m.Else():
+                    m.next = "W_READ"
+
+            with m.State("RUN_START"):
+                m.d.comb += [host.start.eq(1), host.sample.eq(sample)]
+                m.next = "RUN_WAIT"
+            with m.State("RUN_WAIT"):
+                m.d.comb += host.sample.eq(sample)
+                with m.If(~host.busy):
+                    reply(STATUS["OK"], 2, 0, 4)     # total.cycles
+
+            with m.State("REPLY"):
+                m.d.comb += self.reply.valid.eq(1)
+                with m.If(self.reply.ready):
+                    m.next = "SELECT"
+            with m.State("SELECT"):         # register select and byte look-up: short paths at 100+ MHz
+                m.d.sync += sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
+                m.next = "FETCH"
+            with m.State("FETCH"):          # debug register read (registered), then the byte look-up
+                with m.If(idx == rlen):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += dbg_word.eq(host.dbg_data)
+                    m.next = "BYTE"
+            with m.State("BYTE"):
+                ident = Array(Const(b, 8) for b in self.ident)
+                with m.Switch(kind):
+                    with m.Case(1):
+                        m.d.sync += pay_byte.eq(ident[idx[:max(1, ceil_log2(len(self.ident)))]])
+                    with m.Case(2):
+                        m.d.sync += pay_byte.eq(dbg_word.word_select(idx[:2], 8))
+                    with m.Default():
+                        m.d.sync += pay_byte.eq(dbg_word[:8])
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += self.payload.valid.eq(1)
+                with m.If(self.payload.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "SELECT"
+            with m.State("DONE"):           # the record is consumed only now: the decoder may take a frame
+                m.d.comb += self.i.ready.eq(1)
+                m.next = "IDLE"
+        return m

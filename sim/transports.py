@@ -1,0 +1,227 @@
+"""Byte transports into simulated board top levels, for :class:`~sparsegate.sw.host.driver.HostDriver` (any object
+with ``write(data)``, ``read(n, timeout_s)`` and ``close()``; see :class:`~sparsegate.sw.host.driver.Transport`):
+
+* :class:`SimTransport` — the linked core (or the UART-level :class:`~sparsegate.hw.platform.board_top.SerialTop`)
+  in Amaranth's simulator, stepped on demand: bytes go into the host link's stream (``serial=False``, fast) or
+  bit by bit into the UART's ``rx`` line (``serial=True``);
+* :class:`VerilatorTransport` — the linked core compiled by Verilator, a child process on stdin/stdout.
+
+:func:`sim_transport` builds either for a program through the core registry.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+
+from sparsegate.hw.platform.cores import core_for
+
+__all__ = ["SimTransport", "VerilatorTransport", "sim_transport", "SIMULATORS"]
+
+#: The simulators :func:`sim_transport` can run a board top level in.
+SIMULATORS = ("verilator", "amaranth")
+
+
+def sim_transport(program, simulator: str = "verilator", build_dir: Path = Path("build/host-sim"), *,
+                  timeout: int = 1_000_000, max_cycles: int = 50_000_000, log=None):
+    """A transport into the linked core of ``program`` (an engine program in its capacity geometry, or a LIF
+    design) with ``program`` as its power-up contents: Verilator (built once into ``build_dir``) or
+    Amaranth's simulator (``max_cycles`` per read). ``timeout``: the link's truncated-frame timeout, cycles."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    dut = core_for(program).linked(program, timeout=timeout)
+    if simulator == "verilator":
+        return VerilatorTransport(dut, build_dir, log=log)
+    return SimTransport(dut, max_cycles=max_cycles)
+
+
+class SimTransport:
+    """The board top level in Amaranth's simulator, advanced only while the host waits for bytes.
+
+    ``dut``: a linked core (``LinkedEngine``/``LinkedLif``, byte streams) or, with ``serial=True``, a
+    :class:`~sparsegate.hw.platform.board_top.SerialTop` (``divisor`` cycles per bit on its ``rx``/``tx`` lines).
+    Timeouts are in simulated cycles (``max_cycles`` per read); ``gap_cycles`` idles the line between
+    written chunks (to exercise the device's truncated-frame timeout)."""
+
+    def __init__(self, dut, *, serial: bool = False, max_cycles: int = 20_000_000, vcd: str | None = None):
+        from amaranth.sim import Simulator
+        self.dut, self.serial = dut, serial
+        self.divisor = getattr(dut, "divisor", None)
+        self.max_cycles = max_cycles
+        self.pending: deque[int | None] = deque()      # None = one idle cycle (a gap)
+        self.received: deque[int] = deque()
+        self.cycles = 0
+        self.sim = Simulator(dut)
+        self.sim.add_clock(1e-8)
+        self.sim.add_testbench(self._serial_bench if serial else self._stream_bench, background=True)
+        self._vcd = self.sim.write_vcd(vcd) if vcd else None
+        if self._vcd is not None:
+            self._vcd.__enter__()
+
+    async def _stream_bench(self, ctx):
+        dut = self.dut
+        ctx.set(dut.tx.ready, 1)
+        while True:
+            queued = bool(self.pending)         # (write() may add bytes while this process waits)
+            head = self.pending[0] if queued else None
+            ctx.set(dut.rx.valid, head is not None)
+            if head is not None:
+                ctx.set(dut.rx.payload, head)
+            _, _, rx_ready, tx_valid, tx_byte = await ctx.tick().sample(dut.rx.ready, dut.tx.valid, dut.tx.payload)
+            self.cycles += 1
+            if queued and (head is None or rx_ready):    # a gap cycle passed, or the byte was taken
+                self.pending.popleft()
+            if tx_valid:
+                self.received.append(tx_byte)
+
+    async def _serial_bench(self, ctx):
+        dut, div = self.dut, self.divisor
+        bits: deque[int] = deque()          # rx line, one entry per cycle
+        tx_state = {"phase": "idle", "count": 0, "bits": [], "value": 0}
+        while True:
+            if not bits and self.pending:
+                b = self.pending.popleft()
+                if b is None:
+                    bits.extend([1] * div)
+                else:
+                    for level in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
+                        bits.extend([level] * div)
+            ctx.set(dut.rx, bits.popleft() if bits else 1)
+            _, _, tx = await ctx.tick().sample(dut.tx)
+            self.cycles += 1
+            st = tx_state
+            if st["phase"] == "idle":
+                if not tx:
+                    st.update(phase="bits", count=div + div // 2, bits=[])
+            else:
+                st["count"] -= 1
+                if st["count"] == 0:
+                    if len(st["bits"]) < 8:
+                        st["bits"].append(tx)
+                        st["count"] = div
+                    else:               # stop-bit centre
+                        self.received.append(sum(v << i for i, v in enumerate(st["bits"])))
+                        st["phase"] = "idle"
+
+    def write(self, data: bytes) -> None:
+        self.pending.extend(data)
+
+    def idle(self, cycles: int) -> None:
+        """Leave the line idle for ``cycles`` (after what is already queued)."""
+        self.pending.extend([None] * cycles)
+
+    def read(self, n: int, timeout_s: float | None = None) -> bytes:
+        limit = self.cycles + self.max_cycles
+        while len(self.received) < n and self.cycles < limit:
+            self.sim.advance()
+        return bytes(self.received.popleft() for _ in range(min(n, len(self.received))))
+
+    def run_cycles(self, cycles: int) -> None:
+        end = self.cycles + cycles
+        while self.cycles < end:
+            self.sim.advance()
+
+    def close(self) -> None:
+        if self._vcd is not None:
+            self._vcd.__exit__(None, None, None)
+            self._vcd = None
+
+
+# ------------------------------------------------------------------------------ Verilator transport
+
+_HARNESS = r"""
+#include "Vlinked_engine.h"
+#include "verilated.h"
+#include <cstdio>
+#include <cstdint>
+#include <vector>
+#include <poll.h>
+#include <unistd.h>
+#include <fcntl.h>
+// stdin bytes -> host link rx stream; tx stream -> stdout. Blocks on stdin only when the device is idle.
+int main(int argc, char** argv) {
+    Verilated::commandArgs(argc, argv);
+    Vlinked_engine* top = new Vlinked_engine;
+    top->clk = 0; top->rst = 1; top->eval();
+    for (int i = 0; i < 4; i++) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
+    top->rst = 0; top->eval();
+    fcntl(0, F_SETFL, O_NONBLOCK);
+    std::vector<uint8_t> in; size_t head = 0;
+    std::vector<uint8_t> out;
+    uint8_t buf[65536];
+    uint64_t cycle = 0;
+    for (;;) {
+        bool idle = top->idle && !top->tx___05Fvalid && head == in.size();
+        if (head == in.size() && (idle || (cycle & 1023) == 0)) {
+            if (!out.empty()) { fwrite(out.data(), 1, out.size(), stdout); fflush(stdout); out.clear(); }
+            struct pollfd p = {0, POLLIN, 0};
+            if (poll(&p, 1, idle ? -1 : 0) > 0) {
+                ssize_t n = read(0, buf, sizeof buf);
+                if (n == 0) break;                       // host closed the pipe
+                if (n > 0) { in.assign(buf, buf + n); head = 0; }
+            }
+        }
+        bool have = head < in.size();
+        top->rx___05Fvalid = have; top->rx___05Fpayload = have ? in[head] : 0; top->tx___05Fready = 1;
+        top->eval();
+        bool rx_fire = have && top->rx___05Fready, tx_fire = top->tx___05Fvalid;
+        uint8_t txb = top->tx___05Fpayload;
+        top->clk = 1; top->eval(); top->clk = 0; top->eval();
+        cycle++;
+        if (rx_fire) head++;
+        if (tx_fire) out.push_back(txb);
+    }
+    delete top;
+    return 0;
+}
+"""
+
+
+class VerilatorTransport:
+    """A linked core (:class:`~sparsegate.hw.platform.board_top.LinkedEngine` or
+    :class:`~sparsegate.hw.lif.design.LinkedLif`) compiled by Verilator into a small executable that maps stdin
+    to the host link's ``rx`` stream and its ``tx`` stream to stdout (~100x the Amaranth simulator's speed).
+    ``build_dir`` caches the executable by a digest of the Verilog; a failed Verilator build raises
+    :class:`~sparsegate.sim.cocotb_runner.SimulationFailed`."""
+
+    def __init__(self, dut, build_dir, log=None):
+        import os
+        import subprocess
+
+        from sparsegate.sim.verilator_cpp import build_executable
+
+        exe = build_executable(dut, _HARNESS, toplevel="linked_engine", build_dir=build_dir, cflags="-O1", log=log)
+        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def read(self, n: int, timeout_s: float = 60.0) -> bytes:
+        import select
+        deadline = time.monotonic() + timeout_s
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                break
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if ready:
+                chunk = self.proc.stdout.read(65536)
+                if chunk:
+                    self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except Exception:       # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()

@@ -1,0 +1,36 @@
+"""``sparsegate demo``: the main job on the embedded MNIST default, resumable
+(:func:`sparsegate.sw.flow.demo.run_demo`); prints each stage as it goes and the closing summary."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sparsegate.sw.flow.demo import DEMO_BOARD, DEMO_LANES
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from sparsegate.hw.platform.boards import board_names
+
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    parser.add_argument("--board", choices=board_names(), default=DEMO_BOARD,
+                        help=f"board of the bitstream stage (default {DEMO_BOARD})")
+    parser.add_argument("--lanes", type=int, default=DEMO_LANES,
+                        help=f"engine lanes P for the simulation and the bitstream (default {DEMO_LANES})")
+    parser.add_argument("--clock-mhz", type=float, default=100.0, help="engine clock of the bitstream (default 100)")
+    parser.add_argument("--samples", type=int, default=20, help="test digits simulated on the engine (default 20)")
+    parser.add_argument("--no-build", action="store_true", help="skip the bitstream stage")
+    parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsegate.sw.flow.demo import DemoOptions, format_recap, run_demo
+
+    options = DemoOptions(board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
+                          samples=args.samples, progress=not args.no_progress)
+    start = time.perf_counter()
+    results = run_demo(args.out, options, fresh=args.fresh, log=print)
+    print(format_recap(results, time.perf_counter() - start))
+    print(f"demo finished: {args.out / 'report.html'} (all results: {args.out / 'summary.json'})")
+    return 0

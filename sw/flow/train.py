@@ -1,0 +1,67 @@
+"""The train job: one model trained from scratch on its recipe, written as ``model.pt`` + ``train.json``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from sparsegate.sw.ml.data import load_dataset
+from sparsegate.sw.ml.models import build_model, count_layers
+from sparsegate.sw.ml.train import RECIPES, TrainConfig, save_checkpoint, train
+from sparsegate.sw.util.atomic_io import write_json
+
+
+class TrainJobError(ValueError):
+    """An impossible train request (unknown model, fewer than one epoch)."""
+
+
+@dataclass
+class TrainSummary:
+    """What ``train.json`` holds: the model, its data, the test accuracy, size and the per-epoch history."""
+
+    model: str
+    dataset: str
+    seed: int
+    epochs: int
+    test_accuracy: float
+    params: int
+    macs: int
+    wall_time_s: float
+    history: list[dict]
+    checkpoint: Path
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "checkpoint": str(self.checkpoint)}
+
+
+def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
+              epochs: int | None = None, lr: float | None = None, seed: int = 0,
+              progress: bool = True) -> TrainSummary:
+    """Train ``model_name`` from scratch (its recipe unless overridden); write ``out/model.pt`` and
+    ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
+    if model_name not in RECIPES:
+        raise TrainJobError(f"unknown model {model_name!r}; expected one of {sorted(RECIPES)}")
+    default_dataset, recipe = RECIPES[model_name]
+    dataset = dataset or default_dataset
+    config = TrainConfig(epochs=epochs if epochs is not None else recipe.epochs,
+                         lr=lr if lr is not None else recipe.lr, seed=seed, progress=progress,
+                         augment_shift=recipe.augment_shift, batch_size=recipe.batch_size)
+    if config.epochs < 1:
+        raise TrainJobError(f"--epochs must be at least 1, got {config.epochs}")
+    train_ds, test_ds = load_dataset(dataset, data_path, seed)
+    num_classes = int(max(train_ds.tensors[1].max(), test_ds.tensors[1].max())) + 1
+    with torch.random.fork_rng():  # the initial weights follow the seed too, without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = build_model(model_name, num_classes)
+    layers = count_layers(model, tuple(train_ds.tensors[0].shape[1:]))
+    result = train(model, train_ds, config, test_ds=test_ds, desc=f"train {model_name}")
+    out = Path(out)
+    summary = TrainSummary(model=model_name, dataset=dataset, seed=seed, epochs=config.epochs,
+                           test_accuracy=result.test_accuracy, params=sum(layer.params for layer in layers),
+                           macs=sum(layer.macs for layer in layers), wall_time_s=result.wall_time_s,
+                           history=result.history, checkpoint=out / "model.pt")
+    save_checkpoint(summary.checkpoint, model, model_name, meta={"dataset": dataset, "seed": seed,
+                                                                 "test_accuracy": result.test_accuracy})
+    write_json(out / "train.json", summary.to_dict())
+    return summary

@@ -1,0 +1,83 @@
+"""The call shape every pruning method shares: :class:`PruneOptions` in, :class:`PruneResult` out.
+
+Each method file defines its parameters as a dataclass whose fields are declared with :func:`param` (help text,
+choices and the command-line flag travel with the field, so ``sparsegate prune`` builds its arguments from
+them) and a run function ``run(model, options, fit_ds, val_ds, masks, monitor_ds) -> PruneResult``;
+:mod:`sparsegate.sw.prune.registry` lists them and dispatches.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from sparsegate.sw.prune.masks import Masks, PruneError
+
+
+class UnknownMethodError(PruneError):
+    """``PruneOptions.method`` names no registered method."""
+
+
+def param(default: Any = None, help: str = "", *, type: type | None = None, choices: tuple | None = None,
+          flag: str | None = None) -> Any:
+    """A method-parameter field: its default plus what the command line needs (``flag`` defaults to the field
+    name with dashes; ``type`` to the default's type)."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
+
+
+def param_flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@dataclass
+class PruneOptions:
+    """One pruning run: the method, its parameters (the method's params dataclass, ``None`` for its defaults)
+    and what every method shares."""
+
+    method: str
+    params: Any = None
+    layers: list[str] | None = None  # layer names the method may prune (default: all it prunes)
+    finetune_epochs: int | None = None  # per round (iterative) or after pruning (one shot); None: the method's
+    lr: float = 1e-3  # fine-tune peak learning rate
+    seed: int = 0
+    nrp: bool = False  # neuron re-pruning after the method, then a fine-tune
+    nrp_drop: float = 0.0  # NRP guard: validation-accuracy drop allowed before its fine-tune
+    progress: bool = True
+
+    def epochs(self, default: int) -> int:
+        return default if self.finetune_epochs is None else self.finetune_epochs
+
+    def finetune_config(self, default_epochs: int):
+        """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr and seed."""
+        from sparsegate.sw.prune.iterative import FineTuneConfig
+        return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed)
+
+
+@dataclass
+class PruneResult:
+    """What a pruning run produced. ``model`` is the pruned model: the one passed in, pruned in place, unless
+    the method builds a new one (task-guided: the sub-task model)."""
+
+    method: str
+    model: nn.Module
+    masks: Masks
+    val_accuracy: float | None = None  # on the validation split after the method (and its fine-tune)
+    history: list[dict] = field(default_factory=list)  # per round (iterative) or per search step
+    info: dict = field(default_factory=dict)  # JSON-ready summary of the method's decisions
+    extra: Any = None  # the method's own typed result (SRAResult, AcraResult, KEPResult, LowRankResult, ...)
+    sensitivity: Any = None  # SensitivityResult, for the methods that measure it
+    nrp: dict | None = None  # the neuron re-pruning log when options.nrp
+    compression: float | None = None  # params / nonzero params of the pruned model (its per-layer table)
+    classes: tuple[int, ...] | None = None  # task-guided: the sub-task the model answers (its output rows)
+    start_model: nn.Module | None = None  # task-guided: the sub-task model before pruning (the base to compare)
+    wall_time_s: float = 0.0
+
+    def eval_data(self, ds: TensorDataset) -> TensorDataset:
+        """``ds`` as the pruned model sees it (task-guided: the sub-task's samples, labels renumbered)."""
+        if self.classes is None:
+            return ds
+        from sparsegate.sw.prune.task_guided import subtask_dataset
+        return subtask_dataset(ds, self.classes)

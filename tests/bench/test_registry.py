@@ -1,0 +1,77 @@
+"""The benchmark registry and the results writer: every benchmark is wired to a function that accepts its
+call, each writes its Markdown and a JSON file with the same figures, and the reports of the benchmarks that
+render from their figures read the same from the JSON as from the run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparsegate.sw.bench import builds, engine, snn
+from sparsegate.sw.bench.registry import BENCHMARKS, Benchmark, UnknownBenchmarkError, benchmark
+from sparsegate.sw.bench.results import write_results
+
+
+def test_every_benchmark_is_wired_and_the_long_one_runs_last():
+    for name, bench in BENCHMARKS.items():
+        assert bench.name == name and bench.title and callable(bench.function())
+    assert [b.name for b in BENCHMARKS.values() if b.long] == [list(BENCHMARKS)[-1]] == ["builds"]
+    with pytest.raises(UnknownBenchmarkError, match="unknown benchmark 'nope'"):
+        benchmark("nope")
+
+
+def test_a_benchmark_through_the_registry_writes_markdown_and_json_with_equal_figures(tmp_path):
+    def fake(out_dir, quick=False, size=3):
+        data = {"rows": [{"n": n, "square": n * n} for n in range(size)], "quick": quick}
+        table = "\n".join(f"| {r['n']} | {r['square']} |" for r in data["rows"])
+        return write_results("fake", f"# Fake\n\n| n | n² |\n|---|---|\n{table}\n", data, out_dir)
+
+    result = Benchmark("fake", "squares", lambda: fake, {"size": 4}).run(tmp_path / "fake", quick=True)
+    assert result.markdown_path == tmp_path / "fake" / "fake.md" and result.markdown_path.read_text() == result.markdown
+    data = json.loads(result.json_path.read_text())
+    assert data == result.data and data["quick"] is True
+    shown = [tuple(int(c) for c in line.strip("|").split("|")) for line in result.markdown.splitlines()[4:]]
+    assert shown == [(r["n"], r["square"]) for r in data["rows"]]
+
+
+def _engine_figures() -> dict:
+    from sparsegate.hw.engine.energy_model import program_energy
+    from sparsegate.sim.engine.amaranth_sim import small_program
+
+    prog = small_program(lanes=4, seed=2, n_samples=1)
+    issued = {f"layer{i}.issued": e.commands for i, e in enumerate(program_energy(prog))}
+    layers = [{"name": f"l{i}", "kind": "conv", "nonzero_macs": 400 * (i + 1), "measured_cycles": 120 + i,
+               "model_cycles": 120, "stalls": i, "dense_model_cycles": 600} for i in range(2)]
+    return {"generated": "2026-12-02 12:00", "machine": "x86_64", "python": "3.11", "lanes": 4,
+            "prune_ratios": {"l0": 0.4, "l1": 0.8}, "samples": 2,
+            "bit_exact": {"layers_checked": 4, "outputs_checked": 20, "mismatches": 0,
+                          "predictions_equal_reference": 2, "labels_correct": 1},
+            "layers": layers, "total_stalls": 1, "load_cycles": 49, "cycles_per_digit": 290, "identical_cycles": True,
+            "lane_scaling": [{"lanes": 1, "layer_cycles": [400, 800], "mac_utilisation": 1.0}],
+            "energy": engine.energy_figures(prog, prog, issued),
+            "simulators": [{"simulator": "verilator", "build_s": 3.0, "digits": 2, "cycles": 580, "wall_s": 0.01},
+                           {"simulator": "amaranth", "build_s": 0.0, "digits": 1, "cycles": 290, "wall_s": 2.0}]}
+
+
+def test_engine_report_reads_the_same_from_its_json():
+    data = _engine_figures()
+    md = engine._markdown(data)
+    assert engine._markdown(json.loads(json.dumps(data))) == md
+    assert "| l1 | conv | 800 | 121 | 120 | 200 | 165.3% | 1 | 600 | 4.96x |" in md
+    assert "| **total** | | 1,200 | 241 | 240 | 300 | 124.5% | 1 | 1,200 | 4.98x |" in md
+    assert "l0 +0, l1 +1 cycles (measured - model)" in md and "| Icarus (cocotb) | — |" in md
+    assert "issued on Verilator (`layer.issued` counters): **True**" in md
+
+
+def test_snn_and_sweep_reports_read_the_same_from_their_json():
+    row = {"alive": 400, "float_accuracy": 0.95, "int_accuracy": 0.949, "weight_bytes": 400 * 794, "synops": 4e5,
+           "hidden_spikes": 1.0, "cycles_per_step": 500.0, "threshold": 400}
+    snn_data = {"rows": {"dense": {**row, "alive": 800, "weight_bytes": 800 * 794}, "pruned 400": row},
+                "verilator": None, "quick": True}
+    sweep = {"quick": True, "clock_mhz": 100.0, "sweep_s": 12.0, "plot": None, "points": [
+        {"board": "ulx3s-25f", "device": "25F", "lanes": 1, "mode": "placed", "status": "ok", "lut": 1000, "ff": 500,
+         "dsp": 1, "ebr": 10, "fmax": 51.0, "met": False, "seconds": 12.0, "digest": "d", "synth_opts": ""}]}
+    for render, data in ((snn._markdown, snn_data), (builds._markdown, sweep)):
+        assert render(json.loads(json.dumps(data))) == render(data)
+    assert "| pruned 400 | 400 of 800 | 310 KiB | 2.00x |" in snn._markdown(snn_data)
+    assert "| 25F | 1 | 1,000 | 500 | 1 | 10 | 51.0 | no | 12 |" in builds._markdown(sweep)
