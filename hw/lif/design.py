@@ -31,7 +31,7 @@ from amaranth.lib import wiring
 
 from sparsegate.sw.ir.snn_golden import IntSNN
 
-from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature
+from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature, join_core
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.lif.core import CoreGeometry, LifNetwork, encode_source, source_entry
@@ -228,9 +228,5 @@ class LinkedLif(wiring.Component):
             mems=list(self.mems.values()), n_samples=self.design.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=self.design.snn.n_outputs, ident=self.ident,
             timeout=self.timeout, max_payload=self.max_payload, result_bytes=4)
-        wiring.connect(m, link.host, dev)
-        wiring.connect(m, wiring.flipped(self.rx), link.rx)
-        wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.busy.eq(dev.busy), self.idle.eq(link.idle & ~dev.busy),
-                     self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
+        join_core(m, self, link, dev)
         return m

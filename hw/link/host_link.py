@@ -79,6 +79,16 @@ class LinkedCoreSignature(wiring.Signature):
                           "busy": Out(1), "idle": Out(1), "frames_ok": Out(16), "frames_bad": Out(16)})
 
 
+def join_core(m: Module, top, link: HostLink, device) -> None:
+    """Wire ``device`` (a host-port component) behind ``link`` inside ``top`` (a :class:`LinkedCoreSignature`
+    component): the host port, the byte streams and the status outputs — the one wiring of every linked core."""
+    wiring.connect(m, link.host, device)
+    wiring.connect(m, wiring.flipped(top.rx), link.rx)
+    wiring.connect(m, link.tx, wiring.flipped(top.tx))
+    m.d.comb += [top.busy.eq(device.busy), top.idle.eq(link.idle & ~device.busy),
+                 top.frames_ok.eq(link.frames_ok), top.frames_bad.eq(link.frames_bad)]
+
+
 class HostLink(wiring.Component):
     """Frame decoder → executor → reply encoder between a byte stream and a core's host port.
 

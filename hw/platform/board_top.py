@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.engine import CORE_NAME, HOST_MEMS, SparseEngine, dbg_map, host_memories
 from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, desc_layout, pack, param_layout, unpack
-from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature
+from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature, join_core
 from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.link.uart import UartRx, UartTx, divisor_for
 
@@ -131,11 +131,7 @@ class LinkedEngine(wiring.Component):
             mems=[self.mems[k] for k in HOST_MEMS], n_samples=g.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=g.n_results, ident=self.ident, timeout=self.timeout,
             max_payload=self.max_payload)
-        wiring.connect(m, link.host, eng)
-        wiring.connect(m, wiring.flipped(self.rx), link.rx)
-        wiring.connect(m, link.tx, wiring.flipped(self.tx))
-        m.d.comb += [self.busy.eq(eng.busy), self.idle.eq(link.idle & ~eng.busy),
-                     self.frames_ok.eq(link.frames_ok), self.frames_bad.eq(link.frames_bad)]
+        join_core(m, self, link, eng)
         return m
 
 
