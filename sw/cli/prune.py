@@ -14,7 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sparsegate.sw.ml.data import DATASETS
-from sparsegate.sw.prune.api import PruneOptions, param_flag
+from sparsegate.sw.prune.api import PruneOptions
+from sparsegate.sw.prune.params import param_flag
+from sparsegate.sw.prune.task_guided import subtask_dataset
 from sparsegate.sw.prune.masks import PruneError
 from sparsegate.sw.prune.registry import REGISTRY, PruneMethod, get_method, methods
 
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     base_test = accuracy(model, test_ds)
     base = layer_table(model, masks).total
     result = prune_model(model, options, fit_ds, val_ds, masks)
-    test_ds = result.eval_data(test_ds)
+    if result.classes is not None:  # the sub-task's test digits, labels renumbered
+        test_ds = subtask_dataset(test_ds, result.classes)
     if result.start_model is not None:  # the method changed the task: compare against its start model
         base_test = accuracy(result.start_model, test_ds)
         base = layer_table(result.start_model, {}).total

@@ -31,7 +31,8 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.masks import Masks, PruneError, TargetUnreachableError, apply_masks, check_ratio, copy_masks, \
     resolve_layers, topology
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune as finetune_model
 from sparsegate.sw.prune.sensitivity import DEFAULT_RATIOS, GRANULARITIES, SensitivityResult, prune_fraction, sensitivity_analysis
 

@@ -1,35 +1,24 @@
 """The call shape every pruning method shares: :class:`PruneOptions` in, :class:`PruneResult` out.
 
-Each method file defines its parameters as a dataclass whose fields are declared with :func:`param` (help text,
+Each method file defines its parameters as a dataclass whose fields are declared with
+:func:`sparsegate.sw.prune.params.param` (help text,
 choices and the command-line flag travel with the field, so ``sparsegate prune`` builds its arguments from
 them) and a run function ``run(model, options, fit_ds, val_ds, masks, monitor_ds) -> PruneResult``;
 :mod:`sparsegate.sw.prune.registry` lists them and dispatches.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from torch.utils.data import TensorDataset
 
+from sparsegate.sw.prune.iterative import FineTuneConfig
 from sparsegate.sw.prune.masks import Masks, PruneError
 
 
 class UnknownMethodError(PruneError):
     """``PruneOptions.method`` names no registered method."""
-
-
-def param(default: Any = None, help: str = "", *, type: type | None = None, choices: tuple | None = None,
-          flag: str | None = None) -> Any:
-    """A method-parameter field: its default plus what the command line needs (``flag`` defaults to the field
-    name with dashes; ``type`` to the default's type)."""
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
-
-
-def param_flag(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 @dataclass
@@ -52,7 +41,6 @@ class PruneOptions:
 
     def finetune_config(self, default_epochs: int):
         """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr and seed."""
-        from sparsegate.sw.prune.iterative import FineTuneConfig
         return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed)
 
 
@@ -74,10 +62,3 @@ class PruneResult:
     classes: tuple[int, ...] | None = None  # task-guided: the sub-task the model answers (its output rows)
     start_model: nn.Module | None = None  # task-guided: the sub-task model before pruning (the base to compare)
     wall_time_s: float = 0.0
-
-    def eval_data(self, ds: TensorDataset) -> TensorDataset:
-        """``ds`` as the pruned model sees it (task-guided: the sub-task's samples, labels renumbered)."""
-        if self.classes is None:
-            return ds
-        from sparsegate.sw.prune.task_guided import subtask_dataset
-        return subtask_dataset(ds, self.classes)

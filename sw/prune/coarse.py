@@ -44,7 +44,8 @@ from sparsegate.sw.prune.kep import conv_layers
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, channel_l1_norms, check_ratio, copy_masks, mask_for, \
     remove_channels, topology, weight_key, weight_sparsity
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, accuracy, \
     finetune, iterative_prune
 from sparsegate.sw.prune.shrink import check_supported

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from sparsegate.sw.prune.masks import Masks, PruneError, RatioError, apply_masks, check_fraction, check_ratio, copy_masks, \
     resolve_layers, weight_sparsity
 from sparsegate.sw.ml.train import TrainConfig, train
-from sparsegate.sw.prune.api import param
+from sparsegate.sw.prune.params import param
 
 PruneStep = Callable[[nn.Module, Masks, float], Masks]
 

@@ -43,7 +43,8 @@ from sparsegate.sw.prune.counting import liveness
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_ratio, copy_masks, mask_for, resolve_layers, topology, \
     weight_key, weight_sparsity
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, accuracy, \
     finetune, iterative_prune
 from sparsegate.sw.prune.shrink import UnsupportedLayerError, check_supported

@@ -40,7 +40,8 @@ from sparsegate.sw.util.atomic_io import atomic_path
 from sparsegate.sw.prune.masks import Masks, PruneError, TargetUnreachableError, apply_masks, check_ratio, copy_masks, global_magnitude_masks, \
     resolve_layers
 from sparsegate.sw.ml.models import build_model, prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 
 ALLOCATIONS = ("uniform", "energy")
 LOWRANK_FORMAT = "sparsegate-lowrank"

@@ -43,7 +43,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from sparsegate.sw.prune.counting import LayerStats, LayerTable, NetworkStats, StorageFormat, relative_index_entries
 from sparsegate.sw.ml.lstm_model import GATES
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_ratio, copy_masks
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 
 W_X, W_H, B_X, B_H = "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"
 W_OUT, B_OUT, EMBED = "out.weight", "out.bias", "embed.weight"

@@ -32,7 +32,8 @@ from sparsegate.sw.prune.counting import liveness
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, check_fraction, consumer_columns, copy_masks, \
     mask_for, remove_channels, resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 
 
 @dataclass

@@ -28,7 +28,8 @@ from sparsegate.sw.util.atomic_io import atomic_path, write_text
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, channel_l1_norms, check_ratio, copy_masks, \
     mask_for, remove_channels, resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 from sparsegate.sw.prune.iterative import evaluate_metrics
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)

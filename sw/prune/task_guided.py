@@ -34,7 +34,8 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, check_ratio, copy_masks, mask_for, remove_channels, \
     resolve_layers, topology, weight_key
 from sparsegate.sw.ml.models import prunable_layers
-from sparsegate.sw.prune.api import PruneOptions, PruneResult, param
+from sparsegate.sw.prune.api import PruneOptions, PruneResult
+from sparsegate.sw.prune.params import param
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
 from sparsegate.sw.prune.shrink import _replace, check_supported
 
@@ -290,7 +291,7 @@ def run_task(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val
     """Registry entry of ``task`` (:class:`TaskParams`). ``fit_ds``/``val_ds`` are the full task's splits: the
     model is specialised to the sub-task (its output rows), fine-tuned on it, then its least task-relevant
     filters are removed and it is fine-tuned again (4 epochs by default). The result's ``model`` is the new
-    sub-task model; evaluate it on ``result.eval_data(ds)``."""
+    sub-task model; evaluate it on ``subtask_dataset(ds, result.classes)``."""
     import copy
 
     p: TaskParams = options.params
