@@ -138,8 +138,15 @@ _HARNESS = r"""
 #include <poll.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
 // stdin bytes -> host link rx stream; tx stream -> stdout. Blocks on stdin only when the device is idle.
+// argv[1]: the host's pid. The model dies with its host (parent-death signal), also when the host died
+// before the signal was armed.
 int main(int argc, char** argv) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (argc < 2 || getppid() != (pid_t)atol(argv[1])) return 1;
     Verilated::commandArgs(argc, argv);
     Vlinked_engine* top = new Vlinked_engine;
     top->clk = 0; top->rst = 1; top->eval();
@@ -181,6 +188,8 @@ class VerilatorTransport:
     """A linked core (:class:`~sparsegate.hw.platform.board_top.LinkedEngine` or
     :class:`~sparsegate.hw.lif.design.LinkedLif`) compiled by Verilator into a small executable that maps stdin
     to the host link's ``rx`` stream and its ``tx`` stream to stdout (~100x the Amaranth simulator's speed).
+    The model process dies with the process that started it (``PR_SET_PDEATHSIG``: the host thread that
+    created the transport; a killed host leaves no simulator spinning).
     ``build_dir`` caches the executable by a digest of the Verilog; a failed Verilator build raises
     :class:`~sparsegate.sim.cocotb_runner.SimulationFailed`."""
 
@@ -191,7 +200,7 @@ class VerilatorTransport:
         from sparsegate.sim.verilator_cpp import build_executable
 
         exe = build_executable(dut, _HARNESS, toplevel="linked_engine", build_dir=build_dir, cflags="-O1", log=log)
-        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.proc = subprocess.Popen([str(exe), str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._buf = bytearray()
 

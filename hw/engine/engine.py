@@ -19,7 +19,7 @@ taken the previous pass's last pixel. The queue absorbs the sequencer's channel-
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -81,7 +81,12 @@ class SparseEngine(wiring.Component):
     start, sample : ``In``
         Pulse ``start`` to run input slot ``sample``.
     busy, done : ``Out(1)``
-        Running; the last layer's outputs are written.
+        Running (or checking the descriptors); the last layer's outputs are written.
+    abort : ``In(1)``
+        ``host_write=True`` only: stop now, every register to its reset value (counters and results
+        cleared), memories kept.
+    fault, fault_layer : ``Out``
+        The last ``start`` was refused: layer descriptor ``fault_layer`` cannot run (:class:`Sequencer`).
     dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
         Debug register read (combinational; :func:`dbg_map`).
     wr_en, wr_mem, wr_addr, wr_data : ``In``
@@ -148,7 +153,8 @@ class SparseEngine(wiring.Component):
             m.d.sync += block.cfg.eq(seq.cfg)
         m.d.comb += [
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
-                     self.done.eq(seq.done), self.busy.eq(seq.busy)]
+                     self.done.eq(seq.done), self.busy.eq(seq.busy | seq.checking),
+                     self.fault.eq(seq.fault), self.fault_layer.eq(seq.fault_layer)]
         m.d.comb += seq.pipe_idle.eq(~(q_out.valid | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
         # input load: sequencer address -> input memory -> [registered twice] -> all banks of half 0
@@ -223,10 +229,12 @@ class SparseEngine(wiring.Component):
                         m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
         last = Signal()
         m.d.comb += last.eq(seq.layer == n_layers - 1)
-        lg_res = ceil_log2(g.n_results)
+        # the index within the half only: bit `aw` is the ping-pong half, which an odd layer count sets
+        # (a map smaller than the result registers has fewer than 4 index bits)
+        index = seen.addr[:min(aw, ceil_log2(g.n_results))]
         with m.If(out_v & last & (seen.addr[:aw] < g.n_results)):
-            with m.Switch(seen.addr[:lg_res]):
-                for k in range(g.n_results):
+            with m.Switch(index):
+                for k in range(min(g.n_results, 1 << len(index))):
                     with m.Case(k):
                         m.d.sync += results[k].eq(seen.data)
 
@@ -235,5 +243,7 @@ class SparseEngine(wiring.Component):
             regs += [c[n] for n in LAYER_COUNTERS]
         regs += results
         m.d.comb += self.dbg_data.eq(Array(regs)[self.dbg_sel])
-        return m
+        # abort (the link's watchdog, RESET; a host-loaded engine is the one behind a link): every register
+        # back to its reset value, the memories keep what the host loaded
+        return ResetInserter({"sync": self.abort})(m) if hw else m
 

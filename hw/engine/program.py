@@ -27,6 +27,7 @@ import numpy as np
 from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, index_width, run_network
 from sparsegate.sw.ir.weight_image import sparse_layer
 
+from sparsegate.hw.engine.dead_channels import drop_dead_channels
 from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
 
 __all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expected_writes", "signature",
@@ -59,10 +60,14 @@ class LayerPlan:
     nonzero_macs: int            # useful multiply-accumulates (nonzero weight x output pixel)
     dense_macs: int
     out_order: list = field(default_factory=list)   # fc: neuron of each slot r * P + l (-1 = empty)
+    dropped: int = 0             # dead output channels / neurons not computed (hw/engine/dead_channels.py)
 
 
 @dataclass
 class EngineProgram:
+    """Every memory's contents; ``qnet`` is the network as the engine runs it (dead channels dropped: its
+    last layer's outputs are the compiled network's, its intermediate maps lack the dropped channels)."""
+
     geometry: EngineGeometry
     qnet: QuantizedNetwork
     layers: list                 # LayerPlan per layer
@@ -88,10 +93,16 @@ def _out_layout(qnet: QuantizedNetwork, i: int, banks: int):
     return True, 0, 0, int(np.prod(out))
 
 
-def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None) -> EngineProgram:
+def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dead: bool = True) -> EngineProgram:
     """Memory contents for running ``qnet`` on a ``lanes``-lane engine; ``inputs`` (N, C, H, W) int8
-    samples go into the input memory (one zero sample when ``None``)."""
+    samples go into the input memory (one zero sample when ``None``). ``drop_dead``: leave out the dead
+    channels (:func:`~sparsegate.hw.engine.dead_channels.drop_dead_channels`; the final outputs are the
+    same, the cycles fewer)."""
     qnet.validate()
+    dropped = (0,) * len(qnet.layers)
+    if drop_dead:
+        dead = drop_dead_channels(qnet)
+        qnet, dropped = dead.network, dead.dropped
     p = lanes
     banks = 2 * p
     layers: list[IntLayer] = qnet.layers
@@ -177,6 +188,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None) -> EnginePr
                     ib=sp.index_bits, kyb=sp.ky_bits, kxb=sp.kx_bits, n_outer=n_outer,
                     out_hb=ohb, out_wb=owb, chan_base=chan_base, prm_base=prm_base, n_out=n_out, **desc_geo)
         plan.desc = {k: int(v) for k, v in desc.items()}
+        plan.dropped = dropped[i]
         descs.append(plan.desc)
         plans.append(plan)
 

@@ -1,6 +1,10 @@
 """Layer sequencer: runs every layer of the program from on-chip memories with no host involvement.
 
-On ``start`` it copies sample ``sample`` from the input memory into half 0 of the activation buffer
+On ``start`` it first checks every layer descriptor, up to the one marked ``last`` (3 cycles a layer):
+one that could never finish (``n_outer = 0``; a conv layer with ``ho = 0`` or ``wo = 0``; an fc layer with
+``n_out = 0``; no ``last`` layer within the descriptor memory — what an unloaded or partly loaded device
+holds) refuses the run: ``fault`` rises with ``fault_layer`` = its index, and the sequencer is idle again
+(``checking`` meanwhile, not ``busy``: the counters see only the run). Then it copies sample ``sample`` from the input memory into half 0 of the activation buffer
 (``load_*`` outputs, one wide word per cycle), then for each layer descriptor: reads it (2 cycles), and
 walks the passes. A conv layer walks ``for co: for oy: for x0 in 0, P, ..``: one pass per tile of P
 output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
@@ -32,6 +36,10 @@ class Sequencer(wiring.Component):
         Pulse ``start`` to run input slot ``sample``.
     busy, done : ``Out(1)``
         Running; the last layer is written.
+    checking : ``Out(1)``
+        The descriptors are being checked (before ``busy``).
+    fault, fault_layer : ``Out``
+        The last ``start`` was refused: descriptor ``fault_layer`` cannot run (cleared by ``start``).
     cfg : ``Out(desc_layout)``
         The current layer's descriptor, for the datapath blocks.
     cmd : ``Out(stream.Signature(cmd_layout))``
@@ -64,6 +72,9 @@ class Sequencer(wiring.Component):
             "sample": In(16),
             "done": Out(1),
             "busy": Out(1),
+            "checking": Out(1),
+            "fault": Out(1),
+            "fault_layer": Out(8),
             "cfg": Out(desc_layout(g)),
             "cmd": Out(stream.Signature(cmd_layout(g))),
             "pipe_idle": In(1),
@@ -82,7 +93,8 @@ class Sequencer(wiring.Component):
         p, lg = g.lanes, g.lg_lanes
         dl, cl = desc_layout(g), chan_layout(g)
 
-        m.submodules.desc_mem = desc_mem = Memory(shape=unsigned(dl.size), depth=max(2, len(self.desc_words)),
+        desc_depth = max(2, len(self.desc_words))
+        m.submodules.desc_mem = desc_mem = Memory(shape=unsigned(dl.size), depth=desc_depth,
                                                   init=self.desc_words)
         m.submodules.chan_mem = chan_mem = Memory(shape=unsigned(cl.size), depth=g.chan_depth,
                                                   init=self.chan_words)
@@ -107,7 +119,13 @@ class Sequencer(wiring.Component):
         start = Signal(len(chan.start))
         ptr = Signal(len(chan.start))       # slot address of the next element
         k1 = Signal(16)                     # 1 + index of the next element within the pass
-        m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(layer), chan_rd.addr.eq(cfg.chan_base + outer)]
+        scan = Signal(8)            # the descriptor being checked
+        chk = Signal(dl)            # its registered copy
+        bad = Signal()              # it cannot run (compares of registers with constants)
+        m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(Mux(self.checking, scan, layer)),
+                     chan_rd.addr.eq(cfg.chan_base + outer)]
+        m.d.comb += bad.eq((chk.n_outer == 0) | Mux(chk.fc, chk.n_out == 0, (chk.ho == 0) | (chk.wo == 0))
+                           | (~chk.last & (scan == desc_depth - 1)))
 
         is_last_elem = (count == 0) | (k1 == count)
         nvalid = Signal(g.nvalid_bits)
@@ -118,8 +136,26 @@ class Sequencer(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [load_ptr.eq(self.sample * g.input_depth), load_i.eq(0), layer.eq(0), self.done.eq(0)]
+                    m.d.sync += [load_ptr.eq(self.sample * g.input_depth), load_i.eq(0), layer.eq(0), self.done.eq(0),
+                                 scan.eq(0), self.fault.eq(0)]
+                    m.next = "SCAN"
+            with m.State("SCAN"):           # descriptor `scan` presented
+                m.d.comb += self.checking.eq(1)
+                m.next = "SCAN2"
+            with m.State("SCAN2"):          # its data: registered
+                m.d.comb += self.checking.eq(1)
+                m.d.sync += chk.eq(desc_rd.data)
+                m.next = "SCAN3"
+            with m.State("SCAN3"):          # judge it
+                m.d.comb += self.checking.eq(1)
+                with m.If(bad):
+                    m.d.sync += [self.fault.eq(1), self.fault_layer.eq(scan)]
+                    m.next = "IDLE"
+                with m.Elif(chk.last):
                     m.next = "LOAD"
+                with m.Else():
+                    m.d.sync += scan.eq(scan + 1)
+                    m.next = "SCAN"
             with m.State("LOAD"):
                 m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i),
                              self.load_addr.eq(load_ptr)]
@@ -193,5 +229,5 @@ class Sequencer(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "DESC"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(~(fsm.ongoing("IDLE") | self.checking))
         return m

@@ -122,6 +122,9 @@ class LifDevice(wiring.Component):
         Pulse ``start`` to run input slot ``sample``.
     busy, done : ``Out(1)``
         Running; the readout membranes are latched in the result registers.
+    abort : ``In(1)``
+        Stop waiting for the network (the link's watchdog, RESET). ``fault`` stays 0: every LIF memory
+        content can run.
     dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
         Debug register read (combinational; :func:`lif_dbg_map`).
     wr_en, wr_mem, wr_addr, wr_data : ``In``
@@ -180,7 +183,10 @@ class LifDevice(wiring.Component):
                                  first.eq(self.sample * d.source_depth)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(net.done):
+                with m.If(self.abort):      # the link's watchdog or RESET: stop waiting
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(net.done):
                     m.d.sync += k.eq(0)
                     m.next = "ADDR"
             with m.State("ADDR"):           # readout neuron k's state: address now, data next cycle

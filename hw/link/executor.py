@@ -2,7 +2,11 @@
 
 Per command (:mod:`sparsegate.hw.link.host_link` has the table): ``ID`` sends the identity bytes;
 ``WRITE_MEM`` copies the frame buffer's words into a host memory, one word at a time; ``RUN`` pulses
-``start`` and waits for ``busy`` to fall; ``READ_REGS`` / ``READ_OUTPUTS`` read debug registers through
+``start``, hands the record back (the decoder may take the next frame) and waits for ``busy`` to fall —
+at most ``run_budget`` cycles: the watchdog then aborts the core and answers ``RUN_TIMEOUT``; a ``RESET``
+frame meanwhile aborts it too (the RUN is answered ``ABORTED``, then the RESET ``OK``); a core that refused
+the run (``fault``: a bad layer descriptor) is answered ``BAD_DESC`` with the layer index; ``RESET`` pulses
+``abort``; ``READ_REGS`` / ``READ_OUTPUTS`` read debug registers through
 ``dbg_sel`` → ``dbg_data``. Before that, every argument is checked (``BAD_LEN``, ``BAD_ARG``,
 ``UNKNOWN_CMD``); a framing error from the decoder becomes its error reply. The checks are pipelined over
 four registers (the record is stable while it is offered): the multiply and the compares stay off the FSM,
@@ -31,7 +35,8 @@ class Executor(wiring.Component):
     ``mems``: ``[(word bits, depth)]`` of the core's writable memories (``wr_mem`` order); ``n_samples``,
     ``n_regs``: the input slots and debug registers; ``result_base``/``n_results``: where the outputs start in
     the debug map; ``ident``: the ID reply payload; ``result_bytes``: READ_OUTPUTS sends each result
-    register's low byte (1, the engine's int8 outputs) or the whole register (4, the LIF membranes).
+    register's low byte (1, the engine's int8 outputs) or the whole register (4, the LIF membranes);
+    ``run_budget``: the watchdog's cycles for one RUN.
 
     Members
     -------
@@ -50,7 +55,7 @@ class Executor(wiring.Component):
     """
 
     def __init__(self, *, mems, n_samples: int, n_regs: int, result_base: int, n_results: int, ident: bytes,
-                 max_payload: int, result_bytes: int = 1):
+                 max_payload: int, run_budget: int, result_bytes: int = 1):
         if result_bytes not in (1, 4):
             raise ValueError(f"result_bytes must be 1 or 4, got {result_bytes}")
         if not 1 <= len(mems) <= 256:
@@ -59,6 +64,9 @@ class Executor(wiring.Component):
         self.n_samples, self.n_regs = n_samples, n_regs
         self.result_base, self.n_results, self.result_bytes = result_base, n_results, result_bytes
         self.ident = bytes(ident)
+        if run_budget < 2:
+            raise ValueError(f"run_budget must be at least 2 cycles, got {run_budget}")
+        self.run_budget = int(run_budget)
         self.max_wb = max(word_bytes(w) for w, _ in self.mems)
         super().__init__({
             "i": In(stream.Signature(request_layout)),
@@ -96,11 +104,13 @@ class Executor(wiring.Component):
 
         # ---- reply state: header fields, payload source
         status = Signal(8)
-        kind = Signal(2)        # payload: 0 none, 1 identity, 2 registers as u32, 3 registers' low bytes
+        kind = Signal(3)        # payload: 0 none, 1 identity, 2 registers as u32, 3 registers' low bytes,
+                                # 4 the faulty layer's index
+        rcmd = Signal(8)        # the command being answered (RUN hands its record back early)
         first = Signal(8)
         rlen = Signal(16)
         idx = Signal(16)
-        m.d.comb += [self.reply.payload.cmd.eq(req.cmd), self.reply.payload.status.eq(status),
+        m.d.comb += [self.reply.payload.cmd.eq(rcmd), self.reply.payload.status.eq(status),
                      self.reply.payload.length.eq(rlen)]
 
         # ---- WRITE_MEM: frame buffer bytes → a word → the host memory
@@ -129,10 +139,21 @@ class Executor(wiring.Component):
         def error(name):
             reply(STATUS[name])
 
+        # ---- RUN: the sample, the watchdog, aborts
+        run_sample = Signal(16)
+        released = Signal()     # RUN's record was handed back at the start
+        wd = Signal(range(self.run_budget + 1))
+        wd_out = Signal()       # registered: the budget is spent
+        abort = Signal()        # registered pulse to the core
+        m.d.sync += abort.eq(0)
+        m.d.comb += host.abort.eq(abort)
+        reset_req = self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"])
+
         wait = Signal(range(CHECK_CYCLES))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
+                m.d.sync += [rcmd.eq(req.cmd), released.eq(0)]
                 with m.If(self.i.valid):
                     with m.If(req.status != STATUS["OK"]):
                         reply(req.status)
@@ -171,7 +192,14 @@ class Executor(wiring.Component):
                         with m.Elif(~sample_ok):
                             error("BAD_ARG")
                         with m.Else():
+                            m.d.sync += run_sample.eq(sample)
                             m.next = "RUN_START"
+                    with m.Case(CMD["RESET"]):
+                        with m.If(~len_is0):
+                            error("BAD_LEN")
+                        with m.Else():
+                            m.d.sync += abort.eq(1)
+                            reply(STATUS["OK"])
                     with m.Case(CMD["READ_REGS"]):
                         with m.If(~len_is2):
                             error("BAD_LEN")
@@ -211,12 +239,23 @@ class Executor(wiring.Component):
                     m.next = "W_READ"
 
             with m.State("RUN_START"):
-                m.d.comb += [host.start.eq(1), host.sample.eq(sample)]
+                m.d.comb += [host.start.eq(1), host.sample.eq(run_sample), self.i.ready.eq(1)]
+                m.d.sync += [released.eq(1), wd.eq(self.run_budget), wd_out.eq(0)]
                 m.next = "RUN_WAIT"
-            with m.State("RUN_WAIT"):
-                m.d.comb += host.sample.eq(sample)
+            with m.State("RUN_WAIT"):       # every exit is bounded by the watchdog
+                m.d.comb += host.sample.eq(run_sample)
+                m.d.sync += [wd.eq(wd - 1), wd_out.eq(wd == 1)]
                 with m.If(~host.busy):
-                    reply(STATUS["OK"], 2, 0, 4)     # total.cycles
+                    with m.If(host.fault):
+                        reply(STATUS["BAD_DESC"], 4, 0, 1)
+                    with m.Else():
+                        reply(STATUS["OK"], 2, 0, 4)     # total.cycles
+                with m.Elif(wd_out):
+                    m.d.sync += abort.eq(1)
+                    error("RUN_TIMEOUT")
+                with m.Elif(reset_req):
+                    m.d.sync += abort.eq(1)
+                    error("ABORTED")
 
             with m.State("REPLY"):
                 m.d.comb += self.reply.valid.eq(1)
@@ -238,6 +277,8 @@ class Executor(wiring.Component):
                         m.d.sync += pay_byte.eq(ident[idx[:max(1, ceil_log2(len(self.ident)))]])
                     with m.Case(2):
                         m.d.sync += pay_byte.eq(dbg_word.word_select(idx[:2], 8))
+                    with m.Case(4):
+                        m.d.sync += pay_byte.eq(host.fault_layer)
                     with m.Default():
                         m.d.sync += pay_byte.eq(dbg_word[:8])
                 m.next = "SEND"
@@ -247,6 +288,6 @@ class Executor(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "SELECT"
             with m.State("DONE"):           # the record is consumed only now: the decoder may take a frame
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += self.i.ready.eq(~released)
                 m.next = "IDLE"
         return m

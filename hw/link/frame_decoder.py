@@ -1,28 +1,34 @@
 """Frame decoder: request bytes in, checked command records out (:mod:`sparsegate.hw.link.protocol`).
 
-It hunts for SOF (other bytes between frames are ignored: resynchronisation), takes the command and the
-length, stores the payload in the link's frame buffer (its first ``ARG_BYTES`` also into the record's
-``args``), checks the CRC and hands one :data:`~sparsegate.hw.link.protocol.request_layout` record per frame
-to the executor. Framing errors are records too: ``BAD_CRC``; ``BAD_LEN`` for a length over ``max_payload``
-(the rest of the frame is dropped until the line has been quiet for ``timeout`` cycles); ``TIMEOUT`` when
-no byte came for ``timeout`` cycles mid-frame. The record is held until the executor accepts it, which it
-does once the command has run: the frame buffer is only rewritten after that.
+A request is ``00 | COBS(cmd | len lo | len hi | payload | crc lo | crc hi) | 00``. The decoder undoes the
+COBS stuffing byte by byte (a code byte ``n`` announces ``n - 1`` data bytes, then a zero unless ``n`` is
+255 or the frame ends) and restarts on every 0x00 delimiter: that is the resynchronisation — a garbage byte
+costs at most the frame it lands in, and noise between frames is a frame of its own. The decoded bytes are
+parsed as before: command, length, payload into the link's frame buffer (its first ``ARG_BYTES`` also into
+the record's ``args``), CRC, then the closing delimiter. One
+:data:`~sparsegate.hw.link.protocol.request_layout` record per frame goes to the executor. Framing errors
+are records too: ``BAD_CRC``; ``BAD_LEN`` for a length over ``max_payload`` or a frame whose delimiter comes
+before or after its length says (the rest is dropped up to the delimiter, or until the line is quiet);
+``TIMEOUT`` when no byte came for ``timeout`` cycles mid-frame. A fragment of fewer than three data bytes
+(noise: not even a header) is dropped silently. The record is held until the executor accepts it, which it
+does once the command has run (or, for RUN, once the core has started): the frame buffer is only rewritten
+after that.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from sparsegate.hw.link.protocol import FRAME_CRC, SOF_REQ, STATUS, request_layout
+from sparsegate.hw.link.protocol import FRAME_CRC, FRAME_DELIM, STATUS, request_layout
 
 __all__ = ["FrameDecoder"]
 
 
 class FrameDecoder(wiring.Component):
-    """Bytes → request records, CRC checked.
+    """Bytes → request records, COBS undone, CRC checked.
 
     Members
     -------
@@ -33,7 +39,7 @@ class FrameDecoder(wiring.Component):
     buf : ``In(WritePort.Signature(...))``
         Write port into the frame buffer (``max_payload`` bytes): payload byte ``k`` at address ``k``.
     idle : ``Out(1)``
-        Between frames (waiting for SOF).
+        Between frames (no byte since the last delimiter).
     """
 
     def __init__(self, *, max_payload: int, timeout: int):
@@ -51,7 +57,6 @@ class FrameDecoder(wiring.Component):
         rx, rec = self.rx, self.o.payload
         byte = rx.payload
         fire = rx.valid & rx.ready
-        m.d.comb += crc.data.eq(byte)
 
         quiet = Signal(range(self.timeout + 1))
         timed_out = Signal()        # registered: `timeout` cycles without a byte (one-cycle pulse)
@@ -60,6 +65,24 @@ class FrameDecoder(wiring.Component):
         with m.Else():
             m.d.sync += [quiet.eq(quiet + 1), timed_out.eq(quiet == self.timeout - 1)]
 
+        # ---- COBS: delimiter, code bytes, data bytes
+        code_left = Signal(8)       # data bytes left in the current block
+        zero_pending = Signal()     # the block before ended in an implicit zero
+        in_frame = Signal()         # a byte came since the last delimiter
+        delim = fire & (byte == FRAME_DELIM)
+        d_valid, d_byte = Signal(), Signal(8)
+        m.d.comb += [d_valid.eq(fire & (byte != FRAME_DELIM) & ((code_left != 0) | zero_pending)),
+                     d_byte.eq(Mux(code_left != 0, byte, 0)), crc.data.eq(d_byte)]
+        with m.If(delim):
+            m.d.sync += [code_left.eq(0), zero_pending.eq(0), in_frame.eq(0)]
+        with m.Elif(fire & (code_left == 0)):
+            m.d.sync += [code_left.eq(byte - 1), zero_pending.eq(byte != 0xFF), in_frame.eq(1)]
+        with m.Elif(fire):
+            m.d.sync += code_left.eq(code_left - 1)
+
+        def resync():
+            m.d.sync += [code_left.eq(0), zero_pending.eq(0), in_frame.eq(0)]
+
         cnt = Signal(16)            # byte index inside the header, the payload or the CRC
         crc_lo, crc_hi = Signal(8), Signal(8)
 
@@ -67,66 +90,86 @@ class FrameDecoder(wiring.Component):
             m.d.sync += rec.status.eq(STATUS[status])
             m.next = "HAND_OFF"
 
+        def cut_short():            # the delimiter came early, or no byte for `timeout` cycles
+            with m.If(delim):
+                finish("BAD_LEN")
+            with m.Elif(timed_out):
+                resync()
+                finish("TIMEOUT")
+
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += [rx.ready.eq(1), self.idle.eq(1)]
-                with m.If(fire & (byte == SOF_REQ)):
-                    m.d.comb += crc.start.eq(1)
-                    m.d.sync += cnt.eq(0)
+            with m.State("IDLE"):           # the command byte: the CRC starts with it
+                m.d.comb += [rx.ready.eq(1), self.idle.eq(~in_frame), crc.start.eq(1), crc.valid.eq(d_valid)]
+                with m.If(d_valid):
+                    m.d.sync += [rec.cmd.eq(d_byte), cnt.eq(1)]
                     m.next = "HEAD"
-            with m.State("HEAD"):           # cmd, length lo, length hi
-                m.d.comb += [rx.ready.eq(1), crc.valid.eq(fire)]
-                with m.If(fire):
+                with m.Elif(timed_out):     # a lone code byte: noise
+                    resync()
+            with m.State("HEAD"):           # length lo, length hi
+                m.d.comb += [rx.ready.eq(1), crc.valid.eq(d_valid)]
+                with m.If(d_valid):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.Switch(cnt):
-                        with m.Case(0):
-                            m.d.sync += rec.cmd.eq(byte)
-                        with m.Case(1):
-                            m.d.sync += rec.length[:8].eq(byte)
-                        with m.Case(2):
-                            length = Cat(rec.length[:8], byte)
-                            m.d.sync += [rec.length[8:].eq(byte), cnt.eq(0)]
-                            m.d.sync += [a.eq(0) for a in rec.args]
-                            with m.If(length > self.max_payload):
-                                m.next = "DISCARD"
-                            with m.Elif(length == 0):
-                                m.next = "CRC"
-                            with m.Else():
-                                m.next = "PAYLOAD"
+                    with m.If(cnt == 1):
+                        m.d.sync += rec.length[:8].eq(d_byte)
+                    with m.Else():
+                        length = Cat(rec.length[:8], d_byte)
+                        m.d.sync += [rec.length[8:].eq(d_byte), cnt.eq(0)]
+                        m.d.sync += [a.eq(0) for a in rec.args]
+                        with m.If(length > self.max_payload):
+                            m.next = "DISCARD"
+                        with m.Elif(length == 0):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+                with m.Elif(delim):         # not even a header: noise, dropped without a reply
+                    m.next = "IDLE"
                 with m.Elif(timed_out):
+                    resync()
                     finish("TIMEOUT")
             with m.State("PAYLOAD"):
-                m.d.comb += [rx.ready.eq(1), crc.valid.eq(fire),
-                             self.buf.en.eq(fire), self.buf.addr.eq(cnt), self.buf.data.eq(byte)]
-                with m.If(fire):
+                m.d.comb += [rx.ready.eq(1), crc.valid.eq(d_valid),
+                             self.buf.en.eq(d_valid), self.buf.addr.eq(cnt), self.buf.data.eq(d_byte)]
+                with m.If(d_valid):
                     m.d.sync += cnt.eq(cnt + 1)
                     for i, arg in enumerate(rec.args):
                         with m.If(cnt == i):
-                            m.d.sync += arg.eq(byte)
+                            m.d.sync += arg.eq(d_byte)
                     with m.If(cnt == rec.length - 1):
                         m.d.sync += cnt.eq(0)
                         m.next = "CRC"
-                with m.Elif(timed_out):
-                    finish("TIMEOUT")
+                with m.Else():
+                    cut_short()
             with m.State("CRC"):            # crc lo, crc hi
                 m.d.comb += rx.ready.eq(1)
-                with m.If(fire):
+                with m.If(d_valid):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == 0):
-                        m.d.sync += crc_lo.eq(byte)
+                        m.d.sync += crc_lo.eq(d_byte)
                     with m.Else():
-                        m.d.sync += crc_hi.eq(byte)
-                        m.next = "CHECK"
+                        m.d.sync += crc_hi.eq(d_byte)
+                        m.next = "TAIL"
+                with m.Else():
+                    cut_short()
+            with m.State("TAIL"):           # the closing delimiter
+                m.d.comb += rx.ready.eq(1)
+                with m.If(d_valid):         # more bytes than the length says
+                    m.next = "DISCARD"
+                with m.Elif(delim):
+                    m.next = "CHECK"
                 with m.Elif(timed_out):
+                    resync()
                     finish("TIMEOUT")
             with m.State("CHECK"):          # the compare between registers
                 with m.If(Cat(crc_lo, crc_hi) == crc.crc):
                     finish("OK")
                 with m.Else():
                     finish("BAD_CRC")
-            with m.State("DISCARD"):        # oversized frame: drop bytes until the line is quiet
+            with m.State("DISCARD"):        # wrong length: drop bytes up to the delimiter, or until quiet
                 m.d.comb += rx.ready.eq(1)
-                with m.If(timed_out):
+                with m.If(delim):
+                    finish("BAD_LEN")
+                with m.Elif(timed_out):
+                    resync()
                     finish("BAD_LEN")
             with m.State("HAND_OFF"):
                 m.d.comb += self.o.valid.eq(1)

@@ -3,7 +3,7 @@
 
 Frames (:mod:`sparsegate.hw.link.protocol`: codes, CRC, identity reply)::
 
-    request:  A5 | cmd | len lo | len hi | payload[len] | crc lo | crc hi
+    request:  00 | COBS(cmd | len lo | len hi | payload[len] | crc lo | crc hi) | 00
     reply:    5A | cmd | status | len lo | len hi | payload[len] | crc lo | crc hi
 
 Three components joined by streams, each in its own file::
@@ -20,9 +20,11 @@ code   name          request payload                                            
 0x01   ID            —                                                            identity (``protocol.identity_bytes``)
 0x02   WRITE_MEM     mem u8, addr u16, count u16, count words of ceil(bits/8) B   —
 0x03   RUN           sample u16                                                   total cycles u32
+                                                                                  (``BAD_DESC``: layer u8)
 0x04   READ_REGS     first u8, count u8 (debug registers, ``hw.engine.dbg_map``) count × u32
 0x05   READ_OUTPUTS  —                                                            ``n_results`` × int8 (sparse)
                                                                                   or × int32 (LIF membranes)
+0x06   RESET         —                                                            — (the core is aborted)
 =====  ============  ===========================================================  ===========================
 
 The same link serves either core (``hw.platform.board_top``): the ID reply's core kind says which is built
@@ -34,12 +36,20 @@ how a weight image is loaded; to memory 4 (input samples) how an input is loaded
 (``hw.engine.program``); the device only stores words. A request is executed only after its CRC checks,
 so a damaged frame never writes anything.
 
-Errors are replies with an error status and no payload: ``BAD_CRC``; ``BAD_LEN`` (a length over
-``max_payload`` — the rest of the frame is discarded until the line is quiet for ``timeout`` cycles —
-or a length that does not match the command); ``UNKNOWN_CMD``; ``TIMEOUT`` (a frame truncated: no byte
-for ``timeout`` cycles mid-frame); ``BAD_ARG`` (memory index, address range, sample or register out of
-range). Bytes outside a frame that are not SOF are ignored (resynchronisation). After any error the
-link is back in its idle state, ready for the next frame.
+The device always answers: a frame cut short ends at the line's silence (``timeout`` cycles); ``RUN``
+checks the layer descriptors first (a descriptor that could never finish — an unloaded device — is
+answered ``BAD_DESC`` with the layer's index) and a watchdog bounds the run (``run_budget`` cycles, then
+the core is aborted and the answer is ``RUN_TIMEOUT``); a ``RESET`` frame aborts a run in progress
+(``ABORTED``, then ``OK``). The request framing resynchronises on every 0x00 delimiter: a garbage byte
+costs at most the frame it lands in.
+
+Errors are replies with an error status and no payload (but ``BAD_DESC``'s layer): ``BAD_CRC``;
+``BAD_LEN`` (a length over ``max_payload`` — the rest of the frame is discarded up to its delimiter —,
+a delimiter before or after the frame's length, or a length that does not match the command);
+``UNKNOWN_CMD``; ``TIMEOUT`` (a frame truncated: no byte for ``timeout`` cycles mid-frame); ``BAD_ARG``
+(memory index, address range, sample or register out of range); ``BAD_DESC``, ``RUN_TIMEOUT``,
+``ABORTED`` (above). A fragment between delimiters too short to hold a header is noise, dropped without
+a reply. After any error the link is back in its idle state, ready for the next frame.
 """
 from __future__ import annotations
 
@@ -95,6 +105,7 @@ class HostLink(wiring.Component):
     ``mems``: ``[(word bits, depth)]`` of the writable memories (the core's ``wr_mem`` order);
     ``n_regs``: debug registers; ``result_base``/``n_results``: where the outputs start in the debug map;
     ``ident``: the ID reply payload; ``timeout``: cycles of silence that end a truncated frame;
+    ``run_budget``: the watchdog's cycles for one RUN (the default is ~2.7 s at 100 MHz);
     ``max_payload``: the frame buffer's bytes; ``result_bytes``: READ_OUTPUTS sends each result register's
     low byte (1, the engine's int8 outputs) or the whole register (4, the LIF readout's membranes).
 
@@ -113,14 +124,15 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, *, mems, n_samples: int, n_regs: int, result_base: int, n_results: int, ident: bytes,
-                 timeout: int, max_payload: int = 2048, result_bytes: int = 1):
+                 timeout: int, max_payload: int = 2048, result_bytes: int = 1, run_budget: int = 1 << 28):
         self.mems = list(mems)
         self.timeout, self.max_payload = int(timeout), max_payload
         max_wb = max(word_bytes(w) for w, _ in self.mems)
         if max_payload < 5 + max_wb:
             raise ValueError(f"max_payload {max_payload} cannot hold one {max_wb}-byte word")
         self.executor = Executor(mems=self.mems, n_samples=n_samples, n_regs=n_regs, result_base=result_base,
-                                 n_results=n_results, ident=ident, max_payload=max_payload, result_bytes=result_bytes)
+                                 n_results=n_results, ident=ident, max_payload=max_payload, result_bytes=result_bytes,
+                                 run_budget=run_budget)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),

@@ -24,6 +24,11 @@ class HostPortSignature(wiring.Signature):
         A run is in progress.
     done : ``Out(1)``
         The last run has finished.
+    abort : ``In(1)``
+        One-cycle pulse: stop any run now and return to idle (the link's watchdog and ``RESET``).
+    fault : ``Out(1)``
+        The last run was refused (a core that checks its program before it starts: the sparse engine's
+        layer descriptors); ``fault_layer`` names the layer. Cleared by the next ``start``.
     dbg_sel : ``In(8)``
         Debug register index (the core's register map).
     dbg_data : ``Out(32)``
@@ -35,6 +40,7 @@ class HostPortSignature(wiring.Signature):
 
     def __init__(self, *, addr_width: int | None = None, data_width: int | None = None):
         members = {"start": In(1), "sample": In(16), "busy": Out(1), "done": Out(1),
+                   "abort": In(1), "fault": Out(1), "fault_layer": Out(8),
                    "dbg_sel": In(8), "dbg_data": Out(32)}
         if addr_width is not None:
             members.update({"wr_en": In(1), "wr_mem": In(8), "wr_addr": In(addr_width), "wr_data": In(data_width)})

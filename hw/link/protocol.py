@@ -3,10 +3,13 @@ driver: frame markers, command and status codes, the frame checksum, the identit
 records the link's components pass to each other.
 
 Frames (little-endian; CRC-16/CCITT-FALSE = ``amaranth.lib.crc.catalog.CRC16_CCITT_FALSE``: poly 0x1021,
-init 0xFFFF, not reflected, over every byte after SOF)::
+init 0xFFFF, not reflected; over the request's body, over every reply byte after SOF)::
 
-    request:  A5 | cmd | len lo | len hi | payload[len] | crc lo | crc hi
+    request:  00 | COBS(cmd | len lo | len hi | payload[len] | crc lo | crc hi) | 00
     reply:    5A | cmd | status | len lo | len hi | payload[len] | crc lo | crc hi
+
+A request is COBS-encoded (consistent overhead byte stuffing: no 0x00 inside) between 0x00 delimiters, so
+the device resynchronises on every delimiter: a garbage byte costs at most the frame it lands in.
 """
 from __future__ import annotations
 
@@ -15,16 +18,20 @@ import struct
 from amaranth.lib import data
 from amaranth.lib.crc.catalog import CRC16_CCITT_FALSE
 
-__all__ = ["SOF_REQ", "SOF_RSP", "PROTOCOL_VERSION", "IDENT_MAGIC", "CMD", "STATUS", "IDENT_FIELDS",
-           "LIF_IDENT_FIELDS", "CORE_KINDS", "ARG_BYTES", "FRAME_CRC", "crc16", "word_bytes", "identity_bytes",
+__all__ = ["FRAME_DELIM", "SOF_RSP", "PROTOCOL_VERSION", "IDENT_MAGIC", "CMD", "STATUS", "IDENT_FIELDS",
+           "LIF_IDENT_FIELDS", "CORE_KINDS", "ARG_BYTES", "FRAME_CRC", "crc16", "cobs_encode", "cobs_decode", "word_bytes", "identity_bytes",
            "parse_identity", "request_layout", "reply_layout"]
 
-SOF_REQ = 0xA5
+FRAME_DELIM = 0x00
 SOF_RSP = 0x5A
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 IDENT_MAGIC = b"SPGT"
-CMD = {"ID": 0x01, "WRITE_MEM": 0x02, "RUN": 0x03, "READ_REGS": 0x04, "READ_OUTPUTS": 0x05}
-STATUS = {"OK": 0, "BAD_CRC": 1, "BAD_LEN": 2, "UNKNOWN_CMD": 3, "TIMEOUT": 4, "BAD_ARG": 5}
+CMD = {"ID": 0x01, "WRITE_MEM": 0x02, "RUN": 0x03, "READ_REGS": 0x04, "READ_OUTPUTS": 0x05, "RESET": 0x06}
+#: ``BAD_DESC``: RUN refused, a layer descriptor cannot run (payload: the layer index, u8); ``RUN_TIMEOUT``:
+#: the core did not finish within the link's cycle budget (it was aborted); ``ABORTED``: a RESET came while
+#: the core was running (the RUN's reply; the RESET is answered after it).
+STATUS = {"OK": 0, "BAD_CRC": 1, "BAD_LEN": 2, "UNKNOWN_CMD": 3, "TIMEOUT": 4, "BAD_ARG": 5, "BAD_DESC": 6,
+          "RUN_TIMEOUT": 7, "ABORTED": 8}
 #: EngineGeometry fields in the identity reply (u16 each), after magic, version, core kind, n_regs.
 IDENT_FIELDS = ("lanes", "slot_bits", "weight_depth", "act_depth", "chan_depth", "param_depth", "n_layers",
                 "input_depth", "n_samples", "pool_width", "n_results")
@@ -46,6 +53,37 @@ FRAME_CRC = CRC16_CCITT_FALSE(data_width=8)
 def crc16(data: bytes) -> int:
     """The frames' checksum (CRC-16/CCITT-FALSE) of ``data``."""
     return FRAME_CRC.compute(data)
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """``data`` COBS-encoded: blocks of a code byte ``n`` (1..255) and ``n - 1`` non-zero bytes; a block
+    shorter than 255 stands for its bytes and a 0x00 (dropped after the last block)."""
+    out, block = bytearray(), bytearray()
+    for b in data:
+        if not b:
+            out += bytes([len(block) + 1]) + block
+            block.clear()
+            continue
+        block.append(b)
+        if len(block) == 254:
+            out += b"\xff" + block
+            block.clear()
+    out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """The inverse of :func:`cobs_encode` (the gateware's frame decoder does the same, byte by byte)."""
+    out, i = bytearray(), 0
+    while i < len(data):
+        code = data[i]
+        if code == 0:
+            raise ValueError("COBS data contains 0x00")
+        out += data[i + 1:i + code]
+        i += code
+        if code < 255 and i < len(data):
+            out.append(0)
+    return bytes(out)
 
 
 def word_bytes(bits: int) -> int:

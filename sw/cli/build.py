@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
     from sparsegate.sw.cli.main import CliError
     from sparsegate.sw.flow.build import DEFAULT_IMAGE_NAME, BuildError, build_board, detect_core, format_report
+    from sparsegate.sw.ir.weight_image import read_image_bytes
     from sparsegate.sw.util.toolchain import ToolNotFoundError
 
     uart = None
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--uart-pins takes TX,RX, got {args.uart_pins!r}")
     try:
         core = detect_core(args.core, args.image)
-        image = args.image.read_bytes() if core is ENGINE and args.image else args.image
+        image = read_image_bytes(args.image) if core is ENGINE and args.image else args.image
         result = build_board(args.board, args.lanes, args.out, image=image, core=core, units=args.units,
                              per_word=args.per_word, image_name=str(args.image) if args.image else DEFAULT_IMAGE_NAME,
                              clock_mhz=args.clock_mhz, baud=args.baud, samples=args.samples, headroom=args.headroom,

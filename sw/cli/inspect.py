@@ -9,11 +9,13 @@ from pathlib import Path
 
 
 def format_layers(qnet, rows) -> str:
+    from sparsegate.sw.ir.weight_image import printable
+
     head = (f"{'layer':<8} {'kind':<4} {'input':>10} {'output':>10} {'kernel':>10} {'ops':>9} {'nnz':>8} "
             f"{'weights':>8} {'empty ch':>8} {'index bits':>11} {'acc bits':>8}")
-    lines = [f"{qnet.name}: {len(rows)} layers, input {'x'.join(map(str, qnet.input_shape))}", head,
+    lines = [f"{printable(qnet.name)}: {len(rows)} layers, input {'x'.join(map(str, qnet.input_shape))}", head,
              "-" * len(head)]
-    lines += [f"{r.name:<8} {r.kind:<4} {r.in_shape:>10} {r.out_shape:>10} {r.kernel:>10} {r.ops:>9} "
+    lines += [f"{printable(r.name):<8} {r.kind:<4} {r.in_shape:>10} {r.out_shape:>10} {r.kernel:>10} {r.ops:>9} "
               f"{r.nnz:>8,} {r.weights:>8,} {r.empty_channels:>8} {r.index_bits:>11} {r.acc_bits:>8}"
               for r in rows]
     return "\n".join(lines)

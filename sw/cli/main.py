@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (CliError, ValueError, OSError) as err:
-        print(f"sparsegate {args.command}: error: {err}", file=sys.stderr)
+    except (CliError, ValueError, OSError, MemoryError) as err:
+        from sparsegate.sw.ir.weight_image import printable  # messages quote names read from files
+
+        message = "out of memory" if isinstance(err, MemoryError) else str(err)
+        print(f"sparsegate {args.command}: error: {printable(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparsegate {args.command}: interrupted", file=sys.stderr)

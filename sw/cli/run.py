@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.cli.main import CliError
     from sparsegate.sw.flow.build import BuildError, detect_core
     from sparsegate.sw.flow.run import RunError, run_digits
-    from sparsegate.sw.host.driver import LinkError
+    from sparsegate.sw.host.driver import DeviceError, LinkError
 
     try:
         core = detect_core(args.core, args.image)
@@ -56,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
                             baud=args.baud, load=not args.no_load, lanes=args.lanes, units=args.units,
                             per_word=args.per_word, simulator=args.simulator, build_dir=args.build_dir,
                             auto=args.core == "auto", log=print)
-    except (BuildError, RunError, LinkError) as err:
+    except (BuildError, RunError, LinkError, DeviceError) as err:
         raise CliError(str(err)) from None
     return 0 if result.ok else 1

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsegate.sw.flow.simulate import DEFAULT_BUILD_DIR, SIMS
+from sparsegate.sw.flow.simulate import DEFAULT_BUILD_DIR, MAX_SAMPLES, SIMS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, required=True, help="weight image (image.bin)")
-    parser.add_argument("--samples", type=int, default=20, help="inputs to run (default 20)")
+    parser.add_argument("--samples", type=int, default=20, help=f"inputs to run, 1..{MAX_SAMPLES} (default 20)")
     parser.add_argument("--sim", choices=SIMS, default="verilator", help="simulator (default verilator)")
     parser.add_argument("--lanes", type=int, default=16, help="MAC lanes P: a power of two (default 16)")
     parser.add_argument("--vcd", type=Path, help="also write a VCD of the first sample (Amaranth simulator)")

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_named
-from sparsegate.sw.host.driver import HostDriver, LinkError
+from sparsegate.sw.host.driver import DeviceError, HostDriver, LinkError
 
 __all__ = ["RunResult", "RunError", "sim_driver", "board_driver", "load_network", "classify_with_driver",
            "run_digits", "DEFAULT_SIM_BUILD"]
 
 DEFAULT_SIM_BUILD = Path("build/host-sim")
+MAX_SAMPLES = 1000  # the held-out digits of the embedded MNIST split
 
 
 def _quiet(_: str) -> None:
@@ -62,7 +63,8 @@ def load_network(core: Core, image: Path | None):
             raise RunError("--core lif needs --image: an integer SNN from `sparsegate snn export` (.npz)")
         return load_int_snn(image)
     if image is not None:
-        return image.read_bytes()
+        from sparsegate.sw.ir.weight_image import read_image_bytes
+        return read_image_bytes(image)
     from sparsegate.sw.flow.build import default_image
     return default_image()
 
@@ -183,8 +185,10 @@ def run_digits(core: Core | str, image: Path | None, samples: int, *, port: str 
     simulated board top level of ``core`` (``port`` None); ``image`` is the network file (``None``: the pruned
     LeNet-5). ``auto``: ``core`` was guessed from ``image``, not asked for. Raises :class:`RunError`,
     :class:`~sparsegate.sw.host.driver.LinkError` or :class:`~sparsegate.sw.host.driver.DeviceError`."""
-    if samples < 1:
-        raise RunError(f"--samples must be at least 1, got {samples}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise RunError(f"--samples must be in 1..{MAX_SAMPLES} (the held-out digits), got {samples}")
+    if port is None and (lanes < 1 or lanes & (lanes - 1) or lanes > 64):
+        raise RunError(f"--lanes must be a power of two in 1..64, got {lanes}")
     core = core_named(core) if isinstance(core, str) else core
     network = load_network(core, image)
     if port is None:
@@ -198,5 +202,17 @@ def run_digits(core: Core | str, image: Path | None, samples: int, *, port: str 
         if driver.core != core.name:
             raise RunError(f"the device holds the {driver.core} core, --image {image} is for the {core.name} core")
         return classify_with_driver(driver, network, samples, load=load, log=log)
+    except LinkError as err:
+        where = f"the board on {port}" if port is not None else "the simulated board"
+        raise LinkError(f"{err}: {where} does not answer. Check the port and --baud, and that the FPGA holds a "
+                        "current bitstream (sparsegate build, then program it); if it still does not answer, "
+                        "power-cycle or re-program the board") from None
+    except DeviceError as err:
+        if err.status == "BAD_DESC":
+            raise DeviceError(f"{err}; load an image (drop --no-load)", err.status) from None
+        if err.status == "RUN_TIMEOUT":
+            raise DeviceError(f"{err}: the core did not finish within the device's cycle budget and was "
+                              "aborted; reload the image (drop --no-load)", err.status) from None
+        raise
     finally:
         driver.close()

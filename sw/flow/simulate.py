@@ -14,6 +14,8 @@ from pathlib import Path
 
 SIMS = ("verilator", "icarus", "amaranth")
 DEFAULT_BUILD_DIR = Path("build/engine")
+MAX_SAMPLES = 1000  # the held-out digits of the embedded MNIST split
+MAX_WINDOW_ELEMENTS = 1 << 26  # samples x the largest layer's input windows (Ho*Wo x Cin*KH*KW): golden memory
 
 
 class SimulationError(ValueError):
@@ -63,8 +65,10 @@ class SimulationResult:
         return [layer.model for layer in self.layers]
 
     def lines(self) -> list[str]:
-        """The run as the text ``sparsegate simulate`` prints."""
-        out = [f"{self.network}: {self.n_layers} layers, {self.samples} {self.source}, {self.lanes} lanes, "
+        """The run as the text ``sparsegate simulate`` prints (names from the image escaped)."""
+        from sparsegate.sw.ir.weight_image import printable
+
+        out = [f"{printable(self.network)}: {self.n_layers} layers, {self.samples} {self.source}, {self.lanes} lanes, "
                f"{self.sim}"]
         if self.build_s is not None:
             out.append(f"built for {self.sim} in {self.build_s:.1f} s")
@@ -72,7 +76,7 @@ class SimulationResult:
             out.append(f"VCD of sample 0: {self.vcd}")
         head = f"{'layer':<10} {'kind':<4} {'cycles':>9} {'model':>9} {'ideal':>9} {'util':>6} {'stalls':>7}"
         out += [head, "-" * len(head)]
-        out += [f"{r.name:<10} {r.kind:<4} {r.cycles:>9,} {r.model:>9,} {r.ideal:>9,.0f} "
+        out += [f"{printable(r.name):<10} {r.kind:<4} {r.cycles:>9,} {r.model:>9,} {r.ideal:>9,.0f} "
                 f"{100 * r.utilization:>5.1f}% {r.stalls:>7,}" for r in self.layers]
         out.append(f"{'total':<15} {self.total_cycles:>9,} (sample 0, including {self.load_cycles} input-load "
                    f"cycles)")
@@ -87,12 +91,23 @@ class SimulationResult:
 
 def check_options(samples: int, sim: str, lanes: int) -> None:
     """Reject an impossible request before anything is read or built."""
-    if samples < 1:
-        raise SimulationError(f"--samples must be at least 1, got {samples}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise SimulationError(f"--samples must be in 1..{MAX_SAMPLES}, got {samples}")
     if sim not in SIMS:
         raise SimulationError(f"--sim must be one of {list(SIMS)}, got {sim!r}")
     if lanes < 1 or lanes & (lanes - 1) or lanes > 64:
         raise SimulationError(f"--lanes must be a power of two in 1..64, got {lanes}")
+
+
+def check_workload(qnet, samples: int) -> None:
+    """Reject a network and sample count whose golden run would not fit in memory, before any input exists:
+    the golden model unfolds each layer's input into Ho*Wo windows of Cin*KH*KW elements per sample."""
+    windows = max((layer.conv_shape[1] * layer.conv_shape[2] if layer.kind == "conv" else 1)
+                  * int(layer.weight.size) // layer.out_channels for layer in qnet.layers)
+    if samples * windows > MAX_WINDOW_ELEMENTS:
+        raise SimulationError(f"{samples} samples of this network unfold into {samples * windows:,} window "
+                              f"elements, more than the {MAX_WINDOW_ELEMENTS:,} a simulation may hold; "
+                              "lower --samples")
 
 
 def simulate(image: str | Path, samples: int, sim: str = "verilator", lanes: int = 16, vcd: Path | None = None,
@@ -109,6 +124,7 @@ def simulate(image: str | Path, samples: int, sim: str = "verilator", lanes: int
 
     check_options(samples, sim, lanes)
     qnet = read_image(image)
+    check_workload(qnet, samples)
     if tuple(qnet.input_shape) == (1, 28, 28):
         x, _ = test_digits(qnet, samples)
         source = "held-out MNIST digits"

@@ -17,7 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from sparsegate.hw.link.protocol import CMD, SOF_REQ, SOF_RSP, STATUS, crc16, parse_identity, word_bytes
+from sparsegate.hw.link.protocol import (CMD, FRAME_DELIM, PROTOCOL_VERSION, SOF_RSP, STATUS, cobs_encode, crc16,
+                                         parse_identity, word_bytes)
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_named
 from sparsegate.sw.host.loaders import LOADERS
 
@@ -27,7 +28,7 @@ _STATUS_NAMES = {v: k for k, v in STATUS.items()}
 
 
 class LinkError(OSError):
-    """No (valid) reply: timeout, broken reply frame, port trouble."""
+    """No (valid) reply: timeout, broken reply frame, port trouble, a device speaking another protocol."""
 
 
 class DeviceError(ValueError):
@@ -39,9 +40,11 @@ class DeviceError(ValueError):
 
 
 def frame(cmd: int, payload: bytes = b"") -> bytes:
-    """One request frame."""
+    """One request frame: the body and its CRC, COBS-encoded between two delimiters (the leading one ends
+    whatever noise came before)."""
     body = bytes([cmd & 0xFF]) + struct.pack("<H", len(payload)) + bytes(payload)
-    return bytes([SOF_REQ]) + body + struct.pack("<H", crc16(body))
+    delim = bytes([FRAME_DELIM])
+    return delim + cobs_encode(body + struct.pack("<H", crc16(body))) + delim
 
 
 @dataclass
@@ -82,9 +85,13 @@ class HostDriver:
 
     # ---- framing
     def exchange(self, cmd: int, payload: bytes = b"", *, raw: bytes | None = None) -> Reply:
-        """Send one request (or ``raw`` bytes) and read one reply frame."""
+        """Send one request (or ``raw`` bytes) and read its reply frame; a reply for another command
+        (the device answering line noise that looked like a frame) is skipped."""
         self.transport.write(frame(cmd, payload) if raw is None else raw)
-        return self.read_reply()
+        reply = self.read_reply()
+        while raw is None and reply.cmd != cmd & 0xFF:
+            reply = self.read_reply()
+        return reply
 
     def read_reply(self) -> Reply:
         t = self.transport
@@ -107,14 +114,30 @@ class HostDriver:
 
     def command(self, name: str, payload: bytes = b"") -> bytes:
         reply = self.exchange(CMD[name], payload)
+        if reply.status == STATUS["BAD_DESC"] and len(reply.payload) == 1:
+            raise DeviceError(f"{name}: device answered BAD_DESC: layer {reply.payload[0]}'s descriptor cannot "
+                              "run (no weight image loaded, or a partial one)", "BAD_DESC")
         if reply.status != STATUS["OK"]:
             raise DeviceError(f"{name}: device answered {reply.status_name}", reply.status_name)
         return reply.payload
 
+    def reset(self) -> None:
+        """Abort whatever the core is doing (``RESET``); a run in progress is answered ``ABORTED`` first."""
+        self.transport.write(frame(CMD["RESET"]))
+        reply = self.read_reply()
+        while reply.cmd != CMD["RESET"]:
+            reply = self.read_reply()
+        if reply.status != STATUS["OK"]:
+            raise DeviceError(f"RESET: device answered {reply.status_name}", reply.status_name)
+
     # ---- commands
     def identify(self) -> dict:
-        self._ident = parse_identity(self.command("ID"))
-        return self._ident
+        ident = parse_identity(self.command("ID"))
+        if ident["version"] != PROTOCOL_VERSION:
+            raise LinkError(f"the device speaks link protocol {ident['version']}, this host {PROTOCOL_VERSION}: "
+                            "rebuild and program the bitstream (sparsegate build)")
+        self._ident = ident
+        return ident
 
     @property
     def ident(self) -> dict:

@@ -9,7 +9,9 @@ compact ``(cin, ky, kx)`` bit-field index), and a CRC32. :func:`decode_image` ch
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsegate.sw.util.atomic_io import write_bytes, write_json, write_text
+from sparsegate.sw.util.atomic_io import atomic_dir, write_bytes, write_json, write_text
 from sparsegate.sw.ir.golden import (ACC_BITS, MAX_KERNEL, SHIFT_MAX, SHIFT_MIN, STRIDES, WEIGHT_MAX, IntLayer,
                                      QuantizedNetwork, conv_output_size, index_width)
 
@@ -29,7 +31,9 @@ CRC_BYTES = 4
 KIND_CODES = {"conv": 0, "fc": 1}
 FLAG_RELU, FLAG_POOL, FLAG_FLATTEN = 1, 2, 4
 OUT_BITS = 8
-MAX_LAYER_WEIGHTS = 1 << 28  # dense kernel elements per layer a version-1 reader accepts
+MAX_IMAGE_BYTES = 64 << 20  # file size a version-1 reader accepts (refused before it is read)
+MAX_WEIGHTS = 1 << 22  # dense kernel elements of all layers together: the reader builds them dense
+MAX_FEATURE_MAP = 1 << 20  # elements of the input and of every layer's output (C*H*W)
 NAME_BYTES = {"network": 32, "layer": 24}
 IMAGE_NAME = "image.bin"
 MANIFEST_NAME = "manifest.json"
@@ -139,6 +143,12 @@ def encode_image(qnet: QuantizedNetwork) -> bytes:
         payloads.append(payload)
         offset += len(payload)
     total = offset + CRC_BYTES
+    weights = sum(int(layer.weight.size) for layer in qnet.layers)
+    biggest = max(int(np.prod(shape)) for shape in [qnet.input_shape] + [layer.out_shape for layer in qnet.layers])
+    for value, limit, what in ((total, MAX_IMAGE_BYTES, "image bytes"), (weights, MAX_WEIGHTS, "dense kernel elements"),
+                               (biggest, MAX_FEATURE_MAP, "elements in one feature map")):
+        if value > limit:
+            raise ValueError(f"network {qnet.name!r}: {value} {what} exceed the format limit of {limit}")
     c, h, w = qnet.input_shape
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, n, DESCRIPTOR.size, c, h, w, 0, 0,
                          qnet.input_scale, 0, _name_field(qnet.name, "network"))
@@ -161,7 +171,10 @@ def _require(cond: bool, field: str, message: str) -> None:
 
 
 def _decode_name(raw: bytes, field: str) -> str:
-    raw = raw.rstrip(b"\0")
+    end = raw.find(b"\0")
+    _require(end >= 0, field, f"{len(raw)} bytes without a terminating NUL (a name holds at most {len(raw) - 1})")
+    _require(not any(raw[end:]), field, "bytes after the terminating NUL must be NUL")
+    raw = raw[:end]
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -170,12 +183,22 @@ def _decode_name(raw: bytes, field: str) -> str:
     return name
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``, ``\\n``): names come from
+    files, and a name holding terminal escape sequences must not reach a terminal or a hex file raw."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _finite_positive(v: float) -> bool:
     return bool(np.isfinite(v) and v > 0)
 
 
-def _decode_layer(data: bytes, i: int, expected_offset: int, end: int,
-                  prev_shape: tuple) -> tuple[IntLayer, int]:
+def _zero_padding(data: bytes, start: int, stop: int) -> bool:
+    return not any(data[start:stop])
+
+
+def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, prev_shape: tuple,
+                  weights_before: int) -> tuple[IntLayer, int]:
     base = HEADER.size + i * DESCRIPTOR.size
     (raw_name, kind, flags, kh, kw, stride, padding, in_zp, out_zp, cin, hin, win, cout, hout, wout,
      cin_bits, ky_bits, kx_bits, ib, out_bits, acc_bits, reserved, nnz, offset, size, in_scale,
@@ -198,7 +221,8 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int,
     need(in_zp == 0 and out_zp == 0, "zero_point",
          f"in/out zero points {in_zp}/{out_zp}; version {VERSION} is symmetric (zero point 0)")
     need(out_bits == OUT_BITS, "out_bits", f"{out_bits}, expected {OUT_BITS}")
-    need(reserved == 0, "reserved", f"reserved field is {reserved}, expected 0")
+    need(reserved == 0 and _zero_padding(data, base + 72, base + DESCRIPTOR.size), "reserved",
+         "reserved bytes must be 0")
     need(cin >= 1 and cout >= 1, "channels", f"in_channels {cin} and out_channels {cout} must be >= 1")
     if kind_name == "conv":
         need(1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL, "kernel", f"{kh}x{kw} outside 1..{MAX_KERNEL}")
@@ -219,8 +243,11 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int,
          f"cin/ky/kx bits {cin_bits}/{ky_bits}/{kx_bits}, expected {want_bits[0]}/{want_bits[1]}/{want_bits[2]}")
     index_bits = sum(want_bits)
     need(ib == index_bytes(index_bits), "index_bytes", f"{ib}, expected {index_bytes(index_bits)}")
-    need(cout * cin * kh * kw <= MAX_LAYER_WEIGHTS, "weights",
-         f"{cout}x{cin}x{kh}x{kw} dense kernel elements exceed the format limit of {MAX_LAYER_WEIGHTS}")
+    need(weights_before + cout * cin * kh * kw <= MAX_WEIGHTS, "weights",
+         f"{cout}x{cin}x{kh}x{kw} dense kernel elements bring the network to "
+         f"{weights_before + cout * cin * kh * kw}, over the format limit of {MAX_WEIGHTS}")
+    need(cout * hout * wout <= MAX_FEATURE_MAP, "out_shape",
+         f"{cout}x{hout}x{wout} output elements exceed the format limit of {MAX_FEATURE_MAP}")
     need((cin, hin, win) == in_shape, "in_shape",
          f"{cin}x{hin}x{win}, but the {'flattened ' if flat else ''}previous output is "
          f"{'x'.join(map(str, in_shape))}")
@@ -241,6 +268,9 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int,
     pos = offset + _pad4(cout * 15)
     values = np.frombuffer(data, "i1", nnz, pos).astype(np.int8); pos += _pad4(nnz)
     index = np.frombuffer(data, "<u2" if ib == 2 else "<u4", nnz, pos).astype(np.int64)
+    need(_zero_padding(data, offset + 15 * cout, offset + _pad4(15 * cout))
+         and _zero_padding(data, offset + _pad4(15 * cout) + nnz, offset + _pad4(15 * cout) + _pad4(nnz))
+         and _zero_padding(data, pos + ib * nnz, offset + size), "padding", "padding bytes must be 0")
 
     per_channel = cin * kh * kw
     bad = np.flatnonzero(counts > per_channel)
@@ -306,6 +336,8 @@ def _decode(data: bytes) -> QuantizedNetwork:
     _require(version == VERSION, "version", f"unsupported version {version} (this reader supports {VERSION})")
     _require(header_size == HEADER.size, "header_size", f"{header_size}, expected {HEADER.size}")
     _require(desc_size == DESCRIPTOR.size, "descriptor_size", f"{desc_size}, expected {DESCRIPTOR.size}")
+    _require(total <= MAX_IMAGE_BYTES, "total_size",
+             f"{total} bytes, more than the {MAX_IMAGE_BYTES} a version-1 image may hold")
     _require(len(data) >= total, "total_size", f"truncated: {len(data)} bytes, header says {total}")
     _require(len(data) == total, "total_size", f"{len(data) - total} trailing bytes after the {total}-byte image")
     stored = struct.unpack_from("<I", data, total - CRC_BYTES)[0] if total >= HEADER.size + CRC_BYTES else None
@@ -315,6 +347,8 @@ def _decode(data: bytes) -> QuantizedNetwork:
     _require(flags == 0 and reserved == 0, "flags", f"header flags/reserved {flags}/{reserved}, expected 0")
     _require(in_zp == 0, "zero_point", f"input zero point {in_zp}; version {VERSION} is symmetric")
     _require(min(c, h, w) >= 1, "input_shape", f"{c}x{h}x{w} must be at least 1x1x1")
+    _require(c * h * w <= MAX_FEATURE_MAP, "input_shape",
+             f"{c}x{h}x{w} input elements exceed the format limit of {MAX_FEATURE_MAP}")
     _require(_finite_positive(in_scale), "input_scale", f"{in_scale} must be finite and positive")
     name = _decode_name(raw_name, "name")
     _require(n_layers >= 1, "n_layers", "an image needs at least one layer")
@@ -323,9 +357,11 @@ def _decode(data: bytes) -> QuantizedNetwork:
     _require(offset <= end, "n_layers", f"{n_layers} descriptors do not fit in {total} bytes")
     layers = []
     shape = (c, h, w)
+    weights = 0
     for i in range(n_layers):
-        layer, offset = _decode_layer(data, i, offset, end, shape)
+        layer, offset = _decode_layer(data, i, offset, end, shape, weights)
         layers.append(layer)
+        weights += int(layer.weight.size)
         shape = layer.out_shape
     _require(offset == end, "total_size", f"{end - offset} unused bytes between the last payload and the CRC")
     try:
@@ -334,14 +370,32 @@ def _decode(data: bytes) -> QuantizedNetwork:
         raise ImageError("network", str(err)) from None
 
 
-def read_image(path: str | Path) -> QuantizedNetwork:
-    """Read and validate a binary image file."""
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file. Only a regular file of at most :data:`MAX_IMAGE_BYTES` is read (a FIFO, a
+    device, a directory or a larger file is refused before anything is read; opening never blocks)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
-        raise ImageError("file", f"{path}: cannot read ({err.strerror})") from None
-    return decode_image(data, str(path))
+        raise ImageError("file", f"cannot read ({err.strerror})", str(path)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_IMAGE_BYTES:
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("file", "not a regular file (a directory, FIFO or device cannot hold an image)",
+                             str(path))
+        raise ImageError("total_size", f"file is {st.st_size} bytes, more than the {MAX_IMAGE_BYTES} a "
+                                       "version-1 image may hold", str(path))
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(MAX_IMAGE_BYTES + 1)
+        except OSError as err:
+            raise ImageError("file", f"cannot read ({err.strerror})", str(path)) from None
+
+
+def read_image(path: str | Path) -> QuantizedNetwork:
+    """Read and validate a binary image file (:func:`read_image_bytes`, :func:`decode_image`)."""
+    return decode_image(read_image_bytes(path), str(path))
 
 
 # ---------------------------------------------------------------------------------------- storage accounting
@@ -432,7 +486,7 @@ def format_storage_table(report: dict) -> str:
             f"{'b/nnz img':>9} {'image B':>9} {'int8 B':>9} {'fp32 B':>9}")
     lines = [head, "-" * len(head)]
     for r in report["layers"]:
-        lines.append(f"{r['name']:<10} {r['nnz']:>8,} {r['weights']:>8,} {100 * r['density']:>7.1f}% "
+        lines.append(f"{printable(r['name']):<10} {r['nnz']:>8,} {r['weights']:>8,} {100 * r['density']:>7.1f}% "
                      f"{r['index_bits']:>8} {r['bits_per_nnz_packed']:>6.1f} {r['bits_per_nnz_image']:>9.1f} "
                      f"{r['image_bytes']:>9,} {r['dense_int8_bytes']:>9,} {r['float32_bytes']:>9,}")
     t = report["total"]
@@ -486,7 +540,8 @@ def write_hex_files(directory: str | Path, qnet: QuantizedNetwork) -> dict:
         files = {}
         for kind, (words, width, what) in memories.items():
             rel = f"{_safe(layer.name)}.{kind}.hex"
-            lines = [f"// sparsegate {qnet.name} {layer.name} {kind}: {len(words)} x {width}-bit words: {what}"]
+            lines = [f"// sparsegate {printable(qnet.name)} {printable(layer.name)} {kind}: {len(words)} x "
+                     f"{width}-bit words: {what}"]
             write_text(directory / rel, "\n".join(lines + _hex_lines(words, width)) + "\n")
             files[kind] = {"path": rel, "width": width, "depth": int(len(words))}
         result[layer.name] = files
@@ -525,22 +580,42 @@ def manifest(qnet: QuantizedNetwork, image: bytes, hex_files: dict, storage: dic
 EXPORT_FORMATS = ("image", "hex", "json")
 
 
+#: What an export folder may hold: a folder with anything else is not replaced.
+EXPORT_NAMES = (IMAGE_NAME, HEX_DIR, MANIFEST_NAME)
+
+
+class ExportError(ValueError):
+    """An export cannot be written where it was asked for (a file, or a folder holding other files)."""
+
+
 def export_image(qnet: QuantizedNetwork, out_dir: str | Path, formats=EXPORT_FORMATS) -> dict:
-    """Write ``image.bin`` (``image``), ``hex/*.hex`` (``hex``) and ``manifest.json`` (``json``) into
-    ``out_dir``, those named in ``formats``; return the manifest (it lists the hex files only if written)."""
+    """Write ``image.bin`` (``image``), ``hex/*.hex`` (``hex``) and ``manifest.json`` (``json``), those named
+    in ``formats``, as the folder ``out_dir``; return the manifest (it lists the hex files only if written).
+
+    The export is written into a staging folder beside ``out_dir`` and swapped in whole, so ``out_dir`` holds
+    either the earlier export or this one, never a mix, and nothing of an earlier export survives. A folder
+    holding anything but an export's files is refused (:class:`ExportError`), not replaced."""
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown or not formats:
         raise ValueError(f"export formats must be among {', '.join(EXPORT_FORMATS)}, got {list(formats)}")
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ExportError(f"{out_dir}: not a folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_NAMES) if out_dir.is_dir() else []
+    if foreign:
+        raise ExportError(f"{out_dir}: holds files that are not an export ({', '.join(map(repr, foreign[:5]))}"
+                          f"{', ...' if len(foreign) > 5 else ''}); export into a new folder or an earlier export")
     image = encode_image(qnet)
     decode_image(image, "freshly encoded image")  # never write an image the reader would reject
-    hex_files = write_hex_files(out_dir / HEX_DIR, qnet) if "hex" in formats else {}
-    hex_files = {k: {m: {**f, "path": f"{HEX_DIR}/{f['path']}"} for m, f in v.items()} for k, v in hex_files.items()}
     storage = storage_report(qnet)
     assert storage["total"]["image_bytes"] == len(image)
-    if "image" in formats:
-        write_bytes(out_dir / IMAGE_NAME, image)
-    doc = manifest(qnet, image, hex_files, storage)
-    if "json" in formats:
-        write_json(out_dir / MANIFEST_NAME, doc)
+    with atomic_dir(out_dir, "export") as stage:
+        hex_files = write_hex_files(stage / HEX_DIR, qnet) if "hex" in formats else {}
+        hex_files = {k: {m: {**f, "path": f"{HEX_DIR}/{f['path']}"} for m, f in v.items()}
+                     for k, v in hex_files.items()}
+        if "image" in formats:
+            write_bytes(stage / IMAGE_NAME, image)
+        doc = manifest(qnet, image, hex_files, storage)
+        if "json" in formats:
+            write_json(stage / MANIFEST_NAME, doc)
     return doc

@@ -7,8 +7,11 @@ raises :class:`DataError` naming the file and what was expected.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import stat
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,9 @@ from torch.utils.data import TensorDataset
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 EMBEDDED_TRAIN = 4000
 DATASETS = ("mnist5k", "mnist5k-rgb32", "mnist", "cifar10", "digits")
+MAX_IDX_BYTES = 1 << 28  # an IDX file's payload (MNIST's training images: 47 MB), raw or decompressed
+MAX_CIFAR_BATCH_BYTES = 1 << 26  # a CIFAR-10 python batch file (31 MB each)
+MNIST_SHAPE = (28, 28)
 
 
 class DataError(ValueError):
@@ -61,40 +67,59 @@ def mnist_embedded_rgb32(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     return to_rgb32(train), to_rgb32(test)
 
 
-def _open_maybe_gz(path: Path) -> bytes:
+def _open_regular(path: Path, limit: int):
+    """``path`` opened for reading, if it is a regular file of at most ``limit`` bytes (a FIFO, device or
+    directory is refused without blocking, a larger file without reading it)."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: corrupt gzip stream ({err})") from None
-    return raw
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        raise DataError(f"{path}: not a regular file" if not stat.S_ISREG(st.st_mode) else
+                        f"{path}: {st.st_size} bytes, more than the {limit} a data file may hold")
+    return os.fdopen(fd, "rb")
+
+
+def _read_exactly(stream, n: int, path: Path, what: str) -> bytes:
+    try:
+        data = stream.read(n)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: corrupt gzip stream ({err})") from None
+    if len(data) != n:
+        raise DataError(f"{path}: truncated {what} (got {len(data)} bytes, expected {n})")
+    return data
 
 
 def read_idx(path: str | Path, expected_dims: int) -> np.ndarray:
-    """Read one IDX file (raw or gzip) of unsigned bytes with ``expected_dims`` dimensions."""
+    """Read one IDX file (raw or gzip) of unsigned bytes with ``expected_dims`` dimensions. The header's
+    shape bounds what is read (at most :data:`MAX_IDX_BYTES`): a gzip bomb is never expanded further."""
     path = Path(path)
-    raw = _open_maybe_gz(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX header (got {len(raw)} bytes, expected at least 4)")
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()}, "
-                        f"expected 0000 08 {expected_dims:02x})")
-    if ndim != expected_dims:
-        raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_dims}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape))
-    if len(raw) - header != count:
-        raise DataError(f"{path}: IDX payload holds {len(raw) - header} bytes, header {shape} "
-                        f"expects {count}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    with _open_regular(path, MAX_IDX_BYTES) as f:
+        stream = gzip.GzipFile(fileobj=f) if f.peek(2)[:2] == b"\x1f\x8b" else f
+        head = _read_exactly(stream, 4, path, "IDX header")
+        zero, dtype, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or dtype != 0x08:
+            raise DataError(f"{path}: not an unsigned-byte IDX file (magic {head.hex()}, "
+                            f"expected 0000 08 {expected_dims:02x})")
+        if ndim != expected_dims:
+            raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_dims}")
+        shape = struct.unpack(f">{ndim}I", _read_exactly(stream, 4 * ndim, path, "IDX header"))
+        count = int(np.prod(shape, dtype=object))
+        if count > MAX_IDX_BYTES:
+            raise DataError(f"{path}: IDX header {shape} declares {count} bytes, more than the {MAX_IDX_BYTES} "
+                            "a data file may hold")
+        try:
+            payload = stream.read(count)
+            extra = stream.read(1)  # at the end, gzip also checks its CRC
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(f"{path}: corrupt gzip stream ({err})") from None
+        if extra:
+            raise DataError(f"{path}: IDX payload holds more than the {count} bytes its header {shape} expects")
+        if len(payload) != count:
+            raise DataError(f"{path}: IDX payload holds {len(payload)} bytes, header {shape} expects {count}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -114,6 +139,9 @@ def mnist_idx(directory: str | Path) -> tuple[TensorDataset, TensorDataset]:
         images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
         labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+        if len(images) == 0 or images.shape[1:] != MNIST_SHAPE:
+            raise DataError(f"{images_path}: {images.shape[0]} images of {images.shape[1]}x{images.shape[2]}, "
+                            f"expected at least one {MNIST_SHAPE[0]}x{MNIST_SHAPE[1]} image")
         if len(images) != len(labels):
             raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
         if labels.size and labels.max() > 9:
@@ -122,18 +150,65 @@ def mnist_idx(directory: str | Path) -> tuple[TensorDataset, TensorDataset]:
     return _as_datasets(*parts["train"], *parts["test"], (MNIST_MEAN,), (MNIST_STD,))
 
 
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a CIFAR-10 pickle: the type its array reconstruction names, never called
+    (an ndarray of a pickle-chosen shape could ask for any amount of memory)."""
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's array reconstruction as a pickle calls it: an empty ndarray that the pickle's state fills (its
+    data must then be in the file)."""
+    if subtype is not _NdarrayType or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"array reconstruction {subtype!r} {shape!r} is not a pickled ndarray")
+    return np.ndarray((0,), dtype)
+
+
+def _numeric_dtype(*args):
+    """numpy's dtype constructor for numbers only: an object array's state would be a list of any length."""
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biuf":
+        raise pickle.UnpicklingError(f"dtype {dtype} is not numeric")
+    return dtype
+
+
+def _latin1_bytes(text, encoding):
+    """How a protocol-2 pickle written by Python 3 spells bytes: ``_codecs.encode(text, 'latin1')``."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not a pickled bytes object")
+    return text.encode("latin1")
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: the only globals a pickle may name are numpy's array type,
+    numeric dtypes, its array reconstruction (here: an empty array that the pickle's state fills from the file)
+    and latin-1 bytes; so a crafted batch cannot run code (``os.system``, ``eval``, ...) nor allocate more
+    than the file holds while it is read."""
+
+    ALLOWED = {("numpy", "ndarray"): _NdarrayType, ("numpy", "dtype"): _numeric_dtype,
+               ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+               ("numpy._core.multiarray", "_reconstruct"): _empty_array, ("_codecs", "encode"): _latin1_bytes}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch") from None
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: missing (expected a CIFAR-10 python batch file)")
     try:
-        with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        with _open_regular(path, MAX_CIFAR_BATCH_BYTES) as f:
+            batch = CifarUnpickler(f, encoding="bytes").load()
+    except DataError:
+        raise
     except Exception as err:  # a corrupt pickle can raise almost anything
         raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"{path}: expected a dict with b'data' and b'labels'")
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) == 0:
         raise DataError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
     if len(labels) != len(data):
         raise DataError(f"{path}: {len(labels)} labels for {len(data)} images")

@@ -189,11 +189,19 @@ def load_envelope(path: str | Path, fmt: str, version: int, what: str, error: ty
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, Masks, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`; returns (model, masks, meta)."""
     payload = load_envelope(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint", CheckpointError)
+    missing = [key for key in ("model", "num_classes", "state_dict", "masks", "meta") if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: not a complete checkpoint (missing {', '.join(map(repr, missing))})")
+    if not isinstance(payload["meta"], dict) or not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{path}: 'meta' and 'state_dict' must be dicts")
+    for name, tensor in payload["state_dict"].items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values")
     try:
         model = build_model(payload["model"], payload["num_classes"])
         model.load_state_dict(payload["state_dict"])
         masks = payload["masks"]
         check_masks(model, masks)
-    except (KeyError, RuntimeError, ValueError) as err:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({err})") from None
     return model, masks, payload["meta"]

@@ -10,13 +10,18 @@ import struct
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 
 from sparsegate.hw.platform.board_top import (LinkedEngine, ProgramDoesNotFit, SerialTop, capacity_geometry,
                                      retarget_program)
 from sparsegate.hw.engine.engine import CORE_NAME
 from sparsegate.hw.lif.design import CORE_NAME as LIF_CORE
 from sparsegate.hw.engine.program import golden_outputs
-from sparsegate.hw.link.protocol import CMD, SOF_REQ, STATUS, crc16, identity_bytes, parse_identity
+from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature, join_core
+from sparsegate.hw.link.host_port import HostPortSignature
+from sparsegate.hw.link.protocol import (CMD, FRAME_DELIM, STATUS, cobs_encode, crc16, identity_bytes,
+                                         parse_identity)
 from sparsegate.sim.engine.amaranth_sim import check_run, small_program
 from sparsegate.sim.transports import SimTransport
 from sparsegate.sw.host.driver import DeviceError, HostDriver, frame
@@ -159,24 +164,23 @@ def _expect_error(drv, raw, status, idle=0):
 def test_fuzz_bad_frames_then_still_usable(device):
     dut = device.top()
     drv = HostDriver(SimTransport(dut, max_cycles=100_000))
-    good = frame(CMD["ID"])
+    delim = bytes([FRAME_DELIM])
     # bad CRC
-    bad_crc = bytearray(good)
-    bad_crc[-1] ^= 0x40
-    _expect_error(drv, bytes(bad_crc), "BAD_CRC")
+    body = bytes([CMD["ID"], 0, 0])
+    _expect_error(drv, delim + cobs_encode(body + struct.pack("<H", crc16(body) ^ 0x4000)) + delim, "BAD_CRC")
     # corrupted payload byte (CRC no longer matches): nothing may be written
-    run = bytearray(frame(CMD["RUN"], b"\x00\x00"))
-    run[5] ^= 1
-    _expect_error(drv, bytes(run), "BAD_CRC")
+    body = bytes([CMD["RUN"], 2, 0, 0, 0])
+    crc = struct.pack("<H", crc16(body))
+    _expect_error(drv, delim + cobs_encode(body[:3] + b"\x01\x00" + crc) + delim, "BAD_CRC")
     # unknown command
     _expect_error(drv, frame(0x7E), "UNKNOWN_CMD")
     # length wrong for the command
     _expect_error(drv, frame(CMD["RUN"], b"\x00"), "BAD_LEN")
     _expect_error(drv, frame(CMD["ID"], b"\x01"), "BAD_LEN")
     _expect_error(drv, frame(CMD["WRITE_MEM"], struct.pack("<BHH", 3, 0, 2) + b"\x00"), "BAD_LEN")
-    # length over the device's buffer: the rest is discarded until the line is quiet
+    # length over the device's buffer: the rest is discarded up to the delimiter
     body = bytes([CMD["WRITE_MEM"]]) + struct.pack("<H", 0xFFFF)
-    _expect_error(drv, bytes([SOF_REQ]) + body + bytes(300), "BAD_LEN", idle=TIMEOUT + 10)
+    _expect_error(drv, bytes([FRAME_DELIM]) + cobs_encode(body + bytes(300)) + bytes([FRAME_DELIM]), "BAD_LEN")
     # truncated frame (the host stops mid-payload)
     _expect_error(drv, frame(CMD["RUN"], b"\x00\x00")[:5], "TIMEOUT", idle=TIMEOUT + 10)
     # arguments out of range
@@ -214,10 +218,82 @@ def test_fuzz_random_mutations(device):
         drv.transport.idle(TIMEOUT + 10)
         try:
             reply = drv.read_reply()
-        except OSError:          # a length flipped upward: no reply until more bytes come
-            drv.transport.write(bytes(2100))
-            drv.transport.idle(TIMEOUT + 10)
-            reply = drv.read_reply()
+        except OSError:          # noise too short for a header: dropped without a reply
+            continue
         seen.add(reply.status_name)
     assert seen - {"OK"}, seen
     device.alive(drv)
+
+
+def test_stray_bytes_before_a_frame_cost_nothing(device):
+    """Issue #18: a lone 0xA5, or ``A5 7F FF 07`` (an old-style header announcing 2047 bytes), before a valid
+    frame: the frame is still answered (a noise fragment with a header gets its own error reply, which
+    the host skips: its command is not the request's)."""
+    drv = HostDriver(SimTransport(device.top(), max_cycles=100_000))
+    for noise in [b"\xa5", b"\xa5\x7f\xff\x07", bytes(range(1, 40))]:
+        drv.transport.write(noise)
+        assert drv.identify()["version"] == 2
+    device.alive(drv)
+
+
+def test_run_on_an_unloaded_device_is_refused_and_the_device_answers(programs):
+    """Issue #18: zero layer descriptors (a device with no image, or a partial one): RUN is answered
+    BAD_DESC naming the layer, ID still answers, and loading the image makes it run again."""
+    base, _, baked = programs
+    drv = _driver(programs)
+    index, bits = drv.loader.memories()["desc"]
+    drv.write_mem(index, 1, [0], bits)          # layer 1 broken: layer 0 checks out
+    with pytest.raises(DeviceError, match="layer 1") as err:
+        drv.run(0)
+    assert err.value.status == "BAD_DESC"
+    drv.write_mem(index, 0, [0] * len(baked.desc_words), bits)
+    with pytest.raises(DeviceError, match="layer 0"):
+        drv.run(0)
+    assert drv.identify()["core"] == CORE_NAME
+    drv.load_program(baked)
+    _alive(drv, base)
+
+
+class _Hung(wiring.Component):
+    """A core stub that never finishes a run until aborted (the watchdog's and RESET's test)."""
+
+    def __init__(self):
+        super().__init__(HostPortSignature.for_memories([(8, 4)]))
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.start):
+            m.d.sync += self.busy.eq(1)
+        with m.If(self.abort):
+            m.d.sync += self.busy.eq(0)
+        return m
+
+
+class _HungTop(wiring.Component):
+    def __init__(self, run_budget):
+        self.run_budget = run_budget
+        super().__init__(LinkedCoreSignature())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = _Hung()
+        m.submodules.link = link = HostLink(mems=[(8, 4)], n_samples=2, n_regs=2, result_base=1, n_results=1,
+                                            ident=b"STUB", timeout=TIMEOUT, max_payload=16, run_budget=self.run_budget)
+        join_core(m, self, link, core)
+        return m
+
+
+def test_watchdog_answers_a_run_that_never_finishes():
+    drv = HostDriver(SimTransport(_HungTop(run_budget=500), max_cycles=5_000))
+    reply = drv.exchange(CMD["RUN"], b"\x00\x00")
+    assert reply.status_name == "RUN_TIMEOUT"
+    assert drv.exchange(CMD["ID"]).payload == b"STUB"
+
+
+def test_reset_aborts_a_run_in_progress():
+    drv = HostDriver(SimTransport(_HungTop(run_budget=1 << 20), max_cycles=5_000))
+    drv.transport.write(frame(CMD["RUN"], b"\x01\x00"))
+    drv.transport.run_cycles(300)
+    drv.reset()                                 # the RUN is answered ABORTED first, skipped by reset()
+    assert drv.exchange(CMD["ID"]).payload == b"STUB"
+    assert drv.exchange(CMD["RESET"]).status_name == "OK"

@@ -26,3 +26,59 @@ def test_run_sim_classifies_digits_like_golden(trained_lenet5, mnist5k, tmp_path
         assert np.all(np.array(result.predictions) >= 0)
     finally:
         driver.close()
+
+
+_HOST = """
+import subprocess, sys, time
+from sparsegate.hw.platform.board_top import LinkedEngine, capacity_geometry, retarget_program
+from sparsegate.hw.link.protocol import CMD
+from sparsegate.sim.engine.amaranth_sim import small_program
+from sparsegate.sim.transports import VerilatorTransport
+from sparsegate.sw.host.driver import HostDriver, frame
+base = small_program(lanes=4, seed=1, n_samples=2)
+baked = retarget_program(base, capacity_geometry(base, headroom=0.5, n_samples=2))
+drv = HostDriver(VerilatorTransport(LinkedEngine(baked, timeout=150), sys.argv[1]))
+drv.identify()
+drv.transport.write(frame(CMD["ID"])[:4])       # mid-frame when the host dies
+# another process holds the model's stdin open: no end of file, only the parent-death signal can stop it
+holder = subprocess.Popen(["sleep", "30"], pass_fds=[drv.transport.proc.stdin.fileno()])
+print(drv.transport.proc.pid, holder.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed child waits for its new parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_verilator_model_dies_with_its_host(tmp_path_factory):
+    """Issue #18: the host process is SIGKILLed while the Verilator model of the board runs; the model
+    (parent-death signal) is gone within a few seconds instead of spinning on, reparented."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    build = tmp_path_factory.mktemp("host-death")
+    host = subprocess.Popen([sys.executable, "-c", _HOST, str(build)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, holder = map(int, host.stdout.readline().split())
+        assert _alive(pid)
+    finally:
+        host.kill()
+        host.wait()
+        host.stdout.close()
+    try:
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), f"the model process {pid} outlived its host"
+    finally:
+        os.kill(holder, signal.SIGKILL)
