@@ -22,3 +22,12 @@ def trained_lenet5(mnist5k):
     model = build_model("lenet5")
     train(model, mnist5k[0], TrainConfig(epochs=3, seed=0, progress=False))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def lenet_checkpoint(trained_lenet5, tmp_path_factory):
+    """``trained_lenet5`` saved as a checkpoint (``model.pt``), for the commands that read one."""
+    from sparsegate.sw.ml.train import save_checkpoint
+    path = tmp_path_factory.mktemp("lenet5_checkpoint") / "model.pt"
+    save_checkpoint(path, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 0})
+    return path

@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--sim: which core to simulate (default: from --image)")
     parser.add_argument("--units", type=int, default=20, help="--sim --core lif: neuron units (default 20)")
     parser.add_argument("--per-word", type=int, default=8, help="--sim --core lif: weights per bank word (default 8)")
-    parser.add_argument("--samples", type=int, default=20, help="held-out digits to classify (default 20)")
+    parser.add_argument("--samples", type=int, default=20, help="held-out digits to classify, 1..1000 (default 20)")
     parser.add_argument("--lanes", type=int, default=16, help="--sim: MAC lanes (default 16)")
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                         help="--sim: Verilator (fast, builds once) or Amaranth's simulator (slow)")

@@ -130,3 +130,39 @@ def test_train_on_mnist_without_usable_images_is_refused(tmp_path, capsys, shape
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(np.zeros(shape[:1], np.uint8)))
     refused(capsys, ["train", "--dataset", "mnist", "--data-path", str(tmp_path), "--epochs", "1",
                      "--out", str(tmp_path / "o")], "train-images-idx3-ubyte", "expected at least one 28x28")
+
+
+def test_run_on_a_silent_board_says_what_to_do(capsys):
+    """A serial port where nothing answers (a pty nobody reads): the ID request times out and the user is
+    told which port, and to check the baud rate and bitstream, then power-cycle."""
+    controller, device = os.openpty()
+    try:
+        err = refused(capsys, ["run", "--board-port", os.ttyname(device)], os.ttyname(device),
+                      "does not answer", "--baud", "sparsegate build", "power-cycle")
+    finally:
+        os.close(controller)
+        os.close(device)
+    assert "no reply from the device" in err
+
+
+class _StubDriver:
+    core = "sparse"
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("status, advice", [("BAD_DESC", "load an image (drop --no-load)"),
+                                            ("RUN_TIMEOUT", "within the device's cycle budget")])
+def test_run_turns_device_refusals_into_advice(monkeypatch, capsys, status, advice):
+    """The device's BAD_DESC (no image loaded) and RUN_TIMEOUT (watchdog) replies reach the user with what
+    to do about them, as one line."""
+    import sparsegate.sw.flow.run as flow_run
+    from sparsegate.sw.host.driver import DeviceError
+
+    def refuse(*args, **kwargs):
+        raise DeviceError(f"RUN: device answered {status}", status)
+
+    monkeypatch.setattr(flow_run, "sim_driver", lambda *args, **kwargs: _StubDriver())
+    monkeypatch.setattr(flow_run, "classify_with_driver", refuse)
+    refused(capsys, ["run", "--sim", "--no-load"], status, advice)

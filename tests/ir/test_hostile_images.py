@@ -39,10 +39,10 @@ def test_huge_declared_layers_are_refused_before_allocation():
     # 983 KB, format-valid but for the cap: one fc layer 4096 -> 65535 (2^28 dense weights)
     data = raw_image((4096, 1, 1), 1, 4096, 65535)
     assert 900_000 < len(data) < 1_000_000
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine does not inflate it
     err = refusal(data)
     assert err.field == "layer 0 ('big') weights" and "format limit of 4194304" in str(err)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
     # a 172-byte image whose 1x1 conv takes a 1x65535x65535 input
     data = raw_image((1, 65535, 65535), 0, 1, 1, hw_in=(65535, 65535), hw_out=(65535, 65535), nnz=1)
     assert len(data) == 172

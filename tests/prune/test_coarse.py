@@ -158,14 +158,6 @@ def test_coarse_in_the_shared_prune_loop(trained_lenet5, mnist5k):
     assert accuracy(model, val) > 0.85
 
 
-@pytest.fixture(scope="module")
-def lenet_checkpoint(trained_lenet5, tmp_path_factory):
-    from sparsegate.sw.ml.train import save_checkpoint
-    path = tmp_path_factory.mktemp("coarse_ckpt") / "model.pt"
-    save_checkpoint(path, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 0})
-    return path
-
-
 def test_coarse_cli_one_shot_with_shrink(lenet_checkpoint, tmp_path, capsys):
     import json
 
