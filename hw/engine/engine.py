@@ -1,6 +1,7 @@
 """The sparse convolution engine: sequencer, weight decoder, banked activation buffer, MAC lanes and the
-fused output stage, with an input memory holding ``n_samples`` images, all initialised from one
-:class:`~sparsegate.hw.engine.program.EngineProgram` (docs/engine.md).
+fused output stage, with an input memory holding ``n_samples`` images, all built from one
+:class:`~sparsegate.hw.engine.contents.EngineContents` — a geometry and memory words, which the compiler
+(:func:`~sparsegate.hw.engine.program.compile_program`) produces (docs/engine.md).
 
 Host interface: set ``sample``, pulse ``start``; ``done`` rises when the last layer's outputs are written
 (``busy`` meanwhile). Performance counters, per-layer output signatures and the last layer's outputs are
@@ -26,6 +27,7 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.act_buffer import ActBuffer
+from sparsegate.hw.engine.contents import EngineContents
 from sparsegate.hw.engine.layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
 from sparsegate.hw.engine.mac_array import MacArray
 from sparsegate.hw.engine.output_stage import OutputStage
@@ -59,19 +61,19 @@ def dbg_map(g: EngineGeometry) -> dict:
 HOST_MEMS = ("desc", "chan", "param", "weight", "input")
 
 
-def host_memories(program) -> dict:
-    """``{name: (word bits, depth)}`` of the host-writable memories of an engine built from ``program``
+def host_memories(contents: EngineContents) -> dict:
+    """``{name: (word bits, depth)}`` of the host-writable memories of an engine built from ``contents``
     (in :data:`HOST_MEMS` order; ``wr_mem`` selects by index)."""
-    g = program.geometry
-    return {"desc": (desc_layout(g).size, max(2, len(program.desc_words))),
+    g = contents.geometry
+    return {"desc": (desc_layout(g).size, max(2, len(contents.desc_words))),
             "chan": (chan_layout(g).size, g.chan_depth),
             "param": (param_layout(g).size, g.param_depth),
             "weight": (g.lanes * g.slot_bits, g.weight_depth),
-            "input": (8 * g.banks, max(2, len(program.input_words)))}
+            "input": (8 * g.banks, max(2, len(contents.input_words)))}
 
 
 class SparseEngine(wiring.Component):
-    """The engine, its program memories initialised from ``program``; its signature is the host port.
+    """The engine, its memories initialised from ``contents``; its signature is the host port.
 
     ``host_write=True`` adds a write port into every program memory, so a host can load a weight image's
     memory words and input samples at run time; write only while the engine is idle.
@@ -93,19 +95,22 @@ class SparseEngine(wiring.Component):
         ``host_write=True`` only: ``wr_mem`` = index in :data:`HOST_MEMS`, ``wr_data`` LSB-aligned.
     """
 
-    def __init__(self, program, host_write: bool = False):
-        self.program = program
-        self.g = g = program.geometry
+    def __init__(self, contents: EngineContents, host_write: bool = False):
+        if not isinstance(contents, EngineContents):
+            raise TypeError(f"SparseEngine is built from EngineContents (EngineProgram.contents), "
+                            f"not {type(contents).__name__}")
+        self.contents = contents
+        self.g = g = contents.geometry
         self.dbg_names = dbg_map(g)
         self.host_write = host_write
         if host_write:
-            super().__init__(HostPortSignature.for_memories(host_memories(program).values()))
+            super().__init__(HostPortSignature.for_memories(host_memories(contents).values()))
         else:
             super().__init__(HostPortSignature())
 
     def elaborate(self, platform):
         m = Module()
-        g, prog = self.g, self.program
+        g, prog = self.g, self.contents
         nb, aw = g.banks, g.act_aw
 
         hw = self.host_write

@@ -27,6 +27,7 @@ import numpy as np
 from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, index_width, run_network
 from sparsegate.sw.ir.weight_image import sparse_layer
 
+from sparsegate.hw.engine.contents import EngineContents
 from sparsegate.hw.engine.dead_channels import drop_dead_channels
 from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
 
@@ -81,6 +82,12 @@ class EngineProgram:
     @property
     def lanes(self) -> int:
         return self.geometry.lanes
+
+    @property
+    def contents(self) -> EngineContents:
+        """What the RTL is built from (:class:`~sparsegate.hw.engine.engine.SparseEngine`)."""
+        return EngineContents(self.geometry, tuple(self.desc_words), tuple(self.chan_words),
+                              tuple(self.param_words), tuple(self.weight_words), tuple(self.input_words))
 
 
 def _out_layout(qnet: QuantizedNetwork, i: int, banks: int):

@@ -118,7 +118,7 @@ class LinkedEngine(wiring.Component):
         self.program = program
         g = program.geometry
         self.names = dbg_map(g)
-        self.mems = host_memories(program)
+        self.mems = host_memories(program.contents)
         self.ident = identity_bytes(g, len(self.names), core=CORE_NAME, clk_hz=clk_hz)
         self.timeout, self.max_payload = timeout, max_payload
         super().__init__(LinkedCoreSignature())
@@ -126,7 +126,7 @@ class LinkedEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.program.geometry
-        m.submodules.engine = eng = SparseEngine(self.program, host_write=True)
+        m.submodules.engine = eng = SparseEngine(self.program.contents, host_write=True)
         m.submodules.link = link = HostLink(
             mems=[self.mems[k] for k in HOST_MEMS], n_samples=g.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=g.n_results, ident=self.ident, timeout=self.timeout,

@@ -73,7 +73,7 @@ def _engine_linked(program, *, timeout: int, clk_hz: int = 0):
 
 def _engine_memories(program) -> list[tuple[str, int, int]]:
     from sparsegate.hw.engine.engine import HOST_MEMS, host_memories
-    mems = host_memories(program)
+    mems = host_memories(program.contents)
     return [(name, *mems[name]) for name in HOST_MEMS]
 
 

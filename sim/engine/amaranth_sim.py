@@ -72,7 +72,7 @@ def run_amaranth(program: EngineProgram, samples=None, *, vcd: str | None = None
 
     from sparsegate.hw.engine.engine import SparseEngine
 
-    dut = SparseEngine(program)
+    dut = SparseEngine(program.contents)
     names = dut.dbg_names
     samples = list(range(len(program.inputs))) if samples is None else list(samples)
     results, state = [], {"cycles": 0}

@@ -25,10 +25,10 @@ def build_engine(program, sim: str, build_dir: str | Path, waves: bool = False):
         raise ValueError(f"unknown engine simulator {sim!r}; expected one of {', '.join(ENGINE_SIMULATORS)}")
     t0 = time.perf_counter()
     if sim == "verilator" and not waves:
-        built = build_engine_cpp(SparseEngine(program), list(dbg_map(program.geometry)), TOPLEVEL, build_dir)
+        built = build_engine_cpp(SparseEngine(program.contents), list(dbg_map(program.geometry)), TOPLEVEL, build_dir)
     else:
         simulator = "icarus" if sim == "icarus" else "verilator"
-        built = build_sim(SparseEngine(program), toplevel=TOPLEVEL, sim=simulator, build_dir=build_dir,
+        built = build_sim(SparseEngine(program.contents), toplevel=TOPLEVEL, sim=simulator, build_dir=build_dir,
                           build_args=FAST_ARGS if simulator == "verilator" else (), waves=waves)
     return built, time.perf_counter() - t0
 
