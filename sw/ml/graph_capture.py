@@ -8,6 +8,11 @@
   ``clamp(min=0)``) is fused; ReLU6, ``Hardtanh(0, t)`` and ``clamp(0, t)`` become a ReLU whose int8
   output scale is fixed at ``t / 127``, so the engine's saturation at 127 *is* the clamp at ``t``;
 * a 2x2/stride-2 max-pool is fused into the conv before it;
+* a 2x2/stride-2 average pool and a global average pool (``AvgPool2d``, ``AdaptiveAvgPool2d``,
+  ``F.avg_pool2d``, ``x.mean((2, 3))``) are folded into the layer *after* them, exactly: an fc layer reads
+  the unpooled map with each weight spread over the pooled pixels (divided by their count), and a
+  ``k x k`` conv after a 2x2 average pool becomes a ``2k x 2k`` conv with stride 2 (each weight repeated
+  over a 2x2 block, divided by 4) — no new integer operation, the engine runs them as they are;
 * ``torch.flatten(x, 1)``, ``x.flatten(1)``, ``nn.Flatten()``, ``x.view(x.size(0), -1)``,
   ``x.reshape(N, -1)``, ``x.view(-1, K)`` ... — any view/reshape whose output is (batch, features) — is
   the flatten before the first fc layer (a no-op on a flat input);
@@ -29,6 +34,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 SUPPORTED = ("supported: Conv2d (groups 1, dilation 1, stride 1 or 2, square zero padding, kernel up to 7), "
              "Linear, BatchNorm1d/2d right after them, ReLU/ReLU6/Hardtanh(0, t), 2x2 max-pool stride 2, "
+             "2x2 average pool or global average pool before a Linear (or a 3x3 conv), "
              "flatten/view/reshape to (batch, features), Dropout/Identity")
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -60,10 +66,19 @@ class PlanLayer:
     relu: bool = False
     pool: bool = False
     clamp: float | None = None  # ReLU6 / Hardtanh(0, t): the upper clamp t (fixes the output scale to t/127)
+    avg_input: tuple | None = None  # ("avg2" | "gap", (C, H, W)): an average pool of that map folded in
 
     @property
     def is_conv(self) -> bool:
         return isinstance(self.module, nn.Conv2d)
+
+    @property
+    def stride(self) -> int:
+        return (2 if self.avg_input else _pair(self.module.stride)[0]) if self.is_conv else 1
+
+    @property
+    def padding(self) -> int:
+        return (2 if self.avg_input else 1) * _pair(self.module.padding)[0] if self.is_conv else 0
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) with the BatchNorm folded in: ``w * g`` and ``(b - mean) * g + beta`` where
@@ -71,14 +86,27 @@ class PlanLayer:
         m = self.module
         w = m.weight
         b = m.bias if m.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
-        if self.bn is None:
-            return w, b
-        bn = self.bn
-        gain = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            gain = gain * bn.weight
-        shift = bn.bias if bn.bias is not None else torch.zeros_like(gain)
-        return w * gain.view(-1, *([1] * (w.dim() - 1))), (b - bn.running_mean) * gain + shift
+        if self.bn is not None:
+            bn = self.bn
+            gain = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                gain = gain * bn.weight
+            shift = bn.bias if bn.bias is not None else torch.zeros_like(gain)
+            w, b = w * gain.view(-1, *([1] * (w.dim() - 1))), (b - bn.running_mean) * gain + shift
+        return self._spread(w), b
+
+    def _spread(self, w: torch.Tensor) -> torch.Tensor:
+        """The weights over the unpooled map when an average pool is folded in (each pooled weight repeated
+        over its window, divided by the window size)."""
+        if self.avg_input is None:
+            return w
+        kind, (c, h, wd) = self.avg_input
+        if kind == "gap":
+            return (w / (h * wd)).view(-1, c, 1, 1).expand(-1, c, h, wd).reshape(w.shape[0], -1)
+        if self.is_conv:
+            return w.repeat_interleave(2, 2).repeat_interleave(2, 3) / 4
+        w4 = w.view(-1, c, h // 2, wd // 2).repeat_interleave(2, 2).repeat_interleave(2, 3) / 4
+        return w4.reshape(w.shape[0], -1)
 
 
 def _pair(v):
@@ -209,8 +237,38 @@ def _is_avg_pool(node, modules) -> bool:
     if node.op == "call_module":
         return isinstance(modules[node.target], _AVG_POOLS)
     if node.op == "call_function":
-        return node.target in _AVG_FUNCTIONS
+        return node.target in _AVG_FUNCTIONS or node.target is torch.mean
     return node.op == "call_method" and node.target == "mean"
+
+
+def _avg_kind(node, modules, in_shape: tuple, out_shape: tuple) -> str | None:
+    """``avg2`` (2x2, stride 2, no padding), ``gap`` (global) or None for any other average pool."""
+    if len(in_shape) != 4:
+        return None
+    n, c, h, w = in_shape
+    if node.op == "call_module" and isinstance(modules[node.target], nn.AvgPool2d):
+        m = modules[node.target]
+        if _pair(m.padding) != (0, 0) or m.ceil_mode or m.divisor_override is not None:
+            return None
+        kernel, stride = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
+    elif node.op == "call_function" and node.target is F.avg_pool2d:
+        kernel = _pair(_arg(node, 1, "kernel_size", None))
+        stride = _pair(_arg(node, 2, "stride", None) or kernel)
+        if (_pair(_arg(node, 3, "padding", 0)) != (0, 0) or _arg(node, 4, "ceil_mode", False)
+                or _arg(node, 6, "divisor_override", None) is not None):
+            return None
+    elif node.op in ("call_method", "call_function") and node.target in ("mean", torch.mean):
+        dims = _arg(node, 1, "dim", None)
+        dims = {d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])} if dims is not None else None
+        return "gap" if dims == {2, 3} and out_shape in ((n, c), (n, c, 1, 1)) else None
+    else:  # adaptive: by its output size
+        kernel = stride = (h // out_shape[2], w // out_shape[3]) if out_shape[2:] in ((1, 1), (h // 2, w // 2)) \
+            else (0, 0)
+    if kernel == stride == (h, w) and out_shape == (n, c, 1, 1):
+        return "gap"
+    if kernel == stride == (2, 2) and h % 2 == 0 and w % 2 == 0:
+        return "avg2"
+    return None
 
 
 def trace(model: nn.Module, input_shape: tuple) -> torch.fx.GraphModule:
@@ -253,6 +311,7 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
     current = None      # the node holding the running activation
     layer_node = None   # the node of the last conv/linear (a BatchNorm must read it directly)
     pending_flatten = False
+    pending_avg = None  # ("avg2" | "gap", (C, H, W)) of an average pool waiting for the layer it folds into
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             if current is not None:
@@ -283,11 +342,19 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
             what = describe(node, modules)
             if isinstance(module, nn.Conv2d):
                 check_conv(node.target, module)
+                if pending_avg is not None and (pending_avg[0] == "gap" or _pair(module.stride)[0] != 1
+                                                or max(module.kernel_size) > 3):
+                    raise refuse(what, f"a conv (kernel {module.kernel_size}, stride {module.stride}) after "
+                                 f"{'a global' if pending_avg[0] == 'gap' else 'a 2x2'} average pool: only a stride-1 "
+                                 "conv up to 3x3 after a 2x2 average pool folds (into a 2k x 2k conv, stride 2)",
+                                 "use nn.MaxPool2d(2), or a conv with stride 2 instead of the pool")
             elif len(in_shape) != 2 and not pending_flatten:
                 raise refuse(what, f"a Linear on a {len(in_shape) - 1}-D input {in_shape[1:]}",
                              "flatten first: torch.flatten(x, 1)")
-            plan.append(PlanLayer(node.target, module, flatten_input=pending_flatten))
+            plan.append(PlanLayer(node.target, module, flatten_input=pending_flatten or (
+                pending_avg is not None and not isinstance(module, nn.Conv2d)), avg_input=pending_avg))
             pending_flatten = False
+            pending_avg = None
             layer_node = node
         elif node.op == "call_module" and isinstance(modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
             bn = modules[node.target]
@@ -300,12 +367,16 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
                              "train with track_running_stats=True so eval statistics exist to fold")
             plan[-1].bn = bn
         elif (clamp := _relu_clamp(node, modules)) is not None:
-            if not plan or pending_flatten:
+            if pending_avg is not None:  # relu(avg(x)) == avg(x) only when x is already >= 0
+                if not plan[-1].relu or clamp[0] is not None:
+                    raise refuse(describe(node, modules), "an activation after an average pool of a layer "
+                                 "without a ReLU before it does not fold", "apply the ReLU before the pool")
+            elif not plan or pending_flatten:
                 raise refuse(describe(node, modules), "a ReLU/clamp with no conv/linear layer before it",
                              "apply activations after a conv/linear layer")
             layer = plan[-1]
             layer.relu = True
-            if clamp[0] is not None:
+            if clamp[0] is not None and pending_avg is None:
                 layer.clamp = clamp[0] if layer.clamp is None else min(layer.clamp, clamp[0])
         elif (pool := _pool_params(node, modules)) is not None:
             kernel, stride, padding, dilation, ceil_mode = pool
@@ -314,7 +385,7 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
                     or _pair(dilation) != (1, 1) or ceil_mode):
                 raise refuse(what, f"max-pool kernel {kernel}, stride {stride}, padding {padding}: only 2x2 "
                              "with stride 2 is supported", "use nn.MaxPool2d(2)")
-            if not plan or pending_flatten or plan[-1].pool or not plan[-1].is_conv:
+            if not plan or pending_flatten or pending_avg or plan[-1].pool or not plan[-1].is_conv:
                 raise refuse(what, "a max-pool must follow a conv layer, once",
                              "pool once after each conv (conv -> [BatchNorm] -> ReLU -> MaxPool2d(2))")
             plan[-1].pool = True
@@ -333,16 +404,27 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
         elif _is_identity(node, modules):
             pass
         elif _is_avg_pool(node, modules):
-            raise refuse(describe(node, modules), "average pooling is not supported by the golden model",
-                         "use nn.MaxPool2d(2)")
+            what = describe(node, modules)
+            kind = _avg_kind(node, modules, in_shape, _shape(node))
+            if kind is None:
+                raise refuse(what, f"average pool of {in_shape[1:]} to {_shape(node)[1:]}: only 2x2 with stride 2 "
+                             "(even height and width) or a global average pool fold", "use nn.AvgPool2d(2) or "
+                             "nn.AdaptiveAvgPool2d(1)")
+            if not plan or not plan[-1].is_conv or pending_flatten or pending_avg or plan[-1].pool:
+                raise refuse(what, "an average pool must follow a conv layer (without a max-pool), once",
+                             "pool once after a conv: conv -> [BatchNorm] -> ReLU -> AvgPool2d(2)")
+            pending_avg = (kind, tuple(in_shape[1:]))
+            if kind == "gap" and len(_shape(node)) == 2:
+                pending_flatten = True  # x.mean((2, 3)) is already (batch, channels)
         else:
             raise refuse(describe(node, modules), "not an operation the engine runs",
                          "replace it with a supported layer")
         current = node
     if not plan:
         raise refuse(type(model).__name__, "no Conv2d or Linear layer", "a network needs at least one layer")
-    if pending_flatten:
-        raise refuse(type(model).__name__, "the model ends with a flatten", "end with a Linear layer")
+    if pending_flatten or pending_avg:
+        raise refuse(type(model).__name__, "the model ends with a flatten or an average pool",
+                     "end with a Linear layer")
     return plan
 
 
@@ -353,10 +435,9 @@ def plan_forward(plan: list[PlanLayer], x: torch.Tensor, outputs: list | None = 
     for layer in plan:
         if layer.flatten_input:
             x = x.flatten(1)
-        m = layer.module
         w, b = (weights or {}).get(layer.name) or layer.params()
         if layer.is_conv:
-            x = F.conv2d(x, w, b, stride=_pair(m.stride)[0], padding=_pair(m.padding)[0])
+            x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
         else:
             x = F.linear(x, w, b)
         x = apply_fused(layer, x)

@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 from sparsegate.sw.ir.golden import INT8_MAX, WEIGHT_MAX, IntLayer, QuantizedNetwork
 from sparsegate.sw.ir.requant import RequantError, requant_params
-from sparsegate.sw.ml.graph_capture import (PlanLayer, QuantizationError, _pair, apply_fused, layer_plan,
+from sparsegate.sw.ml.graph_capture import (PlanLayer, QuantizationError, apply_fused, layer_plan,
                                             plan_forward)
 from sparsegate.sw.ml.train import Masks, TrainConfig, TrainResult, apply_masks, check_masks, predict, train
 
@@ -61,7 +61,6 @@ def _f32(v: float) -> float:
 
 
 def _quantize_layer(layer: PlanLayer, in_scale: float, out_scale: float, in_shape: tuple) -> IntLayer:
-    m = layer.module
     weight, bias = layer.params()
     w = weight.detach().double().cpu().numpy()
     cout = w.shape[0]
@@ -83,8 +82,7 @@ def _quantize_layer(layer: PlanLayer, in_scale: float, out_scale: float, in_shap
     try:
         return IntLayer(name=layer.name, kind="conv" if conv else "fc", weight=wq, bias=bq.astype(np.int32),
                         mult=np.array(mults, dtype=np.uint16), shift=np.array(shifts, dtype=np.uint8),
-                        in_shape=in_shape, stride=_pair(m.stride)[0] if conv else 1,
-                        padding=_pair(m.padding)[0] if conv else 0, relu=layer.relu, pool=layer.pool,
+                        in_shape=in_shape, stride=layer.stride, padding=layer.padding, relu=layer.relu, pool=layer.pool,
                         flatten_input=layer.flatten_input, in_scale=in_scale, out_scale=out_scale,
                         weight_scale=w_scale.astype(np.float32))
     except ValueError as err:
@@ -203,11 +201,10 @@ class FakeQuantNet(nn.Module):
         for layer, s_out in zip(self.plan, self.out_scales):
             if layer.flatten_input:
                 x = x.flatten(1)
-            m = layer.module
             weight, bias = layer.params()
             w = _fake_weight(weight)
             if layer.is_conv:
-                x = F.conv2d(x, w, bias, stride=_pair(m.stride)[0], padding=_pair(m.padding)[0])
+                x = F.conv2d(x, w, bias, stride=layer.stride, padding=layer.padding)
             else:
                 x = F.linear(x, w, bias)
             x = apply_fused(layer, x)

@@ -186,6 +186,25 @@ class _Chain(nn.Module):
         return self.fc(torch.flatten(self.body(self.conv1(x)), 1))
 
 
+class _AvgThenConv(nn.Module):
+    """conv -> BN -> ReLU -> 2x2 average pool -> conv k x k (padding k // 2) -> global average pool -> fc."""
+
+    input_shape = (1, 12, 12)
+
+    def __init__(self, k=3, gap=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.pool = nn.AvgPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, k, padding=k // 2)
+        self.gap = gap or (lambda x: torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(self.gap(F.relu(self.conv2(x))))
+
+
 class _Residual(nn.Module):
     input_shape = (1, 8, 8)
 
@@ -247,8 +266,11 @@ class _BnAfterRelu(nn.Module):
 
 
 REFUSALS = [
-    (_Chain(nn.AvgPool2d(2), 4 * 3 * 3), ["AvgPool2d 'body'", "average pooling", "hint: use nn.MaxPool2d(2)"]),
-    (_Chain(nn.AdaptiveAvgPool2d(1), 4), ["AdaptiveAvgPool2d 'body'", "average pooling"]),
+    (_Chain(nn.AvgPool2d(3), 4 * 2 * 2), ["AvgPool2d 'body'", "average pool of (4, 6, 6) to (4, 2, 2)",
+                                          "hint: use nn.AvgPool2d(2) or nn.AdaptiveAvgPool2d(1)"]),
+    (_Chain(nn.Sequential(nn.AvgPool2d(2), nn.ReLU()), 4 * 3 * 3),
+     ["ReLU 'body.1'", "an activation after an average pool", "hint: apply the ReLU before the pool"]),
+    (_AvgThenConv(5), ["Conv2d 'conv2'", "after a 2x2 average pool", "hint: use nn.MaxPool2d(2)"]),
     (_Chain(nn.Hardtanh(-1.0, 1.0)), ["Hardtanh 'body'", "clamp to [-1.0, 1.0]", "hint: use nn.ReLU6"]),
     (_Chain(nn.GELU()), ["GELU 'body'", "not an operation the engine runs"]),
     (_Chain(nn.MaxPool2d(3), 4 * 2 * 2), ["MaxPool2d 'body'", "only 2x2", "hint: use nn.MaxPool2d(2)"]),
@@ -297,3 +319,75 @@ def test_a_model_without_input_shape_needs_one():
                                                 r"\(RuntimeError: mat1 and mat2 shapes cannot be multiplied"):
         layer_plan(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 3, 3))
     assert len(layer_plan(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 2, 2))) == 1
+
+
+# ------------------------------------------------------------------------------------------ average pools
+
+AVG_MODELS = {
+    "AvgPool2d(2) -> flatten -> fc": (_Chain(nn.Sequential(nn.ReLU(), nn.AvgPool2d(2)), 4 * 3 * 3), (1, 8, 8),
+                                      [("conv1", None), ("fc", ("avg2", (4, 6, 6)))]),
+    "F.avg_pool2d -> view -> fc": (_Chain(_Lambda(lambda x: F.avg_pool2d(x, 2)), 4 * 3 * 3), (1, 8, 8),
+                                   [("conv1", None), ("fc", ("avg2", (4, 6, 6)))]),
+    "AdaptiveAvgPool2d(1) -> flatten -> fc": (_Chain(nn.AdaptiveAvgPool2d(1), 4), (1, 8, 8),
+                                              [("conv1", None), ("fc", ("gap", (4, 6, 6)))]),
+    "x.mean((2, 3)) -> fc": (_AvgThenConv(3, lambda x: x.mean((2, 3))), (1, 12, 12),
+                             [("conv1", None), ("conv2", ("avg2", (4, 12, 12))), ("fc", ("gap", (6, 6, 6)))]),
+    "AvgPool2d -> conv 3x3 -> adaptive gap -> fc": (_AvgThenConv(3), (1, 12, 12),
+                                                    [("conv1", None), ("conv2", ("avg2", (4, 12, 12))),
+                                                     ("fc", ("gap", (6, 6, 6)))]),
+    "AvgPool2d -> conv 1x1 -> adaptive gap -> fc": (_AvgThenConv(1), (1, 12, 12),
+                                                    [("conv1", None), ("conv2", ("avg2", (4, 12, 12))),
+                                                     ("fc", ("gap", (6, 6, 6)))]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AVG_MODELS))
+def test_average_pools_fold_into_the_next_layer_exactly(name):
+    model, shape, expected = AVG_MODELS[name]
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    plan = layer_plan(model, shape)
+    assert [(p.name, p.avg_input) for p in plan] == expected
+    assert _same(model, plan, shape, n=8)
+    for p in plan:
+        if p.avg_input and p.is_conv:
+            k = p.module.kernel_size[0]
+            assert (p.stride, p.padding, tuple(p.params()[0].shape[2:])) == (2, 2 * (k // 2), (2 * k, 2 * k))
+
+
+def test_folded_average_pools_quantize_close_to_float(mnist5k):
+    """The golden model of an avg-pool/GAP network (conv 3x3 after a 2x2 average pool, GAP before the fc)
+    agrees with the float model's predictions on real digits."""
+    class AvgNet(nn.Module):
+        input_shape = (1, 28, 28)
+
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = F.avg_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+            x = F.relu(self.conv2(x))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(0)
+    model = AvgNet()
+    subset = TensorDataset(*(t[:1280] for t in mnist5k[0].tensors))
+    train(model, subset, TrainConfig(epochs=1, lr=3e-3, seed=0, progress=False, augment_shift=0))
+    model.eval()
+    qnet = quantize_model(model, calibration_split(mnist5k[0], 256), name="avgnet")
+    assert [(q.kind, q.kernel, q.stride, q.padding, q.in_shape) for q in qnet.layers] == [
+        ("conv", (3, 3), 1, 1, (1, 28, 28)), ("conv", (6, 6), 2, 2, (8, 28, 28)), ("fc", (1, 1), 1, 0, (16 * 14 * 14,))]
+    x = mnist5k[1].tensors[0][:300]
+    with torch.no_grad():
+        logits = model(x)
+    got = qnet.logits(qnet.quantize_input(x.numpy())) * qnet.layers[-1].out_scale
+    assert np.corrcoef(logits.numpy().ravel(), got.ravel())[0, 1] > 0.99
+    assert (got.argmax(1) == logits.argmax(1).numpy()).mean() >= 0.95
