@@ -128,13 +128,19 @@ def _function_name(fn) -> str:
 
 
 def describe(node, modules) -> str:
-    """A node as a user knows it: ``BatchNorm2d 'body.1'``, ``function torch.sigmoid ('sigmoid')``."""
+    """A node as a user knows it: ``BatchNorm2d 'body.1'``, ``function torch.sigmoid ('sigmoid')``,
+    ``function operator.add ('add') in BasicBlock 'layer1'`` (the module whose forward() calls it)."""
     if node.op == "call_module":
         return f"{type(modules[node.target]).__name__} {node.target!r}"
+    stack = node.meta.get("nn_module_stack") or {}
+    inside = ""
+    if stack:
+        path, owner = list(stack.values())[-1]
+        inside = f" in {getattr(owner, '__name__', owner)} {path!r}"
     if node.op == "call_function":
-        return f"function {_function_name(node.target)} ({node.name!r})"
+        return f"function {_function_name(node.target)} ({node.name!r}){inside}"
     if node.op == "call_method":
-        return f"method .{node.target}() ({node.name!r})"
+        return f"method .{node.target}() ({node.name!r}){inside}"
     return f"{node.op} {node.target!r}"
 
 
@@ -307,6 +313,10 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
+    for node in gm.graph.nodes:  # a skip connection shows first at a branch; name its add instead
+        if node.target in _ADD_TARGETS and sum(_is_tensor(a) for a in node.all_input_nodes) == 2:
+            raise refuse(describe(node, modules), "a residual add: the engine runs a plain chain of layers",
+                         "remove the skip connection (e.g. a plain VGG-style stack)")
     plan: list[PlanLayer] = []
     current = None      # the node holding the running activation
     layer_node = None   # the node of the last conv/linear (a BatchNorm must read it directly)
@@ -330,12 +340,8 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
             continue  # shape arithmetic (x.size(0), x.shape[1] * 4, ...): only feeds view/reshape arguments
         inputs = [a for a in node.all_input_nodes if _is_tensor(a)]
         if inputs != [current]:
-            what = describe(node, modules)
-            if node.target in _ADD_TARGETS and len(inputs) == 2:
-                raise refuse(what, "a residual add: the engine runs a plain chain of layers",
-                             "remove the skip connection (e.g. a plain VGG-style stack)")
-            raise refuse(what, "data flow other than a chain (a branch, a concatenation or a second input)",
-                         "write forward() as one chain of layers")
+            raise refuse(describe(node, modules), "data flow other than a chain (a branch, a skip connection, a "
+                         "concatenation or a second input)", "write forward() as one chain of layers")
         in_shape = _shape(current)
         if node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
             module = modules[node.target]
