@@ -109,9 +109,14 @@ def quantize_model(model: nn.Module, calib_ds: TensorDataset, masks: Masks | Non
     if len(x) == 0:
         raise ValueError("empty calibration set")
     input_shape = tuple(x.shape[1:])
-    if len(input_shape) != 3:
-        raise QuantizationError(f"inputs must be images (C, H, W), got {input_shape}")
+    if len(input_shape) not in (1, 3):
+        raise QuantizationError(f"inputs must be images (C, H, W) or vectors (features,), got {input_shape}")
     plan = layer_plan(model, input_shape)
+    if len(input_shape) == 1:  # a vector input is a (features, 1, 1) image that the first fc layer flattens
+        if plan[0].is_conv:
+            raise QuantizationError(f"{type(model).__name__}: a vector input {input_shape} needs an fc first layer")
+        plan[0].flatten_input = True
+        input_shape = (input_shape[0], 1, 1)
     outs: list[list[torch.Tensor]] = [[] for _ in plan]
     for i in range(0, len(x), batch_size):
         per_layer: list[torch.Tensor] = []
@@ -224,6 +229,6 @@ def qat_finetune(model: nn.Module, train_ds: TensorDataset, calib_ds: TensorData
     masks = masks or {}
     check_masks(model, masks)
     qnet = quantize_model(model, calib_ds, masks)
-    wrapper = FakeQuantNet(model, qnet.input_shape, qnet.input_scale, [layer.out_scale for layer in qnet.layers])
+    wrapper = FakeQuantNet(model, tuple(calib_ds.tensors[0].shape[1:]), qnet.input_scale, [layer.out_scale for layer in qnet.layers])
     wrapped_masks = {f"model.{k}": v for k, v in masks.items()}
     return train(wrapper, train_ds, config, masks=wrapped_masks, desc="qat")

@@ -391,3 +391,20 @@ def test_folded_average_pools_quantize_close_to_float(mnist5k):
     got = qnet.logits(qnet.quantize_input(x.numpy())) * qnet.layers[-1].out_scale
     assert np.corrcoef(logits.numpy().ravel(), got.ravel())[0, 1] > 0.99
     assert (got.argmax(1) == logits.argmax(1).numpy()).mean() >= 0.95
+
+
+def test_an_mlp_on_vector_inputs_quantizes_as_a_flat_image(mnist5k):
+    """A model whose input is a vector (features,): the integer network takes a (features, 1, 1) input that
+    its first fc layer flattens (the layout the engine runs), and predicts from the vectors."""
+    train_x, train_y = mnist5k[0].tensors
+    vectors = TensorDataset(train_x[:1500].flatten(1), train_y[:1500])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 10))
+    train(model, vectors, TrainConfig(epochs=2, lr=3e-3, seed=0, progress=False, augment_shift=0))
+    model.eval()
+    qnet = quantize_model(model, calibration_split(vectors, 256), name="mlp")
+    assert qnet.input_shape == (784, 1, 1) and qnet.layers[0].flatten_input and qnet.layers[0].in_shape == (784,)
+    test_x = mnist5k[1].tensors[0][:300].flatten(1)
+    with torch.no_grad():
+        float_pred = model(test_x).argmax(1).numpy()
+    assert (qnet.predict(test_x.numpy()) == float_pred).mean() >= 0.97
