@@ -149,3 +149,19 @@ def test_demo_refuses_a_bad_model_before_any_stage(tmp_path, capsys):
     assert main(["demo", "--model", f"{tmp_path}/none.py:Net", "--out", str(tmp_path / "d"), "--no-build"]) == 2
     assert "none.py: no such file" in _error(capsys)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_malformed_source_record_is_one_line(tmp_path, capsys):
+    from sparsegate.sw.ml.models import build_model
+    from sparsegate.sw.ml.train import save_checkpoint
+
+    save_checkpoint(tmp_path / "model.pt", build_model("lenet300"), "lenet300", meta={"seed": 0})
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["model"], payload["source"] = "x.py:Net", {"kind": "file", "location": 3}
+    torch.save(payload, tmp_path / "bad.pt")
+    assert main(["quantize", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "q")]) == 2
+    assert f"{tmp_path / 'bad.pt'}: malformed model source record" in _error(capsys)
+    del payload["source"]
+    torch.save(payload, tmp_path / "bad.pt")
+    assert main(["quantize", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "q")]) == 2
+    assert "model 'x.py:Net' is neither built in" in _error(capsys)
