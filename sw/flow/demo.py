@@ -52,13 +52,20 @@ class DemoOptions:
     def check(self) -> None:
         from sparsegate.hw.platform.boards import board_names
         from sparsegate.sw.ml.train import RECIPES
-        from sparsegate.sw.ml.user_model import is_spec, resolve
+        from sparsegate.sw.ml.user_model import is_spec
 
-        if is_spec(self.model):
-            resolve(self.model)  # a bad --model fails before any stage runs
-        elif self.model not in RECIPES:
+        from torch import nn
+
+        from sparsegate.sw.ml.models import build_model
+        from sparsegate.sw.ml.user_model import build_user_model
+
+        if not is_spec(self.model) and self.model not in RECIPES:
             raise DemoError(f"--model: unknown model {self.model!r}; expected one of {sorted(RECIPES)} or "
                             "path/to/file.py:ClassName")
+        model = build_user_model(self.model) if is_spec(self.model) else build_model(self.model)  # fails early
+        if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            raise DemoError(f"--model {self.model}: the demo's KEP stage prunes conv kernels and this model has no "
+                            "Conv2d layer; run train, prune, quantize, export and simulate one by one instead")
 
         if self.board not in board_names():
             raise DemoError(f"--board: unknown board {self.board!r}; expected one of {board_names()}")

@@ -148,6 +148,8 @@ def test_bad_model_specs_end_with_one_line(tmp_path, capsys, spec, message):
 def test_demo_refuses_a_bad_model_before_any_stage(tmp_path, capsys):
     assert main(["demo", "--model", f"{tmp_path}/none.py:Net", "--out", str(tmp_path / "d"), "--no-build"]) == 2
     assert "none.py: no such file" in _error(capsys)
+    assert main(["demo", "--model", "lenet300", "--out", str(tmp_path / "d"), "--no-build"]) == 2
+    assert "--model lenet300: the demo's KEP stage prunes conv kernels and this model has no Conv2d" in _error(capsys)
     assert not (tmp_path / "d").exists()
 
 
