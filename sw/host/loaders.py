@@ -21,7 +21,6 @@ class EngineLoader:
         from sparsegate.hw.engine.layouts import EngineGeometry
         self.driver = driver
         self.geometry = EngineGeometry(**driver.ident["geometry"])
-        self.flat_input = False  # the loaded network starts with an fc layer: inputs go in the flat layout
 
     def memories(self) -> dict:
         """``{name: (wr_mem index, word bits)}`` of the engine's host memories."""
@@ -43,7 +42,6 @@ class EngineLoader:
         """Write a (retargeted) program's weight-image memories: descriptors, channel table, parameters,
         weight words. Only the used entries are sent."""
         mems = self.memories()
-        self.flat_input = program.qnet.layers[0].kind == "fc"
         sizes = getattr(program, "used", None) or {
             "desc": len(program.desc_words), "chan": len(program.chan_words),
             "param": len(program.param_words), "weight": len(program.weight_words)}
@@ -65,7 +63,9 @@ class EngineLoader:
         g = self.geometry
         if not 0 <= sample < g.n_samples:
             raise ValueError(f"input slot {sample} out of range (the device holds {g.n_samples})")
-        words = sample_words(np.asarray(x, dtype=np.int8), g.banks, self.flat_input)
+        qnet = getattr(self.driver, "qnet", None)  # the network the device runs (loaded, or baked and told)
+        flat = qnet is not None and qnet.layers[0].kind == "fc"  # an fc first layer reads its input flat
+        words = sample_words(np.asarray(x, dtype=np.int8), g.banks, flat)
         if len(words) > g.input_depth:
             raise ValueError(f"input needs {len(words)} words per sample, the device has {g.input_depth}")
         index, bits = self.memories()["input"]
