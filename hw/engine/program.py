@@ -16,7 +16,8 @@ Memory map (see docs/engine.md):
 * parameters: per conv output channel, or per fc slot ``r * P + l``: bias, mult, shift, dest (neuron).
 * activation buffer: ``2P`` banks of ``2 * act_depth`` bytes; a conv input ``(C, H, W)`` puts pixel
   ``(c, y, x)`` in bank ``x % 2P`` at ``c << (hb + wb) | y << wb | x // 2P``; an fc input (a flat vector)
-  is replicated in every bank at its index. Layer ``i`` reads half ``i % 2`` and writes the other.
+  is replicated in every bank at its index — the network input too when the first layer is fc (an MLP).
+  Layer ``i`` reads half ``i % 2`` and writes the other.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from sparsegate.hw.engine.dead_channels import drop_dead_channels
 from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
 
 __all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expected_writes", "signature",
-           "program_from_image", "MAX_RESULTS"]
+           "program_from_image", "sample_words", "MAX_RESULTS"]
 
 MAX_RESULTS = 16
 
@@ -113,8 +114,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     p = lanes
     banks = 2 * p
     layers: list[IntLayer] = qnet.layers
-    if layers[0].kind != "conv":
-        raise ValueError("the engine's first layer must be a convolution (its input is an image)")
+    flat = layers[0].kind == "fc"  # an fc first layer reads its input replicated in every bank
     if inputs is None:
         inputs = np.zeros((1,) + tuple(qnet.input_shape), dtype=np.int8)
     inputs = np.asarray(inputs)
@@ -124,7 +124,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     slot_bits = 8 + max(sum(layer.index_bits) for layer in layers)
 
     # activation buffer sizing
-    in_hb, in_wb, in_words = conv_layout(qnet.input_shape, banks)
+    in_words = int(np.prod(qnet.input_shape)) if flat else conv_layout(qnet.input_shape, banks)[2]
     sizes = [in_words]
     for i in range(len(layers)):
         sizes.append(_out_layout(qnet, i, banks)[3])
@@ -216,12 +216,22 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
             for word in weight_words] or [0]
     input_words = []
     for x in inputs:
-        input_words += _banked_words(x, banks)
+        input_words += sample_words(x, banks, flat)
     return EngineProgram(geometry, qnet, plans, desc_words, chan_words, param_words, wide, input_words, inputs)
 
 
+def sample_words(x: np.ndarray, banks: int, flat: bool) -> list[int]:
+    """One sample (C, H, W) as wide input words (word ``a`` holds byte ``b`` = bank b's address a): the conv
+    layout, or — ``flat``, for a network whose first layer is fc — the flattened sample replicated in every
+    bank, word ``a`` holding element ``a`` (the layout every fc layer reads)."""
+    if flat:
+        every = sum(1 << (8 * b) for b in range(banks))
+        return [(int(v) & 0xFF) * every for v in np.asarray(x).reshape(-1)]
+    return _banked_words(x, banks)
+
+
 def _banked_words(x: np.ndarray, banks: int) -> list[int]:
-    """One sample (C, H, W) as wide input words: word ``a`` holds byte ``b`` = bank b's address a."""
+    """One sample (C, H, W) in the conv layout: pixel (c, y, x) in bank ``x % banks``."""
     hb, wb, words = conv_layout(x.shape, banks)
     mem = np.zeros((words, banks), dtype=np.int64)
     c, h, w = x.shape

@@ -13,6 +13,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from sparsegate.hw.platform.boards import board_names
 
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    parser.add_argument("--model", default="lenet5", metavar="MODEL",
+                        help="lenet5 (default), lenet300, vgg, or your own class: path/to/file.py:ClassName or "
+                             "package.module:ClassName")
     parser.add_argument("--board", choices=board_names(), default=DEMO_BOARD,
                         help=f"board of the bitstream stage (default {DEMO_BOARD})")
     parser.add_argument("--lanes", type=int, default=DEMO_LANES,
@@ -27,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.flow.demo import DemoOptions, format_recap, run_demo
 
-    options = DemoOptions(board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
+    options = DemoOptions(model=args.model, board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
                           samples=args.samples, progress=not args.no_progress)
     start = time.perf_counter()
     results = run_demo(args.out, options, fresh=args.fresh, log=print)

@@ -38,6 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=methods(),
                         help="; ".join(f"{r.name}: {r.help}" for r in REGISTRY.values()))
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint from `sparsegate train`")
+    parser.add_argument("--model", default=None, metavar="FILE.py:CLASS",
+                        help="your model class (file.py:Class or package.module:Class) when the one the checkpoint "
+                             "recorded moved; default: the recorded one")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--nrp", action="store_true", help="neuron re-pruning after the method, then fine-tune")
     parser.add_argument("--nrp-drop", type=float, default=0.0, help="NRP guard: validation-accuracy drop allowed")
@@ -90,7 +93,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
 
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.ml.data import load_dataset
-    from sparsegate.sw.ml.models import MODELS
+    from sparsegate.sw.ml.models import model_name as name_of
     from sparsegate.sw.ml.train import load_checkpoint
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.iterative import accuracy, split_validation
@@ -101,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.prune.shrink import save_shrunk, shrink_model
 
     record, options = options_from_args(args)  # argument errors before loading anything
-    model, masks, meta = load_checkpoint(args.checkpoint)
-    model_name = next(name for name, cls in MODELS.items() if type(model) is cls)
+    model, masks, meta = load_checkpoint(args.checkpoint, args.model)
+    model_name = name_of(model)
     validate(model, options, masks)  # and the checks that need the model, before loading data
     dataset = args.dataset or meta.get("dataset") or ("mnist5k-rgb32" if model_name == "vgg" else "mnist5k")
     train_ds, test_ds = load_dataset(dataset, args.data_path, args.seed)

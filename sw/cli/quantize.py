@@ -18,6 +18,9 @@ def configure_calibration(parser: argparse.ArgumentParser) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by train/prune")
+    parser.add_argument("--model", default=None, metavar="FILE.py:CLASS",
+                        help="your model class (file.py:Class or package.module:Class) when the one the checkpoint "
+                             "recorded moved; default: the recorded one")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     configure_calibration(parser)
     parser.add_argument("--qat-epochs", type=int, default=0,
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.flow.quantize import quantize_job
 
     s = quantize_job(args.checkpoint, args.out, args.dataset, args.data_path, args.calib_size, args.calib_method,
-                     args.qat_epochs, args.eval_size, progress=not args.no_progress)
+                     args.qat_epochs, args.eval_size, progress=not args.no_progress, model_spec=args.model)
     print(f"{s.model} on {s.dataset} ({s.samples} test images): float {100 * s.float_accuracy:.2f}%, int8 "
           f"{100 * s.quant_accuracy:.2f}% ({s.accuracy_drop_points:+.2f} points drop), predictions agree on "
           f"{100 * s.agreement:.2f}%")

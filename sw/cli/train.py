@@ -9,7 +9,10 @@ from sparsegate.sw.ml.train import RECIPES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="lenet5", choices=sorted(RECIPES))
+    parser.add_argument("--model", default="lenet5", metavar="MODEL",
+                        help=f"one of {', '.join(sorted(RECIPES))}, or your own class: path/to/file.py:ClassName or "
+                             "package.module:ClassName (constructs with no arguments; an input_shape attribute "
+                             "(3, 32, 32) picks mnist5k-rgb32)")
     parser.add_argument("--dataset", default=None, choices=DATASETS,
                         help="default: mnist5k (mnist5k-rgb32 for vgg)")
     parser.add_argument("--data-path", default=None, help="folder of the mnist/cifar10 files")

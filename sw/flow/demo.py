@@ -36,6 +36,7 @@ class DemoError(ValueError):
 class DemoOptions:
     """What a demo run does; the defaults are ``make demo``'s (tests use a tiny configuration)."""
 
+    model: str = DEMO_MODEL  # a built-in name or a user's file.py:Class / package.module:Class (``--model``)
     board: str = DEMO_BOARD
     lanes: int = DEMO_LANES
     build: bool = True  # False: no bitstream (``--no-build``)
@@ -50,6 +51,21 @@ class DemoOptions:
 
     def check(self) -> None:
         from sparsegate.hw.platform.boards import board_names
+        from sparsegate.sw.ml.train import RECIPES
+        from sparsegate.sw.ml.user_model import is_spec
+
+        from torch import nn
+
+        from sparsegate.sw.ml.models import build_model
+        from sparsegate.sw.ml.user_model import build_user_model
+
+        if not is_spec(self.model) and self.model not in RECIPES:
+            raise DemoError(f"--model: unknown model {self.model!r}; expected one of {sorted(RECIPES)} or "
+                            "path/to/file.py:ClassName")
+        model = build_user_model(self.model) if is_spec(self.model) else build_model(self.model)  # fails early
+        if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            raise DemoError(f"--model {self.model}: the demo's KEP stage prunes conv kernels and this model has no "
+                            "Conv2d layer; run train, prune, quantize, export and simulate one by one instead")
 
         if self.board not in board_names():
             raise DemoError(f"--board: unknown board {self.board!r}; expected one of {board_names()}")
@@ -65,7 +81,7 @@ class DemoOptions:
 
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
 STAGE_OPTIONS = {
-    "train": ("epochs",),
+    "train": ("epochs", "model"),
     "prune": ("rounds", "finetune_epochs"),
     "kep": ("kep_finetune_epochs", "kep_keep"),
     "baseline": ("rounds", "finetune_epochs"),
@@ -74,21 +90,34 @@ STAGE_OPTIONS = {
 }
 
 
-def _splits():
-    from sparsegate.sw.ml.data import mnist_embedded
+def _data(results: dict):
+    """(train, test) of the dataset the train stage used (the embedded MNIST unless the model is 32x32x3)."""
+    from sparsegate.sw.ml.data import load_dataset
+
+    return load_dataset(results["train"].get("dataset", "mnist5k"), None, 0)
+
+
+def _name(results: dict) -> str:
+    return results["train"].get("name", DEMO_MODEL)
+
+
+def _splits(results: dict):
     from sparsegate.sw.prune.iterative import split_validation
 
-    train_ds, test_ds = mnist_embedded()
+    train_ds, test_ds = _data(results)
     fit_ds, val_ds = split_validation(train_ds, DEMO_VAL_SIZE)
     return fit_ds, val_ds, test_ds
 
 
 def _stage_train(run: Path, results: dict, opts: DemoOptions) -> dict:
     from sparsegate.sw.flow.train import train_job
+    from sparsegate.sw.ml.models import model_name
+    from sparsegate.sw.ml.train import load_checkpoint
 
-    summary = train_job(DEMO_MODEL, run / "train", epochs=opts.epochs, progress=opts.progress)
+    summary = train_job(opts.model, run / "train", epochs=opts.epochs, progress=opts.progress)
     return {"checkpoint": str(summary.checkpoint), "test_accuracy": summary.test_accuracy,
-            "params": summary.params, "macs": summary.macs, "wall_time_s": summary.wall_time_s}
+            "params": summary.params, "macs": summary.macs, "wall_time_s": summary.wall_time_s,
+            "dataset": summary.dataset, "name": model_name(load_checkpoint(summary.checkpoint)[0])}
 
 
 def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, stage: str) -> dict:
@@ -100,7 +129,7 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     from sparsegate.sw.ml.train import load_checkpoint
 
     model, masks, _ = load_checkpoint(results["train"]["checkpoint"])
-    fit_ds, val_ds, test_ds = _splits()
+    fit_ds, val_ds, test_ds = _splits(results)
     base = accuracy(model, test_ds)
     sra = method == "sra"
     outcome = prune_model(model, PruneOptions(method, ScheduleParams(target_sparsity=DEMO_SPARSITY, rounds=opts.rounds),
@@ -110,12 +139,12 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     test_acc = accuracy(model, test_ds)
     table = layer_table(model, outcome.masks)
     label = "sra+nrp" if sra else method
-    summary = {"method": label, "model": DEMO_MODEL, "dataset": "mnist5k", "seed": 0,
+    summary = {"method": label, "model": _name(results), "dataset": results["train"].get("dataset", "mnist5k"), "seed": 0,
                "base_test_accuracy": base, "test_accuracy": test_acc, "accuracy_drop": base - test_acc,
                "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
                "nonzero_params": table.total.nonzero_params, "params": table.total.params,
                "nrp": outcome.nrp, "history": outcome.history, "wall_time_s": outcome.wall_time_s}
-    paths = write_outputs(run / stage, model, DEMO_MODEL, outcome, summary)
+    paths = write_outputs(run / stage, model, _name(results), outcome, summary)
     return {"method": label, "checkpoint": str(paths["checkpoint"]), "test_accuracy": test_acc,
             "val_accuracy": accuracy(model, val_ds), "base_test_accuracy": base, "accuracy_drop": base - test_acc,
             "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
@@ -144,7 +173,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
 
     start = time.perf_counter()
     model, masks, _ = load_checkpoint(results["prune"]["checkpoint"])
-    fit_ds, val_ds, test_ds = _splits()
+    fit_ds, val_ds, test_ds = _splits(results)
     before = {"conv_sparsity": conv_sparsity(model, masks), "test_accuracy": accuracy(model, test_ds),
               "val_accuracy": accuracy(model, val_ds)}
     target = 1.0 - (1.0 - before["conv_sparsity"]) * opts.kep_keep
@@ -157,13 +186,13 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     accepted = before["val_accuracy"] - after["val_accuracy"] <= DEMO_KEP_DROP
     table = layer_table(model, res.masks)
     wall = time.perf_counter() - start
-    summary = {"method": "sra+nrp+kep", "model": DEMO_MODEL, "dataset": "mnist5k", "seed": 0,
+    summary = {"method": "sra+nrp+kep", "model": _name(results), "dataset": results["train"].get("dataset", "mnist5k"), "seed": 0,
                "base_test_accuracy": results["prune"]["base_test_accuracy"], "test_accuracy": after["test_accuracy"],
                "accuracy_drop": results["prune"]["base_test_accuracy"] - after["test_accuracy"],
                "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
                "nonzero_params": table.total.nonzero_params, "params": table.total.params, "keep": keep,
                "before": before, "after": after, "accepted": accepted, "kep": res.summary(), "wall_time_s": wall}
-    paths = write_outputs(run / "kep", model, DEMO_MODEL, result, summary)
+    paths = write_outputs(run / "kep", model, _name(results), result, summary)
     out = {"keep": keep, "keep_fraction": opts.kep_keep, "target_conv_sparsity": target, "before": before,
            "after": after, "accepted": accepted,
            "kep_checkpoint": str(paths["checkpoint"]), "wall_time_s": wall}
@@ -181,14 +210,13 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
 
 
 def _stage_quantize(run: Path, results: dict, opts: DemoOptions) -> dict:
-    from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.ml.quantize import calibration_split, compare, quantize_model
     from sparsegate.sw.ml.train import load_checkpoint
     from sparsegate.sw.ir.weight_image import write_image
 
     model, masks, _ = load_checkpoint(results["kep"]["checkpoint"])
-    train_ds, test_ds = mnist_embedded()
-    qnet = quantize_model(model, calibration_split(train_ds), masks, name=DEMO_MODEL)
+    train_ds, test_ds = _data(results)
+    qnet = quantize_model(model, calibration_split(train_ds), masks, name=_name(results))
     path = run / "quantize" / "quantized.bin"
     write_image(path, qnet)
     return {"quantized": str(path), **asdict(compare(model, qnet, test_ds))}
@@ -217,7 +245,6 @@ def _stage_simulate(run: Path, results: dict, opts: DemoOptions) -> dict:
 
     from sparsegate.sw.flow.simulate import simulate
     from sparsegate.sw.ir.weight_image import read_image
-    from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.ml.quantize import calibration_split, quantize_model
     from sparsegate.sw.ml.train import load_checkpoint, predict
 
@@ -226,13 +253,13 @@ def _stage_simulate(run: Path, results: dict, opts: DemoOptions) -> dict:
     if not result.ok:
         raise DemoError(f"simulate stage: the engine disagreed with the golden model ({result.check.splitlines()[0]})")
     qnet = read_image(image)
-    x_int, labels = test_digits(qnet, opts.samples)
+    train_ds, test_ds = _data(results)
+    x_int, labels = test_digits(qnet, opts.samples, (train_ds, test_ds))
     program = compile_program(qnet, opts.lanes, x_int[:1])
     nonzero_macs = [plan.nonzero_macs for plan in program.layers]
     # dense: the trained network before pruning, quantized the same way, on the same engine (cycle model)
-    train_ds, test_ds = mnist_embedded()
     dense_model, dense_masks, _ = load_checkpoint(results["train"]["checkpoint"])
-    dense = quantize_model(dense_model, calibration_split(train_ds), dense_masks, name=DEMO_MODEL)
+    dense = quantize_model(dense_model, calibration_split(train_ds), dense_masks, name=_name(results))
     dense_program = compile_program(dense, opts.lanes, dense.quantize_input(test_ds.tensors[0][:1].numpy()))
     dense_cycles = program_cycles(dense_program)
     # agreement on the simulated digits: the engine equals the golden model layer by layer (checked above)
@@ -313,8 +340,8 @@ def _describe_build(r: dict) -> str:
 
 # (name, function(run, results, options) -> dict, one-line description of the result for the summary)
 STAGES = [
-    ("train", _stage_train, lambda r: f"LeNet-5-Caffe: {_pct(r['test_accuracy'])} on 1,000 held-out digits "
-                                      f"({r['params']:,} params, {r['wall_time_s']:.0f} s)"),
+    ("train", _stage_train, lambda r: f"{r.get('name', 'lenet5')}: {_pct(r['test_accuracy'])} on the held-out "
+                                      f"digits ({r['params']:,} params, {r['wall_time_s']:.0f} s)"),
     ("prune", _stage_prune, lambda r: f"SRA+NRP: {r['compression']:.1f}x compression, "
                                       f"{_pct(r['mac_reduction'])} MACs removed, accuracy {_pct(r['test_accuracy'])} "
                                       f"(drop {100 * r['accuracy_drop']:.2f} points)"),

@@ -73,14 +73,15 @@ class QuantizeSummary:
 
 def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: str | None = None,
                       calib_size: int = CALIB_SIZE, method: str = "max", qat_epochs: int = 0,
-                      progress: bool = True) -> QuantizedCheckpoint:
+                      progress: bool = True, model_spec: str | None = None) -> QuantizedCheckpoint:
     """Load a checkpoint and its dataset (the checkpoint's own unless given), optionally run QAT, and
-    quantize on ``calib_size`` training images."""
+    quantize on ``calib_size`` training images. ``model_spec`` names a user's model class that moved
+    (:func:`~sparsegate.sw.ml.train.load_checkpoint`)."""
     if calib_size < 1:
         raise QuantizeJobError(f"--calib-size must be at least 1, got {calib_size}")
     if qat_epochs < 0:
         raise QuantizeJobError(f"--qat-epochs must be >= 0, got {qat_epochs}")
-    model, masks, meta = load_checkpoint(checkpoint)
+    model, masks, meta = load_checkpoint(checkpoint, model_spec)
     seed = int(meta.get("seed", 0))
     dataset = dataset or meta.get("dataset") or "mnist5k"
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
@@ -97,13 +98,14 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
 
 def quantize_job(checkpoint: Path, out: Path, dataset: str | None = None, data_path: str | None = None,
                  calib_size: int = CALIB_SIZE, method: str = "max", qat_epochs: int = 0,
-                 eval_size: int | None = None, progress: bool = True) -> QuantizeSummary:
+                 eval_size: int | None = None, progress: bool = True,
+                 model_spec: str | None = None) -> QuantizeSummary:
     """Quantize ``checkpoint`` and compare float and int8 accuracy on the test split (its first
     ``eval_size`` images); write ``out/quantized.bin``, ``out/quantize.json`` and, after QAT, the
     fine-tuned float checkpoint ``out/model_qat.pt``."""
     if eval_size is not None and eval_size < 1:
         raise QuantizeJobError(f"--eval-size must be at least 1, got {eval_size}")
-    q = load_and_quantize(checkpoint, dataset, data_path, calib_size, method, qat_epochs, progress)
+    q = load_and_quantize(checkpoint, dataset, data_path, calib_size, method, qat_epochs, progress, model_spec)
     test_ds = q.test_ds if eval_size is None else TensorDataset(*(t[:eval_size] for t in q.test_ds.tensors))
     metrics = compare(q.model, q.qnet, test_ds)
     out = Path(out)

@@ -157,7 +157,8 @@ def build_markdown(results: dict, plots: dict[str, str]) -> str:
     n = sim["samples"]
     kb, ka = kep["before"], kep["after"]
     sections = ["# sparsegate demo report", "",
-                "LeNet-5-Caffe on the embedded MNIST default (4,000 train / 1,000 held-out digits), pruned with "
+                ("LeNet-5-Caffe on the embedded MNIST default (4,000 train / 1,000 held-out digits)"
+                 if train.get("name", "lenet5") == "lenet5" else f"{train['name']} on {train['dataset']}") + ", pruned with "
                 "SRA + NRP, then KEP on the conv layers, quantized to int8, exported as a sparse-index weight "
                 "image, run on the cycle-accurate zero-skipping engine and built into an ECP5 bitstream. Every "
                 "number below comes from this run's stages (`summary.json`).", "", "## Summary", "",

@@ -9,6 +9,9 @@ import torch
 from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import build_model, count_layers
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, save_checkpoint, train
+from sparsegate.sw.ml.user_model import build_user_model, is_spec, resolve
+
+USER_RECIPE = TrainConfig(epochs=5, lr=2e-3)  # a user's model (--model file.py:Class): 5 epochs unless --epochs
 from sparsegate.sw.util.atomic_io import write_json
 
 
@@ -38,11 +41,18 @@ class TrainSummary:
 def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
               epochs: int | None = None, lr: float | None = None, seed: int = 0,
               progress: bool = True) -> TrainSummary:
-    """Train ``model_name`` from scratch (its recipe unless overridden); write ``out/model.pt`` and
-    ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
-    if model_name not in RECIPES:
-        raise TrainJobError(f"unknown model {model_name!r}; expected one of {sorted(RECIPES)}")
-    default_dataset, recipe = RECIPES[model_name]
+    """Train ``model_name`` — a built-in name or a user's ``file.py:Class`` / ``package.module:Class``
+    (:mod:`~sparsegate.sw.ml.user_model`) — from scratch (its recipe unless overridden); write
+    ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
+    if is_spec(model_name):
+        cls, _ = resolve(model_name)  # a bad spec fails before the data is loaded
+        default_dataset = "mnist5k-rgb32" if tuple(getattr(cls, "input_shape", ())) == (3, 32, 32) else "mnist5k"
+        recipe = USER_RECIPE
+    elif model_name in RECIPES:
+        default_dataset, recipe = RECIPES[model_name]
+    else:
+        raise TrainJobError(f"unknown model {model_name!r}; expected one of {sorted(RECIPES)} or "
+                            "path/to/file.py:ClassName or package.module:ClassName")
     dataset = dataset or default_dataset
     config = TrainConfig(epochs=epochs if epochs is not None else recipe.epochs,
                          lr=lr if lr is not None else recipe.lr, seed=seed, progress=progress,
@@ -53,8 +63,14 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     num_classes = int(max(train_ds.tensors[1].max(), test_ds.tensors[1].max())) + 1
     with torch.random.fork_rng():  # the initial weights follow the seed too, without touching the caller's RNG
         torch.manual_seed(seed)
-        model = build_model(model_name, num_classes)
-    layers = count_layers(model, tuple(train_ds.tensors[0].shape[1:]))
+        model = build_user_model(model_name, num_classes) if is_spec(model_name) else build_model(model_name, num_classes)
+    try:
+        layers = count_layers(model, tuple(train_ds.tensors[0].shape[1:]))
+    except Exception as err:  # a user's forward() can fail in any way; name the model and the input
+        if not is_spec(model_name):
+            raise
+        raise TrainJobError(f"--model {model_name}: forward() fails on a {tuple(train_ds.tensors[0].shape[1:])} "
+                            f"input of {dataset} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     result = train(model, train_ds, config, test_ds=test_ds, desc=f"train {model_name}")
     out = Path(out)
     summary = TrainSummary(model=model_name, dataset=dataset, seed=seed, epochs=config.epochs,

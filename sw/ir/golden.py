@@ -459,6 +459,8 @@ class QuantizedNetwork:
     def predict(self, x_float, batch_size: int = 250) -> np.ndarray:
         """Class predictions (argmax of the int8 logits, first index on ties) for float inputs."""
         x_float = np.asarray(x_float)
+        if x_float.ndim == 2 and len(self.input_shape) == 3 and self.input_shape[1:] == (1, 1):
+            x_float = x_float.reshape(len(x_float), *self.input_shape)  # vectors of a (features, 1, 1) network
         out = [self.logits(self.quantize_input(x_float[i:i + batch_size])).argmax(axis=1)
                for i in range(0, len(x_float), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

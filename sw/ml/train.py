@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from sparsegate.sw.util.atomic_io import atomic_path
-from sparsegate.sw.ml.models import build_model
+from sparsegate.sw.ml.models import MODELS, build_model
+from sparsegate.sw.ml.user_model import ModelSource, build_user_model, rebuild, source_of
 
 Masks = dict[str, torch.Tensor]
 CHECKPOINT_FORMAT = "sparsegate-checkpoint"
@@ -86,7 +87,9 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
     batch = torch.arange(n).view(n, 1, 1)
-    return padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    shifted = padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    # Standard strides (permute left channels-last ones, which conv outputs inherit): a model may x.view().
+    return torch.empty(shifted.shape, dtype=shifted.dtype).copy_(shifted)
 
 
 @torch.no_grad()
@@ -152,7 +155,9 @@ def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, masks: Masks | None = None,
                     meta: dict | None = None) -> None:
-    """Write model weights, masks and metadata atomically."""
+    """Write model weights, masks and metadata atomically; a user's model class records its source
+    (:mod:`~.user_model`) so :func:`load_checkpoint` finds it again."""
+    source = source_of(model)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -162,12 +167,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, masks: 
         "masks": {k: v.bool() for k, v in (masks or {}).items()},
         "meta": meta or {},
     }
+    if source is not None:
+        payload["source"] = source.to_dict()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def _num_classes(model: nn.Module) -> int:
-    return list(model.modules())[-1].out_features
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def load_envelope(path: str | Path, fmt: str, version: int, what: str, error: type[Exception]) -> dict:
@@ -186,8 +193,11 @@ def load_envelope(path: str | Path, fmt: str, version: int, what: str, error: ty
     return payload
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, Masks, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns (model, masks, meta)."""
+def load_checkpoint(path: str | Path, model_spec: str | None = None) -> tuple[nn.Module, Masks, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns (model, masks, meta).
+
+    A user's model is rebuilt from the source the checkpoint recorded, or from ``model_spec``
+    (``file.py:Class`` / ``package.module:Class``) when given — for a class file that moved."""
     payload = load_envelope(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint", CheckpointError)
     missing = [key for key in ("model", "num_classes", "state_dict", "masks", "meta") if key not in payload]
     if missing:
@@ -197,8 +207,18 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, Masks, dict]:
     for name, tensor in payload["state_dict"].items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values")
+    if model_spec is not None:
+        model = build_user_model(model_spec, payload["num_classes"])
+    elif "source" in payload:
+        model = rebuild(ModelSource.from_dict(payload["source"], str(path)), str(path), payload["num_classes"])
+    elif not isinstance(payload["model"], str) or payload["model"] not in MODELS:
+        raise CheckpointError(f"{path}: model {payload['model']!r} is neither built in ({', '.join(sorted(MODELS))}) "
+                              "nor recorded with its source; pass --model path/to/file.py:ClassName")
+    else:
+        model = None
     try:
-        model = build_model(payload["model"], payload["num_classes"])
+        if model is None:
+            model = build_model(payload["model"], payload["num_classes"])
         model.load_state_dict(payload["state_dict"])
         masks = payload["masks"]
         check_masks(model, masks)

@@ -73,3 +73,29 @@ def test_unknown_simulator_and_silent_device():
 
     with pytest.raises(LinkError, match="no reply"):
         HostDriver(Silent()).identify()
+
+
+def test_an_mlp_loads_and_classifies_through_the_host_link():
+    """A network whose first layer is fc: the loader writes each input in the flat layout, for the image
+    baked into the device (the driver told which network runs) and for the image loaded over the link."""
+    from sparsegate.hw.engine.program import compile_program
+    from sparsegate.hw.platform.board_top import capacity_geometry, retarget_program
+    from sparsegate.sim.engine.amaranth_sim import random_inputs, random_network
+
+    rng = np.random.default_rng(3)
+    mlp = random_network(rng, (2, 3, 5), [{"kind": "fc", "cout": 6, "relu": True, "density": 0.6},
+                                          {"kind": "fc", "cout": 4, "density": 0.8}])
+    x = random_inputs(rng, (2, 3, 5), 2)
+    program = compile_program(mlp, 2, x[:1])
+    assert program.geometry.input_depth == 30  # one word per input element
+    golden = mlp.logits(x)
+    drv = HostDriver(sim_transport(retarget_program(program, capacity_geometry(program)), "amaranth", timeout=150,
+                                   max_cycles=500_000))
+    try:
+        drv.qnet = mlp  # the baked image, as `sparsegate run --no-load` tells the driver
+        assert np.array_equal(drv.classify(x)[0], golden)
+        drv.load_image(mlp)
+        logits, predictions = drv.classify(x)
+        assert np.array_equal(logits, golden) and np.array_equal(predictions, golden.argmax(axis=1))
+    finally:
+        drv.close()

@@ -7,11 +7,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.ml.quantize import (QuantizationError, calibration_split, compare, layer_plan, plan_forward,
+from sparsegate.sw.ml.quantize import (calibration_split, compare, layer_plan, plan_forward,
                                     qat_finetune, quantize_model)
 from sparsegate.sw.ml.train import TrainConfig, evaluate, train
 from sparsegate.sw.ir.weight_image import decode_image, encode_image
@@ -58,48 +57,7 @@ def test_layer_plan_of_the_reference_models(name, expected):
         assert torch.allclose(plan_forward(plan, x), model(x), atol=1e-6)
 
 
-class _Sigmoid(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 26 * 26, 10)
-
-    def forward(self, x):
-        return self.fc(torch.sigmoid(self.conv1(x)).flatten(1))
-
-
-class _Residual(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 1, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv1(x) + x
-
-
-class _BigPool(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-
-    def forward(self, x):
-        return nn.functional.max_pool2d(self.conv1(x), 3)
-
-
-class _Dilated(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, dilation=2)
-
-    def forward(self, x):
-        return self.conv1(x)
-
-
-@pytest.mark.parametrize("model, match", [(_Sigmoid(), "unsupported operation"), (_Residual(), "data flow"),
-                                          (_BigPool(), "2x2 max-pool"), (_Dilated(), "dilation")])
-def test_unsupported_models_are_rejected_clearly(model, match):
-    with pytest.raises(QuantizationError, match=match):
-        layer_plan(model)
+# Refusals of unsupported models: tests/ml/test_graph_capture.py
 
 
 # --------------------------------------------------------------------------------------------- calibration
