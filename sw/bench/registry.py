@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from sparsegate.sw.bench.results import BenchResult
+from sparsegate.sw.jobs import RunnerOptions
 
 __all__ = ["BENCHMARKS", "Benchmark", "UnknownBenchmarkError", "benchmark"]
 
@@ -39,8 +40,11 @@ class Benchmark:
         inspect.signature(function).bind(Path("out"), quick=True, **self.kwargs)
         return function
 
-    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
-        return self.function()(Path(out_dir), quick=quick, **self.kwargs)
+    def run(self, out_dir: Path, quick: bool = False, jobs: RunnerOptions | None = None) -> BenchResult:
+        """Run it; a benchmark whose function takes ``jobs`` gets the runner options its jobs go through."""
+        function = self.function()
+        extra = {"jobs": jobs} if "jobs" in inspect.signature(function).parameters else {}
+        return function(Path(out_dir), quick=quick, **self.kwargs, **extra)
 
 
 def _prune():
