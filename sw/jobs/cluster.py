@@ -2,9 +2,11 @@
 ``LocalCluster`` started for the sweep — one worker process per core (a nextpnr run or a training job each
 needs a core), one thread each, the machine's memory split evenly — and closed with it.
 
-The local scheduler gives up on a task at the first worker it kills (``allowed-failures`` 0), so a job that
-brings its worker down (out of memory, a crash) comes back to the runner, which retries it once and then
-records it; a remote scheduler keeps its own setting (Dask's default reschedules such a task 3 times)."""
+The local scheduler hands each worker one task at a time (``worker-saturation`` 1.0), so when a worker dies the
+task it was running is the only one blamed, and gives up on that task at once (``allowed-failures`` 0): a job
+that brings its worker down (out of memory, a crash) comes back to the runner, which retries it once and then
+records it. A remote scheduler keeps its own settings (Dask's defaults reschedule such a task 3 times first,
+and may blame a task that was only queued on the dying worker)."""
 from __future__ import annotations
 
 import os
@@ -57,7 +59,7 @@ def connect(options: RunnerOptions):
     from distributed.system import MEMORY_LIMIT
 
     workers = options.workers or local_cores()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes,
                                memory_limit=MEMORY_LIMIT // workers, dashboard_address=":0")
     with cluster, Client(cluster, set_as_default=False) as client:

@@ -7,6 +7,7 @@ that raises or loses its worker (killed, out of memory) is submitted again up to
 recorded as failed with its reason; the sweep itself always finishes."""
 from __future__ import annotations
 
+import collections
 import time
 import traceback
 import uuid
@@ -137,12 +138,6 @@ def _lost(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _running(client, futures: dict) -> int:
-    processing, threads = client.processing(), client.nthreads()
-    ours = {f.key for f in futures}
-    return sum(min(len(ours.intersection(keys)), threads.get(w, 1)) for w, keys in processing.items())
-
-
 def run_jobs(jobs: list[Job], options: RunnerOptions | None = None, *,
              on_result: Callable[[int, JobResult], None] | None = None) -> SweepResult:
     """Run ``jobs`` as :class:`RunnerOptions` says; return every job's result in the order of ``jobs``.
@@ -181,15 +176,24 @@ def run_jobs(jobs: list[Job], options: RunnerOptions | None = None, *,
             say(f"[jobs] {len(todo)} to run ({cached} cached) on {conn.scheduler}"
                 + (f"; dashboard {conn.dashboard}" if conn.dashboard else ""))
         attempts = dict.fromkeys(todo, 0)
+        waiting = collections.deque(todo)
+        futures: dict = {}
+        pending = as_completed(loop=client.loop)
 
-        def submit(i: int):
-            attempts[i] += 1
-            job = jobs[i]
-            return client.submit(_run_on_worker, job.fn, job.args, job.kwargs, pure=False, retries=0,
-                                 key=f"{job.key}-{uuid.uuid4().hex[:12]}")
+        def top_up() -> None:
+            """Keep one job per worker thread in flight: the rest wait here, so the only job a dying worker takes
+            down is the one it was running."""
+            slots = max(1, sum(client.nthreads().values()))
+            while waiting and len(futures) < slots:
+                i = waiting.popleft()
+                attempts[i] += 1
+                job = jobs[i]
+                future = client.submit(_run_on_worker, job.fn, job.args, job.kwargs, pure=False, retries=0,
+                                       key=f"{job.key}-{uuid.uuid4().hex[:12]}")
+                futures[future] = i
+                pending.add(future)
 
-        futures = {submit(i): i for i in todo}
-        pending = as_completed(futures, loop=client.loop)
+        top_up()
         done = failed = 0
         for future in pending:
             i = futures.pop(future)
@@ -202,22 +206,21 @@ def run_jobs(jobs: list[Job], options: RunnerOptions | None = None, *,
             if error is not None and attempts[i] <= options.retries:
                 if say:
                     say(f"[jobs] {jobs[i].key} attempt {attempts[i]} failed ({error}); retrying")
-                retry = submit(i)
-                futures[retry] = i
-                pending.add(retry)
-                continue
-            wall = outcome.wall_s if outcome is not None else 0.0
-            worker = outcome.worker if outcome is not None else None
-            if error is None:
-                done += 1
-                if cache is not None:
-                    cache.put(digests[i], CachedResult(outcome.value, wall, worker))
-                settle(i, JobResult(jobs[i].key, outcome.value, None, wall, worker, attempts[i]))
+                waiting.appendleft(i)
             else:
-                failed += 1
-                settle(i, JobResult(jobs[i].key, None, error, wall, worker, attempts[i]))
-            if say:
-                say(Progress(cached + done, _running(client, futures), failed, cached, len(jobs)).line())
+                wall = outcome.wall_s if outcome is not None else 0.0
+                worker = outcome.worker if outcome is not None else None
+                if error is None:
+                    done += 1
+                    if cache is not None:
+                        cache.put(digests[i], CachedResult(outcome.value, wall, worker))
+                    settle(i, JobResult(jobs[i].key, outcome.value, None, wall, worker, attempts[i]))
+                else:
+                    failed += 1
+                    settle(i, JobResult(jobs[i].key, None, error, wall, worker, attempts[i]))
+            top_up()
+            if say and results[i] is not None:
+                say(Progress(cached + done, len(futures), failed, cached, len(jobs)).line())
         return SweepResult(results, conn.scheduler, conn.dashboard, time.perf_counter() - t0)
 
 
