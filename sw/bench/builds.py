@@ -50,28 +50,33 @@ def gateware_sources_digest() -> str:
     return h.hexdigest()[:20]
 
 
-def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, quick: bool, sources: str) -> dict:
+def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, quick: bool, sources: str,
+                build_cache: str | None = None) -> dict:
     """One sweep point as a pure job: build in a scratch folder, return ``{"point": figures, "files": {name:
     bytes}}``. ``sources`` is :func:`gateware_sources_digest` where the sweep was started; a worker with other
-    gateware raises rather than report numbers of a different design."""
+    gateware raises rather than report numbers of a different design. ``build_cache``: the bitstream cache
+    folder on the worker (default ``build/bitstreams`` under its working folder)."""
     here = gateware_sources_digest()
     if here != sources:
         raise RuntimeError(f"this worker's gateware/tools (digest {here}) differ from the sweep's ({sources}); "
                            "run the workers from the same checkout and venv")
     with tempfile.TemporaryDirectory(prefix="sweep-point-") as scratch:
         out = Path(scratch) / f"{board}-p{lanes}"
-        point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, quick=quick)
+        point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, quick=quick,
+                       build_cache=Path(build_cache) if build_cache else None)
         files = {f.name: f.read_bytes() for f in sorted(out.glob("*")) if f.is_file()} if out.is_dir() else {}
     return {"point": point, "files": files}
 
 
-def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool) -> dict:
+def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool,
+           build_cache: Path | None) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
-    from sparsegate.sw.flow.build import build_board
+    from sparsegate.sw.flow.build import DEFAULT_CACHE, build_board
 
     point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed"}
     try:
-        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick)
+        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
+                             cache=build_cache or DEFAULT_CACHE)
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
                      over={k: [u.used, u.available] for k, u in err.overused.items()})
@@ -105,11 +110,13 @@ def _failed_point(board: str, dev: str, lanes: int, quick: bool, reason: str) ->
 
 
 def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, clock_mhz: float = 100.0,
-                    image=None, log=print, jobs: RunnerOptions | None = None) -> BenchResult:
+                    image=None, log=print, jobs: RunnerOptions | None = None,
+                    build_cache: Path | None = None) -> BenchResult:
     """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
     a local cluster); write ``sweep.md`` and ``sweep.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
-    ``quick``: placement only (Fmax = post-placement estimate)."""
+    ``quick``: placement only (Fmax = post-placement estimate). ``build_cache``: the workers' bitstream cache
+    (default ``build/bitstreams`` in each worker's working folder)."""
     from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
@@ -126,7 +133,8 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
     sources = gateware_sources_digest()
     grid = [(f"ulx3s-{dev}", dev, p) for dev in devices for p in lanes_list]
     todo = [Job(f"{board}-p{p}", sweep_point, (board, dev, p),
-                {"image": image, "clock_mhz": clock_mhz, "quick": quick, "sources": sources})
+                {"image": image, "clock_mhz": clock_mhz, "quick": quick, "sources": sources,
+                 "build_cache": str(build_cache) if build_cache else None})
             for board, dev, p in grid]
     data = {"quick": quick, "clock_mhz": clock_mhz, "sweep_s": 0.0, "points": [], "plot": None}
     settled: dict[int, dict] = {}

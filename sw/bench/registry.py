@@ -72,6 +72,11 @@ def _rnn():
     return run_rnn_benchmark
 
 
+def _sweep_scaling():
+    from sparsegate.sw.bench.sweep_scaling import run_sweep_scaling
+    return run_sweep_scaling
+
+
 def _builds():
     from sparsegate.sw.bench.builds import run_build_sweep
     return run_build_sweep
@@ -84,6 +89,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("engine", "sparse engine cycles, energy estimate and simulator speeds", _engine),
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),
     Benchmark("rnn", "gated-RNN sparsification and low-rank factorization", _rnn),
+    Benchmark("builds-scaling", "the quick build sweep on 1 vs all local Dask workers", _sweep_scaling),
     Benchmark("builds", "ECP5 build sweep, lanes x ULX3S device", _builds, long=True),  # last: hours of P&R
 )}
 
