@@ -108,3 +108,9 @@ def test_linked_plots_are_copied_beside_the_markdown(tmp_path, monkeypatch):
     assert "Figures: [`docs/results/sweep.json`](docs/results/sweep.json)." in text
     assert plots_folder(tmp_path / "runs" / "BENCHMARKS.md") == tmp_path / "runs" / "plots"
     assert results_folder(tmp_path / "runs" / "BENCHMARKS.md") == tmp_path / "runs" / "results"
+
+
+def test_a_bad_scheduler_address_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["bench", "--only", "builds", "--scheduler", "localhost:8786", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sparsegate bench: error: --scheduler must be an address like tcp://HOST:8786, got 'localhost:8786'"]
