@@ -34,8 +34,9 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
-    """A job's outcome: its value, or ``error`` (the reason it failed, after ``attempts`` tries); the wall time
-    and worker of the run that produced it (for a cached result, of the earlier run that did)."""
+    """A job's outcome: its value, or ``error`` (the reason it failed, after ``attempts`` tries; 0 for a result
+    from the cache); the wall time and worker of the run that produced it (for a cached result, of the earlier
+    run that did; no worker when the worker died under it)."""
 
     key: str
     value: object = None
@@ -108,17 +109,14 @@ class _Outcome:
     value: object
     error: str | None
     wall_s: float
-    worker: str | None
+    worker: str
 
 
 def _run_on_worker(fn, args, kwargs) -> _Outcome:
     """The task Dask runs: the job, timed, its exception turned into a reason (so the runner decides on retries)."""
     from distributed import get_worker
 
-    try:
-        worker = get_worker().address
-    except ValueError:
-        worker = None
+    worker = get_worker().address
     start = time.perf_counter()
     try:
         value = fn(*args, **kwargs)
