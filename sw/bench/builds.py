@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -142,8 +143,13 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
     def arrived(i: int, job: JobResult) -> None:
         board, dev, p = grid[i]
         if job.ok:
-            point = job.value["point"]
-            for name, blob in job.value["files"].items():
+            point, files = job.value["point"], dict(job.value["files"])
+            if "report.json" in files:      # it names the bitstream where the worker built it: name it here
+                report = json.loads(files["report.json"])
+                if report.get("bitstream"):
+                    report["bitstream"] = str(out_dir / f"{board}-p{p}" / "top.bit")
+                files["report.json"] = (json.dumps(report, indent=2) + "\n").encode()
+            for name, blob in files.items():
                 write_bytes(out_dir / f"{board}-p{p}" / name, blob)
         else:
             point = _failed_point(board, dev, p, quick, job.error)
