@@ -36,7 +36,11 @@ def local_cores() -> int:
 
 
 def _dashboard(client) -> str | None:
+    """The dashboard link, if the scheduler serves the dashboard (it needs bokeh there; without it the same
+    address only shows a page asking for bokeh)."""
     if "dashboard" not in client.scheduler_info(n_workers=0).get("services", {}):
+        return None
+    if client.get_versions(packages=["bokeh"])["scheduler"]["packages"].get("bokeh") is None:
         return None
     return client.dashboard_link
 
