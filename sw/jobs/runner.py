@@ -195,11 +195,15 @@ def run_jobs(jobs: list[Job], options: RunnerOptions | None = None, *,
         done = failed = 0
         for future in pending:
             i = futures.pop(future)
-            if future.status == "finished":
-                outcome = future.result()
-                error = outcome.error
+            outcome = None
+            if future.status != "finished":
+                error = _lost(future.exception())
             else:
-                outcome, error = None, _lost(future.exception())
+                try:
+                    outcome = future.result()
+                    error = outcome.error
+                except Exception as err:     # noqa: BLE001 - e.g. a value this process cannot unpickle
+                    error = f"its result could not be fetched: {type(err).__name__}: {err}"
             future.release()
             if error is not None and attempts[i] <= options.retries:
                 if say:
