@@ -2,14 +2,18 @@
 """A slice of the design-space sweep (sw/bench/builds.py); the whole grid is `sparsegate bench --only builds`.
 
     .venv/bin/python scripts/bench_builds.py [--quick] [--lanes 1,4] [--devices 25f] [--out runs/bench/builds]
+        [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
 
 --quick places without routing (Fmax = nextpnr's post-placement estimate); the default routes every point.
-Writes sweep.md, sweep.json (the same figures) and sweep.png in --out.
+Writes sweep.md, sweep.json (the same figures) and sweep.png in --out. The points run as jobs on a local Dask
+cluster (--workers, default one per core) or an existing one (--scheduler); finished points are cached in
+--cache (default OUT/job-cache), so a re-run or an interrupted sweep only builds what is missing.
 """
 import argparse
 from pathlib import Path
 
 from sparsegate.sw.bench.builds import DEVICES, LANES, run_build_sweep
+from sparsegate.sw.jobs import RunnerOptions
 
 
 def main(argv=None) -> int:
@@ -19,11 +23,17 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
     parser.add_argument("--clock-mhz", type=float, default=100.0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/builds"))
+    parser.add_argument("--scheduler", help="an existing Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
+    parser.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per core)")
+    parser.add_argument("--cache", type=Path, help="folder of finished points (default OUT/job-cache)")
     args = parser.parse_args(argv)
     try:
         lanes = [int(x) for x in args.lanes.split(",")] if args.lanes else None
         devices = args.devices.split(",") if args.devices else None
-        print(run_build_sweep(args.out, args.quick, lanes=lanes, devices=devices, clock_mhz=args.clock_mhz).markdown)
+        jobs = RunnerOptions(scheduler=args.scheduler, workers=args.workers, cache=args.cache or args.out / "job-cache",
+                             progress=True, log=print)
+        print(run_build_sweep(args.out, args.quick, lanes=lanes, devices=devices, clock_mhz=args.clock_mhz,
+                              jobs=jobs).markdown)
     except ValueError as err:
         parser.error(str(err))
     return 0

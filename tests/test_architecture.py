@@ -45,6 +45,8 @@ def test_the_code_keeps_every_import_contract(package_copy):
     ("sw/prune/_probe.py", "from sparsegate.hw.engine import engine\n", "Models, pruning and SNN"),
     ("sw/flow/_probe.py", "from sparsegate.sw.cli import main\n", "Floors"),
     ("sw/host/_probe.py", "from sparsegate.sim import cocotb_runner\n", "The host driver talks"),
+    ("sw/jobs/_probe.py", "from sparsegate.sw.ir import golden\n", "Floors"),
+    ("sw/jobs/_probe.py", "import torch\n", "The integer floor"),
 ])
 def test_a_deliberate_violation_breaks_its_contract(package_copy, module, line, contract):
     probe = package_copy / "sparsegate" / module

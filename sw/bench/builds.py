@@ -13,28 +13,71 @@ reported with nextpnr's numbers. Two modes:
   labelled as such in every output.
 
 ``lanes`` / ``devices`` pick a slice of the grid.
+
+The points are jobs of :mod:`sparsegate.sw.jobs` (a local Dask cluster by default, or the one ``jobs`` names):
+each one builds in a scratch folder of its worker and sends back its figures and files (``report.json``,
+``report.md``, ``top.bit``), which land in ``OUT/ulx3s-DEV-pP`` here; the table and JSON are the same rows in
+the same order whatever ran where, and the JSON adds each job's wall time, worker, attempts and whether it
+came from the runner's cache. A worker whose gateware sources differ from this checkout's refuses the point.
 """
 from __future__ import annotations
 
-import time
+import dataclasses
+import hashlib
+import json
+import tempfile
 from pathlib import Path
 
 from sparsegate.sw.bench.results import BenchResult, write_results
+from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
+from sparsegate.sw.util.atomic_io import write_bytes
 
-__all__ = ["run_build_sweep", "LANES", "DEVICES"]
+__all__ = ["run_build_sweep", "sweep_point", "gateware_sources_digest", "LANES", "DEVICES"]
 
 LANES = (1, 4, 8, 16, 32, 64)
 DEVICES = ("25f", "45f", "85f")
 
 
-def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool, log) -> dict:
+def gateware_sources_digest() -> str:
+    """A digest of this installation's gateware sources and tool versions: the part of a point's inputs that is
+    code, so the runner's cache and a remote worker's checkout are tied to the gateware that was built."""
+    import sparsegate.hw
+    from sparsegate.sw.flow.build import toolchain_versions
+
+    h = hashlib.sha256(repr(sorted(toolchain_versions().items())).encode())
+    for root in sparsegate.hw.__path__:
+        for source in sorted(Path(root).rglob("*.py")):
+            h.update(source.relative_to(root).as_posix().encode() + b"|" + source.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, quick: bool, sources: str,
+                build_cache: str | None = None) -> dict:
+    """One sweep point as a pure job: build in a scratch folder, return ``{"point": figures, "files": {name:
+    bytes}}``. ``sources`` is :func:`gateware_sources_digest` where the sweep was started; a worker with other
+    gateware raises rather than report numbers of a different design. ``build_cache``: the bitstream cache
+    folder on the worker (default ``build/bitstreams`` under its working folder)."""
+    here = gateware_sources_digest()
+    if here != sources:
+        raise RuntimeError(f"this worker's gateware/tools (digest {here}) differ from the sweep's ({sources}); "
+                           "run the workers from the same checkout and venv")
+    with tempfile.TemporaryDirectory(prefix="sweep-point-") as scratch:
+        out = Path(scratch) / f"{board}-p{lanes}"
+        point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, quick=quick,
+                       build_cache=Path(build_cache) if build_cache else None)
+        files = {f.name: f.read_bytes() for f in sorted(out.glob("*")) if f.is_file()} if out.is_dir() else {}
+    return {"point": point, "files": files}
+
+
+def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool,
+           build_cache: Path | None) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
-    from sparsegate.sw.flow.build import build_board
+    from sparsegate.sw.flow.build import DEFAULT_CACHE, build_board
 
     point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed"}
     try:
         result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
-                             log=lambda s: log("    " + s))
+                             cache=build_cache or DEFAULT_CACHE)
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
                      over={k: [u.used, u.available] for k, u in err.overused.items()})
@@ -62,11 +105,19 @@ def _row(p: dict) -> str:
     return f"| {p['device']} | {p['lanes']} | {p['status']}{': needs ' + over if over else ''} | | | | | | |"
 
 
+def _failed_point(board: str, dev: str, lanes: int, quick: bool, reason: str) -> dict:
+    return {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed",
+            "status": "failed", "detail": reason}
+
+
 def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, clock_mhz: float = 100.0,
-                    image=None, log=print) -> BenchResult:
-    """Build every (device, lanes) point; write ``sweep.md`` and ``sweep.json`` with its figures (both
-    rewritten after every point, so an interrupted sweep keeps what it built) and ``sweep.png`` under
-    ``out_dir``. ``quick``: placement only (Fmax = post-placement estimate)."""
+                    image=None, log=print, jobs: RunnerOptions | None = None,
+                    build_cache: Path | None = None) -> BenchResult:
+    """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
+    a local cluster); write ``sweep.md`` and ``sweep.json`` with its figures (both rewritten as each point
+    arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
+    ``quick``: placement only (Fmax = post-placement estimate). ``build_cache``: the workers' bitstream cache
+    (default ``build/bitstreams`` in each worker's working folder)."""
     from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
@@ -80,16 +131,40 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
     image = image or default_image()
+    sources = gateware_sources_digest()
+    grid = [(f"ulx3s-{dev}", dev, p) for dev in devices for p in lanes_list]
+    todo = [Job(f"{board}-p{p}", sweep_point, (board, dev, p),
+                {"image": image, "clock_mhz": clock_mhz, "quick": quick, "sources": sources,
+                 "build_cache": str(build_cache) if build_cache else None})
+            for board, dev, p in grid]
     data = {"quick": quick, "clock_mhz": clock_mhz, "sweep_s": 0.0, "points": [], "plot": None}
-    t0 = time.monotonic()
-    for dev in devices:
-        for p in lanes_list:
-            board = f"ulx3s-{dev}"
-            log(f"[sweep] {board} P={p} ({'placement only' if quick else 'place and route'})")
-            data["points"].append(_point(board, dev, p, out_dir / f"{board}-p{p}", image=image,
-                                         clock_mhz=clock_mhz, quick=quick, log=log))
-            data["sweep_s"] = time.monotonic() - t0
-            write_results("sweep", _markdown(data), data, out_dir)
+    settled: dict[int, dict] = {}
+
+    def arrived(i: int, job: JobResult) -> None:
+        board, dev, p = grid[i]
+        if job.ok:
+            point, files = job.value["point"], dict(job.value["files"])
+            if "report.json" in files:      # it names the bitstream where the worker built it: name it here
+                report = json.loads(files["report.json"])
+                if report.get("bitstream"):
+                    report["bitstream"] = str(out_dir / f"{board}-p{p}" / "top.bit")
+                files["report.json"] = (json.dumps(report, indent=2) + "\n").encode()
+            for name, blob in files.items():
+                write_bytes(out_dir / f"{board}-p{p}" / name, blob)
+        else:
+            point = _failed_point(board, dev, p, quick, job.error)
+        settled[i] = {**point, "job": {"wall_s": round(job.wall_s, 1), "worker": job.worker,
+                                       "attempts": job.attempts, "cached": job.cached}}
+        log(f"[sweep] {board} P={p}: {point['status']}" + ("" if job.ok else f" ({job.error})"))
+        data["points"] = [settled[k] for k in sorted(settled)]
+        write_results("sweep", _markdown(data), data, out_dir)
+
+    log(f"[sweep] {len(grid)} points ({'placement only' if quick else 'place and route'})")
+    options = jobs or RunnerOptions()
+    options = dataclasses.replace(options, log=options.log or log)
+    sweep = run_jobs(todo, options, on_result=arrived)
+    data["sweep_s"] = sweep.wall_s
+    data["runner"] = {"scheduler": sweep.scheduler, "dashboard": sweep.dashboard}
     plot = _plot(data["points"], out_dir / "sweep.png", quick)
     data["plot"] = plot.name if plot else None
     return write_results("sweep", _markdown(data), data, out_dir)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from sparsegate.sw.bench.results import BenchResult
+from sparsegate.sw.jobs import RunnerOptions
 
 __all__ = ["BENCHMARKS", "Benchmark", "UnknownBenchmarkError", "benchmark"]
 
@@ -39,8 +40,11 @@ class Benchmark:
         inspect.signature(function).bind(Path("out"), quick=True, **self.kwargs)
         return function
 
-    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
-        return self.function()(Path(out_dir), quick=quick, **self.kwargs)
+    def run(self, out_dir: Path, quick: bool = False, jobs: RunnerOptions | None = None) -> BenchResult:
+        """Run it; a benchmark whose function takes ``jobs`` gets the runner options its jobs go through."""
+        function = self.function()
+        extra = {"jobs": jobs} if "jobs" in inspect.signature(function).parameters else {}
+        return function(Path(out_dir), quick=quick, **self.kwargs, **extra)
 
 
 def _prune():
@@ -68,6 +72,11 @@ def _rnn():
     return run_rnn_benchmark
 
 
+def _sweep_scaling():
+    from sparsegate.sw.bench.sweep_scaling import run_sweep_scaling
+    return run_sweep_scaling
+
+
 def _builds():
     from sparsegate.sw.bench.builds import run_build_sweep
     return run_build_sweep
@@ -80,6 +89,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("engine", "sparse engine cycles, energy estimate and simulator speeds", _engine),
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),
     Benchmark("rnn", "gated-RNN sparsification and low-rank factorization", _rnn),
+    Benchmark("builds-scaling", "the quick build sweep on 1 vs all local Dask workers", _sweep_scaling),
     Benchmark("builds", "ECP5 build sweep, lanes x ULX3S device", _builds, long=True),  # last: hours of P&R
 )}
 

@@ -13,6 +13,7 @@ from typing import Callable
 from sparsegate.sw.bench import registry
 from sparsegate.sw.bench.report import assemble, read_sections, section
 from sparsegate.sw.bench.results import BenchResult
+from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.util.atomic_io import write_text
 
 __all__ = ["BenchRun", "machine_description", "run_benchmarks"]
@@ -38,10 +39,11 @@ def _quiet(_: str) -> None:
 
 
 def run_benchmarks(names: list[str], out: Path, markdown: Path, quick: bool = False,
-                   log: Callable[[str], None] = _quiet) -> BenchRun:
+                   log: Callable[[str], None] = _quiet, jobs: RunnerOptions | None = None) -> BenchRun:
     """Run the named benchmarks in order, each in ``out/NAME``, rewriting ``markdown`` after each one (keeping
     the sections of benchmarks not run now). Every benchmark's wiring is checked first, so a stale one fails
-    before hours of work."""
+    before hours of work. ``jobs``: the runner options (cluster, cache, workers) for the benchmarks made of
+    independent jobs (those whose function takes ``jobs``)."""
     benchmarks = [registry.benchmark(name) for name in names]
     for bench in benchmarks:
         bench.function()
@@ -52,7 +54,7 @@ def run_benchmarks(names: list[str], out: Path, markdown: Path, quick: bool = Fa
         started = datetime.datetime.now(datetime.timezone.utc)
         log(f"[bench {bench.name}] running ...")
         clock = time.perf_counter()
-        results[bench.name] = result = bench.run(out / bench.name, quick=quick)
+        results[bench.name] = result = bench.run(out / bench.name, quick=quick, jobs=jobs)
         elapsed = time.perf_counter() - clock
         log(f"[bench {bench.name}] done in {elapsed:.0f} s")
         command = f"sparsegate bench --only {bench.name}" + (" --quick" if quick else "")

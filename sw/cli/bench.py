@@ -3,7 +3,8 @@ into ``BENCHMARKS.md`` (:mod:`sparsegate.sw.bench.report`), each with the JSON o
 
 ``--only`` runs some benchmarks and replaces just their tables; ``--quick`` is the smoke run (smaller
 budgets; the build sweep places only) and writes beside its outputs, not over the real tables; ``--list``
-prints what would run.
+prints what would run. ``--scheduler`` / ``--workers`` / ``--cache`` say where the jobs of the benchmarks
+made of independent jobs run (:mod:`sparsegate.sw.jobs`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from sparsegate.sw.bench import registry
 from sparsegate.sw.bench.runner import run_benchmarks
+from sparsegate.sw.jobs import RunnerOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", type=Path, default=None,
                         help="where to write the tables (default BENCHMARKS.md; with --quick, OUT/BENCHMARKS.md)")
     parser.add_argument("--list", action="store_true", help="print the benchmarks and the functions behind them")
+    jobs = parser.add_argument_group("sweeps on Dask (the build sweep's points run as jobs)")
+    jobs.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                      help="an existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    jobs.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per core)")
+    jobs.add_argument("--cache", type=Path, default=None,
+                      help="folder of finished job results, reused by a re-run (default OUT/job-cache)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<16} {function.__module__}.{function.__qualname__}({arguments})")
         return 0
     markdown = args.markdown or (args.out / "BENCHMARKS.md" if args.quick else Path("BENCHMARKS.md"))
-    run_benchmarks(names, args.out, markdown, quick=args.quick, log=print)
+    options = RunnerOptions(scheduler=args.scheduler, cache=args.cache or args.out / "job-cache", progress=True,
+                            workers=args.workers, log=print)
+    run_benchmarks(names, args.out, markdown, quick=args.quick, log=print, jobs=options)
     print(f"wrote {markdown}")
     return 0

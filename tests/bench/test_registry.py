@@ -75,3 +75,15 @@ def test_snn_and_sweep_reports_read_the_same_from_their_json():
         assert render(json.loads(json.dumps(data))) == render(data)
     assert "| pruned 400 | 400 of 800 | 310 KiB | 2.00x |" in snn._markdown(snn_data)
     assert "| 25F | 1 | 1,000 | 500 | 1 | 10 | 51.0 | no | 12 |" in builds._markdown(sweep)
+
+
+def test_scaling_report_reads_the_same_from_its_json():
+    from sparsegate.sw.bench import sweep_scaling
+
+    data = {"cores": 2, "lanes": [1, 4], "devices": ["25F"], "speedup": 1.6, "same_figures": False, "runs": [
+        {"workers": 1, "sweep_s": 200.0, "job_s": 190.0, "load": [1.0, 2.0], "points": [{}, {}]},
+        {"workers": 2, "sweep_s": 125.0, "job_s": 230.0, "load": [2.0, 2.5], "points": [{}, {}]}]}
+    md = sweep_scaling._markdown(data)
+    assert sweep_scaling._markdown(json.loads(json.dumps(data))) == md
+    assert "| 2 | 2 | 125 | 230 | 1.60x | 2.0 → 2.5 |" in md and "Speedup **1.60x**" in md
+    assert "gave **different** figures" in md

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,29 @@ def test_linked_plots_are_copied_beside_the_markdown(tmp_path, monkeypatch):
     assert "Figures: [`docs/results/sweep.json`](docs/results/sweep.json)." in text
     assert plots_folder(tmp_path / "runs" / "BENCHMARKS.md") == tmp_path / "runs" / "plots"
     assert results_folder(tmp_path / "runs" / "BENCHMARKS.md") == tmp_path / "runs" / "results"
+
+
+def test_a_bad_scheduler_address_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["bench", "--only", "builds", "--scheduler", "localhost:8786", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sparsegate bench: error: --scheduler must be an address like tcp://HOST:8786, got 'localhost:8786'"]
+
+
+def test_the_runner_options_reach_the_benchmarks_made_of_jobs(tmp_path, monkeypatch):
+    """--scheduler/--workers/--cache become one RunnerOptions, handed to each benchmark that takes ``jobs``."""
+    seen = {}
+
+    def with_jobs(out_dir, quick=False, jobs=None):
+        seen["jobs"] = jobs
+        return _table(out_dir, 1)
+
+    _install(monkeypatch, with_jobs, swept={})
+    monkeypatch.setitem(registry.BENCHMARKS, "plain", Benchmark("plain", "no jobs", lambda: lambda out_dir, quick=False:
+                                                               _table(out_dir, 2), {}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--out", "o", "--scheduler", "tcp://10.0.0.1:8786", "--workers", "3"]) == 0
+    jobs = seen["jobs"]
+    assert (jobs.scheduler, jobs.workers, jobs.cache, jobs.progress) == ("tcp://10.0.0.1:8786", 3, Path("o/job-cache"),
+                                                                          True)
+    assert main(["bench", "--quick", "--out", "o", "--only", "swept", "--cache", "elsewhere"]) == 0
+    assert seen["jobs"].cache == Path("elsewhere") and seen["jobs"].scheduler is None

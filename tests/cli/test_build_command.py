@@ -115,8 +115,11 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
             "synth_opts": "-dff" if lanes == 4 else ""}})
 
     monkeypatch.setattr(fb, "build_board", fake_build)
+    from sparsegate.sw.jobs import RunnerOptions
+
+    # One worker thread in this process: the stand-in is what the runner's job calls, in grid order.
     md = run_build_sweep(tmp_path, quick=True, lanes=(1, 4, 16), devices=("25f",), image=b"x",
-                         log=lambda s: None).markdown
+                         log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False)).markdown
     assert calls == [("ulx3s-25f", 1, True), ("ulx3s-25f", 4, True), ("ulx3s-25f", 16, True)]
     assert "Fmax (MHz, placement estimate)" in md and "placed only" in md
     assert "| 25F | 4 | 4,000 | 2,000 | 4 | 40 | 54.0 | no | 12 |" in md
@@ -124,6 +127,7 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
     points = json.loads((tmp_path / "sweep.json").read_text())["points"]
     assert [p["status"] for p in points] == ["ok", "ok", "does not fit"]
+    assert all(p["job"]["attempts"] == 1 and not p["job"]["cached"] and p["job"]["worker"] for p in points)
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="lanes must be among"):
         run_build_sweep(tmp_path, lanes=(3,), image=b"x")
