@@ -232,8 +232,10 @@ class SparseEngine(wiring.Component):
                         word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr[:aw])
                         sig = c["signature"]
                         m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
+        # the layer marked `last` in its descriptor, not the geometry's final slot: a device built for more
+        # layers than the loaded image holds keeps the previous image's descriptors beyond it
         last = Signal()
-        m.d.comb += last.eq(seq.layer == n_layers - 1)
+        m.d.comb += last.eq(seq.cfg.last)
         # the index within the half only: bit `aw` is the ping-pong half, which an odd layer count sets
         # (a map smaller than the result registers has fewer than 4 index bits)
         index = seen.addr[:min(aw, ceil_log2(g.n_results))]

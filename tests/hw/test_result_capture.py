@@ -74,3 +74,28 @@ def test_host_reads_tiny_results_over_the_link(n_layers):
         assert np.any(golden)
     finally:
         driver.close()
+
+
+def test_a_shorter_network_loaded_later_reads_its_own_results():
+    """A device built for a 3-layer network, then loaded with a 2-layer and a 1-layer one: results are
+    captured from the layer the descriptor marks ``last``, not the geometry's final layer slot (which still
+    holds the earlier image's descriptor), so the host reads the new network's outputs, not stale ones."""
+    from sparsegate.hw.platform.cores import ENGINE
+    from sparsegate.sw.flow.run import sim_driver
+    from sparsegate.sw.ir.golden import run_network
+
+    rng = np.random.default_rng(11)
+    built_for = random_network(rng, INPUT, SPECS[3])
+    x = random_inputs(rng, INPUT, 2)
+    driver = sim_driver(ENGINE, built_for, lanes=2, simulator="amaranth")
+    try:
+        driver.qnet = built_for                     # the power-up contents
+        driver.classify(x)                          # results of the 3-layer network left in the registers
+        for n_layers in (2, 1):
+            qnet = random_network(rng, INPUT, SPECS[n_layers])
+            driver.load_image(qnet)
+            outs, _ = driver.classify(x)
+            golden = run_network(x, qnet.layers)[-1].reshape(len(x), -1)
+            np.testing.assert_array_equal(outs, golden, err_msg=f"{n_layers}-layer network")
+    finally:
+        driver.close()
