@@ -15,7 +15,6 @@
 //    (SROA one more register later when CAS_MATCH_REG is "TRUE").
 //  * MULT_BYPASS "ENABLED": P is 0 (the operands go to the ALU only).
 // Not modelled: HIGHSPEED_CLK (the half-rate B/C interleave), refused when the simulation starts.
-`timescale 1ns / 1ps
 module MULT18X18D(
   input A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0, B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0, C17, C16, C15, C14, C13, C12, C11, C10, C9, C8, C7, C6, C5, C4, C3, C2, C1, C0,
   input SIGNEDA, SIGNEDB, SOURCEA, SOURCEB, CLK3, CLK2, CLK1, CLK0, CE3, CE2, CE1, CE0, RST3, RST2, RST1, RST0,
