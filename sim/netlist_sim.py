@@ -92,9 +92,11 @@ def _ports(netlist_text: str, module: str) -> set[str]:
     return {p.strip() for p in match.group(1).split(",")}
 
 
-def netlist_executable(netlist: Path, pins: BoardPins, build_dir: Path, *, module: str = "top", log=None) -> Path:
+def netlist_executable(netlist: Path, pins: BoardPins, build_dir: Path, *, module: str = "top", optimize: bool = True,
+                       log=None) -> Path:
     """A Verilator executable of the gate-level ``netlist`` (top ``module``) with :data:`PIN_HARNESS`: the board
-    clock pin is the simulation clock, the UART pins are ``rx``/``tx``. Cached in ``build_dir`` by digest."""
+    clock pin is the simulation clock, the UART pins are ``rx``/``tx``. Cached in ``build_dir`` by digest.
+    ``optimize=False`` builds about twice as fast and runs slower (for short checks)."""
     netlist = Path(netlist)
     ports = _ports(netlist.read_text(), module)
     missing = [p for p in (pins.clk, pins.rx, pins.tx) if p not in ports]
@@ -104,8 +106,9 @@ def netlist_executable(netlist: Path, pins: BoardPins, build_dir: Path, *, modul
                f"  {module} dut(.{pins.clk}(clk), .{pins.rx}(rx), .{pins.tx}(tx));\n"
                f"endmodule\n")
     sources = cell_sources(Path(build_dir) / "cells")
-    return build_executable(wrapper, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir,
-                            build_args=NETLIST_ARGS, sources=[netlist, *sources], cflags="-O1", log=log)
+    args = NETLIST_ARGS if optimize else tuple("-O1" if a == "-O3" else a for a in NETLIST_ARGS)
+    return build_executable(wrapper, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir, build_args=args,
+                            sources=[netlist, *sources], cflags="-O1" if optimize else "-O0", log=log)
 
 
 def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, log=None) -> Path:
@@ -122,9 +125,10 @@ def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_
     return build_executable(text, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir, cflags="-O1", log=log)
 
 
-def netlist_transport(netlist: Path, pins: BoardPins, divisor: int, build_dir: Path, *, log=None) -> PinTransport:
+def netlist_transport(netlist: Path, pins: BoardPins, divisor: int, build_dir: Path, *, optimize: bool = True,
+                      log=None) -> PinTransport:
     """A :class:`~sparsegate.sim.transports.PinTransport` into the gate-level netlist."""
-    return PinTransport(netlist_executable(netlist, pins, build_dir, log=log), divisor)
+    return PinTransport(netlist_executable(netlist, pins, build_dir, optimize=optimize, log=log), divisor)
 
 
 def rtl_transport(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, log=None) -> PinTransport:
