@@ -68,6 +68,11 @@ def _rnn():
     return run_rnn_benchmark
 
 
+def _netlist():
+    from sparsegate.sw.bench.netlist import run_netlist_benchmark
+    return run_netlist_benchmark
+
+
 def _builds():
     from sparsegate.sw.bench.builds import run_build_sweep
     return run_build_sweep
@@ -80,6 +85,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("engine", "sparse engine cycles, energy estimate and simulator speeds", _engine),
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),
     Benchmark("rnn", "gated-RNN sparsification and low-rank factorization", _rnn),
+    Benchmark("netlist", "netlist simulation of the smallest board top vs its RTL", _netlist),
     Benchmark("builds", "ECP5 build sweep, lanes x ULX3S device", _builds, long=True),  # last: hours of P&R
 )}
 

@@ -255,6 +255,8 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
             core = core_named(core)
         except KeyError as err:
             raise BuildError(err.args[0]) from None
+    if netlist_sim and core is not ENGINE:
+        raise BuildError("--netlist-sim covers the sparse engine's board top (not yet the LIF core)")
     out = Path(out)
     t0 = time.monotonic()
     platform = make_platform(board, uart_pins=uart_pins)
@@ -282,8 +284,6 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
 
     cached = (cache / (digest + ("-placed" if place_only else ""))) if cache is not None else None
     have = cached is not None and (cached / "report.json").is_file() and (place_only or (cached / "top.bit").is_file())
-    if netlist_sim and core is not ENGINE:
-        raise BuildError("--netlist-sim covers the sparse engine's board top (not yet the LIF core)")
     top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
     netlist = None
     if have and not force:
