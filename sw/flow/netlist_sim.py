@@ -132,7 +132,8 @@ def netlist_check(netlist: Path, platform, program, image: bytes, samples: int, 
     t0 = time.perf_counter()
     log(f"netlist simulation: compiling {netlist.name} and the RTL of the same top with Verilator ...")
     net_exe = netlist_executable(netlist, BoardPins.of(platform), build_dir, optimize=optimize, log=log)
-    rtl_exe = rtl_executable(program, divisor=divisor, timeout=timeout, build_dir=build_dir, clk_hz=clk_hz, log=log)
+    rtl_exe = rtl_executable(program, divisor=divisor, timeout=timeout, build_dir=build_dir, clk_hz=clk_hz,
+                             optimize=optimize, log=log)
     compile_s = time.perf_counter() - t0
     x, _ = test_digits(qnet, samples)
     golden = run_network(x, qnet.layers)[-1]
