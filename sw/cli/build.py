@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--place-only", action="store_true",
                         help="stop after placement: resources and a post-placement Fmax estimate, no bitstream")
     parser.add_argument("--netlist-sim", type=int, default=0, metavar="N",
-                        help="simulate the synthesized netlist through the UART pins on N digits (engine; default 0)")
+                        help="simulate the synthesized netlist through the UART pins on N digits (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -207,7 +207,8 @@ def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_wo
 
 def _netlist_check(top, program, image, platform, clk_hz: float, baud: int, netlist: Path | None, out: Path,
                    samples: int, log):
-    """The netlist simulation of a build: the netlist it wrote, or (a cache hit) a synthesis of the same top."""
+    """The netlist simulation of a build: the netlist it wrote, or (a cache hit) a synthesis of the same top;
+    the network loaded over the link is the one the top was built with."""
     from sparsegate.hw.link.uart import divisor_for
     from sparsegate.hw.platform.ecp5_build import synthesize
     from sparsegate.sw.flow.netlist_sim import netlist_check
@@ -216,7 +217,9 @@ def _netlist_check(top, program, image, platform, clk_hz: float, baud: int, netl
     if netlist is None:
         log("netlist simulation: synthesizing the top once more for its netlist (the bitstream came from the cache)")
         netlist = synthesize(top, build_dir=out / "netlist", platform=platform).netlist
-    if image is None:
+    if core_for(program) is LIF:
+        image = program.snn
+    elif image is None:
         image = default_image()
     elif isinstance(image, QuantizedNetwork):
         image = encode_image(image)
@@ -238,7 +241,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
 
     ``place_only``: stop after placement (no ``.bit``; Fmax is nextpnr's placement estimate, cached apart).
     ``seed``: nextpnr's placer seed (Fmax varies by a few percent between seeds).
-    ``netlist_sim``: simulate the synthesized netlist on that many digits (engine only; see the module).
+    ``netlist_sim``: simulate the synthesized netlist on that many digits (see the module).
     ``core``: a registry :class:`~sparsegate.hw.platform.cores.Core` or its name; for the LIF core ``image`` is
     an :class:`~sparsegate.sw.ir.snn_golden.IntSNN` or the path of one exported with ``sparsegate snn export``
     (``units``/``per_word`` size it; ``lanes`` is ignored); for the engine, a weight image (path, bytes or
@@ -255,8 +258,6 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
             core = core_named(core)
         except KeyError as err:
             raise BuildError(err.args[0]) from None
-    if netlist_sim and core is not ENGINE:
-        raise BuildError("--netlist-sim covers the sparse engine's board top (not yet the LIF core)")
     out = Path(out)
     t0 = time.monotonic()
     platform = make_platform(board, uart_pins=uart_pins)

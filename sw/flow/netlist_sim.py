@@ -1,12 +1,13 @@
-"""The synthesized netlist of a board top, simulated through its UART pins: the check ``sparsegate build
---netlist-sim N`` adds to a build.
+"""The synthesized netlist of a board top (the sparse engine's or the LIF core's), simulated through its UART
+pins: the check ``sparsegate build --netlist-sim N`` adds to a build.
 
 :func:`netlist_check` runs the same session twice, on the gate-level netlist
 (:func:`~sparsegate.sim.netlist_sim.netlist_transport`) and on the RTL of the same top
 (:func:`~sparsegate.sim.netlist_sim.rtl_transport`), each through the host driver ``sparsegate run`` uses:
-identify, load the weight image, and for each of the first ``samples`` held-out digits load it, run, read
-the logits and every debug register (per-layer cycles and output signatures). The netlist passes when every
-digit's logits equal the golden model's and every register equals the RTL's; otherwise
+identify, load the network (a weight image; an integer SNN), and for each of the first ``samples`` held-out
+digits load it (int8 pixels; spike trains), run, read the outputs (logits; readout membranes) and every debug
+register (the engine's per-layer cycles and output signatures). The netlist passes when every digit's
+outputs equal the golden model's and every register equals the RTL's; otherwise
 :attr:`NetlistCheck.first_difference` names the first digit and layer (signature) or output that differs.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["NetlistCheck", "NetlistSimError", "netlist_check"]
 
 
 class NetlistSimError(ValueError):
-    """The netlist simulation cannot run: a core it does not cover, or a network that does not take digits."""
+    """The netlist simulation cannot run: a network that does not take MNIST digits."""
 
 
 @dataclass
@@ -70,18 +71,60 @@ class NetlistCheck:
                 "line": self.line()}
 
 
-def _session(transport, qnet, x, n_out: int) -> tuple[list[np.ndarray], list[dict], float]:
-    """Identify, load ``qnet``, classify every digit of ``x``: logits and debug registers per digit, wall time."""
+@dataclass
+class _Workload:
+    """What one core's session does: load the network, put one digit into input slot 0; the digits and the
+    golden model's outputs for them."""
+
+    load: Callable
+    put: Callable
+    inputs: list
+    golden: np.ndarray
+
+
+def _workload(program, network, samples: int) -> _Workload:
+    """The engine's (``network``: a weight image's bytes; int8 logits) or the LIF core's (``network``: the
+    :class:`~sparsegate.sw.ir.snn_golden.IntSNN`; readout membranes) session on the first held-out digits."""
+    from sparsegate.hw.platform.cores import ENGINE, core_for
+
+    if core_for(program) is ENGINE:
+        from sparsegate.sw.flow.lenet import test_digits
+        from sparsegate.sw.ir.golden import run_network
+        from sparsegate.sw.ir.weight_image import decode_image
+
+        qnet = decode_image(network)
+        if tuple(qnet.input_shape) != (1, 28, 28):
+            raise NetlistSimError(f"the netlist simulation classifies MNIST digits; this image takes {qnet.input_shape}")
+        x, _ = test_digits(qnet, samples)
+        return _Workload(lambda d: d.load_image(qnet), lambda d, s: d.load_input(0, s), list(x),
+                         run_network(x, qnet.layers)[-1])
+    from sparsegate.sw.ml.data import mnist_embedded
+    from sparsegate.sw.snn.model import SNNConfig, encode, to_pixels
+
+    snn = network
+    if snn.n_inputs != 784:
+        raise NetlistSimError(f"the netlist simulation classifies MNIST digits; this network takes {snn.n_inputs} inputs")
+    _, test_ds = mnist_embedded(0)
+    config = SNNConfig(n_inputs=snn.n_inputs, n_hidden=snn.n_hidden, n_outputs=snn.n_outputs, steps=snn.steps,
+                       encoding=snn.encoding)
+    spikes = np.asarray(encode(to_pixels(test_ds.tensors[0][:samples]), config), bool)
+    return _Workload(lambda d: d.load_snn(snn), lambda d, s: d.load_spikes(0, s),
+                     [spikes[:, b] for b in range(samples)], snn.run(spikes).readout.v)
+
+
+def _session(transport, work: _Workload) -> tuple[list[np.ndarray], list[dict], float]:
+    """Identify, load the network, classify every digit: outputs and debug registers per digit, wall time."""
     from sparsegate.sw.host.driver import HostDriver
 
     driver = HostDriver(transport, timeout_s=600)
+    n_out = work.golden.shape[1]
     t0 = time.perf_counter()
     try:
         driver.identify()
-        driver.load_image(qnet)
+        work.load(driver)
         outs, regs = [], []
-        for digit in x:
-            driver.load_input(0, digit)
+        for digit in work.inputs:
+            work.put(driver, digit)
             driver.run(0)
             outs.append(driver.read_outputs(n_out))
             regs.append(driver.read_counters())
@@ -108,42 +151,33 @@ def _first_difference(k: int, out, golden, regs: dict, rtl_regs: dict, rtl_out) 
     return None
 
 
-def netlist_check(netlist: Path, platform, program, image: bytes, samples: int, *, divisor: int, timeout: int,
+def netlist_check(netlist: Path, platform, program, network, samples: int, *, divisor: int, timeout: int,
                   build_dir: Path, clk_hz: int = 0, optimize: bool = True,
                   log: Callable[[str], None] = lambda _: None) -> NetlistCheck:
-    """Simulate the gate-level ``netlist`` of a board top (built on ``platform`` from the engine ``program``, its
-    UART at ``divisor`` cycles per bit, link timeout ``timeout`` cycles) through its pins on ``samples`` digits
-    with the weight image ``image`` loaded over the link, and the RTL of the same top alongside. ``optimize``:
+    """Simulate the gate-level ``netlist`` of a board top (built on ``platform`` from ``program``: an engine
+    program or a LIF design; its UART at ``divisor`` cycles per bit, link timeout ``timeout`` cycles) through its
+    pins on ``samples`` digits with ``network`` loaded over the link (the engine: a weight image's bytes; the
+    LIF core: its ``IntSNN``), and the RTL of the same top alongside. ``optimize``:
     see :func:`~sparsegate.sim.netlist_sim.netlist_executable`. A netlist that stops answering is a failed
     check (``first_difference`` says so), not an error."""
-    from sparsegate.hw.platform.cores import ENGINE, core_for
     from sparsegate.sim.netlist_sim import BoardPins, netlist_executable, rtl_executable
     from sparsegate.sim.transports import PinTransport
-    from sparsegate.sw.flow.lenet import test_digits
-    from sparsegate.sw.ir.golden import run_network
     from sparsegate.sw.host.driver import DeviceError, LinkError
-    from sparsegate.sw.ir.weight_image import decode_image
 
-    if core_for(program) is not ENGINE:
-        raise NetlistSimError("the netlist simulation covers the sparse engine's board top (not yet the LIF core)")
-    qnet = decode_image(image)
-    if tuple(qnet.input_shape) != (1, 28, 28):
-        raise NetlistSimError(f"the netlist simulation classifies MNIST digits; this image takes {qnet.input_shape}")
+    work = _workload(program, network, samples)
     t0 = time.perf_counter()
     log(f"netlist simulation: compiling {netlist.name} and the RTL of the same top with Verilator ...")
     net_exe = netlist_executable(netlist, BoardPins.of(platform), build_dir, optimize=optimize, log=log)
     rtl_exe = rtl_executable(program, divisor=divisor, timeout=timeout, build_dir=build_dir, clk_hz=clk_hz,
                              optimize=optimize, log=log)
     compile_s = time.perf_counter() - t0
-    x, _ = test_digits(qnet, samples)
-    golden = run_network(x, qnet.layers)[-1]
-    n_out = golden.shape[1]
+    golden = work.golden
     runs, failure = {}, None
     for name, exe, reset in (("RTL", rtl_exe, 4), ("netlist", net_exe, 0)):
         transport = PinTransport(exe, divisor, reset_cycles=reset)
         log(f"netlist simulation: {samples} digits through the {name}'s UART pins ...")
         try:
-            outs, regs, wall = _session(transport, qnet, x, n_out)
+            outs, regs, wall = _session(transport, work)
         except (LinkError, DeviceError) as err:
             if name == "RTL":
                 raise
