@@ -205,17 +205,19 @@ def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_wo
     return retarget_program(program, capacity_geometry(program, headroom=headroom, n_samples=samples))
 
 
-def _netlist_check(top, program, image, platform, clk_hz: float, baud: int, netlist: Path | None, out: Path,
-                   samples: int, log):
-    """The netlist simulation of a build: the netlist it wrote, or (a cache hit) a synthesis of the same top;
+def _netlist_check(program, image, platform, clock_mhz: float, clk_hz: float, baud: int, netlist: Path | None,
+                   out: Path, samples: int, log):
+    """The netlist simulation of a build: the netlist it (or the cached build) wrote, else a synthesis of the same top;
     the network loaded over the link is the one the top was built with."""
     from sparsegate.hw.link.uart import divisor_for
+    from sparsegate.hw.platform.board_top import DEFAULT_TIMEOUT_S, BoardTop
     from sparsegate.hw.platform.ecp5_build import synthesize
     from sparsegate.sw.flow.netlist_sim import netlist_check
     from sparsegate.sw.ir.weight_image import QuantizedNetwork, encode_image, read_image_bytes
 
     if netlist is None:
         log("netlist simulation: synthesizing the top once more for its netlist (the bitstream came from the cache)")
+        top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
         netlist = synthesize(top, build_dir=out / "netlist", platform=platform).netlist
     if core_for(program) is LIF:
         image = program.snn
@@ -226,7 +228,7 @@ def _netlist_check(top, program, image, platform, clk_hz: float, baud: int, netl
     elif not isinstance(image, (bytes, bytearray)):
         image = read_image_bytes(image)
     return netlist_check(Path(netlist), platform, program, bytes(image), samples, divisor=divisor_for(clk_hz, baud),
-                         timeout=max(16, int(clk_hz * top.timeout_s)), build_dir=out / "netlist-sim",
+                         timeout=max(16, int(clk_hz * DEFAULT_TIMEOUT_S)), build_dir=out / "netlist-sim",
                          clk_hz=int(clk_hz), log=log)
 
 
@@ -285,15 +287,17 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
 
     cached = (cache / (digest + ("-placed" if place_only else ""))) if cache is not None else None
     have = cached is not None and (cached / "report.json").is_file() and (place_only or (cached / "top.bit").is_file())
-    top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
     netlist = None
     if have and not force:
         log(f"[3/4] cache hit: {cached}")
         result = BuildResult.from_dict(json.loads((cached / "report.json").read_text()), cache_hit=True)
+        kept = cached / "build" / "work" / "top.netlist.v"     # written by that build if it had --netlist-sim
+        netlist = kept if kept.is_file() else None
     else:
         flow = "Yosys -> nextpnr-ecp5 (placement only)" if place_only else "Yosys -> nextpnr-ecp5 -> ecppack"
         log(f"[3/4] {flow} (YoWASP) for {device} at {clk_hz / 1e6:.2f} MHz ...")
         work = (cached if cached is not None else out) / "build"
+        top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
         report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
                             nextpnr_opts=("--seed", str(seed)), place_only=place_only, write_netlist=bool(netlist_sim))
         netlist = report.netlist
@@ -318,8 +322,8 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
             shutil.copyfile(src_bit, out / "top.bit")
         result.bitstream = str(out / "top.bit")
     if netlist_sim:
-        result.netlist_sim = _netlist_check(top, program, image, platform, clk_hz, baud, netlist, out, netlist_sim,
-                                            log).to_dict()
+        result.netlist_sim = _netlist_check(program, image, platform, clock_mhz, clk_hz, baud, netlist, out,
+                                            netlist_sim, log).to_dict()
     write_json(out / "report.json", result.to_dict())
     write_text(out / "report.md", format_report(result))
     log(f"[4/4] {result.bitstream or 'placed (no bitstream)'} ({time.monotonic() - t0:.0f} s)")
