@@ -6,6 +6,7 @@ bitstream needs, the Verilator builds, the simulation).
 """
 from __future__ import annotations
 
+import os
 import platform as host_platform
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def run_netlist_benchmark(out_dir, quick: bool = False, log=print) -> BenchResul
             "synthesis_s": round(synth_s, 1),
             "speed_ratio_rtl_over_netlist": round(check.rtl_cycles_per_s / max(1.0, check.netlist_cycles_per_s), 2),
             "added_to_build_s": round(check.elapsed_s, 1), "added_to_cached_build_s": round(check.elapsed_s + synth_s, 1),
-            "machine": f"{host_platform.machine()}, {__import__('os').cpu_count()} CPUs"}
+            "machine": f"{host_platform.machine()}, {os.cpu_count()} CPUs"}
     return write_results("netlist", _markdown(data), data, out_dir)
 
 
