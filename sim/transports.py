@@ -4,7 +4,10 @@ with ``write(data)``, ``read(n, timeout_s)`` and ``close()``; see :class:`~spars
 * :class:`SimTransport` — the linked core (or the UART-level :class:`~sparsegate.hw.platform.board_top.SerialTop`)
   in Amaranth's simulator, stepped on demand: bytes go into the host link's stream (``serial=False``, fast) or
   bit by bit into the UART's ``rx`` line (``serial=True``);
-* :class:`VerilatorTransport` — the linked core compiled by Verilator, a child process on stdin/stdout.
+* :class:`VerilatorTransport` — the linked core compiled by Verilator, a child process on stdin/stdout;
+* :class:`PinTransport` — a whole top level (its gate-level netlist, or its RTL) compiled by Verilator with
+  a main loop that serialises the host's bytes onto the ``rx`` pin and decodes the ``tx`` pin: the real 8N1
+  bit stream (:mod:`sparsegate.sim.netlist_sim` builds the executables).
 
 :func:`sim_transport` builds either for a program through the core registry.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from sparsegate.hw.platform.cores import core_for
 
-__all__ = ["SimTransport", "VerilatorTransport", "sim_transport", "SIMULATORS"]
+__all__ = ["SimTransport", "VerilatorTransport", "PinTransport", "PIN_HARNESS", "sim_transport", "SIMULATORS"]
 
 #: The simulators :func:`sim_transport` can run a board top level in.
 SIMULATORS = ("verilator", "amaranth")
@@ -184,25 +187,19 @@ int main(int argc, char** argv) {
 """
 
 
-class VerilatorTransport:
-    """A linked core (:class:`~sparsegate.hw.platform.board_top.LinkedEngine` or
-    :class:`~sparsegate.hw.lif.design.LinkedLif`) compiled by Verilator into a small executable that maps stdin
-    to the host link's ``rx`` stream and its ``tx`` stream to stdout (~100x the Amaranth simulator's speed).
-    The model process dies with the process that started it (``PR_SET_PDEATHSIG``: the host thread that
-    created the transport; a killed host leaves no simulator spinning).
-    ``build_dir`` caches the executable by a digest of the Verilog; a failed Verilator build raises
-    :class:`~sparsegate.sim.cocotb_runner.SimulationFailed`."""
+class _ProcessTransport:
+    """A simulator executable as a child process: bytes to the device on its stdin, from it on its stdout.
+    The executable gets the host's pid as its first argument and dies with the host (``PR_SET_PDEATHSIG``)."""
 
-    def __init__(self, dut, build_dir, log=None):
+    def __init__(self, exe, *args: str):
         import os
         import subprocess
 
-        from sparsegate.sim.verilator_cpp import build_executable
-
-        exe = build_executable(dut, _HARNESS, toplevel="linked_engine", build_dir=build_dir, cflags="-O1", log=log)
-        self.proc = subprocess.Popen([str(exe), str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.proc = subprocess.Popen([str(exe), str(os.getpid()), *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._buf = bytearray()
+        self.stderr = ""
 
     def write(self, data: bytes) -> None:
         self.proc.stdin.write(data)
@@ -232,5 +229,112 @@ class VerilatorTransport:
             except Exception:       # noqa: BLE001
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stderr:
+            self.stderr = self.proc.stderr.read().decode(errors="replace")
+            self.proc.stderr.close()
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+class VerilatorTransport(_ProcessTransport):
+    """A linked core (:class:`~sparsegate.hw.platform.board_top.LinkedEngine` or
+    :class:`~sparsegate.hw.lif.design.LinkedLif`) compiled by Verilator into a small executable that maps stdin
+    to the host link's ``rx`` stream and its ``tx`` stream to stdout (~100x the Amaranth simulator's speed).
+    The model process dies with the process that started it (``PR_SET_PDEATHSIG``: the host thread that
+    created the transport; a killed host leaves no simulator spinning).
+    ``build_dir`` caches the executable by a digest of the Verilog; a failed Verilator build raises
+    :class:`~sparsegate.sim.cocotb_runner.SimulationFailed`."""
+
+    def __init__(self, dut, build_dir, log=None):
+        from sparsegate.sim.verilator_cpp import build_executable
+
+        exe = build_executable(dut, _HARNESS, toplevel="linked_engine", build_dir=build_dir, cflags="-O1", log=log)
+        super().__init__(exe)
+
+
+#: Main loop of a top level with serial pins (Verilog module ``pin_top``: ``clk``, ``rst``, ``rx``, ``tx``).
+#: argv: host pid, cycles per bit, reset cycles (``rst`` high at start; 0 for a board netlist, whose reset
+#: comes from its PLL lock), quiet cycles (the line stays idle while the device starts: no host can send to a
+#: board before it is configured and its PLL locked; a start bit during reset would be lost). stdin bytes -> 8N1 frames on ``rx`` (idle high, start bit, 8 data bits LSB
+#: first, stop bit); ``tx`` is decoded the same way (sampled mid-bit) -> stdout. The line is polled every
+#: 1024 cycles and the model runs free (a board does not stop its clock). On exit: "cycles N" on stderr.
+PIN_HARNESS = r"""
+#include "Vpin_top.h"
+#include "verilated.h"
+#include <cstdio>
+#include <cstdint>
+#include <deque>
+#include <vector>
+#include <poll.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+int main(int argc, char** argv) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (argc < 5 || getppid() != (pid_t)atol(argv[1])) return 1;
+    const long div = atol(argv[2]), reset_cycles = atol(argv[3]);
+    const uint64_t quiet = atol(argv[4]);
+    Verilated::commandArgs(argc, argv);
+    Vpin_top* top = new Vpin_top;
+    top->clk = 0; top->rx = 1; top->rst = reset_cycles > 0; top->eval();
+    fcntl(0, F_SETFL, O_NONBLOCK);
+    std::deque<uint8_t> in;
+    std::vector<uint8_t> out;
+    uint8_t buf[65536];
+    uint64_t cycle = 0;
+    long bit_left = 0; int bit_index = -1; uint8_t cur = 0;      // rx: bit -1 idle, 0 start, 1..8 data, 9 stop
+    int tx_phase = 0; long tx_count = 0; int tx_bits = 0; uint8_t tx_byte = 0;
+    bool open = true;
+    for (;;) {
+        if ((cycle & 1023) == 0) {
+            if (!out.empty()) { fwrite(out.data(), 1, out.size(), stdout); fflush(stdout); out.clear(); }
+            if (open) {
+                ssize_t n = read(0, buf, sizeof buf);
+                if (n == 0) open = false;                            // host closed the pipe
+                else if (n > 0) in.insert(in.end(), buf, buf + n);
+            }
+            if (!open && in.empty() && bit_index < 0) break;
+        }
+        if (bit_left == 0) {                                         // next bit: start, 8 data, stop, or idle
+            if (bit_index >= 0 && bit_index < 9) { bit_index++; bit_left = div; }
+            else if (!in.empty() && cycle >= quiet) { cur = in.front(); in.pop_front(); bit_index = 0; bit_left = div; }
+            else { bit_index = -1; bit_left = 1; }
+        }
+        top->rx = bit_index < 0 ? 1 : bit_index == 0 ? 0 : bit_index <= 8 ? (cur >> (bit_index - 1)) & 1 : 1;
+        bit_left--;
+        if (cycle == (uint64_t)reset_cycles) top->rst = 0;
+        top->clk = 1; top->eval(); top->clk = 0; top->eval();
+        cycle++;
+        int tx = top->tx;
+        if (tx_phase == 0) {
+            if (!tx) { tx_phase = 1; tx_count = div + div / 2; tx_bits = 0; tx_byte = 0; }
+        } else if (--tx_count == 0) {
+            if (tx_bits < 8) { tx_byte |= tx << tx_bits; tx_bits++; tx_count = div; }
+            else { out.push_back(tx_byte); tx_phase = 0; }
+        }
+    }
+    fprintf(stderr, "cycles %llu\n", (unsigned long long)cycle);
+    delete top;
+    return 0;
+}
+"""
+
+
+class PinTransport(_ProcessTransport):
+    """A top level's serial pins driven bit by bit: ``exe`` built with :data:`PIN_HARNESS` (see
+    :mod:`sparsegate.sim.netlist_sim`), ``divisor`` clock cycles per bit (the design's UART divisor),
+    ``reset_cycles`` of ``rst`` at start; the line is idle for the first ``quiet`` cycles (default: 64 and two
+    bit times). After :meth:`close`, :attr:`cycles` is the clock cycles simulated."""
+
+    def __init__(self, exe, divisor: int, reset_cycles: int = 0, quiet: int | None = None):
+        super().__init__(exe, str(divisor), str(reset_cycles), str(64 + 2 * divisor if quiet is None else quiet))
+        self.divisor = divisor
+        self.cycles: int | None = None
+
+    def close(self) -> None:
+        super().close()
+        for line in self.stderr.splitlines():
+            if line.startswith("cycles "):
+                self.cycles = int(line.split()[1])

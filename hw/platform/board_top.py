@@ -34,9 +34,11 @@ from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.link.uart import UartRx, UartTx, divisor_for
 
 __all__ = ["LinkedEngine", "linked_core", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
-           "pll_params", "DEFAULT_BAUD"]
+           "pll_params", "DEFAULT_BAUD", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_BAUD = 115200
+#: The link's truncated-frame timeout of a board top, seconds.
+DEFAULT_TIMEOUT_S = 0.05
 
 
 class ProgramDoesNotFit(ValueError):
@@ -202,7 +204,8 @@ class BoardTop(Elaboratable):
     board's ``uart`` resource (``uart_resource`` adds one where the board definition lacks it); ``program``
     is an engine program or a :class:`~sparsegate.hw.lif.design.LifDesign`. LED 0 = core busy, LED 1 = a bad frame was seen, LED 2 = heartbeat (where the board has them)."""
 
-    def __init__(self, program, *, clk_hz: float = 100e6, baud: int = DEFAULT_BAUD, timeout_s: float = 0.05):
+    def __init__(self, program, *, clk_hz: float = 100e6, baud: int = DEFAULT_BAUD,
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
         self.program = program
         self.clk_hz_req = clk_hz
         self.baud = baud

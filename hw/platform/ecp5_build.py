@@ -11,6 +11,10 @@ Its log (``<name>.tim``) is the fallback source, and the only one when placement
 utilisation table is printed before placement: that is how a design that does not fit is reported
 as :class:`DesignDoesNotFit` with its numbers.
 
+``write_netlist`` (and :func:`synthesize`, which stops after Yosys) adds ``write_verilog -noattr <name>.netlist.v``
+after ``synth_ecp5``: the gate-level netlist of exactly the synthesis the bitstream comes from, for
+post-synthesis simulation (:mod:`sparsegate.sim.netlist_sim`).
+
 Outputs in ``build_dir``, each written atomically and removed before a rebuild so a failed build
 never leaves a stale one: ``<name>.bit`` and ``<name>.build.json`` (the :class:`BuildReport`).
 """
@@ -30,7 +34,8 @@ from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
 __all__ = [
     "CellUsage", "ClockFmax", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
-    "CELL_ALIASES", "parse_nextpnr_report", "parse_nextpnr_log", "check_fits", "build_ecp5",
+    "CELL_ALIASES", "parse_nextpnr_report", "parse_nextpnr_log", "check_fits", "build_ecp5", "synthesize",
+    "Synthesis",
 ]
 
 #: Friendly names for the nextpnr-ecp5 cell types that matter here.
@@ -102,6 +107,7 @@ class BuildReport:
     elapsed_s: float
     routed: bool = True  # False: placed only (``place_only``): Fmax is nextpnr's post-placement estimate
     synth_opts: str = ""  # extra ``synth_ecp5`` options the build needed (see :data:`ABC9_WORKAROUND`)
+    netlist: Path | None = None  # the synthesized netlist (``write_netlist``)
 
     def cell(self, kind: str) -> CellUsage:
         """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""
@@ -138,6 +144,7 @@ class BuildReport:
             "bitstream": str(self.bitstream) if self.bitstream else None,
             "build_dir": str(self.build_dir), "source": self.source, "elapsed_s": round(self.elapsed_s, 3),
             "routed": self.routed, "synth_opts": self.synth_opts,
+            "netlist": str(self.netlist) if self.netlist else None,
         }
 
 
@@ -233,13 +240,78 @@ def _add_synth_option(work: Path, name: str, option: str) -> None:
     script.write_text(text)
 
 
+def _add_write_netlist(work: Path, name: str) -> Path:
+    """Make the synthesis script also write the gate-level netlist; returns its path."""
+    script = work / f"{name}.ys"
+    text = script.read_text()
+    if not re.search(r"^\s*synth_ecp5\b", text, flags=re.M):
+        raise BuildFailed(f"cannot write the netlist: no synth_ecp5 line in {script}")
+    script.write_text(text.rstrip("\n") + f"\nwrite_verilog -noattr {name}.netlist.v\n")
+    return work / f"{name}.netlist.v"
+
+
+def _synth_only_script(script: str, name: str) -> str:
+    """Amaranth's build script cut after Yosys (no nextpnr, no ecppack)."""
+    out = [line for line in script.splitlines() if not line.startswith(('"$NEXTPNR_ECP5"', '"$ECPPACK"'))]
+    if not any(line.startswith('"$YOSYS"') for line in out):
+        raise BuildFailed(f"cannot make a synthesis-only flow: no Yosys line in build_{name}.sh")
+    return "\n".join(out) + "\n"
+
+
+def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None):
+    """Run ``build_<name>.sh`` once, and once more with :data:`ABC9_WORKAROUND` when synthesis hit that
+    assertion; returns the finished process and the extra synthesis options used."""
+    synth_opts = ""
+    while True:
+        try:
+            proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
+        if proc.returncode == 0 or synth_opts or not _needs_abc9_workaround(work, name):
+            return proc, synth_opts
+        synth_opts = ABC9_WORKAROUND[1]
+        _add_synth_option(work, name, synth_opts)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """A synthesis-only run: the gate-level netlist, the time Yosys took, the extra options it needed."""
+
+    netlist: Path
+    elapsed_s: float
+    synth_opts: str = ""
+
+
+def synthesize(design, *, build_dir: str | Path, platform=None, name: str = "top",
+               timeout_s: float | None = None) -> Synthesis:
+    """Only the Yosys step of :func:`build_ecp5` (the same script, the same abc9 workaround), writing the
+    gate-level netlist ``<build_dir>/work/<name>.netlist.v``. Raises :class:`BuildFailed`."""
+    tools = yowasp_env()
+    platform = _default_platform() if platform is None else platform() if isinstance(platform, type) else platform
+    work = Path(build_dir).resolve() / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    platform.build(design, name=name, do_build=False, do_program=False).extract(str(work))
+    script = work / f"build_{name}.sh"
+    script.write_text(_synth_only_script(script.read_text(), name))
+    netlist = _add_write_netlist(work, name)
+    started = time.monotonic()
+    proc, synth_opts = _run_flow(work, name, tools, timeout_s)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0 or not netlist.is_file():
+        raise BuildFailed(f"synthesis of '{name}' failed (exit {proc.returncode}); logs in {work}:\n"
+                          f"{_tail(proc.stdout or '')}")
+    return Synthesis(netlist, elapsed, synth_opts)
+
+
 def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
                require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
-               timeout_s: float | None = None, place_only: bool = False) -> BuildReport:
+               timeout_s: float | None = None, place_only: bool = False, write_netlist: bool = False) -> BuildReport:
     """Synthesise, place, route and pack ``design`` for an ECP5 board; return its :class:`BuildReport`.
 
     ``place_only`` stops after placement (nextpnr ``--no-route``, no bitstream): utilisation is final,
     Fmax is nextpnr's post-placement estimate (``report.routed`` is False), in a fraction of the time.
+    ``write_netlist`` also writes Yosys's gate-level netlist (``report.netlist``).
 
     ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
     LFE5U-25F); an instance can be built only once. Raises
@@ -266,19 +338,10 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     if place_only:
         script = work / f"build_{name}.sh"
         script.write_text(_place_only_script(script.read_text(), name))
+    netlist = _add_write_netlist(work, name) if write_netlist else None
 
     started = time.monotonic()
-    synth_opts = ""
-    while True:
-        try:
-            proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
-        if proc.returncode == 0 or synth_opts or not _needs_abc9_workaround(work, name):
-            break
-        synth_opts = ABC9_WORKAROUND[1]
-        _add_synth_option(work, name, synth_opts)
+    proc, synth_opts = _run_flow(work, name, tools, timeout_s)
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"
@@ -316,7 +379,8 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
 
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
-                         source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts)
+                         source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,
+                         netlist=netlist)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

@@ -77,6 +77,11 @@ def _sweep_scaling():
     return run_sweep_scaling
 
 
+def _netlist():
+    from sparsegate.sw.bench.netlist import run_netlist_benchmark
+    return run_netlist_benchmark
+
+
 def _builds():
     from sparsegate.sw.bench.builds import run_build_sweep
     return run_build_sweep
@@ -90,6 +95,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),
     Benchmark("rnn", "gated-RNN sparsification and low-rank factorization", _rnn),
     Benchmark("builds-scaling", "the quick build sweep on 1 vs all local Dask workers", _sweep_scaling),
+    Benchmark("netlist", "netlist simulation of the smallest board top vs its RTL", _netlist),
     Benchmark("builds", "ECP5 build sweep, lanes x ULX3S device", _builds, long=True),  # last: hours of P&R
 )}
 

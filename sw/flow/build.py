@@ -8,6 +8,10 @@ device (a design that clearly cannot fit stops with :class:`~sparsegate.hw.platf
 then runs the tools. It writes ``OUT/top.bit``, ``OUT/report.json`` and ``OUT/report.md`` and returns a
 :class:`BuildResult`.
 
+``netlist_sim=N`` also simulates the synthesized netlist of the top through its UART pins on ``N`` digits
+(:func:`~sparsegate.sw.flow.netlist_sim.netlist_check`, against the golden model and the RTL of the same top);
+the result goes into ``report.json`` (``netlist_sim``) and ``report.md`` ("netlist simulated: N digits bit-exact").
+
 Builds are cached by :func:`build_digest`: the core's memory words / network and sizing, board, clock, baud,
 seed, the source files of the gateware the top level elaborates
 (:func:`~sparsegate.hw.platform.gateware_digest.gateware_digest`) and the Amaranth / YoWASP versions; a cache
@@ -57,6 +61,7 @@ class BuildResult:
     bitstream: str | None = None
     cache_hit: bool = False
     out: Path | None = None
+    netlist_sim: dict | None = None  # :meth:`~sparsegate.sw.flow.netlist_sim.NetlistCheck.to_dict` (``netlist_sim``)
 
     @property
     def fmax_mhz(self) -> float | None:
@@ -83,7 +88,8 @@ class BuildResult:
         return {"board": self.board, "description": self.description, "core": self.core, "lanes": self.lanes,
                 "units": self.units, "clock_mhz": self.clock_mhz, "baud": self.baud, "image": self.image,
                 "digest": self.digest, "tools": self.tools, "geometry": self.geometry, "estimate": self.estimate,
-                "report": self.report, "bitstream": self.bitstream}
+                "report": self.report, "bitstream": self.bitstream,
+                **({"netlist_sim": self.netlist_sim} if self.netlist_sim is not None else {})}
 
     @classmethod
     def from_dict(cls, info: dict, **extra) -> BuildResult:
@@ -165,7 +171,10 @@ def format_report(result: BuildResult) -> str:
             + "\n".join(rows) + "\n\n" + "\n".join(clocks) + "\n\n"
             + (f"Placed only (no routing, no bitstream): Fmax is nextpnr's post-placement estimate; timing "
                f"{'would be met' if rep['timing_met'] else 'NOT met'} by that estimate.\n" if placed else
-               f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n"))
+               f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
+            + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
+               f"{result.netlist_sim['netlist_cycles_per_s']:,} cycles/s vs {result.netlist_sim['rtl_cycles_per_s']:,} "
+               f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s).\n" if result.netlist_sim else ""))
 
 
 def _quiet(_: str) -> None:
@@ -196,16 +205,45 @@ def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_wo
     return retarget_program(program, capacity_geometry(program, headroom=headroom, n_samples=samples))
 
 
+def _netlist_check(program, image, platform, clock_mhz: float, clk_hz: float, baud: int, netlist: Path | None,
+                   out: Path, samples: int, log):
+    """The netlist simulation of a build: the netlist it (or the cached build) wrote, else a synthesis of the same top;
+    the network loaded over the link is the one the top was built with."""
+    from sparsegate.hw.link.uart import divisor_for
+    from sparsegate.hw.platform.board_top import DEFAULT_TIMEOUT_S, BoardTop
+    from sparsegate.hw.platform.ecp5_build import synthesize
+    from sparsegate.sw.flow.netlist_sim import netlist_check
+    from sparsegate.sw.ir.weight_image import QuantizedNetwork, encode_image, read_image_bytes
+
+    if netlist is None:
+        log("netlist simulation: synthesizing the top once more for its netlist (the bitstream came from the cache)")
+        top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
+        netlist = synthesize(top, build_dir=out / "netlist", platform=platform).netlist
+    if core_for(program) is LIF:
+        image = program.snn
+    elif image is None:
+        image = default_image()
+    elif isinstance(image, QuantizedNetwork):
+        image = encode_image(image)
+    elif not isinstance(image, (bytes, bytearray)):
+        image = read_image_bytes(image)
+    return netlist_check(Path(netlist), platform, program, bytes(image), samples, divisor=divisor_for(clk_hz, baud),
+                         timeout=max(16, int(clk_hz * DEFAULT_TIMEOUT_S)), build_dir=out / "netlist-sim",
+                         clk_hz=int(clk_hz), log=log)
+
+
 def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: str = DEFAULT_IMAGE_NAME,
                 clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1, headroom: float = 0.0,
                 uart_pins: tuple[str, str] | None = None, cache: Path | None = DEFAULT_CACHE, force: bool = False,
                 precheck: bool = True, place_only: bool = False, core: Core | str = ENGINE, units: int = 20,
-                per_word: int = 8, seed: int = 1, log: Callable[[str], None] = _quiet) -> BuildResult:
+                per_word: int = 8, seed: int = 1, netlist_sim: int = 0,
+                log: Callable[[str], None] = _quiet) -> BuildResult:
     """Build (or fetch from the cache) one board bitstream; writes ``out/top.bit``, ``report.json`` (the
     result's :meth:`~BuildResult.to_dict`) and ``report.md``.
 
     ``place_only``: stop after placement (no ``.bit``; Fmax is nextpnr's placement estimate, cached apart).
     ``seed``: nextpnr's placer seed (Fmax varies by a few percent between seeds).
+    ``netlist_sim``: simulate the synthesized netlist on that many digits (see the module).
     ``core``: a registry :class:`~sparsegate.hw.platform.cores.Core` or its name; for the LIF core ``image`` is
     an :class:`~sparsegate.sw.ir.snn_golden.IntSNN` or the path of one exported with ``sparsegate snn export``
     (``units``/``per_word`` size it; ``lanes`` is ignored); for the engine, a weight image (path, bytes or
@@ -249,16 +287,20 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
 
     cached = (cache / (digest + ("-placed" if place_only else ""))) if cache is not None else None
     have = cached is not None and (cached / "report.json").is_file() and (place_only or (cached / "top.bit").is_file())
+    netlist = None
     if have and not force:
         log(f"[3/4] cache hit: {cached}")
         result = BuildResult.from_dict(json.loads((cached / "report.json").read_text()), cache_hit=True)
+        kept = cached / "build" / "work" / "top.netlist.v"     # written by that build if it had --netlist-sim
+        netlist = kept if kept.is_file() else None
     else:
         flow = "Yosys -> nextpnr-ecp5 (placement only)" if place_only else "Yosys -> nextpnr-ecp5 -> ecppack"
         log(f"[3/4] {flow} (YoWASP) for {device} at {clk_hz / 1e6:.2f} MHz ...")
         work = (cached if cached is not None else out) / "build"
         top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
         report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
-                            nextpnr_opts=("--seed", str(seed)), place_only=place_only)
+                            nextpnr_opts=("--seed", str(seed)), place_only=place_only, write_netlist=bool(netlist_sim))
+        netlist = report.netlist
         result = BuildResult(board=board, description=BOARDS[board].description, core=core.name,
                              lanes=lanes if core is ENGINE else None, units=units if core is LIF else None,
                              clock_mhz=clk_hz / 1e6, baud=baud, image=image_name, digest=digest,
@@ -279,6 +321,9 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
         if src_bit.resolve() != (out / "top.bit").resolve():
             shutil.copyfile(src_bit, out / "top.bit")
         result.bitstream = str(out / "top.bit")
+    if netlist_sim:
+        result.netlist_sim = _netlist_check(program, image, platform, clock_mhz, clk_hz, baud, netlist, out,
+                                            netlist_sim, log).to_dict()
     write_json(out / "report.json", result.to_dict())
     write_text(out / "report.md", format_report(result))
     log(f"[4/4] {result.bitstream or 'placed (no bitstream)'} ({time.monotonic() - t0:.0f} s)")

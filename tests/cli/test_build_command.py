@@ -131,3 +131,15 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="lanes must be among"):
         run_build_sweep(tmp_path, lanes=(3,), image=b"x")
+
+
+@pytest.mark.parametrize("count", ["-1", "1001"])
+def test_netlist_sim_refuses_a_bad_count_before_any_tool(tmp_path, image, capsys, count):
+    """Issue #21: a --netlist-sim count outside the held-out digits is one line and exit 2, nothing built."""
+    img = tmp_path / "net.bin"
+    img.write_bytes(image)
+    code = main(["build", "--board", "ulx3s-25f", "--lanes", "1", "--image", str(img), "--out", str(tmp_path / "o"),
+                 "--cache", str(tmp_path / "cache"), "--netlist-sim", count])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--netlist-sim must be in 0..1000" in err[0], err
+    assert not (tmp_path / "o" / "top.bit").exists()
