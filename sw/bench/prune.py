@@ -50,7 +50,8 @@ from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "MapJobs", "RECOVERY", "aggregate", "prune_job",
-           "rerender_markdown", "run_prune_benchmark", "run_recovery_benchmark", "sequential_map"]
+           "rerender_markdown", "run_prune_benchmark", "run_recovery_benchmark", "sequential_map",
+           "write_prune_report", "write_recovery_report"]
 
 MapJobs = Callable[[Callable, list[tuple]], list]
 
@@ -292,17 +293,26 @@ def _markdown(model: str, d: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def _finish(name: str, model: str, jobs: list[dict], s: BenchSettings, quick: bool, out_dir: Path, start: float,
-            command: str, extra: dict | None = None) -> BenchResult:
+def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: BenchSettings, quick: bool = False,
+                       command: str | None = None, wall_time_s: float = 0.0, recovery: dict | None = None,
+                       name: str | None = None) -> BenchResult:
+    """Aggregate ``jobs`` (:func:`prune_job` dicts, any subset of the folds x seeds) and write the Markdown,
+    the JSON and the trade-off plot; also how a resumed or distributed run reports what it finished."""
+    out_dir = Path(out_dir)
+    name = name or (f"prune_recovery_{model}" if recovery is not None else f"prune_{model}")
+    command = command or ("sparsegate bench --only " + ("prune-recovery" if recovery is not None else
+                                                          "prune" if model == "lenet5" else "prune-" + model))
     summary = aggregate(jobs)
     plot = f"{name}_tradeoff.png"
     curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in _rows(jobs).items()}
     plot_tradeoff(curves, summary["methods"], out_dir / plot,
                   f"{model}: paired test drop vs compression, mean and 95% band over folds x seeds")
     d = {"model": model, "quick": quick, "command": command, "settings": asdict(s), "summary": summary,
-         "methods": summary["methods"], "wall_time_s": time.perf_counter() - start,
-         "threads": torch.get_num_threads(), "plot": plot, "jobs": jobs, **(extra or {})}
-    return write_results(name, _markdown(model, d, command) if extra is None else _recovery_markdown(model, d),
+         "methods": summary["methods"], "wall_time_s": wall_time_s, "threads": torch.get_num_threads(),
+         "plot": plot, "jobs": jobs}
+    if recovery is not None:
+        d["recovery"] = recovery
+    return write_results(name, _markdown(model, d, command) if recovery is None else _recovery_markdown(model, d),
                          d, out_dir)
 
 
@@ -322,8 +332,7 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
     s = settings or (BenchSettings.quick() if quick else BenchSettings())
     start = time.perf_counter()
     jobs = map_jobs(prune_job, s.calls(model))
-    command = command or f"sparsegate bench --only {'prune' if model == 'lenet5' else 'prune-' + model}"
-    return _finish(f"prune_{model}", model, jobs, s, quick, Path(out_dir), start, command)
+    return write_prune_report(out_dir, model, jobs, s, quick, command, time.perf_counter() - start)
 
 
 def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False,
@@ -339,7 +348,13 @@ def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bo
     results = map_jobs(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
     n = len(base.calls(model))
     by_variant = {v: results[i * n:(i + 1) * n] for i, v in enumerate(per_variant)}
+    return write_recovery_report(out_dir, model, by_variant, base, quick, command, time.perf_counter() - start)
 
+
+def write_recovery_report(out_dir: str | Path, model: str, by_variant: dict[str, list[dict]], s: BenchSettings,
+                          quick: bool = False, command: str | None = None, wall_time_s: float = 0.0) -> BenchResult:
+    """The recovery table from each variant's :func:`prune_job` dicts (compared on the folds x seeds that the
+    variant shares with the default)."""
     def at_budget(jobs):
         return {(j["seed"], j["fold"]): compression_at_drop(j["results"][GOAL]["curve"], 0.003)[0] for j in jobs}
     ref = at_budget(by_variant.get("default", []))
@@ -351,11 +366,9 @@ def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bo
             if variant != "default" and keys else None
         table[variant] = {"settings_changed": RECOVERY[variant], **aggregate(jobs, (0.003,))["methods"][GOAL],
                           "vs_default": vs_default}
-    command = command or "sparsegate bench --only prune-recovery"
     # one "method" per variant: its SRA+NRP result, so the plot and the per-fold rows show the variants
     jobs_all = [dict(j, method=v, results={v: j["results"][GOAL]}) for v, js in by_variant.items() for j in js]
-    return _finish(f"prune_recovery_{model}", model, jobs_all, base, quick, Path(out_dir), start, command,
-                   {"recovery": table})
+    return write_prune_report(out_dir, model, jobs_all, s, quick, command, wall_time_s, table)
 
 
 def _recovery_markdown(model: str, d: dict) -> str:
