@@ -218,15 +218,20 @@ def _markdown(model: str, d: dict, command: str) -> str:
     methods, comparison = summary["methods"], summary["comparison"]
     title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
     digits = jobs[0]["digits"] if jobs else {}
+    ran = sorted({(j["seed"], j["fold"]) for j in jobs})
     n = len(s["seeds"]) * s["folds"]
     lines = [f"# Pruning benchmark: {title}, {s['folds']}-fold cross-validation x {len(s['seeds'])} seed(s) "
              f"on {'the embedded 5,000 MNIST digits' if s['dataset'] == 'mnist5k' else 'full MNIST'}", ""]
+    if len(ran) < n:
+        lines += [f"**Partial run**: {len(ran)} of the {n} fold x seed results finished (seed, fold: "
+                  f"{', '.join(f'{a}.{b}' for a, b in ran)}); every figure below is over these only (n per row).",
+                  ""]
     if d["quick"]:
         lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
     lines += [
         f"Command: `{command}`. Each fold: {digits.get('fit', 0):,} fit / {digits.get('val', 0):,} validation / "
         f"{digits.get('test', 0):,} test digits, disjoint; seeds {list(s['seeds'])} re-cut the folds and re-seed "
-        f"training; n = {n} results per method. Every pruning decision reads the validation digits only; the drop "
+        f"training; n = {n} results per method when complete. Every pruning decision reads the validation digits only; the drop "
         f"is paired: dense minus pruned accuracy on the same test digits of the same fold. Iterative methods share "
         f"one path schedule: each round removes {s['step'] * 100:.0f}% of the kept weights "
         f"({s['late_step'] * 100:.0f}% once 10% are left) and fine-tunes {s['epochs_per_round']} epochs; the result "
