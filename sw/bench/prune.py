@@ -43,7 +43,7 @@ from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.ml.stats import compression_at_drop, mean_ci, paired_test
+from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
 from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
@@ -171,12 +171,14 @@ def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -
 
 
 def _rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
-    """method -> (seed, fold) -> its result row."""
+    """method -> (seed, fold) -> its result row; methods in table order (:data:`JOB_METHODS`, then others in
+    the order they come)."""
     rows: dict[str, dict[tuple[int, int], dict]] = {}
     for job in jobs:
         for name, r in job["results"].items():
             rows.setdefault(name, {})[job["seed"], job["fold"]] = r
-    return rows
+    order = [n for names in JOB_METHODS.values() for n in names]
+    return dict(sorted(rows.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
 
 
 def aggregate(jobs: list[dict], drops=DROPS) -> dict:
@@ -186,14 +188,15 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
     at: dict[str, dict[float, dict]] = {}
     for name, by_key in _rows(jobs).items():
         rs = [by_key[k] for k in sorted(by_key)]
-        c, d, wc = (mean_ci(r[key] for r in rs) for key in ("compression", "drop", "weight_compression"))
+        c, wc = (geometric_ci(r[key] for r in rs) for key in ("compression", "weight_compression"))
+        d = mean_ci(r["drop"] for r in rs)
         at[name] = {drop: {k: compression_at_drop(by_key[k]["curve"], drop) for k in by_key} for drop in drops}
         methods[name] = {
             "compression_mean": c.mean, "compression_ci95": c.as_pair(), "drop_mean": d.mean, "drop_ci95": d.as_pair(),
             "weight_compression_mean": wc.mean, "weight_compression_ci95": wc.as_pair(),
             "folds": sorted({k[1] for k in by_key}), "seeds": sorted({k[0] for k in by_key}), "n": len(rs),
             "compression_at_drop": {f"{100 * drop:.1f}": {
-                "compression_mean": (ci := mean_ci(v[0] for v in at[name][drop].values())).mean,
+                "compression_mean": (ci := geometric_ci(v[0] for v in at[name][drop].values())).mean,
                 "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
                 for drop in drops}}
     comparison = {}
@@ -241,8 +244,9 @@ def _markdown(model: str, d: dict, command: str) -> str:
         f"result gets the same final fine-tune of {s['final_epochs']} epochs"
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
         + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")
-        + ". Intervals: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
-          "interval is optimistic). Compression = dense params / nonzero params (weights + biases).", "",
+        + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
+          "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
+          "Compression = dense params / nonzero params (weights + biases).", "",
         "| method | compression | accuracy drop (points) | weight compression | n |", "|---|---:|---:|---:|---:|"]
     for name, m in methods.items():
         lines.append(f"| {name} | {_ci(m['compression_mean'], m['compression_ci95'], unit='x')} "
@@ -254,8 +258,10 @@ def _markdown(model: str, d: dict, command: str) -> str:
               "every path round (after its fine-tune, before the final one) and at its final result; the drop is "
               "fitted as a non-decreasing function of log compression (isotonic least squares) and read where the "
               "fit first exceeds the drop (linear in log compression between points). A curve that stays below "
-              "counts its largest compression (a lower bound; how many, in brackets). This reads the test digits, "
-              "as any accuracy-vs-compression figure does; no method's choice depends on it.", "",
+              "counts its largest compression (a lower bound; how many, in brackets). SRA+NRP's curve is SRA's path "
+              "with SRA+NRP's final result as its last point (NRP runs once, after the selected round), so below "
+              "that point it reads as SRA. This reads the test digits, as any accuracy-vs-compression figure does; "
+              "no method's choice depends on it.", "",
               "| method | " + " | ".join(f"at {h} points" for h in heads) + " |",
               "|---|" + "---:|" * len(heads)]
     for name, m in methods.items():

@@ -2,7 +2,7 @@
 accuracy-vs-compression curve at a given drop, and the paired test of two methods.
 
 * :func:`mean_ci` — mean and 95% confidence interval from Student's t with n - 1 degrees of freedom over
-  the n = folds x seeds results. The folds share digits (their training sets overlap), so the results are
+  the n = folds x seeds results (:func:`geometric_ci`: the same on the log scale, for compression ratios). The folds share digits (their training sets overlap), so the results are
   not independent and the interval is, if anything, too narrow; it is the usual cross-validation reading.
 * :func:`compression_at_drop` — a method's curve in one fold is its points (compression, paired drop). The
   drop is fitted as a non-decreasing function of log compression by isotonic least squares (pool adjacent
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "PairedTest", "compression_at_drop", "fitted_drop", "mean_ci", "paired_test"]
+__all__ = ["Interval", "PairedTest", "compression_at_drop", "fitted_drop", "geometric_ci", "mean_ci", "paired_test"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,13 @@ def mean_ci(values, level: float = 0.95) -> Interval:
         return Interval(m, m, m, 1)
     half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return Interval(m, m - half, m + half, int(v.size))
+
+
+def geometric_ci(values, level: float = 0.95) -> Interval:
+    """Geometric mean and the Student-t ``level`` interval on the log scale, mapped back: for ratios such as
+    compression, whose spread grows with their size (the interval stays positive)."""
+    ci = mean_ci(np.log(np.asarray(list(values), dtype=float)), level)
+    return Interval(math.exp(ci.mean), math.exp(ci.low), math.exp(ci.high), ci.n)
 
 
 def _isotonic(y: np.ndarray) -> np.ndarray:
@@ -98,8 +105,7 @@ def paired_test(a, b) -> PairedTest:
     from scipy import stats
 
     logs = np.log(np.asarray(list(a), dtype=float)) - np.log(np.asarray(list(b), dtype=float))
-    ci = mean_ci(logs)
-    ratio = Interval(math.exp(ci.mean), math.exp(ci.low), math.exp(ci.high), ci.n)
+    ratio = geometric_ci(np.exp(logs))
     if logs.size < 2:
         return PairedTest(ratio, None, None)
     t_p = float(stats.ttest_1samp(logs, 0.0).pvalue) if logs.std() > 0 else (0.0 if logs.mean() != 0 else 1.0)

@@ -20,7 +20,7 @@ def test_crossval_section_from_the_benchmark_json(tmp_path):
                                    "settings": {**vars(BenchSettings()), "folds": 3, "seeds": [0]},
                                    "methods": aggregate(jobs)["methods"]}))
     md = "\n".join(crossval_section(figures, tmp_path, "cv.png"))
-    assert "| SRA+NRP | 9.3x [" in md and "3-fold cross-validation" in md and "![drop vs compression" in md
+    assert "| SRA+NRP | 9.2x [" in md and "3-fold cross-validation" in md and "![drop vs compression" in md
     assert (tmp_path / "cv.png").stat().st_size > 5_000
     assert crossval_section(tmp_path / "missing.json", tmp_path, "cv.png") == []
     figures.write_text(json.dumps({"rows": []}))  # the benchmark's JSON from before cross-validation

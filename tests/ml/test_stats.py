@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sparsegate.sw.ml.stats import compression_at_drop, fitted_drop, mean_ci, paired_test
+from sparsegate.sw.ml.stats import compression_at_drop, fitted_drop, geometric_ci, mean_ci, paired_test
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -17,6 +17,8 @@ def test_mean_ci_is_the_student_t_interval():
     assert (one.low, one.high) == (5.0, 5.0)
     with pytest.raises(ValueError):
         mean_ci([])
+    geo = geometric_ci([10.0, 1000.0])  # on the log scale: positive, centred on the geometric mean
+    assert geo.mean == pytest.approx(100.0) and 0 < geo.low < 10 and geo.low * geo.high == pytest.approx(1e4)
 
 
 def test_compression_at_drop_interpolates_in_log_compression():
