@@ -2,8 +2,8 @@
 (the pruning benchmarks and the demo report draw the same figure from the benchmark's JSON).
 
 Each fold's curve is its monotone fit (:func:`sparsegate.sw.ml.stats.fitted_drop`); at each compression the
-line is the mean over the folds x seeds whose curve reaches it and the band its Student-t 95% interval
-(drawn where at least two curves reach). The selected results are marked with their mean and 95% intervals
+line is the mean over the folds x seeds (drawn up to where the shortest curve ends) and the band its
+Student-t 95% interval (with at least two curves); drops from -1.5 to 3 points are shown. The selected results are marked with their mean and 95% intervals
 on both axes."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def plot_tradeoff(curves: dict[str, list[list[list[float]]]], selected: dict[str
         mean, low, high = (np.full(len(grid), np.nan) for _ in range(3))
         for j in range(len(grid)):
             col = fits[:, j][~np.isnan(fits[:, j])]
-            if col.size:
+            if col.size == len(cs):  # only where every curve reaches: the mean of one set of folds
                 ci = mean_ci(col)
                 mean[j] = ci.mean
                 if col.size > 1:
@@ -50,6 +50,8 @@ def plot_tradeoff(curves: dict[str, list[list[list[float]]]], selected: dict[str
     for b in budgets:
         ax.axhline(100 * b, color="grey", lw=0.7, ls=":")
     ax.set_xscale("log")
+    ax.set_ylim(-1.5, 3.0)  # the region the budgets live in; steeper ends of the curves leave the plot
+    ax.set_xlim(0.9, 1.5 * top)
     ax.set_xlabel("weight compression (dense weights / kept weights)")
     ax.set_ylabel("accuracy drop vs dense, same test digits (points)")
     ax.set_title(title, fontsize=9)
