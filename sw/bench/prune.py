@@ -384,7 +384,9 @@ def write_recovery_report(out_dir: str | Path, model: str, by_variant: dict[str,
 
 def _recovery_markdown(model: str, d: dict) -> str:
     s, table = d["settings"], d["recovery"]
-    lines = [f"# Recovery in SRA's loop: {model}, {s['folds']} folds x {len(s['seeds'])} seed(s)", ""]
+    ran = sorted({(j["seed"], j["fold"]) for j in d["jobs"]})
+    lines = [f"# Recovery in SRA's loop: {model}, {s['folds']}-fold cross-validation, compared on seed.fold "
+             f"{', '.join(f'{a}.{b}' for a, b in ran)}", ""]
     if d["quick"]:
         lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
     lines += [f"Command: `{d['command']}`. Each variant changes one option of the default "
