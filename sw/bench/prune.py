@@ -1,19 +1,31 @@
-"""The pruning benchmark: every allocation method side by side on one base model, one table.
+"""The pruning benchmark, cross-validated: every method on K folds x several seeds, figures with 95% intervals,
+and the methods compared at equal accuracy.
 
-:func:`run_prune_benchmark` trains a base model on the embedded MNIST default (3,500 training digits; 500
-more are held out as the validation split every pruning decision reads; the 1,000 test digits are only
-used for the table), then prunes copies of it with:
+For each seed the digit pool (the embedded 5,000 digits, or full MNIST from IDX files) is cut into K folds
+(:mod:`sparsegate.sw.ml.folds`): fold i tests on its own block of digits and splits the rest into fit and
+validation digits, disjoint. In every fold a dense model is trained on the fit digits and copies of it are
+pruned with
 
 * ``torch global L1`` — ``torch.nn.utils.prune.global_unstructured`` (L1), the peer baseline;
 * ``magnitude`` — layer-uniform magnitude pruning;
-* ``SRA`` — sparseness ratio allocation; ``SRA+NRP`` — the SRA model after neuron re-pruning;
-* ``ACRA uniform`` / ``ACRA sensitivity`` at filter granularity, FLOPs (MAC) targets 50% and 80%.
+* ``SRA`` — sparseness ratio allocation; ``SRA+NRP`` — the SRA model after neuron re-pruning.
 
-The iterative methods share one schedule and fine-tune budget and stop at the same validation-accuracy
-budget, so their compression is compared at the same drop. Every model then gets the same final fine-tune.
-The Markdown table goes to ``out_dir/prune_<model>.md`` and its figures, with the per-layer tables and the
-per-round histories, to ``prune_<model>.json`` beside it (plus a PNG of the test accuracy along each
-iterative method's pruning path).
+All share one path schedule and fine-tune budget; each picks its round on the fold's validation digits only
+(the test digits are recorded along the path, never read by a decision). Every result then gets the same
+final fine-tune and is read on the fold's test digits beside the dense model: the drop is paired.
+
+Each fold x seed x method is one call of :func:`prune_job` — a pure top-level function of its arguments
+returning a plain dict — and the benchmark maps over the calls through one hook, ``map_jobs(fn, calls)``
+(default: in order, in this process), so a job runner can spread them over workers.
+
+Figures (:mod:`sparsegate.sw.ml.stats`): mean and Student-t 95% interval over folds x seeds of the
+compression and the drop; each method's per-fold curve of paired test drop against weight compression (its
+path rounds, then its final result), fitted monotone and read at 0.3 / 0.5 / 1.0 points of drop; the ratio
+SRA+NRP / torch global L1 there, with a paired t-test on the per-fold log ratios.
+
+Recovery (:data:`RECOVERY`, :func:`run_recovery_benchmark`): knowledge distillation from the dense model,
+learning-rate rewinding and a longer final fine-tune, each an option of the SRA loop, measured against the
+default on the same folds.
 """
 from __future__ import annotations
 
@@ -21,25 +33,33 @@ import copy
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 
 from sparsegate.sw.bench.results import BenchResult, write_results
-from sparsegate.sw.prune.counting import LayerTable, layer_table
-from sparsegate.sw.ml.data import mnist_embedded
-from sparsegate.sw.prune import AcraParams, NRPParams, PruneOptions, ScheduleParams, prune_model
-from sparsegate.sw.prune.masks import TargetUnreachableError
+from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, split_validation
+from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
+from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_model
+from sparsegate.sw.prune.counting import layer_table
+from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
 
-# table row -> registered method (sparsegate.sw.prune.registry)
-BENCH_METHODS = {"torch global L1": "torch-l1", "magnitude (layer-uniform)": "magnitude", "SRA": "sra",
-                 "SRA+NRP": "nrp", "ACRA uniform": "acra-uniform", "ACRA sensitivity": "acra-sensitivity"}
+__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "MapJobs", "RECOVERY", "aggregate", "prune_job",
+           "rerender_markdown", "run_prune_benchmark", "run_recovery_benchmark", "sequential_map",
+           "write_prune_report", "write_recovery_report"]
+
+MapJobs = Callable[[Callable, list[tuple]], list]
+
+# job method -> the table rows it produces (SRA+NRP continues from the SRA model of the same job)
+JOB_METHODS = {"torch-l1": ("torch global L1",), "magnitude": ("magnitude (layer-uniform)",),
+               "sra": ("SRA", "SRA+NRP")}
+DROPS = (0.003, 0.005, 0.010)  # compression is read at these drops (fractions: 0.3, 0.5, 1.0 points)
+GOAL, BASELINE = "SRA+NRP", "torch global L1"
 
 PUBLISHED = {
     "lenet5": "Reported: Han et al. 12x; DNS 108x; SRA+NRP (Guo et al., ISCAS 2018) 149.3x at 0.1% drop; "
@@ -48,8 +68,10 @@ PUBLISHED = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchSettings:
+    """The schedule, the cross-validation and the recovery options (the last three: :data:`RECOVERY`)."""
+
     max_drop: float = 0.003  # validation-accuracy budget of the iterative methods
     nrp_drop: float = 0.002  # NRP guard on the validation split, before its fine-tune
     step: float = 0.3
@@ -57,224 +79,340 @@ class BenchSettings:
     max_rounds: int = 30
     epochs_per_round: int = 3
     lr: float = 1e-3
-    acra_epochs: int = 6
     final_epochs: int = 4
     base_epochs: int | None = None  # None: the model's training recipe
-    val_size: int = 500
+    folds: int = 5
+    seeds: tuple[int, ...] = (0, 1)
+    val_fraction: float = 0.125  # of the non-test digits (5,000 digits, 5 folds: 3,500 fit / 500 val / 1,000 test)
+    methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra")
+    distill: float = 0.0  # recovery: KD weight in every fine-tune of the loop and the final one (0: off)
+    rewind: bool = False  # recovery: fine-tunes restart the base training's peak learning rate
+    dataset: str = "mnist5k"
+    data_path: str | None = None
 
     @classmethod
     def quick(cls) -> "BenchSettings":
-        return cls(max_rounds=2, epochs_per_round=1, acra_epochs=1, final_epochs=0, base_epochs=2, step=0.5,
-                   late_step=0.5)
+        return cls(max_rounds=2, epochs_per_round=1, final_epochs=0, base_epochs=1, step=0.5, late_step=0.5,
+                   folds=2, seeds=(0,))
+
+    def calls(self, model: str) -> list[tuple]:
+        """The argument tuples of :func:`prune_job`, one per seed x fold x method."""
+        return [(model, fold, seed, method, self) for seed in self.seeds for fold in range(self.folds)
+                for method in self.methods]
 
 
-def _row(name: str, model: nn.Module, masks, test_ds: TensorDataset, val_ds: TensorDataset, base_test: float,
-         wall: float, extra: dict | None = None) -> dict:
-    table = layer_table(model, masks)
-    t = table.total
-    acc = accuracy(model, test_ds)
-    return {"method": name, "kept_weights": t.nonzero_weights, "nonzero_params": t.nonzero_params,
-            "params": t.params, "compression": t.compression, "mac_reduction": t.mac_reduction,
-            "test_accuracy": acc, "accuracy_drop": base_test - acc, "val_accuracy": accuracy(model, val_ds),
-            "storage_ratio": t.storage_ratio, "wall_time_s": wall, "table": table.to_dict(),
-            "layers_md": table.to_markdown(), **(extra or {})}
+# recovery variant -> the settings it changes (SRA's loop; measured by run_recovery_benchmark)
+RECOVERY = {"default": {}, "distill": {"distill": 0.5}, "rewind": {"rewind": True},
+            "long-final": {"final_epochs": 12}}
 
 
-def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False, progress: bool = True,
-                        seed: int = 0, settings: BenchSettings | None = None) -> BenchResult:
-    """Run the benchmark for ``model`` ("lenet5" or "lenet300"); write ``out_dir/prune_<model>.md`` and the
-    ``.json`` with its figures."""
-    if model not in ("lenet5", "lenet300"):
-        raise ValueError(f"model: the pruning benchmark runs 'lenet5' or 'lenet300', got {model!r}")
-    s = settings or (BenchSettings.quick() if quick else BenchSettings())
-    start = time.perf_counter()
-    train_ds, test_ds = mnist_embedded(seed)
-    fit_ds, val_ds = split_validation(train_ds, s.val_size, seed)
+def sequential_map(fn: Callable, calls: list[tuple]) -> list:
+    """The default ``map_jobs``: each call in order, in this process."""
+    return [fn(*args) for args in calls]
+
+
+def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | None) -> list[list[float]]:
+    """[[weight compression, paired test drop], ...]: the dense start, each path round, the final result."""
+    pts = [[1.0, 0.0]] + [[1.0 / max(1e-12, 1.0 - r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
+                          for r in rounds if "monitor_accuracy" in r.get("info", {})]
+    return pts + ([list(final)] if final else [])
+
+
+def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -> dict:
+    """One fold x seed x method of the benchmark (a pure function of its arguments; a plain dict back):
+    train the fold's dense model, prune a copy, fine-tune, read both on the fold's test digits."""
+    pool = digit_pool(s.dataset, s.data_path)
+    f = kfold(len(pool), s.folds, seed, s.val_fraction)[fold]
+    fit_ds, val_ds, test_ds = fold_datasets(pool, f)
     recipe = RECIPES[model][1]
+    t0 = time.perf_counter()
     torch.manual_seed(seed)
     base = build_model(model)
-    t0 = time.perf_counter()
-    train(base, fit_ds, TrainConfig(epochs=s.base_epochs or recipe.epochs, lr=recipe.lr, seed=seed,
-                                    progress=progress), desc=f"base {model}")
-    base_train_s = time.perf_counter() - t0
-    base_test, base_val = accuracy(base, test_ds), accuracy(base, val_ds)
-    ft = FineTuneConfig(epochs=s.epochs_per_round, lr=s.lr, seed=seed)
-    common = dict(finetune_epochs=s.epochs_per_round, lr=s.lr, seed=seed, progress=progress)
+    train(base, fit_ds, TrainConfig(epochs=s.base_epochs or recipe.epochs, lr=recipe.lr, seed=seed, progress=False))
+    dense_test, dense_val = accuracy(base, test_ds), accuracy(base, val_ds)
+    lr = recipe.lr if s.rewind else s.lr
+    common = dict(finetune_epochs=s.epochs_per_round, lr=lr, seed=seed, progress=False, distill=s.distill)
+    ft = FineTuneConfig(epochs=s.epochs_per_round, lr=lr, seed=seed, distill=s.distill)
+    out = {"model": model, "fold": fold, "seed": seed, "method": method, "dataset": s.dataset,
+           "digits": {"fit": len(f.fit), "val": len(f.val), "test": len(f.test)},
+           "dense_test_accuracy": dense_test, "dense_val_accuracy": dense_val,
+           "base_train_s": time.perf_counter() - t0, "results": {}}
 
-    def schedule() -> ScheduleParams:
-        return ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
-    rows: list[dict] = [_row("dense (base)", base, {}, test_ds, val_ds, base_test, base_train_s)]
-    histories: dict[str, list] = {}
+    def result(name, m, masks, rounds, selected, t_start, extra=None):
+        """Final fine-tune, then the row; its curve: the whole path, then this final result."""
+        finetune(m, fit_ds, masks, ft, 4242, epochs=s.final_epochs, teacher=base)
+        t = layer_table(m, masks).total
+        acc = accuracy(m, test_ds)
+        weight_c = t.weights / max(1, t.nonzero_weights)
+        out["results"][name] = {
+            "compression": t.compression, "weight_compression": weight_c, "kept_weights": t.nonzero_weights,
+            "nonzero_params": t.nonzero_params, "params": t.params, "mac_reduction": t.mac_reduction,
+            "test_accuracy": acc, "drop": dense_test - acc, "val_accuracy": accuracy(m, val_ds),
+            "rounds": len(rounds), "selected_round": selected,
+            "path_sparsity": [r["sparsity"] for r in rounds],
+            "curve": _curve(rounds, dense_test, (weight_c, dense_test - acc)),
+            "wall_time_s": time.perf_counter() - t_start, **(extra or {})}
 
-    def final(m: nn.Module, masks) -> None:
-        finetune(m, fit_ds, masks, ft, 4242, epochs=s.final_epochs)
-
-    for name in ("torch global L1", "magnitude (layer-uniform)"):
-        m, t0 = copy.deepcopy(base), time.perf_counter()
-        res = prune_model(m, PruneOptions(BENCH_METHODS[name], schedule(), **common), fit_ds, val_ds,
-                          monitor_ds=test_ds)
-        final(m, res.masks)
-        rows.append(_row(name, m, res.masks, test_ds, val_ds, base_test, time.perf_counter() - t0,
-                         {"rounds": len(res.history)}))
-        histories[name] = res.history
-
+    schedule = ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
     m, t0 = copy.deepcopy(base), time.perf_counter()
-    sra = prune_model(m, PruneOptions(BENCH_METHODS["SRA"], schedule(), **common), fit_ds, val_ds,
-                      monitor_ds=test_ds)
-    sra_masks = sra.masks
-    sra_state = copy.deepcopy(m.state_dict())
+    res = prune_model(m, PruneOptions(method, schedule, **common), fit_ds, val_ds, monitor_ds=test_ds)
+    selected = sum(1 for r in res.history if r["accepted"])
+    if method != "sra":
+        result(JOB_METHODS[method][0], m, res.masks, res.history, selected, t0)
+        return out
     sra_time = time.perf_counter() - t0
-    histories["SRA"] = sra.history
-    final(m, sra_masks)
-    rows.append(_row("SRA", m, sra_masks, test_ds, val_ds, base_test, sra_time, {"rounds": len(sra.history)}))
+    result("SRA", copy.deepcopy(m), res.masks, res.history, selected, t0)  # m goes on to NRP unchanged
+    t1 = time.perf_counter()
+    nrp = prune_model(m, PruneOptions("nrp", NRPParams(calib_samples=1000), nrp_drop=s.nrp_drop, **common), fit_ds,
+                      val_ds, res.masks)
+    result("SRA+NRP", m, nrp.masks, res.history, selected, t1 - sra_time,  # its time counts SRA's
+           {"nrp_removed": nrp.info.get("removed", {})})
+    return out
 
-    m.load_state_dict(sra_state)  # NRP continues from the SRA model before its final fine-tune
-    t0 = time.perf_counter()
-    nrp = prune_model(m, PruneOptions(BENCH_METHODS["SRA+NRP"], NRPParams(calib_samples=1000), nrp_drop=s.nrp_drop,
-                                      **common), fit_ds, val_ds, sra_masks).extra
-    final(m, nrp.masks)
-    rows.append(_row("SRA+NRP", m, nrp.masks, test_ds, val_ds, base_test, sra_time + time.perf_counter() - t0,
-                     {"nrp_removed": {k: len(v) for k, v in nrp.removed.items()},
-                      "nrp_exact_removed": nrp.exact_removed, "nrp_folded": nrp.folded}))
 
-    for strategy in ("uniform", "sensitivity"):
-        for target in (0.5, 0.8):
-            m, t0 = copy.deepcopy(base), time.perf_counter()
-            name = f"ACRA {strategy} (filter), FLOPs -{int(target * 100)}%"
-            try:
-                res = prune_model(m, PruneOptions(BENCH_METHODS[f"ACRA {strategy}"], AcraParams(target, "filter"),
-                                                  **dict(common, finetune_epochs=s.acra_epochs, progress=False)),
-                                  fit_ds, val_ds).extra
-            except TargetUnreachableError as err:  # filter steps can jump over the +-1% window
-                rows.append({"method": name, "unreachable": str(err), "wall_time_s": time.perf_counter() - t0})
-                continue
-            final(m, res.masks)
-            rows.append(_row(name, m, res.masks, test_ds, val_ds, base_test, time.perf_counter() - t0,
-                             {"acra_ratios": res.ratios, "acra_achieved": res.achieved}))
+def _rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
+    """method -> (seed, fold) -> its result row; methods in table order (:data:`JOB_METHODS`, then others in
+    the order they come)."""
+    rows: dict[str, dict[tuple[int, int], dict]] = {}
+    for job in jobs:
+        for name, r in job["results"].items():
+            rows.setdefault(name, {})[job["seed"], job["fold"]] = r
+    order = [n for names in JOB_METHODS.values() for n in names]
+    return dict(sorted(rows.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
 
-    total_s = time.perf_counter() - start
-    md = _markdown(model, rows, s, base_test, base_val, total_s, quick, histories)
+
+def aggregate(jobs: list[dict], drops=DROPS) -> dict:
+    """Per method: means and 95% intervals over folds x seeds, the compression-at-drop table; and the paired
+    comparison of SRA+NRP with torch global L1 at each drop (when both ran)."""
+    methods: dict[str, dict] = {}
+    at: dict[str, dict[float, dict]] = {}
+    for name, by_key in _rows(jobs).items():
+        rs = [by_key[k] for k in sorted(by_key)]
+        c, wc = (geometric_ci(r[key] for r in rs) for key in ("compression", "weight_compression"))
+        d = mean_ci(r["drop"] for r in rs)
+        at[name] = {drop: {k: compression_at_drop(by_key[k]["curve"], drop) for k in by_key} for drop in drops}
+        methods[name] = {
+            "compression_mean": c.mean, "compression_ci95": c.as_pair(), "drop_mean": d.mean, "drop_ci95": d.as_pair(),
+            "weight_compression_mean": wc.mean, "weight_compression_ci95": wc.as_pair(),
+            "folds": sorted({k[1] for k in by_key}), "seeds": sorted({k[0] for k in by_key}), "n": len(rs),
+            "compression_at_drop": {f"{100 * drop:.1f}": {
+                "compression_mean": (ci := geometric_ci(v[0] for v in at[name][drop].values())).mean,
+                "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
+                for drop in drops}}
+    comparison = {}
+    if GOAL in at and BASELINE in at:
+        for drop in drops:
+            keys = sorted(set(at[GOAL][drop]) & set(at[BASELINE][drop]))
+            test = paired_test([at[GOAL][drop][k][0] for k in keys], [at[BASELINE][drop][k][0] for k in keys])
+            comparison[f"{100 * drop:.1f}"] = test.to_dict()
+    return {"methods": methods, "comparison": comparison}
+
+
+def _ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
+    return f"{mean * scale:{fmt}}{unit} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.3g}"
+
+
+def _markdown(model: str, d: dict, command: str) -> str:
+    s, summary, jobs = d["settings"], d["summary"], d["jobs"]
+    methods, comparison = summary["methods"], summary["comparison"]
+    title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
+    digits = jobs[0]["digits"] if jobs else {}
+    ran = sorted({(j["seed"], j["fold"]) for j in jobs})
+    n = len(s["seeds"]) * s["folds"]
+    lines = [f"# Pruning benchmark: {title}, {s['folds']}-fold cross-validation x {len(s['seeds'])} seed(s) "
+             f"on {'the embedded 5,000 MNIST digits' if s['dataset'] == 'mnist5k' else 'full MNIST'}", ""]
+    if len(ran) < n:
+        lines += [f"**Partial run**: {len(ran)} of the {n} fold x seed results finished (seed, fold: "
+                  f"{', '.join(f'{a}.{b}' for a, b in ran)}); every figure below is over these only (n per row).",
+                  ""]
+    if d["quick"]:
+        lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
+    lines += [
+        f"Command: `{command}`. Each fold: {digits.get('fit', 0):,} fit / {digits.get('val', 0):,} validation / "
+        f"{digits.get('test', 0):,} test digits, disjoint; seeds {list(s['seeds'])} re-cut the folds and re-seed "
+        f"training; n = {n} results per method when complete. Every pruning decision reads the validation digits only; the drop "
+        f"is paired: dense minus pruned accuracy on the same test digits of the same fold. Iterative methods share "
+        f"one path schedule: each round removes {s['step'] * 100:.0f}% of the kept weights "
+        f"({s['late_step'] * 100:.0f}% once 10% are left) and fine-tunes {s['epochs_per_round']} epochs; the result "
+        f"is the sparsest round whose validation accuracy, averaged with its two path neighbours, is within "
+        f"{s['max_drop'] * 100:.1f} points of the dense model. SRA+NRP: neuron re-pruning of the SRA result (guard "
+        f"{s['nrp_drop'] * 100:.1f} points on validation), then {s['epochs_per_round']} fine-tune epochs. Every "
+        f"result gets the same final fine-tune of {s['final_epochs']} epochs"
+        + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
+        + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")
+        + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
+          "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
+          "Compression = dense params / nonzero params (weights + biases).", "",
+        "| method | compression | accuracy drop (points) | weight compression | n |", "|---|---:|---:|---:|---:|"]
+    for name, m in methods.items():
+        lines.append(f"| {name} | {_ci(m['compression_mean'], m['compression_ci95'], unit='x')} "
+                     f"| {_ci(m['drop_mean'], m['drop_ci95'], 100, '+.2f')} "
+                     f"| {_ci(m['weight_compression_mean'], m['weight_compression_ci95'], unit='x')} | {m['n']} |")
+    heads = list(next(iter(methods.values()))["compression_at_drop"]) if methods else []
+    lines += ["", "## At equal accuracy", "",
+              "Each method's curve per fold: paired test drop against weight compression at the dense start, at "
+              "every path round (after its fine-tune, before the final one) and at its final result; the drop is "
+              "fitted as a non-decreasing function of log compression (isotonic least squares) and read where the "
+              "fit first exceeds the drop (linear in log compression between points). A curve that stays below "
+              "counts its largest compression (a lower bound; how many, in brackets). SRA+NRP's curve is SRA's path "
+              "with SRA+NRP's final result as its last point (NRP runs once, after the selected round), so below "
+              "that point it reads as SRA. This reads the test digits, as any accuracy-vs-compression figure does; "
+              "no method's choice depends on it.", "",
+              "| method | " + " | ".join(f"at {h} points" for h in heads) + " |",
+              "|---|" + "---:|" * len(heads)]
+    for name, m in methods.items():
+        cells = []
+        for h in heads:
+            a = m["compression_at_drop"][h]
+            cells.append(_ci(a["compression_mean"], a["compression_ci95"], unit="x")
+                         + (f" ({a['lower_bounds']} lower bounds)" if a["lower_bounds"] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if comparison:
+        lines += ["", f"{GOAL} / {BASELINE} at equal drop: geometric mean of the per-fold ratios [95% CI], paired "
+                  "t-test of the per-fold log ratios (two-sided) and the Wilcoxon signed-rank p beside it.", "",
+                  "| drop (points) | ratio | paired t p | Wilcoxon p | n |", "|---:|---:|---:|---:|---:|"]
+        for h, c in comparison.items():
+            lines.append(f"| {h} | {_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
+                         f"| {_p(c['paired_t_p'])} | {_p(c['wilcoxon_p'])} | {c['n']} |")
+    lines += ["", f"![accuracy drop vs compression]({d['plot']})", "", PUBLISHED[model], ""]
+    goal, cmp3 = methods.get(GOAL), comparison.get("0.3")
+    if model in ("lenet5", "lenet300") and goal and cmp3:
+        target = 149 if model == "lenet5" else None
+        met_c = target is None or (goal["compression_mean"] >= target and goal["drop_mean"] <= 0.003)
+        met_r = cmp3["ratio_geomean"] >= 1.5 and cmp3["paired_t_p"] is not None and cmp3["paired_t_p"] < 0.05
+        if target:
+            lines.append(f"Goal ({GOAL} mean compression >= {target}x at mean drop <= 0.3 points): "
+                         f"**{'met' if met_c else 'not met'}** — {goal['compression_mean']:.1f}x at "
+                         f"{100 * goal['drop_mean']:+.2f} points.")
+        lines += [f"Goal ({GOAL} >= 1.5x {BASELINE} at 0.3 points, significant at 5%): "
+                  f"**{'met' if met_r else 'not met'}** — {cmp3['ratio_geomean']:.2f}x, p = {_p(cmp3['paired_t_p'])}.",
+                  ""]
+    lines += ["## Per fold", "", "| seed | fold | method | compression | drop (points) | selected round "
+              "| weight compression at selected round |", "|---:|---:|---|---:|---:|---:|---:|"]
+    for job in jobs:
+        for name, r in job["results"].items():
+            sel = r["selected_round"]
+            path_c = 1 / max(1e-12, 1 - r["path_sparsity"][sel - 1]) if sel else 1.0
+            lines.append(f"| {job['seed']} | {job['fold']} | {name} | {r['compression']:.1f}x | "
+                         f"{100 * r['drop']:+.2f} | {sel} of {r['rounds']} | {path_c:.1f}x |")
+    lines += ["", f"Wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()} ({d['threads']} torch threads).",
+              ""]
+    return "\n".join(lines)
+
+
+def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: BenchSettings, quick: bool = False,
+                       command: str | None = None, wall_time_s: float = 0.0, recovery: dict | None = None,
+                       name: str | None = None) -> BenchResult:
+    """Aggregate ``jobs`` (:func:`prune_job` dicts, any subset of the folds x seeds) and write the Markdown,
+    the JSON and the trade-off plot; also how a resumed or distributed run reports what it finished."""
     out_dir = Path(out_dir)
-    plot_paths(histories, base_test, out_dir / f"prune_{model}_paths.png",
-               f"{model}: test accuracy along each method's pruning path")
-    return write_results(f"prune_{model}", md, {
-        "model": model, "quick": quick, "seed": seed, "settings": vars(s), "base_test_accuracy": base_test,
-        "base_val_accuracy": base_val, "wall_time_s": total_s, "threads": torch.get_num_threads(),
-        "rows": [{k: v for k, v in r.items() if k != "layers_md"} for r in rows], "histories": histories}, out_dir)
+    name = name or (f"prune_recovery_{model}" if recovery is not None else f"prune_{model}")
+    command = command or ("sparsegate bench --only " + ("prune-recovery" if recovery is not None else
+                                                          "prune" if model == "lenet5" else "prune-" + model))
+    summary = aggregate(jobs)
+    plot = f"{name}_tradeoff.png"
+    curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in _rows(jobs).items()}
+    plot_tradeoff(curves, summary["methods"], out_dir / plot,
+                  f"{model}: paired test drop vs compression, mean and 95% band over folds x seeds")
+    d = {"model": model, "quick": quick, "command": command, "settings": asdict(s), "summary": summary,
+         "methods": summary["methods"], "wall_time_s": wall_time_s, "threads": torch.get_num_threads(),
+         "plot": plot, "jobs": jobs}
+    if recovery is not None:
+        d["recovery"] = recovery
+    return write_results(name, _markdown(model, d, command) if recovery is None else _recovery_markdown(model, d),
+                         d, out_dir)
+
+
+def _check_model(model: str) -> None:
+    if model not in ("lenet5", "lenet300"):
+        raise ValueError(f"model: the pruning benchmark runs 'lenet5' or 'lenet300', got {model!r}")
+
+
+def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False,
+                        settings: BenchSettings | None = None, map_jobs: MapJobs = sequential_map,
+                        command: str | None = None) -> BenchResult:
+    """Run the cross-validated benchmark for ``model`` ("lenet5" or "lenet300"); write
+    ``out_dir/prune_<model>.md``, its ``.json`` (per method: ``compression_mean``, ``compression_ci95``,
+    ``drop_mean``, ``drop_ci95``, ``folds``, ``seeds``, ``compression_at_drop``; every job's dict) and the
+    trade-off plot. ``map_jobs`` runs the :func:`prune_job` calls."""
+    _check_model(model)
+    s = settings or (BenchSettings.quick() if quick else BenchSettings())
+    start = time.perf_counter()
+    jobs = map_jobs(prune_job, s.calls(model))
+    return write_prune_report(out_dir, model, jobs, s, quick, command, time.perf_counter() - start)
+
+
+def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False,
+                           settings: BenchSettings | None = None, map_jobs: MapJobs = sequential_map,
+                           variants: tuple[str, ...] = tuple(RECOVERY), command: str | None = None) -> BenchResult:
+    """Each recovery variant of SRA's loop (:data:`RECOVERY`) on the same folds and seeds: what SRA+NRP
+    compresses at 0.3 points of drop with it, paired against the default."""
+    _check_model(model)
+    base = replace(settings or (BenchSettings.quick() if quick else BenchSettings(folds=3, seeds=(0,))),
+                   methods=("sra",))
+    start = time.perf_counter()
+    per_variant = {v: replace(base, **RECOVERY[v]) for v in variants}
+    results = map_jobs(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
+    n = len(base.calls(model))
+    by_variant = {v: results[i * n:(i + 1) * n] for i, v in enumerate(per_variant)}
+    return write_recovery_report(out_dir, model, by_variant, base, quick, command, time.perf_counter() - start)
+
+
+def write_recovery_report(out_dir: str | Path, model: str, by_variant: dict[str, list[dict]], s: BenchSettings,
+                          quick: bool = False, command: str | None = None, wall_time_s: float = 0.0) -> BenchResult:
+    """The recovery table from each variant's :func:`prune_job` dicts (compared on the folds x seeds that the
+    variant shares with the default)."""
+    def at_budget(jobs):
+        return {(j["seed"], j["fold"]): compression_at_drop(j["results"][GOAL]["curve"], 0.003)[0] for j in jobs}
+    ref = at_budget(by_variant.get("default", []))
+    table = {}
+    for variant, jobs in by_variant.items():
+        at = at_budget(jobs)
+        keys = sorted(set(at) & set(ref))
+        vs_default = paired_test([at[k] for k in keys], [ref[k] for k in keys]).to_dict() \
+            if variant != "default" and keys else None
+        table[variant] = {"settings_changed": RECOVERY[variant], **aggregate(jobs, (0.003,))["methods"][GOAL],
+                          "vs_default": vs_default}
+    # one "method" per variant: its SRA+NRP result, so the plot and the per-fold rows show the variants
+    jobs_all = [dict(j, method=v, results={v: j["results"][GOAL]}) for v, js in by_variant.items() for j in js]
+    return write_prune_report(out_dir, model, jobs_all, s, quick, command, wall_time_s, table)
+
+
+def _recovery_markdown(model: str, d: dict) -> str:
+    s, table = d["settings"], d["recovery"]
+    ran = sorted({(j["seed"], j["fold"]) for j in d["jobs"]})
+    lines = [f"# Recovery in SRA's loop: {model}, {s['folds']}-fold cross-validation, compared on seed.fold "
+             f"{', '.join(f'{a}.{b}' for a, b in ran)}", ""]
+    if d["quick"]:
+        lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
+    lines += [f"Command: `{d['command']}`. Each variant changes one option of the default "
+              f"(distill: knowledge distillation from the dense model in every fine-tune, loss 0.5 CE + 0.5 T^2 KL at "
+              f"T = 4; rewind: every fine-tune restarts the base training's peak learning rate instead of "
+              f"{s['lr']:g}; long-final: 12 final fine-tune epochs instead of {s['final_epochs']}) and runs SRA+NRP "
+              f"on the same folds and seeds. Read at 0.3 points of paired test drop (the at-equal-accuracy curve "
+              f"reading), and the selected result; 'vs default' is the geometric mean of the per-fold ratios with "
+              f"the paired t-test p.", "",
+              "| variant | compression at 0.3 points | selected: compression | selected: drop (points) "
+              "| vs default at 0.3 points | p |", "|---|---:|---:|---:|---:|---:|"]
+    for v, r in table.items():
+        a = r["compression_at_drop"]["0.3"]
+        vd = r["vs_default"]
+        lines.append(f"| {v} | {_ci(a['compression_mean'], a['compression_ci95'], unit='x')} "
+                     f"| {_ci(r['compression_mean'], r['compression_ci95'], unit='x')} "
+                     f"| {_ci(r['drop_mean'], r['drop_ci95'], 100, '+.2f')} "
+                     f"| {_ci(vd['ratio_geomean'], vd['ratio_ci95'], fmt='.2f', unit='x') if vd else '—'} "
+                     f"| {_p(vd['paired_t_p']) if vd else '—'} |")
+    lines += ["", f"![accuracy drop vs compression]({d['plot']})", "",
+              f"Wall time {d['wall_time_s'] / 60:.1f} min ({d['threads']} torch threads).", ""]
+    return "\n".join(lines)
 
 
 def rerender_markdown(out_dir: str | Path, model: str = "lenet5") -> BenchResult:
     """Rewrite ``prune_<model>.md`` from the benchmark's JSON (no re-run)."""
     out_dir = Path(out_dir)
     d = json.loads((out_dir / f"prune_{model}.json").read_text())
-    rows = []
-    for r in d["rows"]:
-        r = dict(r)
-        if "table" in r:
-            r["layers_md"] = LayerTable.from_dict(r["table"]).to_markdown()
-        rows.append(r)
-    md = _markdown(model, rows, BenchSettings(**d["settings"]), d["base_test_accuracy"], d["base_val_accuracy"],
-                   d["wall_time_s"], d["quick"], d["histories"], d.get("threads"))
-    return write_results(f"prune_{model}", md, d, out_dir)
-
-
-def oracle_reading(rounds: list[dict], base_test: float, drop: float) -> tuple[float, float] | None:
-    """(weight compression, test accuracy) of the most compressed round on a path whose *recorded* test
-    accuracy is within ``drop`` of the base — context only, no method can select this way."""
-    best = None
-    for r in rounds:
-        acc = r.get("info", {}).get("monitor_accuracy")
-        if acc is not None and base_test - acc <= drop + 1e-9:
-            best = (1.0 / max(1e-12, 1.0 - r["sparsity"]), acc)
-    return best
-
-
-def _markdown(model: str, rows: list[dict], s: BenchSettings, base_test: float, base_val: float, total_s: float,
-              quick: bool, histories: dict | None = None, threads: int | None = None) -> str:
-    title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
-    lines = [f"# Pruning benchmark: {title} on the embedded MNIST default", ""]
-    if quick:
-        lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
-    lines += [
-        f"Base model trained on 3,500 digits ({base_test * 100:.2f}% on the 1,000 held-out test digits, "
-        f"{base_val * 100:.2f}% on the 500-digit validation split that every pruning decision reads; the test "
-        f"digits decide nothing). Iterative methods (torch global L1, magnitude, SRA) share one path schedule: "
-        f"each round removes {s.step * 100:.0f}% of the kept weights ({s.late_step * 100:.0f}% once 10% are left) "
-        f"and fine-tunes {s.epochs_per_round} epochs (Adam, one-cycle, peak lr {s.lr:g}); the result is the "
-        f"sparsest round whose validation accuracy, averaged with its two path neighbours, is within "
-        f"{s.max_drop * 100:.1f} points of the base. SRA+NRP: neuron re-pruning of the SRA result (guard "
-        f"{s.nrp_drop * 100:.1f} points on the validation split), then {s.epochs_per_round} fine-tune epochs. "
-        f"ACRA: one-shot filter pruning to the FLOPs target, {s.acra_epochs} fine-tune epochs. Every row then "
-        f"gets the same final fine-tune of {s.final_epochs} epochs. Compression = dense params / nonzero params "
-        f"(weights + biases); MAC reduction counts only the multiply-accumulates a zero-skipping engine needs "
-        f"(zero weights and dead neurons skipped).", "",
-        "| method | kept weights | nonzero params | compression | MAC reduction | test accuracy | accuracy drop "
-        "| val accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if "unreachable" in r:
-            lines.append(f"| {r['method']} | — | — | — | — | — | — | — |")
-            continue
-        lines.append(f"| {r['method']} | {r['kept_weights']:,} | {r['nonzero_params']:,} | {r['compression']:.1f}x "
-                     f"| {r['mac_reduction'] * 100:.1f}% | {r['test_accuracy'] * 100:.2f}% "
-                     f"| {r['accuracy_drop'] * 100:+.2f} | {r['val_accuracy'] * 100:.2f}% |")
-    lines += [""] + [f"{r['method']}: not met — {r['unreachable']}" for r in rows if "unreachable" in r]
-    lines += ["", PUBLISHED[model], ""]
-    goal = next((r for r in rows if r["method"] == "SRA+NRP"), None)
-    torch_row = next((r for r in rows if r["method"] == "torch global L1"), None)
-    if model == "lenet5" and goal is not None:
-        met = goal["compression"] >= 149 and goal["accuracy_drop"] <= 0.003
-        lines += [f"Goal (SRA+NRP >= 149x at <= 0.3 points drop): **{'met' if met else 'not met'}** — "
-                  f"{goal['compression']:.1f}x at {goal['accuracy_drop'] * 100:+.2f} points"
-                  + (f"; torch global L1 at the same budget: {torch_row['compression']:.1f}x at "
-                     f"{torch_row['accuracy_drop'] * 100:+.2f} points." if torch_row else "."), ""]
-    if histories:
-        lines += ["## Along the pruning paths (test accuracy recorded, never used for a decision)", "",
-                  "The most compressed round of each path whose test accuracy, before the final fine-tune, was "
-                  "within 0.3 points of the base. This is an oracle reading for comparing the paths, not a result "
-                  "any method could select (the table above is); see the `_paths.png` plot.", "",
-                  "| path | weight compression | test accuracy |", "|---|---:|---:|"]
-        for name, rounds in histories.items():
-            o = oracle_reading(rounds, base_test, 0.003)
-            lines.append(f"| {name} | {o[0]:.1f}x | {o[1] * 100:.2f}% |" if o else f"| {name} | — | — |")
-        lines.append("")
-    for r in rows:
-        if r["method"] == "SRA+NRP":
-            lines += ["## SRA+NRP per layer", "", r["layers_md"]]
-    lines += [f"Wall time {total_s / 60:.1f} min on {platform.machine()} "
-              f"({threads or torch.get_num_threads()} torch threads); "
-              f"per row: " + ", ".join(f"{r['method']} {r['wall_time_s']:.0f} s" for r in rows) + ".", ""]
-    return "\n".join(lines)
-
-
-def plot_paths(histories: dict[str, list], base_test: float, path, title: str) -> None:
-    """Test accuracy (recorded, never used for decisions) against compression along each pruning path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from sparsegate.sw.util.atomic_io import atomic_path
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, rounds in histories.items():
-        pts = [(1.0 / max(1e-9, 1.0 - r["sparsity"]), 100 * r["info"]["monitor_accuracy"]) for r in rounds
-               if "monitor_accuracy" in r.get("info", {})]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=name)
-            chosen = [(1.0 / max(1e-9, 1.0 - r["sparsity"]), 100 * r["info"]["monitor_accuracy"]) for r in rounds
-                      if r.get("accepted") and "monitor_accuracy" in r.get("info", {})]
-            if chosen:
-                ax.plot([chosen[-1][0]], [chosen[-1][1]], marker="*", markersize=10, color="black")
-    ax.axhline(100 * base_test, color="grey", lw=0.8, ls="--", label="dense base")
-    ax.axhline(100 * base_test - 0.3, color="grey", lw=0.8, ls=":", label="base - 0.3 points")
-    ax.set_xscale("log")
-    ax.set_xlabel("weight compression (dense weights / kept weights), before the final fine-tune")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    return write_results(f"prune_{model}", _markdown(model, d, d["command"]), d, out_dir)

@@ -52,6 +52,11 @@ def _prune():
     return run_prune_benchmark
 
 
+def _recovery():
+    from sparsegate.sw.bench.prune import run_recovery_benchmark
+    return run_recovery_benchmark
+
+
 def _snn():
     from sparsegate.sw.bench.snn import run_snn_benchmark
     return run_snn_benchmark
@@ -88,8 +93,10 @@ def _builds():
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("prune", "pruning methods side by side on LeNet-5", _prune, {"model": "lenet5"}),
-    Benchmark("prune-lenet300", "pruning methods side by side on LeNet-300-100", _prune, {"model": "lenet300"}),
+    Benchmark("prune", "pruning methods cross-validated on LeNet-5", _prune, {"model": "lenet5"}),
+    Benchmark("prune-lenet300", "pruning methods cross-validated on LeNet-300-100", _prune, {"model": "lenet300"}),
+    Benchmark("prune-recovery", "recovery in SRA's loop (distillation, lr rewinding, longer fine-tune)", _recovery,
+              {"model": "lenet5"}),
     Benchmark("snn", "spike-count neuron pruning of the SNN on the LIF core", _snn),
     Benchmark("engine", "sparse engine cycles, energy estimate and simulator speeds", _engine),
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),

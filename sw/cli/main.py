@@ -23,6 +23,7 @@ COMMANDS = {
     "run": ("sparsegate.sw.cli.run", "classify digits on a board (--board-port) or the simulated board top (--sim)"),
     "demo": ("sparsegate.sw.cli.demo", "the main job on the embedded MNIST default, resumable"),
     "bench": ("sparsegate.sw.cli.bench", "run the benchmarks and write BENCHMARKS.md"),
+    "prune-bench": ("sparsegate.sw.cli.prune_bench", "the cross-validated pruning benchmark: folds, seeds, MNIST"),
     "rnn": ("sparsegate.sw.cli.rnn", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
 }
 

@@ -1,13 +1,18 @@
 """The demo's report: ``report.md`` plus a self-contained ``report.html`` (plots inlined as PNG), every
-section filled from the stage results of one run."""
+section filled from the stage results of one run; and, when the cross-validated pruning benchmark's figures
+are at hand (``docs/results/prune_lenet5.json``, where ``make demo`` runs), its drop-vs-compression plot with
+95% bands and its table, so the one-run numbers sit beside the cross-validated ones."""
 from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from pathlib import Path
 
 from sparsegate.sw.util.atomic_io import write_text
+
+CROSSVAL_FIGURES = Path("docs/results/prune_lenet5.json")
 
 
 def _pct(v: float) -> str:
@@ -295,7 +300,39 @@ def _markdown_to_html(markdown: str, run: Path) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def write_report(run: Path, results: dict) -> dict:
+def _ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
+    return f"{mean * scale:{fmt}}{unit} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
+
+
+def crossval_section(figures: Path, run: Path, plot: str) -> list[str]:
+    """The cross-validated benchmark's plot (written to ``run/plot``) and table from its JSON ``figures``;
+    nothing when the file is missing or from before the cross-validated benchmark."""
+    from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+
+    if not Path(figures).is_file():
+        return []
+    d = json.loads(Path(figures).read_text())
+    if "methods" not in d or "jobs" not in d:
+        return []
+    curves: dict[str, list] = {}
+    for job in d["jobs"]:
+        for name, r in job["results"].items():
+            curves.setdefault(name, []).append(r["curve"])
+    plot_tradeoff(curves, d["methods"], run / plot, "pruning benchmark: paired test drop vs compression, 95% bands")
+    s = d["settings"]
+    rows = [[name, _ci(m["compression_mean"], m["compression_ci95"], unit="x"),
+             _ci(m["drop_mean"], m["drop_ci95"], 100, "+.2f"),
+             _ci(m["compression_at_drop"]["0.3"]["compression_mean"], m["compression_at_drop"]["0.3"]["compression_ci95"],
+                 unit="x"), str(m["n"])] for name, m in d["methods"].items()]
+    return ["## Cross-validated pruning figures", "",
+            f"From `{figures}` (`{d['command']}`): {s['folds']}-fold cross-validation x seeds {list(s['seeds'])}, "
+            "each fold's own fit / validation / test digits; mean [95% CI, Student t]; drop paired on the fold's "
+            "test digits. The one-run figures above fall somewhere in these intervals.", "",
+            _md_table(["method", "compression", "drop (points)", "weight compression at 0.3 points", "n"], rows), "",
+            f"![drop vs compression, cross-validated]({plot})", ""]
+
+
+def write_report(run: Path, results: dict, crossval: Path = CROSSVAL_FIGURES) -> dict:
     """Write the plots, ``report.md`` and ``report.html`` into ``run``; return their paths."""
     run = Path(run)
     plots = {"curve": "report/accuracy_vs_compression.png", "cycles": "report/cycles.png",
@@ -303,7 +340,8 @@ def write_report(run: Path, results: dict) -> dict:
     _plot_curve(results, run / plots["curve"])
     _plot_sparsity(results, run / plots["sparsity"])
     _plot_cycles(results["simulate"], run / plots["cycles"])
-    markdown = build_markdown(results, plots)
+    markdown = build_markdown(results, plots) + "\n".join(["", *crossval_section(crossval, run,
+                                                                                 "report/crossval_tradeoff.png")])
     write_text(run / "report.md", markdown)
     write_text(run / "report.html", _markdown_to_html(markdown, run))
     return {"markdown": str(run / "report.md"), "html": str(run / "report.html")}

@@ -37,6 +37,8 @@ class TrainConfig:
     seed: int = 0
     augment_shift: int = 2  # random translation of up to this many pixels; 0 disables
     progress: bool = True
+    distill: float = 0.0  # weight of the distillation loss when train() is given a teacher (0: labels only)
+    temperature: float = 4.0  # softmax temperature of the distillation loss
 
 
 @dataclass
@@ -92,6 +94,13 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
     return torch.empty(shifted.shape, dtype=shifted.dtype).copy_(shifted)
 
 
+def _distill_loss(out: torch.Tensor, teacher: nn.Module, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        soft = nn.functional.log_softmax(teacher(x) / temperature, dim=1)
+    return nn.functional.kl_div(nn.functional.log_softmax(out / temperature, dim=1), soft, log_target=True,
+                                reduction="batchmean") * temperature ** 2
+
+
 @torch.no_grad()
 def predict(model: nn.Module, ds: TensorDataset, batch_size: int = 1000) -> torch.Tensor:
     """Predicted class of every sample."""
@@ -107,9 +116,18 @@ def evaluate(model: nn.Module, ds: TensorDataset, batch_size: int = 1000) -> flo
 
 def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None = None,
           masks: Masks | None = None, test_ds: TensorDataset | None = None,
-          desc: str = "train") -> TrainResult:
-    """Train ``model`` in place with Adam and a cosine learning-rate decay; deterministic for a seed."""
+          desc: str = "train", teacher: nn.Module | None = None) -> TrainResult:
+    """Train ``model`` in place with Adam and a cosine learning-rate decay; deterministic for a seed.
+
+    With a ``teacher`` and ``config.distill`` > 0 the loss is knowledge distillation (Hinton et al. 2015):
+    ``(1 - distill) * CE(labels) + distill * T^2 * KL(teacher || student)`` at temperature ``T``, the teacher
+    seeing the same (shifted) images."""
     config = config or TrainConfig()
+    if not 0.0 <= config.distill <= 1.0 or not config.temperature > 0:
+        raise ValueError(f"distill must be in [0, 1] and temperature > 0, got {config.distill}, "
+                         f"{config.temperature}")
+    if teacher is not None:
+        teacher.eval()
     masks = masks or {}
     check_masks(model, masks)
     torch.manual_seed(config.seed)
@@ -134,6 +152,9 @@ def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None 
                 optimizer.zero_grad()
                 out = model(x)
                 loss = nn.functional.cross_entropy(out, y)
+                if teacher is not None and config.distill > 0:
+                    loss = (1 - config.distill) * loss + config.distill * _distill_loss(out, teacher, x,
+                                                                                         config.temperature)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()

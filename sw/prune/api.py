@@ -35,13 +35,15 @@ class PruneOptions:
     nrp: bool = False  # neuron re-pruning after the method, then a fine-tune
     nrp_drop: float = 0.0  # NRP guard: validation-accuracy drop allowed before its fine-tune
     progress: bool = True
+    distill: float = 0.0  # iterative methods: distil from the start model in each round's fine-tune (KD weight)
 
     def epochs(self, default: int) -> int:
         return default if self.finetune_epochs is None else self.finetune_epochs
 
     def finetune_config(self, default_epochs: int):
-        """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr and seed."""
-        return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed)
+        """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr, seed and
+        distillation weight."""
+        return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed, distill=self.distill)
 
 
 @dataclass

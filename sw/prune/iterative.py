@@ -56,17 +56,21 @@ class FineTuneConfig:
     batch_size: int = 64
     augment_shift: int = 2
     seed: int = 0
+    distill: float = 0.0  # knowledge distillation from the loop's start model (weight of its loss; 0: off)
+    temperature: float = 4.0
 
     def __post_init__(self):
         if self.epochs < 0:
             raise PruneError(f"finetune epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0:
             raise PruneError(f"finetune lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.distill <= 1.0 or not self.temperature > 0:
+            raise PruneError(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
 
     def train_config(self, round_index: int = 0, epochs: int | None = None) -> TrainConfig:
         return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
                            lr=self.lr, seed=self.seed + round_index, augment_shift=self.augment_shift,
-                           progress=False)
+                           progress=False, distill=self.distill, temperature=self.temperature)
 
 
 SELECTIONS = ("path", "gate")
@@ -199,11 +203,12 @@ def accuracy(model: nn.Module, ds: TensorDataset) -> float:
 
 
 def finetune(model: nn.Module, ds: TensorDataset, masks: Masks, config: FineTuneConfig, round_index: int = 0,
-             epochs: int | None = None) -> None:
-    """Fine-tune in place with the masks held at zero (no-op for 0 epochs, which still applies the masks)."""
+             epochs: int | None = None, teacher: nn.Module | None = None) -> None:
+    """Fine-tune in place with the masks held at zero (no-op for 0 epochs, which still applies the masks);
+    distilling from ``teacher`` when ``config.distill`` > 0."""
     cfg = config.train_config(round_index, epochs)
     if cfg.epochs > 0:
-        train(model, ds, cfg, masks=masks, desc="finetune")
+        train(model, ds, cfg, masks=masks, desc="finetune", teacher=teacher)
     else:
         apply_masks(model, masks)
 
@@ -221,6 +226,7 @@ def iterative_prune(model: nn.Module, step_fn: PruneStep, fit_ds: TensorDataset,
     masks = copy_masks(masks)
     apply_masks(model, masks)
     start_acc = accuracy(model, val_ds)
+    teacher = copy.deepcopy(model) if finetune_config.distill > 0 else None  # KD from the start model
     base = start_acc if base_val_accuracy is None else base_val_accuracy
     budget = schedule.max_accuracy_drop
     gate = budget is not None and schedule.selection == "gate"
@@ -256,11 +262,11 @@ def iterative_prune(model: nn.Module, step_fn: PruneStep, fit_ds: TensorDataset,
                 bar.write(f"{desc}: round {rnd} removed nothing at sparsity {100 * sparsity:.2f}%; stopping")
                 model.load_state_dict(path[-1][1])
                 break
-            finetune(model, fit_ds, new_masks, finetune_config, rnd)
+            finetune(model, fit_ds, new_masks, finetune_config, rnd, teacher=teacher)
             acc = accuracy(model, val_ds)
             ok = budget is None or base - acc <= budget + 1e-9
             for extra in range(schedule.recovery_rounds if gate and not ok else 0):
-                finetune(model, fit_ds, new_masks, finetune_config, 1000 * rnd + extra)
+                finetune(model, fit_ds, new_masks, finetune_config, 1000 * rnd + extra, teacher=teacher)
                 acc = accuracy(model, val_ds)
                 ok = base - acc <= budget + 1e-9
                 if ok:

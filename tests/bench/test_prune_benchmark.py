@@ -1,46 +1,123 @@
-"""The pruning benchmark's report rendering (the benchmark itself takes minutes: `sparsegate bench --only prune`)."""
+"""The cross-validated pruning benchmark: its figures and tables from job results (through the map_jobs
+hook, no training), and real quick jobs: decisions never read test digits, the same seeds select the same
+rounds (the benchmark itself takes hours: `sparsegate bench --only prune`)."""
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 
-from sparsegate.sw.prune.counting import LayerTable, layer_table
-from sparsegate.sw.bench.prune import BenchSettings, oracle_reading, rerender_markdown
+import numpy as np
+import pytest
 
-from support.tiny_model import tiny_network
-
-
-def _row(method, compression, drop):
-    table = layer_table(tiny_network()).to_dict()
-    return {"method": method, "kept_weights": 23, "nonzero_params": 31, "params": 92, "compression": compression,
-            "mac_reduction": 0.7, "test_accuracy": 0.98 - drop, "accuracy_drop": drop, "val_accuracy": 0.97,
-            "storage_ratio": 2.0, "wall_time_s": 1.0, "table": table}
+from sparsegate.sw.bench import prune as bench
+from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, BenchSettings, prune_job, rerender_markdown,
+                                       run_prune_benchmark, run_recovery_benchmark)
+from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 
 
-def test_rerender_markdown_from_json(tmp_path):
-    histories = {"SRA": [{"round": 1, "sparsity": 0.5, "info": {"monitor_accuracy": 0.979}, "accepted": True},
-                         {"round": 2, "sparsity": 0.9, "info": {"monitor_accuracy": 0.970}, "accepted": True}]}
-    rows = [_row("dense (base)", 1.0, 0.0), _row("torch global L1", 50.0, 0.002), _row("SRA+NRP", 150.0, 0.002),
-            {"method": "ACRA uniform (filter), FLOPs -50%", "unreachable": "target_flops=0.5000 cannot be met",
-             "wall_time_s": 0.5}]
-    (tmp_path / "prune_lenet5.json").write_text(json.dumps({
-        "model": "lenet5", "quick": False, "settings": vars(BenchSettings()), "base_test_accuracy": 0.98,
-        "base_val_accuracy": 0.97, "wall_time_s": 60.0, "threads": 1, "rows": rows, "histories": histories}))
-    result = rerender_markdown(tmp_path, "lenet5")
+def _fake_job(model, fold, seed, method, s):
+    """A job dict as prune_job returns it: torch global L1's curve crosses 0.3 points at 10 * 2^(2/3) x,
+    SRA+NRP's at (2 + 0.1 * fold) times that."""
+    gain = {"torch global L1": 1.0, "magnitude (layer-uniform)": 0.5, "SRA": 1.5, "SRA+NRP": 2.0 + 0.1 * fold}
+    results = {}
+    for name in JOB_METHODS[method]:
+        g = gain[name] * (1 + s.distill)
+        curve = [[1.0, 0.0], [10 * g, 0.001], [20 * g, 0.004], [40 * g, 0.02]]
+        results[name] = {"compression": 9 * g, "weight_compression": 10 * g, "drop": 0.001 * (1 + fold + seed),
+                         "selected_round": 1, "rounds": 3, "path_sparsity": [0.9, 0.95, 0.975], "curve": curve}
+    return {"model": model, "fold": fold, "seed": seed, "method": method, "digits": {"fit": 3500, "val": 500,
+                                                                                      "test": 1000},
+            "results": results}
+
+
+def test_figures_tables_and_plot_from_the_jobs(tmp_path):
+    seen = []
+
+    def map_jobs(fn, calls):
+        assert fn is prune_job and pickle.loads(pickle.dumps((fn, calls)))  # a job runner can ship them
+        seen.extend(calls)
+        return [_fake_job(*c) for c in calls]
+
+    s = replace(BenchSettings(), folds=3, seeds=(0, 1))
+    result = run_prune_benchmark(tmp_path, "lenet5", settings=s, map_jobs=map_jobs)
+    assert [c[1:4] for c in seen] == [(f, seed, m) for seed in (0, 1) for f in range(3) for m in s.methods]
+    d = json.loads(result.json_path.read_text())
+    torch_l1, goal = d["methods"]["torch global L1"], d["methods"]["SRA+NRP"]
+    assert torch_l1["compression_mean"] == pytest.approx(9.0) and torch_l1["folds"] == [0, 1, 2]
+    assert goal["seeds"] == [0, 1] and goal["n"] == 6
+    drops = [0.001 * (1 + f + seed) for seed in (0, 1) for f in range(3)]
+    assert goal["drop_mean"] == pytest.approx(np.mean(drops))
+    assert goal["drop_ci95"][0] < goal["drop_mean"] < goal["drop_ci95"][1]
+    at = torch_l1["compression_at_drop"]
+    assert set(at) == {"0.3", "0.5", "1.0"} and at["0.3"]["compression_mean"] == pytest.approx(10 * 2 ** (2 / 3))
+    ratio = d["summary"]["comparison"]["0.3"]
+    expected = np.exp(np.mean(np.log([2.0 + 0.1 * f for _ in (0, 1) for f in range(3)])))
+    assert ratio["ratio_geomean"] == pytest.approx(expected) and ratio["paired_t_p"] < 1e-4 and ratio["n"] == 6
     md = result.markdown
-    assert md == (tmp_path / "prune_lenet5.md").read_text()
-    assert result.json_path == tmp_path / "prune_lenet5.json" and json.loads(result.json_path.read_text())["rows"]
-    assert "| SRA+NRP | 23 | 31 | 150.0x | 70.0% | 97.80% | +0.20 | 97.00% |" in md
-    assert "**met** — 150.0x at +0.20 points; torch global L1 at the same budget: 50.0x" in md
-    assert "| ACRA uniform (filter), FLOPs -50% | — |" in md and "not met — target_flops=0.5000" in md
-    assert "| SRA | 2.0x | 97.90% |" in md  # oracle reading: the 10x round lost 1 point
-    assert "| conv1 | conv | 27 | 11 |" in md
+    assert "| torch global L1 | 9.0x [9.0, 9.0] |" in md and "at 0.3 points" in md
+    assert f"| 0.3 | {expected:.2f}x" in md and "Goal (SRA+NRP >= 1.5x torch global L1" in md and "**met**" in md
+    assert "mean compression >= 149x" in md and "**not met** — 18.9x at +0.25 points" in md  # 9 x 2.1
+    assert (tmp_path / d["plot"]).stat().st_size > 10_000
+    assert rerender_markdown(tmp_path, "lenet5").markdown == md
 
 
-def test_oracle_reading_and_table_round_trip():
-    rounds = [{"sparsity": 0.5, "info": {"monitor_accuracy": 0.98}}, {"sparsity": 0.75, "info": {}},
-              {"sparsity": 0.9, "info": {"monitor_accuracy": 0.95}}]
-    assert oracle_reading(rounds, 0.98, 0.003) == (2.0, 0.98)
-    assert oracle_reading(rounds, 0.99, 0.003) is None
-    table = layer_table(tiny_network())
-    again = LayerTable.from_dict(json.loads(json.dumps(table.to_dict())))
-    assert again.to_markdown() == table.to_markdown()
+def test_recovery_variants_change_one_setting_and_compare_with_the_default(tmp_path):
+    calls = []
+
+    def map_jobs(fn, cs):
+        calls.extend(cs)
+        return [_fake_job(*c) for c in cs]
+
+    s = replace(BenchSettings(), folds=2, seeds=(0,))
+    result = run_recovery_benchmark(tmp_path, "lenet300", settings=s, map_jobs=map_jobs)
+    changed = {(c[4].distill, c[4].rewind, c[4].final_epochs) for c in calls}
+    assert changed == {(0.0, False, 4), (0.5, False, 4), (0.0, True, 4), (0.0, False, 12)}
+    assert all(c[3] == "sra" for c in calls)
+    table = json.loads(result.json_path.read_text())["recovery"]
+    assert list(table) == list(RECOVERY) and table["default"]["vs_default"] is None
+    assert table["distill"]["vs_default"]["ratio_geomean"] == pytest.approx(1.5)  # the fake job's distill gain
+    assert "| distill |" in result.markdown and "1.50x" in result.markdown
+
+
+QUICK = replace(BenchSettings.quick(), folds=2)
+
+
+@pytest.fixture(scope="module")
+def quick_sra_job():
+    return prune_job("lenet300", 1, 0, "sra", QUICK)
+
+
+def _selection(job):
+    return {name: (r["selected_round"], r["path_sparsity"], r["kept_weights"], r["val_accuracy"])
+            for name, r in job["results"].items()}
+
+
+def test_pruning_decisions_never_read_test_digits(monkeypatch, quick_sra_job):
+    """Every dataset the pruning methods get holds no test digit of the fold, and scrambling the test labels
+    (recorded along the path) changes no selection, only the recorded test accuracy."""
+    pool = digit_pool()
+    test_images = {row.tobytes() for row in fold_datasets(pool, kfold(len(pool), 2, 0)[1])[2].tensors[0].numpy()}
+    given = []
+    real = bench.prune_model
+
+    def spy(model, options, fit_ds, val_ds, masks=None, monitor_ds=None):
+        given.extend([fit_ds, val_ds])
+        if monitor_ds is not None:
+            x, y = monitor_ds.tensors
+            monitor_ds = type(monitor_ds)(x, (y + 1) % 10)
+        return real(model, options, fit_ds, val_ds, masks, monitor_ds)
+
+    monkeypatch.setattr(bench, "prune_model", spy)
+    scrambled = prune_job("lenet300", 1, 0, "sra", QUICK)
+    assert len(given) == 4  # SRA, then NRP
+    assert all(not ({row.tobytes() for row in ds.tensors[0].numpy()} & test_images) for ds in given)
+    assert _selection(scrambled) == _selection(quick_sra_job)
+    assert scrambled["results"]["SRA"]["curve"][1] != quick_sra_job["results"]["SRA"]["curve"][1]
+
+
+def test_same_seeds_select_the_same_rounds(quick_sra_job):
+    again = prune_job("lenet300", 1, 0, "sra", QUICK)
+    assert _selection(again) == _selection(quick_sra_job)
+    assert again["results"]["SRA+NRP"]["drop"] == quick_sra_job["results"]["SRA+NRP"]["drop"]
+    assert again["dense_test_accuracy"] == quick_sra_job["dense_test_accuracy"]

@@ -7,6 +7,7 @@ import resource
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsegate.sw.ml.models import build_model
@@ -108,3 +109,28 @@ def test_lenet5_recipe_reaches_target_in_time(tmp_path):
     assert written["test_accuracy"] == summary.test_accuracy and written["params"] == 431_080
     model, masks, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["test_accuracy"] == summary.test_accuracy and masks == {}
+
+
+def test_distillation_follows_the_teacher_not_the_labels():
+    """With distill=1 the labels do not enter the loss (shuffled labels train the same weights); with
+    distill=0.5 they do; a teacher at distill=0 changes nothing."""
+    from sparsegate.sw.ml.data import sklearn_digits
+
+    train_ds, _ = sklearn_digits(0)
+    x, y = train_ds.tensors[0][:256], train_ds.tensors[1][:256]
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def student(labels, distill, with_teacher=True):
+        torch.manual_seed(5)
+        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        train(m, TensorDataset(x, labels), TrainConfig(epochs=1, seed=2, progress=False, distill=distill),
+              teacher=teacher if with_teacher else None)
+        return m[1].weight.detach()
+
+    assert torch.equal(student(y, 1.0), student(shuffled, 1.0))
+    assert not torch.allclose(student(y, 0.5), student(shuffled, 0.5))
+    assert torch.equal(student(y, 0.0), student(y, 0.0, with_teacher=False))
+    with pytest.raises(ValueError, match="distill"):
+        train(nn.Linear(64, 10), TensorDataset(x, y), TrainConfig(distill=2.0, progress=False))

@@ -95,3 +95,27 @@ def test_schedule_and_argument_errors(small_data):
         magnitude_prune(build_model("lenet300"), *small_data, Schedule(target_sparsity=0.5), "l2")
     with pytest.raises(PruneError, match="val_size must be between 1 and 599"):
         split_validation(TensorDataset(torch.zeros(600, 1), torch.zeros(600)), 600)
+
+
+def test_distillation_in_the_loop_learns_from_the_start_model(small_data, monkeypatch):
+    """With ``distill`` every round's fine-tune gets the model as it was before pruning as its teacher."""
+    from sparsegate.sw.prune import iterative
+
+    torch.manual_seed(0)
+    model = build_model("lenet300")
+    start = copy.deepcopy(model.state_dict())
+    teachers = []
+    real = iterative.train
+
+    def spy(m, ds, cfg, masks=None, desc="", teacher=None):
+        teachers.append((teacher, cfg.distill))
+        return real(m, ds, cfg, masks=masks, desc=desc, teacher=teacher)
+
+    monkeypatch.setattr(iterative, "train", spy)
+    fit, val = small_data
+    magnitude_prune(model, fit, val, Schedule(target_sparsity=0.75, step=0.5), "magnitude",
+                    FineTuneConfig(epochs=1, distill=0.5), progress=False)
+    assert len(teachers) == 2 and all(d == 0.5 and t is teachers[0][0] for t, d in teachers)
+    assert all(torch.equal(v, start[k]) for k, v in teachers[0][0].state_dict().items())
+    with pytest.raises(PruneError, match="distill"):
+        FineTuneConfig(distill=1.5)

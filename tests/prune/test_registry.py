@@ -117,7 +117,7 @@ def test_params_validate_on_construction(make, message):
 
 
 def test_registry_cli_and_benchmarks_see_the_same_methods():
-    from sparsegate.sw.bench.prune import BENCH_METHODS as PRUNE_BENCH
+    from sparsegate.sw.bench.prune import JOB_METHODS as PRUNE_BENCH
     from sparsegate.sw.bench.structured import BENCH_METHODS as STRUCTURED_BENCH
     from sparsegate.sw.cli.main import build_parser
 
@@ -125,5 +125,5 @@ def test_registry_cli_and_benchmarks_see_the_same_methods():
     prune = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "prune")[1]
     choices = next(a.choices for a in prune._actions if a.dest == "method")
     assert list(choices) == methods()
-    assert set(PRUNE_BENCH.values()) <= set(methods())
+    assert set(PRUNE_BENCH) <= set(methods())
     assert set(STRUCTURED_BENCH.values()) <= set(methods())

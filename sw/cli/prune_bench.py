@@ -1,0 +1,53 @@
+"""``sparsegate prune-bench``: the cross-validated pruning benchmark with the folds, seeds, methods and data
+set chosen on the command line (``sparsegate bench`` runs it with its defaults); ``--recovery`` runs the
+recovery study of SRA's loop instead. Writes ``OUT/prune_<model>.md`` / ``.json`` and the trade-off plot
+(``prune_recovery_<model>.*`` with ``--recovery``)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sparsegate.sw.ml.folds import POOL_DATASETS
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from sparsegate.sw.bench.prune import JOB_METHODS, RECOVERY
+
+    parser.add_argument("--model", choices=("lenet5", "lenet300"), default="lenet5")
+    parser.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (each re-cuts the folds)")
+    parser.add_argument("--methods", nargs="+", choices=list(JOB_METHODS), default=list(JOB_METHODS),
+                        help="sra runs SRA and SRA+NRP")
+    parser.add_argument("--dataset", choices=POOL_DATASETS, default="mnist5k",
+                        help="mnist5k: the embedded 5,000 digits; mnist: full MNIST IDX files in --data-path")
+    parser.add_argument("--data-path", type=Path, default=None, help="folder of the MNIST IDX files (--dataset mnist)")
+    parser.add_argument("--recovery", nargs="+", choices=list(RECOVERY), default=None,
+                        help="run these recovery variants of SRA's loop instead (include 'default' to compare)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
+    parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsegate.sw.bench.prune import BenchSettings, run_prune_benchmark, run_recovery_benchmark
+    from sparsegate.sw.ml.data import DataError
+
+    if args.dataset == "mnist" and args.data_path is None:
+        raise DataError("--dataset mnist needs --data-path pointing at the MNIST IDX files")
+    if args.folds < 2:
+        raise DataError(f"--folds: expected at least 2, got {args.folds}")
+    base = BenchSettings.quick() if args.quick else BenchSettings()
+    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), methods=tuple(args.methods), dataset=args.dataset,
+                data_path=None if args.data_path is None else str(args.data_path),
+                val_fraction=base.val_fraction if args.dataset == "mnist5k" else 0.1)
+    command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
+    if args.recovery:
+        result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),
+                                        command=command)
+    else:
+        result = run_prune_benchmark(args.out, args.model, args.quick, settings=s, command=command)
+    print(result.markdown)
+    print(f"wrote {result.markdown_path} and {result.json_path}")
+    return 0
