@@ -41,6 +41,8 @@ import torch
 
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+from sparsegate.sw.jobs import JobFailure, RunnerOptions
+from sparsegate.sw.jobs import map_jobs as runner_map_jobs
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
@@ -109,6 +111,20 @@ RECOVERY = {"default": {}, "distill": {"distill": 0.5}, "rewind": {"rewind": Tru
 def sequential_map(fn: Callable, calls: list[tuple]) -> list:
     """The default ``map_jobs``: each call in order, in this process."""
     return [fn(*args) for args in calls]
+
+
+def _mapper(map_jobs: MapJobs, jobs: RunnerOptions | None) -> MapJobs:
+    """``map_jobs``, or the Dask job runner (:mod:`sparsegate.sw.jobs`: local cluster or ``--scheduler``,
+    result cache, one retry) when runner options are given."""
+    if jobs is None:
+        return map_jobs
+    return lambda fn, calls: runner_map_jobs(fn, calls, options=jobs)
+
+
+def _finished(results: list) -> list[dict]:
+    """The jobs that returned; a failed one (:class:`~sparsegate.sw.jobs.JobFailure`) is left out, and the
+    report then says the run is partial."""
+    return [r for r in results if not isinstance(r, JobFailure)]
 
 
 def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | None) -> list[list[float]]:
@@ -334,21 +350,23 @@ def _check_model(model: str) -> None:
 
 def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False,
                         settings: BenchSettings | None = None, map_jobs: MapJobs = sequential_map,
-                        command: str | None = None) -> BenchResult:
+                        command: str | None = None, jobs: RunnerOptions | None = None) -> BenchResult:
     """Run the cross-validated benchmark for ``model`` ("lenet5" or "lenet300"); write
     ``out_dir/prune_<model>.md``, its ``.json`` (per method: ``compression_mean``, ``compression_ci95``,
     ``drop_mean``, ``drop_ci95``, ``folds``, ``seeds``, ``compression_at_drop``; every job's dict) and the
-    trade-off plot. ``map_jobs`` runs the :func:`prune_job` calls."""
+    trade-off plot. ``map_jobs`` runs the :func:`prune_job` calls; ``jobs`` (runner options) sends them to
+    the Dask job runner instead."""
     _check_model(model)
     s = settings or (BenchSettings.quick() if quick else BenchSettings())
     start = time.perf_counter()
-    jobs = map_jobs(prune_job, s.calls(model))
-    return write_prune_report(out_dir, model, jobs, s, quick, command, time.perf_counter() - start)
+    results = _finished(_mapper(map_jobs, jobs)(prune_job, s.calls(model)))
+    return write_prune_report(out_dir, model, results, s, quick, command, time.perf_counter() - start)
 
 
 def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool = False,
                            settings: BenchSettings | None = None, map_jobs: MapJobs = sequential_map,
-                           variants: tuple[str, ...] = tuple(RECOVERY), command: str | None = None) -> BenchResult:
+                           variants: tuple[str, ...] = tuple(RECOVERY), command: str | None = None,
+                           jobs: RunnerOptions | None = None) -> BenchResult:
     """Each recovery variant of SRA's loop (:data:`RECOVERY`) on the same folds and seeds: what SRA+NRP
     compresses at 0.3 points of drop with it, paired against the default."""
     _check_model(model)
@@ -356,9 +374,9 @@ def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bo
                    methods=("sra",))
     start = time.perf_counter()
     per_variant = {v: replace(base, **RECOVERY[v]) for v in variants}
-    results = map_jobs(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
+    results = _mapper(map_jobs, jobs)(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
     n = len(base.calls(model))
-    by_variant = {v: results[i * n:(i + 1) * n] for i, v in enumerate(per_variant)}
+    by_variant = {v: _finished(results[i * n:(i + 1) * n]) for i, v in enumerate(per_variant)}
     return write_recovery_report(out_dir, model, by_variant, base, quick, command, time.perf_counter() - start)
 
 

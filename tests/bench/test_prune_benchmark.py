@@ -121,3 +121,29 @@ def test_same_seeds_select_the_same_rounds(quick_sra_job):
     assert _selection(again) == _selection(quick_sra_job)
     assert again["results"]["SRA+NRP"]["drop"] == quick_sra_job["results"]["SRA+NRP"]["drop"]
     assert again["dense_test_accuracy"] == quick_sra_job["dense_test_accuracy"]
+
+
+def test_the_jobs_go_through_the_dask_runner_and_its_cache(tmp_path, monkeypatch):
+    """With runner options (what `sparsegate bench` passes) the folds x seeds x methods run on the Dask job
+    runner; a re-run with the same cache runs nothing and writes the same figures."""
+    from sparsegate.sw.jobs import RunnerOptions
+
+    log = tmp_path / "ran.txt"       # the job is shipped to the workers by value: it reports through a file
+
+    def job(*call):
+        with open(log, "a") as f:
+            f.write(f"{call[1]} {call[2]} {call[3]}\n")
+        return _fake_job(*call)
+
+    def ran():
+        return sorted(log.read_text().splitlines()) if log.exists() else []
+
+    monkeypatch.setattr(bench, "prune_job", job)
+    options = RunnerOptions(workers=1, processes=False, cache=tmp_path / "cache")
+    s = replace(BenchSettings(), folds=2, seeds=(0,), methods=("torch-l1", "sra"))
+    first = run_prune_benchmark(tmp_path / "a", "lenet5", settings=s, jobs=options)
+    assert ran() == sorted(f"{f} 0 {m}" for f in range(2) for m in s.methods)
+    log.unlink()
+    again = run_prune_benchmark(tmp_path / "b", "lenet5", settings=s, jobs=options)
+    assert ran() == []
+    assert json.loads(again.json_path.read_text())["methods"] == json.loads(first.json_path.read_text())["methods"]
