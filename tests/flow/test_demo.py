@@ -133,7 +133,9 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert not re.search(r"\b(nan|None)\b", md)
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', page)
-    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    crossval = demo_report.CROSSVAL_FIGURES.exists()   # the benchmark's figures, where the run starts
+    assert ("## Cross-validated pruning figures" in md) == crossval
+    assert len(images) == 3 + crossval and all(src.startswith("data:image/png;base64,") for src in images)
     assert "<td>conv1</td>" in page and re.search(r"<td class='num'>\d+\.\d\d%</td>", page)  # figures right-aligned
 
     recap = demo.format_recap(results, 1.0).splitlines()
