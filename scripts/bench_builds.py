@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """A slice of the design-space sweep (sw/bench/builds.py); the whole grid is `sparsegate bench --only builds`.
 
-    .venv/bin/python scripts/bench_builds.py [--quick] [--lanes 1,4] [--devices 25f] [--out runs/bench/builds]
-        [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
+    .venv/bin/python scripts/bench_builds.py [--quick | --route-all] [--lanes 1,4] [--devices 25f]
+        [--out runs/bench/builds] [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
 
---quick places without routing (Fmax = nextpnr's post-placement estimate); the default routes every point.
+By default the points that matter (builds.ROUTED_POINTS: 25F P=4 and the largest P that fits, 45F/85F P=16,
+85F P=32) are placed and routed (sign-off Fmax, bitstream) and the rest of the grid is placed only (Fmax =
+nextpnr's post-placement estimate, marked as such); --quick places every point, --route-all routes every point.
 Writes sweep.md, sweep.json (the same figures) and sweep.png in --out. The points run as jobs on a local Dask
 cluster (--workers, default one per core) or an existing one (--scheduler); finished points are cached in
 --cache (default OUT/job-cache), so a re-run or an interrupted sweep only builds what is missing.
@@ -12,13 +14,15 @@ cluster (--workers, default one per core) or an existing one (--scheduler); fini
 import argparse
 from pathlib import Path
 
-from sparsegate.sw.bench.builds import DEVICES, LANES, run_build_sweep
+from sparsegate.sw.bench.builds import DEVICES, LANES, ROUTED_POINTS, run_build_sweep
 from sparsegate.sw.jobs import RunnerOptions
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="placement only: Fmax is a post-placement estimate")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="placement only: Fmax is a post-placement estimate")
+    mode.add_argument("--route-all", action="store_true", help="place and route every point (hours)")
     parser.add_argument("--lanes", help=f"comma-separated subset of {','.join(map(str, LANES))}")
     parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
     parser.add_argument("--clock-mhz", type=float, default=100.0)
@@ -32,8 +36,8 @@ def main(argv=None) -> int:
         devices = args.devices.split(",") if args.devices else None
         jobs = RunnerOptions(scheduler=args.scheduler, workers=args.workers, cache=args.cache or args.out / "job-cache",
                              progress=True, log=print)
-        print(run_build_sweep(args.out, args.quick, lanes=lanes, devices=devices, clock_mhz=args.clock_mhz,
-                              jobs=jobs).markdown)
+        print(run_build_sweep(args.out, args.quick, routed="all" if args.route_all else ROUTED_POINTS, lanes=lanes,
+                              devices=devices, clock_mhz=args.clock_mhz, jobs=jobs).markdown)
     except ValueError as err:
         parser.error(str(err))
     return 0

@@ -5,12 +5,16 @@ file and a plot (``sweep.md``, ``sweep.json``, ``sweep.png`` in the output folde
 Every point goes through :func:`sparsegate.sw.flow.build.build_board` (cached by design digest, so a
 rerun only builds what changed). Points whose block-RAM / DSP estimate is clearly over the device are
 reported as "does not fit" with the estimate, without running the tools; points nextpnr cannot place are
-reported with nextpnr's numbers. Two modes:
+reported with nextpnr's numbers. Each point is either
 
-* full (default): placed and routed, Fmax is nextpnr's post-route figure (hours for the whole grid on a
-  small machine);
-* ``quick``: placed only (nextpnr ``--no-route``, no bitstream), Fmax is the **post-placement estimate**,
+* routed: placed and routed, Fmax is nextpnr's post-route (sign-off) figure, a bitstream is written; or
+* placed: placed only (nextpnr ``--no-route``, no bitstream), Fmax is the **post-placement estimate**,
   labelled as such in every output.
+
+``routed`` picks which: a list of ``(device, lanes)`` points — by default :data:`ROUTED_POINTS`, the points
+that matter, with the rest of the grid placed (a whole routed grid is hours on a small machine) —, every point
+(``"all"``), or none (``quick``). ``lanes`` may be ``"largest"``: the
+most lanes whose block-RAM/DSP estimate fits the device.
 
 ``lanes`` / ``devices`` pick a slice of the grid.
 
@@ -32,10 +36,26 @@ from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
 
-__all__ = ["run_build_sweep", "sweep_point", "gateware_sources_digest", "LANES", "DEVICES"]
+__all__ = ["run_build_sweep", "sweep_point", "gateware_sources_digest", "largest_fitting_lanes", "LANES", "DEVICES",
+           "ROUTED_POINTS"]
 
 LANES = (1, 4, 8, 16, 32, 64)
 DEVICES = ("25f", "45f", "85f")
+#: The points a sweep places and routes by default (sign-off Fmax); the rest of the grid is placed only.
+ROUTED_POINTS = (("25f", 4), ("25f", "largest"), ("45f", 16), ("85f", 16), ("85f", 32))
+
+
+def largest_fitting_lanes(dev: str, image, lanes=LANES) -> int | None:
+    """The most of ``lanes`` whose engine, with ``image``, fits the ULX3S ``dev`` by the build's block-RAM and
+    DSP estimate (the same numbers that stop a build before the tools run); None if none does."""
+    from sparsegate.hw.platform.boards import DEVICE_RESOURCES, device_size, make_platform
+    from sparsegate.sw.flow.build import ENGINE, board_program
+
+    avail = DEVICE_RESOURCES[device_size(str(make_platform(f"ulx3s-{dev}").device))]
+    fitting = [p for p in lanes
+               if (lambda est: est.dp16kd <= avail["DP16KD"] and est.mult18x18d <= avail["MULT18X18D"])(
+                   ENGINE.estimate(board_program(ENGINE, image, lanes=p)))]
+    return max(fitting, default=None)
 
 
 def gateware_sources_digest() -> str:
@@ -51,7 +71,7 @@ def gateware_sources_digest() -> str:
     return h.hexdigest()[:20]
 
 
-def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, quick: bool, sources: str,
+def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, place_only: bool, sources: str,
                 build_cache: str | None = None) -> dict:
     """One sweep point as a pure job: build in a scratch folder, return ``{"point": figures, "files": {name:
     bytes}}``. ``sources`` is :func:`gateware_sources_digest` where the sweep was started; a worker with other
@@ -63,20 +83,20 @@ def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, qu
                            "run the workers from the same checkout and venv")
     with tempfile.TemporaryDirectory(prefix="sweep-point-") as scratch:
         out = Path(scratch) / f"{board}-p{lanes}"
-        point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, quick=quick,
+        point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, place_only=place_only,
                        build_cache=Path(build_cache) if build_cache else None)
         files = {f.name: f.read_bytes() for f in sorted(out.glob("*")) if f.is_file()} if out.is_dir() else {}
     return {"point": point, "files": files}
 
 
-def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, quick: bool,
+def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, place_only: bool,
            build_cache: Path | None) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
     from sparsegate.sw.flow.build import DEFAULT_CACHE, build_board
 
-    point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed"}
+    point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if place_only else "routed"}
     try:
-        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=quick,
+        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=place_only,
                              cache=build_cache or DEFAULT_CACHE)
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
@@ -99,25 +119,47 @@ def _mhz(value) -> str:
 
 def _row(p: dict) -> str:
     if p["status"] == "ok":
-        return (f"| {p['device']} | {p['lanes']} | {p['lut']:,} | {p['ff']:,} | {p['dsp']} | {p['ebr']} | "
-                f"{_mhz(p['fmax'])} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
+        fmax = _mhz(p["fmax"]) if _mode(p) == "routed" else f"{_mhz(p['fmax'])} (estimate)"
+        return (f"| {p['device']} | {p['lanes']} | {_mode(p)} | {p['lut']:,} | {p['ff']:,} | {p['dsp']} | {p['ebr']} | "
+                f"{fmax} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
     over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in p.get("over", {}).items())
-    return f"| {p['device']} | {p['lanes']} | {p['status']}{': needs ' + over if over else ''} | | | | | | |"
+    return (f"| {p['device']} | {p['lanes']} | {_mode(p)} | {p['status']}{': needs ' + over if over else ''} "
+            "| | | | | | |")
 
 
-def _failed_point(board: str, dev: str, lanes: int, quick: bool, reason: str) -> dict:
-    return {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if quick else "routed",
+def _failed_point(board: str, dev: str, lanes: int, place_only: bool, reason: str) -> dict:
+    return {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if place_only else "routed",
             "status": "failed", "detail": reason}
 
 
-def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, clock_mhz: float = 100.0,
-                    image=None, log=print, jobs: RunnerOptions | None = None,
+def _routed_set(routed, devices, lanes_list, image) -> set[tuple[str, int]]:
+    """The ``(device, lanes)`` points of the grid to route (see the module)."""
+    if routed == "all":
+        return {(d, p) for d in devices for p in lanes_list}
+    chosen = set()
+    for dev, p in routed or ():
+        dev = dev.lower()
+        if p == "largest":
+            p = largest_fitting_lanes(dev, image, lanes_list)
+            if p is None:
+                continue
+        if dev not in DEVICES or p not in LANES:
+            raise ValueError(f"routed point must be (one of {', '.join(DEVICES)}, one of {LANES} or 'largest'), "
+                             f"got ({dev!r}, {p!r})")
+        chosen.add((dev, p))
+    return chosen
+
+
+def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes=None, devices=None,
+                    clock_mhz: float = 100.0, image=None, log=print, jobs: RunnerOptions | None = None,
                     build_cache: Path | None = None) -> BenchResult:
     """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
     a local cluster); write ``sweep.md`` and ``sweep.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
-    ``quick``: placement only (Fmax = post-placement estimate). ``build_cache``: the workers' bitstream cache
-    (default ``build/bitstreams`` in each worker's working folder)."""
+    ``routed``: the ``(device, lanes)`` points to place and route (default :data:`ROUTED_POINTS`; the rest are
+    placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``quick``: every point placed only
+    (Fmax = post-placement estimate). ``build_cache``: the workers' bitstream cache (default
+    ``build/bitstreams`` in each worker's working folder)."""
     from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
@@ -131,17 +173,22 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
     image = image or default_image()
+    to_route = set() if quick else _routed_set(routed, devices, lanes_list, image)
     sources = gateware_sources_digest()
-    grid = [(f"ulx3s-{dev}", dev, p) for dev in devices for p in lanes_list]
-    todo = [Job(f"{board}-p{p}", sweep_point, (board, dev, p),
-                {"image": image, "clock_mhz": clock_mhz, "quick": quick, "sources": sources,
+    grid = sorted({(dev, p) for dev in devices for p in lanes_list} | to_route,
+                  key=lambda point: (DEVICES.index(point[0]), point[1]))
+    grid = [(f"ulx3s-{dev}", dev, p, (dev, p) not in to_route) for dev, p in grid]
+    order = sorted(range(len(grid)), key=lambda i: grid[i][3])   # routed points first: the longest, and the
+    todo = [Job(f"{board}-p{p}", sweep_point, (board, dev, p),    # ones an interrupted sweep should have
+                {"image": image, "clock_mhz": clock_mhz, "place_only": placed, "sources": sources,
                  "build_cache": str(build_cache) if build_cache else None})
-            for board, dev, p in grid]
-    data = {"quick": quick, "clock_mhz": clock_mhz, "sweep_s": 0.0, "points": [], "plot": None}
+            for board, dev, p, placed in (grid[i] for i in order)]
+    data = {"quick": quick, "clock_mhz": clock_mhz, "sources": sources, "sweep_s": 0.0, "points": [], "plot": None}
     settled: dict[int, dict] = {}
 
-    def arrived(i: int, job: JobResult) -> None:
-        board, dev, p = grid[i]
+    def arrived(k: int, job: JobResult) -> None:
+        i = order[k]
+        board, dev, p, placed = grid[i]
         if job.ok:
             point, files = job.value["point"], dict(job.value["files"])
             if "report.json" in files:      # it names the bitstream where the worker built it: name it here
@@ -152,43 +199,55 @@ def run_build_sweep(out_dir, quick: bool = False, *, lanes=None, devices=None, c
             for name, blob in files.items():
                 write_bytes(out_dir / f"{board}-p{p}" / name, blob)
         else:
-            point = _failed_point(board, dev, p, quick, job.error)
+            point = _failed_point(board, dev, p, placed, job.error)
         settled[i] = {**point, "job": {"wall_s": round(job.wall_s, 1), "worker": job.worker,
                                        "attempts": job.attempts, "cached": job.cached}}
         log(f"[sweep] {board} P={p}: {point['status']}" + ("" if job.ok else f" ({job.error})"))
         data["points"] = [settled[k] for k in sorted(settled)]
         write_results("sweep", _markdown(data), data, out_dir)
 
-    log(f"[sweep] {len(grid)} points ({'placement only' if quick else 'place and route'})")
+    log(f"[sweep] {len(grid)} points ({sum(not g[3] for g in grid)} placed and routed, the rest placed only)")
     options = jobs or RunnerOptions()
     options = dataclasses.replace(options, log=options.log or log)
     sweep = run_jobs(todo, options, on_result=arrived)
     data["sweep_s"] = sweep.wall_s
     data["runner"] = {"scheduler": sweep.scheduler, "dashboard": sweep.dashboard}
-    plot = _plot(data["points"], out_dir / "sweep.png", quick)
+    plot = _plot(data["points"], out_dir / "sweep.png")
     data["plot"] = plot.name if plot else None
     return write_results("sweep", _markdown(data), data, out_dir)
 
 
+def _mode(p: dict) -> str:
+    return "routed" if p.get("mode", "routed") == "routed" else "placed"
+
+
 def _markdown(data: dict) -> str:
     """The sweep's table and notes, from its figures alone (so ``sweep.md`` and ``sweep.json`` cannot disagree)."""
-    quick, clock_mhz, points = data["quick"], data["clock_mhz"], data["points"]
-    fmax = "Fmax (MHz, placement estimate)" if quick else "Fmax (MHz, routed)"
-    table = (f"| device | P | LUT4 | FF | MULT18X18D | DP16KD | {fmax} | met at {clock_mhz:g} MHz | tool s |\n"
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
-    mode = ("**quick mode: placed only, no routing; Fmax is nextpnr's post-placement estimate, not a "
-            "sign-off figure**" if quick else "full mode: placed and routed (Fmax post-route)")
+    clock_mhz, points = data["clock_mhz"], data["points"]
+    modes = {_mode(p) for p in points}
+    table = (f"| device | P | mode | LUT4 | FF | MULT18X18D | DP16KD | Fmax (MHz) | met at {clock_mhz:g} MHz | tool s |\n"
+             "|---|---:|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
+    if modes == {"placed"}:
+        mode = ("**quick mode: placed only, no routing; every Fmax is nextpnr's post-placement estimate, not a "
+                "sign-off figure**")
+    elif modes == {"routed"}:
+        mode = "full mode: every point placed and routed (Fmax post-route, sign-off)"
+    else:
+        mode = ("**mixed: the points marked `routed` were placed and routed (Fmax post-route, sign-off, bitstream "
+                "written); those marked `placed` were placed only and their Fmax is nextpnr's post-placement "
+                "estimate, not a sign-off figure**")
     return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
             f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
-            f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s.\n\n{table}\n"
+            f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s"
+            + (f" (gateware {data['sources']})" if data.get("sources") else "") + f".\n\n{table}\n"
             + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
                       "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
                       for p in points if p.get("synth_opts"))
             + (f"\n![sweep]({data['plot']})\n" if data["plot"] else ""))
 
 
-def _plot(points, path: Path, quick: bool):
+def _plot(points, path: Path):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -204,13 +263,16 @@ def _plot(points, path: Path, quick: bool):
         x = [p["lanes"] for p in pts]
         ax1.plot(x, [p["lut"] for p in pts], "o-", label=f"{dev} LUT4")
         ax1.plot(x, [p["ebr"] * 100 for p in pts], "s--", label=f"{dev} DP16KD x100")
-        ax2.plot(x, [p["fmax"] for p in pts], "o-", label=dev)
+        line, = ax2.plot(x, [p["fmax"] for p in pts], "-", label=dev)
+        for p in pts:   # filled: routed (sign-off); open: placement estimate
+            ax2.plot(p["lanes"], p["fmax"], "o", color=line.get_color(),
+                     markerfacecolor=line.get_color() if _mode(p) == "routed" else "none")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("lanes P")
         ax.legend(fontsize=7)
     ax1.set_ylabel("cells")
-    ax2.set_ylabel("Fmax (MHz, post-placement estimate)" if quick else "Fmax (MHz, routed)")
+    ax2.set_ylabel("Fmax (MHz; filled: routed, open: placement estimate)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -74,7 +74,7 @@ def test_snn_and_sweep_reports_read_the_same_from_their_json():
     for render, data in ((snn._markdown, snn_data), (builds._markdown, sweep)):
         assert render(json.loads(json.dumps(data))) == render(data)
     assert "| pruned 400 | 400 of 800 | 310 KiB | 2.00x |" in snn._markdown(snn_data)
-    assert "| 25F | 1 | 1,000 | 500 | 1 | 10 | 51.0 | no | 12 |" in builds._markdown(sweep)
+    assert "| 25F | 1 | placed | 1,000 | 500 | 1 | 10 | 51.0 (estimate) | no | 12 |" in builds._markdown(sweep)
 
 
 def test_scaling_report_reads_the_same_from_its_json():

@@ -121,9 +121,9 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     md = run_build_sweep(tmp_path, quick=True, lanes=(1, 4, 16), devices=("25f",), image=b"x",
                          log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False)).markdown
     assert calls == [("ulx3s-25f", 1, True), ("ulx3s-25f", 4, True), ("ulx3s-25f", 16, True)]
-    assert "Fmax (MHz, placement estimate)" in md and "placed only" in md
-    assert "| 25F | 4 | 4,000 | 2,000 | 4 | 40 | 54.0 | no | 12 |" in md
-    assert "| 25F | 16 | does not fit: needs DP16KD 80/56 |" in md
+    assert "quick mode: placed only" in md
+    assert "| 25F | 4 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 12 |" in md
+    assert "| 25F | 16 | placed | does not fit: needs DP16KD 80/56 |" in md
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
     points = json.loads((tmp_path / "sweep.json").read_text())["points"]
     assert [p["status"] for p in points] == ["ok", "ok", "does not fit"]
@@ -131,6 +131,49 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="lanes must be among"):
         run_build_sweep(tmp_path, lanes=(3,), image=b"x")
+
+
+def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatch):
+    """Issue #20: a mixed grid routes only the chosen points (sign-off Fmax), first, and places the rest, every
+    row saying which; a routed point outside the lanes slice is added to the grid, in grid order."""
+    import sparsegate.sw.flow.build as fb
+    from sparsegate.sw.bench.builds import run_build_sweep
+    from sparsegate.sw.jobs import RunnerOptions
+
+    calls = []
+
+    def fake_build(board, lanes, out, *, place_only, **kw):
+        calls.append((board, lanes, place_only))
+        return fb.BuildResult.from_dict({"digest": f"d{lanes}", "report": {
+            "utilisation": {"TRELLIS_COMB": {"used": 100 * lanes, "available": 99999}}, "fmax_mhz": 90.0 + lanes,
+            "timing_met": False, "elapsed_s": 3.0}})
+
+    monkeypatch.setattr(fb, "build_board", fake_build)
+    sweep = run_build_sweep(tmp_path, routed=[("25F", 4), ("45f", 8)], lanes=(1, 4), devices=("25f", "45f"),
+                            image=b"x", log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False))
+    assert calls == [("ulx3s-25f", 4, False), ("ulx3s-45f", 8, False),   # routed first, the table in grid order
+                     ("ulx3s-25f", 1, True), ("ulx3s-45f", 1, True), ("ulx3s-45f", 4, True)]
+    assert [p["mode"] for p in sweep.data["points"]] == ["placed", "routed", "placed", "placed", "routed"]
+    assert "| 25F | 4 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
+    assert "| 25F | 1 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 3 |" in sweep.markdown
+    assert "**mixed:" in sweep.markdown
+    with pytest.raises(ValueError, match="routed point must be"):
+        run_build_sweep(tmp_path, routed=[("25f", 5)], lanes=(1,), devices=("25f",), image=b"x")
+
+
+def test_largest_fitting_lanes_is_the_last_that_the_estimate_lets_through():
+    """The sweep's 'largest P that fits' is the build's own block-RAM/DSP estimate at its limit: that P fits
+    the device, the next one in the grid does not."""
+    from sparsegate.hw.platform.boards import DEVICE_RESOURCES, device_size, make_platform
+    from sparsegate.sw.bench.builds import LANES, largest_fitting_lanes
+    from sparsegate.sw.flow.build import ENGINE, board_program
+
+    avail = DEVICE_RESOURCES[device_size(str(make_platform("ulx3s-25f").device))]
+    p = largest_fitting_lanes("25f", None)
+    est = lambda lanes: ENGINE.estimate(board_program(ENGINE, None, lanes=lanes))  # noqa: E731
+    assert est(p).dp16kd <= avail["DP16KD"] and est(p).mult18x18d <= avail["MULT18X18D"]
+    nxt = est(LANES[LANES.index(p) + 1])
+    assert nxt.dp16kd > avail["DP16KD"] or nxt.mult18x18d > avail["MULT18X18D"]
 
 
 @pytest.mark.parametrize("count", ["-1", "1001"])
