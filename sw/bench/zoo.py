@@ -141,7 +141,7 @@ def _run_model(entry, recipe: Recipe, datasets, lanes: int, out: Path, log) -> d
         return {**row, "status": "refused", "refused_at": "graph capture (before training)", "reason": str(err)}
 
     pool = train_ds if recipe.train_size is None else TensorDataset(*(t[:recipe.train_size] for t in train_ds.tensors))
-    fit_ds, val_ds = split_validation(pool, min(VAL_SIZE, len(pool.tensors[0]) // 4))
+    fit_ds, val_ds = split_validation(pool, _val_size(recipe is QUICK_RECIPE, len(pool.tensors[0])))
     test = TensorDataset(*(t[:recipe.test_size] for t in test_ds.tensors))
     log(f"[zoo] {entry.name}: training {recipe.epochs} epoch(s) on {len(fit_ds.tensors[0])} digits")
     trained = train(model, fit_ds, TrainConfig(epochs=recipe.epochs, lr=recipe.lr, seed=0, progress=False))
@@ -227,6 +227,11 @@ def _quantized(name: str, model, dense_model, masks, calib, test, lanes: int, sa
     return row
 
 
+def _val_size(quick: bool, pool: int = 4000) -> int:
+    """Training digits kept for the pruning decisions: 500, or a quarter of a smaller (quick) pool."""
+    return min(VAL_SIZE, (QUICK_RECIPE.train_size if quick else pool) // 4)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -242,8 +247,9 @@ def _markdown(data: dict) -> str:
         f"{data['generated']}, on {data['machine']} / Python {data['python']} / torch {data['torch']} "
         f"({data['threads']} threads), {data['wall_s']:.0f} s. Models: `sparsegate.sw.ml.zoo` (each usable as "
         "`--model sparsegate.sw.ml.zoo:Class`), trained from seed 0 on the embedded digits (`mnist5k`: 28x28; "
-        "`mnist5k-rgb32`: padded to 32x32, replicated to 3 channels) less 500 kept for the pruning decisions; "
-        "accuracies on the held-out digits. Params and MACs: the conv/linear layers, dense, one inference.",
+        f"`mnist5k-rgb32`: padded to 32x32, replicated to 3 channels) less {_val_size(data['quick'])} kept for the "
+        "pruning decisions; accuracies on the held-out digits. Params and MACs: the conv/linear layers, dense, "
+        "one inference.",
         "",
         "## Accuracy and compression",
         "",
@@ -261,9 +267,8 @@ def _markdown(data: dict) -> str:
         quant = (f"{_pct(r['int8']['agreement'])} | {_pct(r['int8']['accuracy'])} |" if "int8" in r
                  else "— | — |")
         lines.append(head + f" {t['epochs']} ep. x {t['digits']:,} digits ({t['wall_s']:.0f} s) | "
-                     f"{_pct(r['float_accuracy_dense'])} | {r['recipe']['text']} ({p['rounds']} rounds, {p['wall_s']:.0f} s) | "
-                     f"{p['compression']:.1f}x | "
-                     f"{_pct(p['float_accuracy'])} | {quant}")
+                     f"{_pct(r['float_accuracy_dense'])} | {r['recipe']['text']} ({p['rounds']} rounds, "
+                     f"{p['wall_s']:.0f} s) | {p['compression']:.1f}x | {_pct(p['float_accuracy'])} | {quant}")
     lines += [
         "",
         f"int8 agreement: the golden model's prediction equals the pruned float model's, on the same "
@@ -286,8 +291,8 @@ def _markdown(data: dict) -> str:
         sim = ("not run" if v is None else
                f"{v['digits']} digit(s), {'bit-exact' if v['bit_exact'] else 'MISMATCH'}, cycles "
                f"{'= model' if v['cycles_equal_model'] else str(v['cycles']) + ' ≠ model'}")
-        fits = " | ".join(f"{'fits' if b['devices'][d]['fits'] else 'no'} ({b['dp16kd']}/{b['devices'][d]['available']})"
-                          for d in DEVICES)
+        fits = " | ".join(f"{'fits' if fit['fits'] else 'no'} ({b['dp16kd']}/{fit['available']})"
+                          for fit in b["devices"].values())
         lines.append(f"| {r['name']} | {len(e['layers'])} | {e['cycles']:,} | {e['dense_cycles']:,} | "
                      f"{e['dense_cycles'] / e['cycles']:.2f}x | {_pct(e['utilisation'])} | {sim} | {b['dp16kd']} | "
                      f"{fits} |")
