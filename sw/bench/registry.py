@@ -87,6 +87,11 @@ def _netlist():
     return run_netlist_benchmark
 
 
+def _zoo():
+    from sparsegate.sw.bench.zoo import run_zoo_benchmark
+    return run_zoo_benchmark
+
+
 def _builds():
     from sparsegate.sw.bench.builds import run_build_sweep
     return run_build_sweep
@@ -103,6 +108,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("rnn", "gated-RNN sparsification and low-rank factorization", _rnn),
     Benchmark("builds-scaling", "the quick build sweep on 1 vs all local Dask workers", _sweep_scaling),
     Benchmark("netlist", "netlist simulation of the smallest board top vs its RTL", _netlist),
+    Benchmark("zoo", "the model zoo through the flow: accuracy, compression, engine cycles, block RAM fit", _zoo),
     Benchmark("builds", "ECP5 build sweep, lanes x ULX3S device", _builds, long=True),  # last: hours of P&R
 )}
 

@@ -20,7 +20,7 @@ from sparsegate.sw.ml.train import TrainConfig, train
 from sparsegate.sw.prune import PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.iterative import split_validation
 
-from support.zoo import LeNet300, LeNet5BN, ResNet8, VGGBN, sequential_net
+from sparsegate.sw.ml.zoo import LeNet300, LeNet5BN, ResNet8, VGGBN, sequential_net
 
 ZOO = {  # name: (constructor, dataset, engine run in Verilator?)
     "lenet5-bn": (LeNet5BN, "mnist5k", False),

@@ -1,7 +1,11 @@
-"""The model zoo of the front-end tests: ordinary PyTorch spellings of common networks (BatchNorm,
-Dropout, view/reshape, in-place ReLU, nn.Sequential, average pools, a residual block), sized so that a
-brief training and an engine run fit the test budget."""
+"""The model zoo: ordinary PyTorch spellings of common networks (BatchNorm, Dropout, view/reshape, in-place
+ReLU, nn.Sequential, average pools, a residual block), sized so that a brief training and an engine run fit a
+test budget. Each class works as ``--model sparsegate.sw.ml.zoo:ClassName``; :data:`ZOO` names them for the
+zoo benchmark (``sparsegate bench --only zoo``)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -100,3 +104,40 @@ class ResNet8(nn.Module):
     def forward(self, x):
         x = self.layer3(self.layer2(self.layer1(F.relu(self.bn(self.stem(x))))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class SequentialNet(nn.Sequential):
+    """:func:`sequential_net` as a class, so ``--model sparsegate.sw.ml.zoo:SequentialNet`` reaches it."""
+
+    input_shape = (1, 28, 28)
+
+    def __init__(self, num_classes=10):
+        super().__init__(*sequential_net(num_classes))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One zoo entry: its name, the class (built with ``num_classes=``), the dataset it trains on and what it
+    shows."""
+
+    name: str
+    make: Callable[..., nn.Module]
+    dataset: str
+    description: str
+
+    @property
+    def spec(self) -> str:
+        """The ``--model`` value that names the class."""
+        return f"{__name__}:{self.make.__name__}"
+
+
+ZOO: dict[str, ZooModel] = {m.name: m for m in (
+    ZooModel("lenet5-bn", LeNet5BN, "mnist5k", "LeNet-5 (8/16 filters), BatchNorm after every layer, x.view flatten"),
+    ZooModel("sequential", SequentialNet, "mnist5k",
+             "one nn.Sequential: Conv-BN-ReLU6-MaxPool, stride-2 conv, Dropout2d, Flatten, Dropout, Linear"),
+    ZooModel("lenet300", LeNet300, "mnist5k", "LeNet-300-100 MLP, reshape to a flat input"),
+    ZooModel("vgg-bn-dropout", VGGBN, "mnist5k-rgb32",
+             "VGG-style, 2 blocks of (conv-BN-ReLU) x2, max and 2x2 average pool, Dropout, on 32x32x3"),
+    ZooModel("resnet8", ResNet8, "mnist5k-rgb32",
+             "ResNet-8: stem conv, 3 basic blocks with residual adds, global average pool, on 32x32x3"),
+)}
