@@ -12,7 +12,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UartRx", "UartTx", "divisor_for"]
+__all__ = ["UartRx", "UartTx", "divisor_for", "fastest_baud", "STANDARD_BAUDS"]
 
 
 def divisor_for(clk_hz: float, baud: int) -> int:
@@ -23,6 +23,24 @@ def divisor_for(clk_hz: float, baud: int) -> int:
     if abs(clk_hz / div - baud) / baud > 0.02:
         raise ValueError(f"{baud} baud is off by more than 2% at {clk_hz / 1e6:g} MHz")
     return div
+
+
+#: Rates USB-serial bridges and host serial drivers offer, fastest first.
+STANDARD_BAUDS = (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_500_000, 1_000_000, 921_600,
+                  460_800, 230_400, 115_200)
+
+
+def fastest_baud(clk_hz: float, max_baud: int) -> int:
+    """The fastest of :data:`STANDARD_BAUDS` up to ``max_baud`` (what the board's USB-serial bridge does) that
+    :func:`divisor_for` accepts at ``clk_hz`` (at least 4 cycles per bit, under 2% rate error)."""
+    for baud in STANDARD_BAUDS:
+        if baud <= max_baud:
+            try:
+                divisor_for(clk_hz, baud)
+            except ValueError:
+                continue
+            return baud
+    raise ValueError(f"no standard baud rate up to {max_baud} works at {clk_hz / 1e6:g} MHz")
 
 
 class UartRx(wiring.Component):

@@ -32,6 +32,9 @@ class Board:
     platform: str            # class name in it
     description: str
     constraints: str | None = None   # file in constraints/
+    #: the fastest rate of the board's USB-serial bridge (FT231X 3 Mbaud, FT2232H 12 Mbaud); 115200 where the
+    #: host link goes through an external adapter of unknown kind
+    uart_max_baud: int = 115_200
 
     @property
     def size(self) -> str:
@@ -39,19 +42,19 @@ class Board:
 
 
 BOARDS = {b.name: b for b in [
-    Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "Radiona ULX3S, LFE5U-12F"),
-    Board("ulx3s-25f", "ulx3s", "ULX3S_25F_Platform", "Radiona ULX3S, LFE5U-25F"),
-    Board("ulx3s-45f", "ulx3s", "ULX3S_45F_Platform", "Radiona ULX3S, LFE5U-45F"),
-    Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "Radiona ULX3S, LFE5U-85F"),
+    Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "Radiona ULX3S, LFE5U-12F", uart_max_baud=3_000_000),
+    Board("ulx3s-25f", "ulx3s", "ULX3S_25F_Platform", "Radiona ULX3S, LFE5U-25F", uart_max_baud=3_000_000),
+    Board("ulx3s-45f", "ulx3s", "ULX3S_45F_Platform", "Radiona ULX3S, LFE5U-45F", uart_max_baud=3_000_000),
+    Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "Radiona ULX3S, LFE5U-85F", uart_max_baud=3_000_000),
     Board("orangecrab-25f", "orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform", "OrangeCrab r0.2, LFE5U-25F",
           "orangecrab_r0_2.json"),
     Board("orangecrab-85f", "orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform", "OrangeCrab r0.2, LFE5U-85F",
           "orangecrab_r0_2.json"),
-    Board("ecpix5-45f", "ecpix5", "ECPIX545Platform", "LambdaConcept ECPIX-5, LFE5UM5G-45F"),
-    Board("ecpix5-85f", "ecpix5", "ECPIX585Platform", "LambdaConcept ECPIX-5, LFE5UM5G-85F"),
+    Board("ecpix5-45f", "ecpix5", "ECPIX545Platform", "LambdaConcept ECPIX-5, LFE5UM5G-45F", uart_max_baud=12_000_000),
+    Board("ecpix5-85f", "ecpix5", "ECPIX585Platform", "LambdaConcept ECPIX-5, LFE5UM5G-85F", uart_max_baud=12_000_000),
     Board("colorlight-5a75b", "colorlight_5a75b_r7_0", "Colorlight_5A75B_R70Platform",
           "Colorlight 5A-75B r7.0, LFE5U-25F", "colorlight_5a75b_r7_0.json"),
-    Board("versa-ecp5", "versa_ecp5", "VersaECP5Platform", "Lattice ECP5 Versa, LFE5UM-45F"),
+    Board("versa-ecp5", "versa_ecp5", "VersaECP5Platform", "Lattice ECP5 Versa, LFE5UM-45F", uart_max_baud=12_000_000),
 ]}
 
 

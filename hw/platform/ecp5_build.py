@@ -28,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from sparsegate.sw.util.toolchain import yowasp_env
 from sparsegate.sw.util.atomic_io import write_bytes, write_json
@@ -258,13 +259,21 @@ def _synth_only_script(script: str, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None):
-    """Run ``build_<name>.sh`` once, and once more with :data:`ABC9_WORKAROUND` when synthesis hit that
-    assertion; returns the finished process and the extra synthesis options used."""
+def _after_synthesis_script(script: str, name: str) -> str:
+    """Amaranth's build script without its Yosys step (nextpnr and ecppack on the synthesized ``<name>.json``)."""
+    out = [line for line in script.splitlines() if not line.startswith('"$YOSYS"')]
+    if not any(line.startswith('"$NEXTPNR_ECP5"') for line in out):
+        raise BuildFailed(f"cannot split the flow after synthesis: no nextpnr-ecp5 line in build_{name}.sh")
+    return "\n".join(out) + "\n"
+
+
+def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None, script: str | None = None):
+    """Run ``script`` (default ``build_<name>.sh``) once, and once more with :data:`ABC9_WORKAROUND` when
+    synthesis hit that assertion; returns the finished process and the extra synthesis options used."""
     synth_opts = ""
     while True:
         try:
-            proc = subprocess.run(["sh", f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
+            proc = subprocess.run(["sh", script or f"build_{name}.sh"], cwd=work, env={**os.environ, **tools},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise BuildFailed(f"ECP5 build of '{name}' timed out after {timeout_s} s (work folder {work})") from None
@@ -306,12 +315,15 @@ def synthesize(design, *, build_dir: str | Path, platform=None, name: str = "top
 
 def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
                require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
-               timeout_s: float | None = None, place_only: bool = False, write_netlist: bool = False) -> BuildReport:
+               timeout_s: float | None = None, place_only: bool = False, write_netlist: bool = False,
+               after_synthesis: Callable[[Path], None] | None = None) -> BuildReport:
     """Synthesise, place, route and pack ``design`` for an ECP5 board; return its :class:`BuildReport`.
 
     ``place_only`` stops after placement (nextpnr ``--no-route``, no bitstream): utilisation is final,
     Fmax is nextpnr's post-placement estimate (``report.routed`` is False), in a fraction of the time.
-    ``write_netlist`` also writes Yosys's gate-level netlist (``report.netlist``).
+    ``write_netlist`` also writes Yosys's gate-level netlist (``report.netlist``); ``after_synthesis(netlist)``
+    is then called between Yosys and nextpnr (the flow runs as two scripts), so work on the netlist (its simulation)
+    can overlap place and route.
 
     ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
     LFE5U-25F); an instance can be built only once. Raises
@@ -341,7 +353,18 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     netlist = _add_write_netlist(work, name) if write_netlist else None
 
     started = time.monotonic()
-    proc, synth_opts = _run_flow(work, name, tools, timeout_s)
+    if netlist is not None and after_synthesis is not None:
+        script = work / f"build_{name}.sh"
+        (work / f"synth_{name}.sh").write_text(_synth_only_script(script.read_text(), name))
+        (work / f"pnr_{name}.sh").write_text(_after_synthesis_script(script.read_text(), name))
+        proc, synth_opts = _run_flow(work, name, tools, timeout_s, f"synth_{name}.sh")
+        if proc.returncode == 0 and netlist.is_file():
+            after_synthesis(netlist)
+            synth_log = proc.stdout or ""
+            proc = _run_flow(work, name, tools, timeout_s, f"pnr_{name}.sh")[0]
+            proc.stdout = synth_log + (proc.stdout or "")
+    else:
+        proc, synth_opts = _run_flow(work, name, tools, timeout_s)
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"

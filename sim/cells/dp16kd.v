@@ -6,6 +6,10 @@
 //    the byte write enables; 9: AD[13:3], byte AD3 of the row; 4, 2, 1: AD[13:2], AD[13:1], AD[13:0] over the
 //    eight data bits of each byte (bits 8 and 17 are the parity bits, not reached). Data on DI/DO[W-1:0].
 //  * INITVAL_00..3F: 16 rows each, row r at bits [20*(r%16) +: 18] (the layout Yosys's brams_map writes).
+//  * DATA_WIDTH 36 (the pseudo dual port mode Yosys's $__PDPW16KD_ maps onto this cell): port A writes, port B
+//    reads 512 words of 36 bits, word k = rows 2k (bits 17:0) and 2k+1 (bits 35:18) as Yosys lays out the init
+//    values. The write takes AD[13:5] with byte enables AD3:AD0 and data {DIB, DIA}; the read AD[13:5] and
+//    gives {DOB, DOA} (port B's clock, enables, reset and REGMODE_B).
 //  * An access happens on the rising edge of CLK (falling with CLKxMUX "INV") when CE is high and CS[2:0]
 //    equals CSDECODE; WE writes. WRITEMODE: NORMAL keeps DO during a write, WRITETHROUGH shows the new data,
 //    READBEFOREWRITE the old.
@@ -266,7 +270,9 @@ module DP16KD(
   wire [17:0] di_a = {DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0};
   wire sel_a = {CSA2, CSA1, CSA0} == csdecode(CSDECODE_A);
   reg [17:0] lat_a = 18'd0, reg_a = 18'd0;
-  wire [17:0] do_a = REGMODE_A == "OUTREG" ? reg_a : lat_a;
+  reg [17:0] lat_w = 18'd0, reg_w = 18'd0;      // x36 read: the low half (port B's read, on DOA)
+  wire [17:0] do_a = DATA_WIDTH_B == 36 ? (REGMODE_B == "OUTREG" ? reg_w : lat_w)
+                                        : REGMODE_A == "OUTREG" ? reg_a : lat_a;
   assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = do_a;
   generate if (RESETMODE == "ASYNC") begin : g_async_a
     always @(posedge clk_a or posedge RSTA) begin
@@ -286,17 +292,27 @@ module DP16KD(
     end
   end endgenerate
 
-  // one clock-enabled access of port A: write (byte enables AD1:AD0 at x18) and/or read per WRITEMODE_A
+  // one clock-enabled access of port A: write (byte enables AD1:AD0 at x18, AD3:AD0 at x36) and/or read per
+  // WRITEMODE_A (not at x36: port A only writes)
   task automatic access_a;
     reg [17:0] old;
     begin
-      old = rd(DATA_WIDTH_A, ad_a);
-      if (WEA) begin
-        wr(DATA_WIDTH_A, ad_a, di_a);
-        if (WRITEMODE_A == "WRITETHROUGH") lat_a <= rd(DATA_WIDTH_A, ad_a);
-        else if (WRITEMODE_A == "READBEFOREWRITE") lat_a <= old;
-      end else
-        lat_a <= old;
+      if (DATA_WIDTH_A == 36) begin
+        if (WEA) begin
+          if (ad_a[0]) mem[{ad_a[13:5], 1'b0}][8:0] = di_a[8:0];
+          if (ad_a[1]) mem[{ad_a[13:5], 1'b0}][17:9] = di_a[17:9];
+          if (ad_a[2]) mem[{ad_a[13:5], 1'b1}][8:0] = di_b[8:0];
+          if (ad_a[3]) mem[{ad_a[13:5], 1'b1}][17:9] = di_b[17:9];
+        end
+      end else begin
+        old = rd(DATA_WIDTH_A, ad_a);
+        if (WEA) begin
+          wr(DATA_WIDTH_A, ad_a, di_a);
+          if (WRITEMODE_A == "WRITETHROUGH") lat_a <= rd(DATA_WIDTH_A, ad_a);
+          else if (WRITEMODE_A == "READBEFOREWRITE") lat_a <= old;
+        end else
+          lat_a <= old;
+      end
     end
   endtask
 
@@ -310,17 +326,17 @@ module DP16KD(
   assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = do_b;
   generate if (RESETMODE == "ASYNC") begin : g_async_b
     always @(posedge clk_b or posedge RSTB) begin
-      if (RSTB) begin lat_b <= 18'd0; reg_b <= 18'd0; end
+      if (RSTB) begin lat_b <= 18'd0; reg_b <= 18'd0; lat_w <= 18'd0; reg_w <= 18'd0; end
       else begin
-        if (OCEB) reg_b <= lat_b;
+        if (OCEB) begin reg_b <= lat_b; reg_w <= lat_w; end
         if (CEB && sel_b) access_b();
       end
     end
   end else begin : g_sync_b
     always @(posedge clk_b) begin
-      if (RSTB) begin lat_b <= 18'd0; reg_b <= 18'd0; end
+      if (RSTB) begin lat_b <= 18'd0; reg_b <= 18'd0; lat_w <= 18'd0; reg_w <= 18'd0; end
       else begin
-        if (OCEB) reg_b <= lat_b;
+        if (OCEB) begin reg_b <= lat_b; reg_w <= lat_w; end
         if (CEB && sel_b) access_b();
       end
     end
@@ -330,13 +346,18 @@ module DP16KD(
   task automatic access_b;
     reg [17:0] old;
     begin
-      old = rd(DATA_WIDTH_B, ad_b);
-      if (WEB) begin
-        wr(DATA_WIDTH_B, ad_b, di_b);
-        if (WRITEMODE_B == "WRITETHROUGH") lat_b <= rd(DATA_WIDTH_B, ad_b);
-        else if (WRITEMODE_B == "READBEFOREWRITE") lat_b <= old;
-      end else
-        lat_b <= old;
+      if (DATA_WIDTH_B == 36) begin
+        lat_w <= mem[{ad_b[13:5], 1'b0}];
+        lat_b <= mem[{ad_b[13:5], 1'b1}];
+      end else begin
+        old = rd(DATA_WIDTH_B, ad_b);
+        if (WEB) begin
+          wr(DATA_WIDTH_B, ad_b, di_b);
+          if (WRITEMODE_B == "WRITETHROUGH") lat_b <= rd(DATA_WIDTH_B, ad_b);
+          else if (WRITEMODE_B == "READBEFOREWRITE") lat_b <= old;
+        end else
+          lat_b <= old;
+      end
     end
   endtask
 endmodule

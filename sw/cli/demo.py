@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock-mhz", type=float, default=100.0, help="engine clock of the bitstream (default 100)")
     parser.add_argument("--samples", type=int, default=20, help="test digits simulated on the engine (default 20)")
     parser.add_argument("--no-build", action="store_true", help="skip the bitstream stage")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="UART rate of the bitstream (default: the fastest the board's USB-serial bridge does; "
+                             "`sparsegate run --build RUN/build` uses the build's)")
+    parser.add_argument("--netlist-sim", type=int, default=20, metavar="N",
+                        help="digits the bitstream's synthesized netlist classifies through its UART pins "
+                             "(default 20; 0: no netlist simulation)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -31,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.flow.demo import DemoOptions, format_recap, run_demo
 
     options = DemoOptions(model=args.model, board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
-                          samples=args.samples, progress=not args.no_progress)
+                          samples=args.samples, baud=args.baud, netlist_samples=args.netlist_sim,
+                          progress=not args.no_progress)
     start = time.perf_counter()
     results = run_demo(args.out, options, fresh=args.fresh, log=print)
     print(format_recap(results, time.perf_counter() - start))

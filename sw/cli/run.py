@@ -1,7 +1,7 @@
 """``sparsegate run``: classify digits on a board, or on the simulated board top level, through the host
 link — one code path, two transports (:func:`sparsegate.sw.flow.run.run_digits`).
 
-    sparsegate run --board-port /dev/ttyUSB0 [--image IMG] [--samples 20]
+    sparsegate run --board-port /dev/ttyUSB0 [--image IMG] [--samples 20] [--build OUT | --baud RATE]
     sparsegate run --sim [--simulator verilator|amaranth] [--lanes 16] [--image IMG] [--samples 20]
     sparsegate run --sim --core lif --image SNN.npz [--units 20 --per-word 8] [--samples 20]
 
@@ -10,6 +10,8 @@ digit is written into input slot 0, run, and its logits read back; predictions a
 with the golden model (bit-exact) and the labels. The ID reply says which core the device holds; for the
 LIF core the image is an integer SNN (``sparsegate snn export``), each digit's spike trains are loaded,
 and the readout membranes are compared with :class:`~sparsegate.sw.ir.snn_golden.IntSNN` (bit-exact).
+``--build OUT`` takes the baud rate from the build's ``OUT/report.json`` (``sparsegate build --out OUT``, or a demo's
+``RUN/build``: the demo builds at the board's fastest rate); without it and ``--baud``, 115200.
 Exit status 0 when every output is bit-exact, 1 when not, 2 on an error.
 """
 from __future__ import annotations
@@ -28,7 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--board-port", help="serial port of a board running `sparsegate build`'s bitstream")
     where.add_argument("--sim", action="store_true", help="the board top level in simulation")
-    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
+    parser.add_argument("--baud", type=int, default=None, help="UART baud rate (default: --build's, else 115200)")
+    parser.add_argument("--build", type=Path, metavar="OUT",
+                        help="the bitstream's build folder: its report.json says the baud rate")
     parser.add_argument("--image", type=Path,
                         help="weight image (default: the pruned LeNet-5), or an integer SNN (.npz) for the LIF core")
     parser.add_argument("--core", choices=("auto", *CORES), default="auto",
@@ -44,6 +48,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="use the image baked into the bitstream instead of loading --image")
 
 
+def _baud(args: argparse.Namespace) -> int:
+    """``--baud``, else the build report's, else 115200; a ``--baud`` that contradicts ``--build`` is refused."""
+    import json
+
+    from sparsegate.sw.cli.main import CliError
+
+    if args.build is None:
+        return args.baud or 115200
+    report = args.build / "report.json"
+    try:
+        built = int(json.loads(report.read_text())["baud"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CliError(f"--build: {report}: expected a build report with a 'baud' field ({err})") from None
+    if args.baud is not None and args.baud != built:
+        raise CliError(f"--baud {args.baud} contradicts --build: {report} was built for {built} baud")
+    return built
+
+
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.cli.main import CliError
     from sparsegate.sw.flow.build import BuildError, detect_core
@@ -53,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         core = detect_core(args.core, args.image)
         result = run_digits(core, args.image, args.samples, port=None if args.sim else args.board_port,
-                            baud=args.baud, load=not args.no_load, lanes=args.lanes, units=args.units,
+                            baud=_baud(args), load=not args.no_load, lanes=args.lanes, units=args.units,
                             per_word=args.per_word, simulator=args.simulator, build_dir=args.build_dir,
                             auto=args.core == "auto", log=print)
     except (BuildError, RunError, LinkError, DeviceError) as err:

@@ -11,6 +11,8 @@ then runs the tools. It writes ``OUT/top.bit``, ``OUT/report.json`` and ``OUT/re
 ``netlist_sim=N`` also simulates the synthesized netlist of the top through its UART pins on ``N`` digits
 (:func:`~sparsegate.sw.flow.netlist_sim.netlist_check`, against the golden model and the RTL of the same top);
 the result goes into ``report.json`` (``netlist_sim``) and ``report.md`` ("netlist simulated: N digits bit-exact").
+On a fresh build the check runs in a thread from the moment Yosys has written the netlist, alongside nextpnr
+(single-threaded): ``netlist_sim["added_s"]`` is what it added to the build's wall time.
 
 Builds are cached by :func:`build_digest`: the core's memory words / network and sizing, board, clock, baud,
 seed, the source files of the gateware the top level elaborates
@@ -23,6 +25,7 @@ import hashlib
 import json
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -174,7 +177,9 @@ def format_report(result: BuildResult) -> str:
                f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
             + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
                f"{result.netlist_sim['netlist_cycles_per_s']:,} cycles/s vs {result.netlist_sim['rtl_cycles_per_s']:,} "
-               f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s).\n" if result.netlist_sim else ""))
+               f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s"
+               + (f", alongside place and route: {result.netlist_sim['added_s']:.0f} s added"
+                  if result.netlist_sim.get("overlapped") else "") + ").\n" if result.netlist_sim else ""))
 
 
 def _quiet(_: str) -> None:
@@ -206,7 +211,7 @@ def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_wo
 
 
 def _netlist_check(program, image, platform, clock_mhz: float, clk_hz: float, baud: int, netlist: Path | None,
-                   out: Path, samples: int, log):
+                   out: Path, samples: int, load: bool, log):
     """The netlist simulation of a build: the netlist it (or the cached build) wrote, else a synthesis of the same top;
     the network loaded over the link is the one the top was built with."""
     from sparsegate.hw.link.uart import divisor_for
@@ -229,21 +234,22 @@ def _netlist_check(program, image, platform, clock_mhz: float, clk_hz: float, ba
         image = read_image_bytes(image)
     return netlist_check(Path(netlist), platform, program, bytes(image), samples, divisor=divisor_for(clk_hz, baud),
                          timeout=max(16, int(clk_hz * DEFAULT_TIMEOUT_S)), build_dir=out / "netlist-sim",
-                         clk_hz=int(clk_hz), log=log)
+                         clk_hz=int(clk_hz), load=load, log=log)
 
 
 def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: str = DEFAULT_IMAGE_NAME,
                 clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1, headroom: float = 0.0,
                 uart_pins: tuple[str, str] | None = None, cache: Path | None = DEFAULT_CACHE, force: bool = False,
                 precheck: bool = True, place_only: bool = False, core: Core | str = ENGINE, units: int = 20,
-                per_word: int = 8, seed: int = 1, netlist_sim: int = 0,
+                per_word: int = 8, seed: int = 1, netlist_sim: int = 0, netlist_load: bool = True,
                 log: Callable[[str], None] = _quiet) -> BuildResult:
     """Build (or fetch from the cache) one board bitstream; writes ``out/top.bit``, ``report.json`` (the
     result's :meth:`~BuildResult.to_dict`) and ``report.md``.
 
     ``place_only``: stop after placement (no ``.bit``; Fmax is nextpnr's placement estimate, cached apart).
     ``seed``: nextpnr's placer seed (Fmax varies by a few percent between seeds).
-    ``netlist_sim``: simulate the synthesized netlist on that many digits (see the module).
+    ``netlist_sim``: simulate the synthesized netlist on that many digits (see the module); ``netlist_load=False``:
+    with the network the bitstream holds instead of loading it over the link.
     ``core``: a registry :class:`~sparsegate.hw.platform.cores.Core` or its name; for the LIF core ``image`` is
     an :class:`~sparsegate.sw.ir.snn_golden.IntSNN` or the path of one exported with ``sparsegate snn export``
     (``units``/``per_word`` size it; ``lanes`` is ignored); for the engine, a weight image (path, bytes or
@@ -285,6 +291,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
                                f"needs about {numbers} [block RAM: {parts}]; use a larger device, fewer "
                                "lanes or a sparser image", over)
 
+    checks: list[Future] = []   # the netlist check started during the build
     cached = (cache / (digest + ("-placed" if place_only else ""))) if cache is not None else None
     have = cached is not None and (cached / "report.json").is_file() and (place_only or (cached / "top.bit").is_file())
     netlist = None
@@ -298,8 +305,18 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
         log(f"[3/4] {flow} (YoWASP) for {device} at {clk_hz / 1e6:.2f} MHz ...")
         work = (cached if cached is not None else out) / "build"
         top = BoardTop(program, clk_hz=clock_mhz * 1e6, baud=baud)
-        report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
-                            nextpnr_opts=("--seed", str(seed)), place_only=place_only, write_netlist=bool(netlist_sim))
+        pool = ThreadPoolExecutor(1) if netlist_sim else None
+
+        def overlap(path: Path) -> None:        # the netlist check alongside place and route
+            checks.append(pool.submit(_netlist_check, program, image, platform, clock_mhz, clk_hz, baud, path, out,
+                                      netlist_sim, netlist_load, log))
+        try:
+            report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
+                                nextpnr_opts=("--seed", str(seed)), place_only=place_only,
+                                write_netlist=bool(netlist_sim), after_synthesis=overlap if netlist_sim else None)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False)
         netlist = report.netlist
         result = BuildResult(board=board, description=BOARDS[board].description, core=core.name,
                              lanes=lanes if core is ENGINE else None, units=units if core is LIF else None,
@@ -322,8 +339,11 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
             shutil.copyfile(src_bit, out / "top.bit")
         result.bitstream = str(out / "top.bit")
     if netlist_sim:
-        result.netlist_sim = _netlist_check(program, image, platform, clock_mhz, clk_hz, baud, netlist, out,
-                                            netlist_sim, log).to_dict()
+        waited = time.monotonic()
+        check = checks[0].result() if checks else _netlist_check(program, image, platform, clock_mhz, clk_hz, baud,
+                                                                  netlist, out, netlist_sim, netlist_load, log)
+        result.netlist_sim = {**check.to_dict(), "overlapped": bool(checks),
+                              "added_s": round(time.monotonic() - waited, 3)}
     write_json(out / "report.json", result.to_dict())
     write_text(out / "report.md", format_report(result))
     log(f"[4/4] {result.bitstream or 'placed (no bitstream)'} ({time.monotonic() - t0:.0f} s)")

@@ -41,6 +41,8 @@ class DemoOptions:
     lanes: int = DEMO_LANES
     build: bool = True  # False: no bitstream (``--no-build``)
     clock_mhz: float = 100.0  # engine clock the bitstream is timed for
+    baud: int | None = None  # the host link's rate (None: the fastest the board's USB-serial bridge does)
+    netlist_samples: int = 20  # digits the bitstream's synthesized netlist classifies through its UART pins (0: none)
     samples: int = 20  # test digits run through the cycle-accurate engine
     epochs: int | None = None  # training epochs (None: the model's recipe, 12)
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
@@ -73,6 +75,14 @@ class DemoOptions:
             raise DemoError(f"--lanes must be a power of two in 1..64, got {self.lanes}")
         if self.samples < 1:
             raise DemoError(f"--samples must be at least 1, got {self.samples}")
+        if self.netlist_samples < 0:
+            raise DemoError(f"--netlist-sim must be at least 0, got {self.netlist_samples}")
+        if self.baud is not None:
+            from sparsegate.hw.link.uart import divisor_for
+            try:
+                divisor_for(self.clock_mhz * 1e6, self.baud)
+            except ValueError as err:
+                raise DemoError(f"--baud: {err}") from None
         if self.rounds < 1 or self.finetune_epochs < 0 or self.kep_finetune_epochs < 0:
             raise DemoError("rounds must be >= 1 and fine-tune epochs >= 0")
         if not 0.0 < self.kep_keep <= 1.0:
@@ -86,7 +96,7 @@ STAGE_OPTIONS = {
     "kep": ("kep_finetune_epochs", "kep_keep"),
     "baseline": ("rounds", "finetune_epochs"),
     "simulate": ("lanes", "samples"),
-    "build": ("board", "lanes", "build", "clock_mhz"),
+    "build": ("board", "lanes", "build", "clock_mhz", "baud", "netlist_samples"),
 }
 
 
@@ -282,25 +292,42 @@ def _stage_simulate(run: Path, results: dict, opts: DemoOptions) -> dict:
             "agreement": agree}
 
 
+def demo_baud(opts: DemoOptions) -> int:
+    """The host link's rate: ``opts.baud``, else the fastest the board's USB-serial bridge does at the clock
+    (:func:`~sparsegate.hw.link.uart.fastest_baud`; the ULX3S's FT231X: 3 Mbaud)."""
+    from sparsegate.hw.link.uart import fastest_baud
+    from sparsegate.hw.platform.boards import BOARDS
+
+    return opts.baud or fastest_baud(opts.clock_mhz * 1e6, BOARDS[opts.board].uart_max_baud)
+
+
 def _stage_build(run: Path, results: dict, opts: DemoOptions) -> dict:
     """The board top (engine + UART host link + PLL) with the demo's image, as an ECP5 bitstream
-    (``sparsegate build``'s path: fit pre-check, cache by digest, report); skipped with ``--no-build``."""
+    (``sparsegate build``'s path: fit pre-check, cache by digest, report), and its synthesized netlist simulated
+    through the UART pins on ``opts.netlist_samples`` digits with the image the bitstream holds (no load over the
+    link: the block-RAM init values are what is checked); skipped with ``--no-build``."""
     if not opts.build:
         return {"skipped": True, "board": opts.board, "lanes": opts.lanes}
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
+    from sparsegate.sim.cocotb_runner import SimulationFailed
     from sparsegate.sw.flow.build import DEFAULT_CACHE, BuildError, build_board, format_report
     from sparsegate.sw.util.toolchain import ToolNotFoundError
 
     lines: list[str] = []
     image = Path(results["export"]["image"])
+    baud = demo_baud(opts)
     try:
         info = build_board(opts.board, opts.lanes, run / "build", image=image.read_bytes(),
-                           image_name=f"demo image {image}", clock_mhz=opts.clock_mhz, cache=DEFAULT_CACHE,
-                           log=lines.append)
+                           image_name=f"demo image {image}", clock_mhz=opts.clock_mhz, baud=baud, cache=DEFAULT_CACHE,
+                           netlist_sim=opts.netlist_samples, netlist_load=False, log=lines.append)
     except (DesignDoesNotFit, BuildError) as err:
         raise DemoError(f"build stage: {err}") from None
     except (BuildFailed, ToolNotFoundError) as err:
         raise DemoError(f"build stage: {str(err).splitlines()[0]} (logs under {DEFAULT_CACHE})") from None
+    except SimulationFailed as err:
+        raise DemoError(f"build stage, netlist simulation: {str(err).splitlines()[0]}") from None
+    if info.netlist_sim is not None and not info.netlist_sim["ok"]:
+        raise DemoError(f"build stage: {info.netlist_sim['line']} (netlist and logs under {run / 'build'})")
     rep = info.report
     aliases = (("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("MULT18X18D", "MULT18X18D"), ("DP16KD", "DP16KD"),
                ("LUT RAM", "TRELLIS_RAMW"))
@@ -309,7 +336,7 @@ def _stage_build(run: Path, results: dict, opts: DemoOptions) -> dict:
             "resources": {alias: info.utilisation[kind] for alias, kind in aliases if kind in info.utilisation},
             "clocks": rep["clocks"], "fmax_mhz": info.fmax_mhz, "target_mhz": info.clock_mhz,
             "timing_met": info.timing_met, "tool_time_s": rep["elapsed_s"], "cache_hit": info.cache_hit,
-            "report_md": format_report(info), "log": lines}
+            "baud": baud, "netlist_sim": info.netlist_sim, "report_md": format_report(info), "log": lines}
 
 
 def _stage_report(run: Path, results: dict, opts: DemoOptions) -> dict:
@@ -333,9 +360,11 @@ def _describe_build(r: dict) -> str:
     if r["skipped"]:
         return f"bitstream skipped (--no-build) for {r['board']}, {r['lanes']} lanes"
     res = r["resources"]
+    net = r.get("netlist_sim")
     return (f"{r['board']} ({r['lanes']} lanes): LUT4 {res['LUT4']['used']:,}/{res['LUT4']['available']:,}, "
             f"DP16KD {res['DP16KD']['used']}/{res['DP16KD']['available']}, Fmax {r['fmax_mhz']:.1f} MHz "
-            f"(timing at {r['target_mhz']:.0f} MHz {'met' if r['timing_met'] else 'NOT met'}): {r['bit']}")
+            f"(timing at {r['target_mhz']:.0f} MHz {'met' if r['timing_met'] else 'NOT met'}): {r['bit']}"
+            + (f"; {net['line']} ({net['elapsed_s']:.0f} s)" if net else ""))
 
 
 # (name, function(run, results, options) -> dict, one-line description of the result for the summary)

@@ -41,6 +41,7 @@ class NetlistCheck:
     compile_s: float           # Verilator builds of both (0 when cached)
     elapsed_s: float
     predictions: list[int] = field(default_factory=list)
+    loaded: bool = True        # the network went over the link (False: the one the netlist was built with)
 
     @property
     def ok(self) -> bool:
@@ -68,15 +69,16 @@ class NetlistCheck:
                 "rtl_wall_s": round(self.rtl_wall_s, 3), "compile_s": round(self.compile_s, 3),
                 "elapsed_s": round(self.elapsed_s, 3), "netlist_cycles_per_s": round(self.netlist_cycles_per_s),
                 "rtl_cycles_per_s": round(self.rtl_cycles_per_s), "predictions": self.predictions,
-                "line": self.line()}
+                "loaded": self.loaded, "line": self.line()}
 
 
 @dataclass
 class _Workload:
-    """What one core's session does: load the network, put one digit into input slot 0; the digits and the
-    golden model's outputs for them."""
+    """What one core's session does: load the network (or, not loading, check that the device holds it), put
+    one digit into input slot 0; the digits and the golden model's outputs for them."""
 
     load: Callable
+    check: Callable
     put: Callable
     inputs: list
     golden: np.ndarray
@@ -96,8 +98,8 @@ def _workload(program, network, samples: int) -> _Workload:
         if tuple(qnet.input_shape) != (1, 28, 28):
             raise NetlistSimError(f"the netlist simulation classifies MNIST digits; this image takes {qnet.input_shape}")
         x, _ = test_digits(qnet, samples)
-        return _Workload(lambda d: d.load_image(qnet), lambda d, s: d.load_input(0, s), list(x),
-                         run_network(x, qnet.layers)[-1])
+        return _Workload(lambda d: d.load_image(qnet), lambda d: setattr(d, "qnet", qnet),
+                         lambda d, s: d.load_input(0, s), list(x), run_network(x, qnet.layers)[-1])
     from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.snn.model import SNNConfig, encode, to_pixels
 
@@ -108,12 +110,13 @@ def _workload(program, network, samples: int) -> _Workload:
     config = SNNConfig(n_inputs=snn.n_inputs, n_hidden=snn.n_hidden, n_outputs=snn.n_outputs, steps=snn.steps,
                        encoding=snn.encoding)
     spikes = np.asarray(encode(to_pixels(test_ds.tensors[0][:samples]), config), bool)
-    return _Workload(lambda d: d.load_snn(snn), lambda d, s: d.load_spikes(0, s),
+    return _Workload(lambda d: d.load_snn(snn), lambda d: d.check_snn(snn), lambda d, s: d.load_spikes(0, s),
                      [spikes[:, b] for b in range(samples)], snn.run(spikes).readout.v)
 
 
-def _session(transport, work: _Workload) -> tuple[list[np.ndarray], list[dict], float]:
-    """Identify, load the network, classify every digit: outputs and debug registers per digit, wall time."""
+def _session(transport, work: _Workload, load: bool) -> tuple[list[np.ndarray], list[dict], float]:
+    """Identify, load the network (``load``; else use the one built in), classify every digit: outputs and debug
+    registers per digit, wall time."""
     from sparsegate.sw.host.driver import HostDriver
 
     driver = HostDriver(transport, timeout_s=600)
@@ -121,7 +124,7 @@ def _session(transport, work: _Workload) -> tuple[list[np.ndarray], list[dict], 
     t0 = time.perf_counter()
     try:
         driver.identify()
-        work.load(driver)
+        (work.load if load else work.check)(driver)
         outs, regs = [], []
         for digit in work.inputs:
             work.put(driver, digit)
@@ -152,12 +155,14 @@ def _first_difference(k: int, out, golden, regs: dict, rtl_regs: dict, rtl_out) 
 
 
 def netlist_check(netlist: Path, platform, program, network, samples: int, *, divisor: int, timeout: int,
-                  build_dir: Path, clk_hz: int = 0, optimize: bool = True,
+                  build_dir: Path, clk_hz: int = 0, optimize: bool = True, load: bool = True,
                   log: Callable[[str], None] = lambda _: None) -> NetlistCheck:
     """Simulate the gate-level ``netlist`` of a board top (built on ``platform`` from ``program``: an engine
     program or a LIF design; its UART at ``divisor`` cycles per bit, link timeout ``timeout`` cycles) through its
     pins on ``samples`` digits with ``network`` loaded over the link (the engine: a weight image's bytes; the
-    LIF core: its ``IntSNN``), and the RTL of the same top alongside. ``optimize``:
+    LIF core: its ``IntSNN``), and the RTL of the same top alongside. ``load=False`` leaves the link's memory
+    writes out: the network must be the one built in (block-RAM init values and all; the engine's program memories
+    are then checked as configured, the LIF core's identity against ``network``). ``optimize``:
     see :func:`~sparsegate.sim.netlist_sim.netlist_executable`. A netlist that stops answering is a failed
     check (``first_difference`` says so), not an error."""
     from sparsegate.sim.netlist_sim import BoardPins, netlist_executable, rtl_executable
@@ -177,7 +182,7 @@ def netlist_check(netlist: Path, platform, program, network, samples: int, *, di
         transport = PinTransport(exe, divisor, reset_cycles=reset)
         log(f"netlist simulation: {samples} digits through the {name}'s UART pins ...")
         try:
-            outs, regs, wall = _session(transport, work)
+            outs, regs, wall = _session(transport, work, load)
         except (LinkError, DeviceError) as err:
             if name == "RTL":
                 raise
@@ -187,13 +192,13 @@ def netlist_check(netlist: Path, platform, program, network, samples: int, *, di
     (outs, regs, wall, cycles), (rtl_outs, rtl_regs, rtl_wall, rtl_cycles) = runs["netlist"], runs["RTL"]
     if failure:
         return NetlistCheck(samples, 0, 0, failure, cycles, wall, rtl_cycles, rtl_wall, compile_s,
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, loaded=load)
     exact = sum(np.array_equal(o, g) for o, g in zip(outs, golden))
     rtl_exact = sum(np.array_equal(o, r) and a == b for o, r, a, b in zip(outs, rtl_outs, regs, rtl_regs))
     first = next((d for k in range(samples)
                   if (d := _first_difference(k, outs[k], golden[k], regs[k], rtl_regs[k], rtl_outs[k]))), None)
     result = NetlistCheck(samples, int(exact), int(rtl_exact), first, cycles, wall, rtl_cycles, rtl_wall, compile_s,
-                          time.perf_counter() - t0, [int(np.argmax(o)) for o in outs])
+                          time.perf_counter() - t0, [int(np.argmax(o)) for o in outs], load)
     log(result.line() + f" ({result.netlist_cycles_per_s:,.0f} cycles/s netlist, "
         f"{result.rtl_cycles_per_s:,.0f} RTL; {result.elapsed_s:.0f} s)")
     return result

@@ -150,6 +150,17 @@ def _build_section(build: dict | None) -> list[str]:
                        for name, c in build["clocks"].items()]), "",
             f"Fmax {build['fmax_mhz']:.1f} MHz against the {build['target_mhz']:.0f} MHz engine clock: timing "
             f"{'met' if build['timing_met'] else '**NOT met**'}. Bitstream `{build['bit']}`.", ""]
+    net = build.get("netlist_sim")
+    if net:
+        out += [f"**{net['line']}**: the bitstream's synthesized netlist (Yosys's, the one nextpnr placed; ECP5 cell "
+                f"models, Verilator) classified the first {net['samples']} held-out digits through its UART pins at "
+                f"{build['baud']:,} baud, driven by the host driver `sparsegate run` uses, with the image "
+                f"{'loaded over the link' if net.get('loaded', True) else 'the bitstream holds (block-RAM init values)'}"
+                f"; logits equal to the golden model's, every debug register equal to the RTL's. "
+                f"{net['netlist_cycles_per_s']:,} cycles/s against {net['rtl_cycles_per_s']:,} for the RTL; "
+                f"{net['elapsed_s']:.0f} s (Verilator builds {net['compile_s']:.0f} s)"
+                + (f", alongside place and route: {net['added_s']:.0f} s added to the build stage"
+                   if net.get("overlapped") else "") + ".", ""]
     return out
 
 
@@ -191,7 +202,8 @@ def build_markdown(results: dict, plots: dict[str, str]) -> str:
                                f"{n} digits bit-exact with the golden model"],
                     ["bitstream", "skipped (`--no-build`)" if build is None or build.get("skipped") else
                      f"{build['board']}: Fmax {build['fmax_mhz']:.1f} MHz, timing at {build['target_mhz']:.0f} MHz "
-                     f"{'met' if build['timing_met'] else 'NOT met'}"],
+                     f"{'met' if build['timing_met'] else 'NOT met'}"
+                     + (f"; {build['netlist_sim']['line']}" if build.get("netlist_sim") else "")],
                 ]), "",
                 "## Per-layer sparsity and kept weights", "",
                 _md_table(["layer", "weights", "kept (SRA + NRP)", "kept (demo model)", "sparsity",

@@ -3,6 +3,7 @@ status 2, no traceback; names from an image are printed with their control chara
 from __future__ import annotations
 
 import copy
+import json
 import os
 import resource
 import subprocess
@@ -143,6 +144,30 @@ def test_run_on_a_silent_board_says_what_to_do(capsys):
         os.close(controller)
         os.close(device)
     assert "no reply from the device" in err
+
+
+def test_run_takes_the_baud_rate_from_the_build(tmp_path, capsys, monkeypatch):
+    """`run --build OUT` talks at the rate the bitstream was built for (report.json), refuses a --baud that
+    contradicts it and a folder without a build report."""
+    from sparsegate.sw.flow import run as flow_run
+
+    refused(capsys, ["run", "--board-port", "/dev/null", "--build", str(tmp_path)], "--build:",
+            str(tmp_path / "report.json"), "'baud' field")
+    (tmp_path / "report.json").write_text(json.dumps({"board": "ulx3s-25f", "baud": 3_000_000}))
+    refused(capsys, ["run", "--board-port", "/dev/null", "--build", str(tmp_path), "--baud", "115200"],
+            "--baud 115200 contradicts --build", "built for 3000000 baud")
+    seen = {}
+
+    def opened(port, baud):
+        seen.update(port=port, baud=baud)
+        raise flow_run.LinkError("no reply from the device")
+
+    monkeypatch.setattr(flow_run, "board_driver", opened)
+    image = tmp_path / "image.bin"
+    write_image(image, random_network(1))
+    refused(capsys, ["run", "--board-port", "/dev/null", "--build", str(tmp_path), "--image", str(image)],
+            "no reply from the device")
+    assert seen == {"port": "/dev/null", "baud": 3_000_000}
 
 
 class _StubDriver:

@@ -56,12 +56,18 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
         demo.run_demo(tmp_path, demo.DemoOptions(board="no-such-board"))
     with pytest.raises(demo.DemoError, match="KEP keep fraction"):
         demo.run_demo(tmp_path, demo.DemoOptions(kep_keep=0.0))
+    with pytest.raises(demo.DemoError, match="--baud: 40000000 baud needs at least 4 clock cycles per bit"):
+        demo.run_demo(tmp_path, demo.DemoOptions(baud=40_000_000))
+    with pytest.raises(demo.DemoError, match="--netlist-sim must be at least 0"):
+        demo.run_demo(tmp_path, demo.DemoOptions(netlist_samples=-1))
     assert not any(tmp_path.iterdir())  # checked before any stage ran
 
 
 def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
-    """The bitstream stage calls the build library with the demo's board, lanes and image and keeps
-    resources, Fmax and timing from its BuildResult; ``--no-build`` skips it; a refused build is a DemoError."""
+    """The bitstream stage calls the build library with the demo's board, lanes and image, at the board's fastest
+    UART rate (the ULX3S's FT231X: 3 Mbaud) and with the netlist simulation on 20 digits of the built-in image, and
+    keeps resources, Fmax, timing and the netlist line from its BuildResult; ``--no-build`` skips it; a refused
+    build or a netlist that differs is a DemoError."""
     from sparsegate.hw.platform.ecp5_build import DesignDoesNotFit
     from sparsegate.sw.flow import build as build_flow
 
@@ -69,8 +75,13 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
     image.write_bytes(b"IMG")
     seen = {}
 
-    def fake_build(board, lanes, out, *, image, image_name, clock_mhz, cache, log):
-        seen.update(board=board, lanes=lanes, image=image, clock_mhz=clock_mhz)
+    netlist = {"samples": 20, "ok": True, "line": "netlist simulated: 20 digits bit-exact", "loaded": False,
+               "netlist_cycles_per_s": 41_000, "rtl_cycles_per_s": 900_000, "elapsed_s": 300.0, "compile_s": 200.0,
+               "overlapped": True, "added_s": 150.0}
+
+    def fake_build(board, lanes, out, *, image, image_name, clock_mhz, baud, cache, netlist_sim, netlist_load, log):
+        seen.update(board=board, lanes=lanes, image=image, clock_mhz=clock_mhz, baud=baud, netlist_sim=netlist_sim,
+                    netlist_load=netlist_load)
         log("[3/4] cache hit: somewhere")
         util = {"TRELLIS_COMB": {"used": 8325, "available": 24288}, "TRELLIS_FF": {"used": 3413, "available": 24288},
                 "MULT18X18D": {"used": 7, "available": 28}, "DP16KD": {"used": 46, "available": 56}}
@@ -80,18 +91,24 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
             report={"device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "utilisation": util,
                     "clocks": {"sync": {"achieved_mhz": 51.5, "constraint_mhz": 100.0, "met": False}},
                     "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0},
-            bitstream=str(out / "top.bit"), cache_hit=True, out=out)
+            bitstream=str(out / "top.bit"), cache_hit=True, out=out, netlist_sim=dict(netlist))
 
     monkeypatch.setattr(build_flow, "build_board", fake_build)
     results = {"export": {"image": str(image)}}
     r = demo._stage_build(tmp_path, results, demo.DemoOptions())
-    assert seen == {"board": "ulx3s-25f", "lanes": 4, "image": b"IMG", "clock_mhz": 100.0}
+    assert seen == {"board": "ulx3s-25f", "lanes": 4, "image": b"IMG", "clock_mhz": 100.0, "baud": 3_000_000,
+                    "netlist_sim": 20, "netlist_load": False}
     assert r["resources"]["DP16KD"] == {"used": 46, "available": 56} and r["resources"]["LUT4"]["used"] == 8325
     assert r["fmax_mhz"] == 51.5 and r["timing_met"] is False and r["cache_hit"]
     assert "4 lanes" in r["report_md"] and r["log"] == ["[3/4] cache hit: somewhere"]
     section = "\n".join(demo_report._build_section(r))
     assert "| DP16KD | 46 | 56 | 82.1 |" in section and "| `sync` | 51.5 | 100.0 | **NO** |" in section
     assert "timing **NOT met**" in section
+    assert "**netlist simulated: 20 digits bit-exact**" in section and "at 3,000,000 baud" in section
+    assert "the bitstream holds (block-RAM init values)" in section and "150 s added to the build stage" in section
+    assert "netlist simulated: 20 digits bit-exact" in demo._describe_build(r)
+    assert demo._stage_build(tmp_path, results, demo.DemoOptions(baud=115200, netlist_samples=0))["baud"] == 115200
+    assert seen["baud"] == 115200 and seen["netlist_sim"] == 0
     assert demo._stage_build(tmp_path, results, demo.DemoOptions(build=False))["skipped"]
 
     def too_big(*args, **kwargs):
@@ -99,6 +116,12 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
 
     monkeypatch.setattr(build_flow, "build_board", too_big)
     with pytest.raises(demo.DemoError, match="^build stage: engine does not fit"):
+        demo._stage_build(tmp_path, results, demo.DemoOptions())
+
+    netlist.update(ok=False, line="netlist simulated: 19/20 digits bit-exact with the golden model, 19/20 with the "
+                                  "RTL; first difference: digit 3: layer1 output signature 0x00000001 (RTL 0x00000002)")
+    monkeypatch.setattr(build_flow, "build_board", fake_build)
+    with pytest.raises(demo.DemoError, match="^build stage: netlist simulated: 19/20 .* digit 3: layer1"):
         demo._stage_build(tmp_path, results, demo.DemoOptions())
 
 

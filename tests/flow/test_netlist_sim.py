@@ -1,7 +1,8 @@
-"""Issue #21: the synthesized netlist of the smallest board top (ULX3S-25F, one lane, a small network on
-MNIST-shaped inputs) simulated through its UART pins by the host driver: weight image loaded over the link,
-real held-out digits classified, logits bit-exact with the golden model and every debug register (per-layer
-cycles and output signatures) equal to the RTL of the same top. Plus the naming of the first difference."""
+"""Issue #21: the synthesized netlist of the smallest board tops (ULX3S-25F; the engine at one lane with a small
+network on MNIST-shaped inputs, the LIF core with a 784-4-10 SNN on one unit) simulated through their UART pins by
+the host driver: the network loaded over the link, real held-out digits classified, outputs (logits; readout
+membranes) bit-exact with the golden model and every debug register (the engine's per-layer cycles and output
+signatures, the LIF core's counters) equal to the RTL of the same top. Plus the naming of the first difference."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,6 +44,42 @@ def test_board_netlist_is_bit_exact_through_the_uart_pins(tmp_path):
     assert check.ok, (check.first_difference, lines)
     assert check.exact == check.rtl_exact == 3 and check.first_difference is None
     assert check.line() == "netlist simulated: 3 digits bit-exact"
+    assert check.netlist_cycles > 100_000 and check.rtl_cycles > 100_000
+
+
+@pytest.mark.slow
+@pytest.mark.synthesis
+@pytest.mark.skipif(not yowasp_available(), reason="YoWASP Yosys is not installed")
+def test_lif_board_netlist_is_bit_exact_through_the_uart_pins(tmp_path):
+    from sparsegate.hw.link.uart import divisor_for
+    from sparsegate.hw.platform.board_top import BoardTop
+    from sparsegate.hw.platform.boards import make_platform
+    from sparsegate.hw.platform.ecp5_build import synthesize
+    from sparsegate.sw.flow.build import board_program
+    from sparsegate.hw.platform.cores import LIF
+    from sparsegate.sw.flow.netlist_sim import _workload, netlist_check
+    from sparsegate.sw.ir.snn_golden import IntSNN, LifParams
+
+    rng = np.random.default_rng(0)
+    hidden = LifParams(threshold=400, leak="shift", leak_shift=3, v_width=16)
+    snn = IntSNN(rng.integers(-8, 16, size=(4, 784)), rng.integers(-60, 61, size=(10, 4)), hidden,
+                 LifParams.integrator(v_width=16), np.ones(4, bool), 4)
+    program = board_program(LIF, snn, units=1, per_word=4)
+    golden = _workload(program, snn, 2)     # real digits, rate-coded over 4 steps
+    run = snn.run(np.stack(golden.inputs, axis=1))
+    assert run.hidden.counts.sum() > 0 and len({tuple(v) for v in golden.golden}) == 2   # the network does work
+    platform = make_platform("ulx3s-25f")
+    baud = 6_250_000                                # 16 cycles per bit at 100 MHz
+    synthesis = synthesize(BoardTop(program, clk_hz=100e6, baud=baud), build_dir=tmp_path / "synth", platform=platform)
+    netlist = synthesis.netlist.read_text()
+    for cell in ("DP16KD", "EHXPLLL", "TRELLIS_FF"):
+        assert f"  {cell} " in netlist, cell
+    lines = []
+    check = netlist_check(synthesis.netlist, platform, program, snn, 2, divisor=divisor_for(100e6, baud),
+                          timeout=5_000_000, build_dir=tmp_path / "sim", clk_hz=100_000_000, optimize=False,
+                          log=lines.append)
+    assert check.ok, (check.first_difference, lines)
+    assert check.exact == check.rtl_exact == 2 and check.line() == "netlist simulated: 2 digits bit-exact"
     assert check.netlist_cycles > 100_000 and check.rtl_cycles > 100_000
 
 

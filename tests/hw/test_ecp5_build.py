@@ -143,9 +143,18 @@ def test_smoke_top_drives_its_led():
     assert len(toggles) >= 5, "the lane's XOR-reduced sums should flip the LED now and then"
 
 
+_AFTER_SYNTHESIS: list = []
+
+
 @pytest.fixture(scope="module")
 def smoke_build(tmp_path_factory):
-    return build_ecp5(SmokeTop(), build_dir=tmp_path_factory.mktemp("ecp5_smoke"))
+    """The smoke top's bitstream, its netlist handed over between Yosys and nextpnr (what it looked like then)."""
+    def seen(netlist):
+        work = netlist.parent
+        _AFTER_SYNTHESIS.append((netlist, netlist.is_file() and "TRELLIS_FF" in netlist.read_text(),
+                                 (work / "top.json").is_file(), (work / "top.config").exists()))
+    return build_ecp5(SmokeTop(), build_dir=tmp_path_factory.mktemp("ecp5_smoke"), write_netlist=True,
+                      after_synthesis=seen)
 
 
 @pytest.mark.slow
@@ -160,6 +169,8 @@ def test_smoke_bitstream_for_lfe5u_25f(smoke_build):
     comment_end = data.index(b"\x00\xff", 2)
     assert b"Part: LFE5U-25F" in data[2:comment_end]
     assert data[comment_end + 2:comment_end + 6] == b"\xff\xff\xbd\xb3"
+    # the netlist came between synthesis (Yosys's JSON written) and place and route (no config yet)
+    assert _AFTER_SYNTHESIS == [(report.netlist, True, True, False)]
 
 
 @pytest.mark.slow
@@ -227,6 +238,15 @@ def test_place_only_script_drops_routing_and_packing():
     assert "ECPPACK" not in out and "--textcfg" not in out
     (pnr,) = [line for line in out.splitlines() if line.startswith('"$NEXTPNR_ECP5"')]
     assert pnr.endswith("--lpf top.lpf --no-route") and '"$YOSYS" -q -l top.rpt top.ys' in out
+
+
+def test_flow_splits_after_synthesis():
+    from sparsegate.hw.platform.ecp5_build import _after_synthesis_script, _synth_only_script
+    script = ('set -e\n"$YOSYS" -q -l top.rpt top.ys\n"$NEXTPNR_ECP5" --quiet --json top.json --textcfg top.config\n'
+              '"$ECPPACK" --compress --input top.config --bit top.bit\n')
+    synth, pnr = _synth_only_script(script, "top"), _after_synthesis_script(script, "top")
+    assert "YOSYS" in synth and "NEXTPNR" not in synth and "ECPPACK" not in synth
+    assert "YOSYS" not in pnr and "NEXTPNR_ECP5" in pnr and "ECPPACK" in pnr and pnr.startswith("set -e")
 
 
 def test_abc9_assertion_is_recognised_and_worked_around(tmp_path):

@@ -87,3 +87,18 @@ def test_divisor_for():
     assert divisor_for(100e6, 115200) == 868
     with pytest.raises(ValueError):
         divisor_for(1e6, 1_000_000)
+
+
+def test_fastest_baud_keeps_the_divisor_rule():
+    from sparsegate.hw.link.uart import fastest_baud
+    from sparsegate.hw.platform.boards import BOARDS
+
+    assert fastest_baud(100e6, 3_000_000) == 3_000_000          # 33 cycles per bit, 1.0% fast
+    assert divisor_for(100e6, fastest_baud(100e6, 3_000_000)) == 33
+    assert fastest_baud(100e6, 12_000_000) == 6_000_000         # 12M: 8 cycles, 4.2% off; 6M: 17 cycles, 2.0%
+    assert fastest_baud(48e6, 12_000_000) == 12_000_000          # exactly 4 cycles
+    assert fastest_baud(25e6, 3_000_000) == 1_500_000           # 3M: 8 cycles, 4.2% off; 2M: 12, 4.2%
+    assert fastest_baud(100e6, 115_200) == 115_200
+    with pytest.raises(ValueError, match="no standard baud rate up to 9600"):
+        fastest_baud(100e6, 9600)
+    assert BOARDS["ulx3s-25f"].uart_max_baud == 3_000_000 and BOARDS["orangecrab-25f"].uart_max_baud == 115_200

@@ -1,6 +1,6 @@
 """The DP16KD simulation model (sim/cells/dp16kd.v) with Yosys's own mapping: an Amaranth memory with
 initial contents, synthesized by ``synth_ecp5`` into DP16KD cells at each data width (x18 with byte enables,
-x9, x4, x2), simulated under Icarus: every address reads back its initial value (the INITVAL layout), then
+x9, x4, x2, and x36: the pseudo dual port mode of a 36-bit memory), simulated under Icarus: every address reads back its initial value (the INITVAL layout), then
 written words read back (the write path and port widths)."""
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.icarus, pytest.mark.synthesis,
 
 _TB = """
 module tb;
-  reg clk = 0; reg [13:0] raddr = 0, waddr = 0; reg [17:0] wdata = 0; reg we = 0; wire [17:0] rdata;
-  reg [31:0] writes [0:{NW}-1];
+  reg clk = 0; reg [13:0] raddr = 0, waddr = 0; reg [35:0] wdata = 0; reg we = 0; wire [35:0] rdata;
+  reg [63:0] writes [0:{NW}-1];
   integer i;
   m dut(.clk(clk), .rst(1'b0), .raddr(raddr), .rdata(rdata), .waddr(waddr), .wdata(wdata), .we(we));
   task tick; begin #1 clk = 1; #1 clk = 0; end endtask
@@ -26,7 +26,7 @@ module tb;
     $readmemh("writes.hex", writes);
     for (i = 0; i < {DEPTH}; i = i + 1) begin raddr = i; tick; #1 $display("%0d", rdata); end
     for (i = 0; i < {NW}; i = i + 1) begin
-      waddr = writes[i][31:18]; wdata = writes[i][17:0]; we = 1; tick; we = 0;
+      waddr = writes[i][49:36]; wdata = writes[i][35:0]; we = 1; tick; we = 0;
       raddr = waddr; tick; #1 $display("%0d", rdata);
     end
     $finish;
@@ -35,7 +35,7 @@ endmodule
 """
 
 
-@pytest.mark.parametrize("width,depth", [(18, 1024), (9, 2048), (4, 4096), (2, 8192)])
+@pytest.mark.parametrize("width,depth", [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192)])
 def test_yosys_mapped_block_ram(tmp_path, width, depth):
     from amaranth.back import rtlil
     from amaranth.hdl import Module
@@ -51,7 +51,7 @@ def test_yosys_mapped_block_ram(tmp_path, width, depth):
 
     class M(wiring.Component):
         def __init__(self):
-            super().__init__({"raddr": In(14), "rdata": Out(18), "waddr": In(14), "wdata": In(18), "we": In(1)})
+            super().__init__({"raddr": In(14), "rdata": Out(36), "waddr": In(14), "wdata": In(36), "we": In(1)})
 
         def elaborate(self, platform):
             m = Module()
@@ -68,7 +68,7 @@ def test_yosys_mapped_block_ram(tmp_path, width, depth):
     net = (tmp_path / "m_net.v").read_text()
     assert f".DATA_WIDTH_A(32'd{width})" in net or f".DATA_WIDTH_B(32'd{width})" in net, "not mapped at this width"
     writes = [(rng.randrange(depth), rng.getrandbits(width)) for _ in range(200)]
-    (tmp_path / "writes.hex").write_text("\n".join(f"{(a << 18) | d:08x}" for a, d in writes) + "\n")
+    (tmp_path / "writes.hex").write_text("\n".join(f"{(a << 36) | d:016x}" for a, d in writes) + "\n")
     (tmp_path / "tb.v").write_text(_TB.replace("{DEPTH}", str(depth)).replace("{NW}", str(len(writes))))
     lib = cell_sources(tmp_path / "cells")[0]       # Yosys's models; Icarus 11 rejects $error in a generate block
     lib.write_text(lib.read_text().replace('$error("unsupported COMB mode %s", MODE);', ""))
