@@ -39,7 +39,7 @@ __all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expe
            "program_from_image", "sample_words", "MAX_RESULTS"]
 
 MAX_RESULTS = 16
-MAX_ACT_DEPTH = 1 << 16      # words per activation bank (the descriptor's base fields follow act_depth)
+MAX_ACT_DEPTH = (1 << 16) - 1  # words per activation bank (the host link's identity reply holds it in 16 bits)
 
 
 def conv_layout(shape: tuple, banks: int) -> tuple[int, int, int]:
@@ -138,7 +138,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
 
     # activation regions
     in_words = tensors[0][3]
-    regions = plan_regions([t[3] for t in tensors], sources)
+    regions = plan_regions([t[3] for t in tensors], sources, MAX_ACT_DEPTH)
     if regions.bases[0] != 0:
         raise ValueError("the network input must start the activation buffer, but a two-input layer reads it "
                          "second; list the input first in that layer's inputs")

@@ -8,7 +8,8 @@ a disjoint one of the same memory is safe (the banks have a read and a write por
 The planner is a liveness-based first-fit over slots of ``pow2(largest tensor)`` words: a tensor lives from
 the layer that writes it to the last layer that reads it (the last layer's output until the end), and takes
 the lowest slots not held by a tensor whose lifetime overlaps. A plain chain therefore gets the ping-pong
-layout (the input and every even layer's output in slot 0, the others in slot 1: ``2 * pow2(max)`` words).
+layout (the input and every even layer's output in slot 0, the others in slot 1) and, with the words used
+rounded up to a power of two, the old bank depth of ``2 * pow2(max)``.
 A layer reading two tensors reads their channel concatenation, so the planner places the second right after
 the first (one unit, allocated when either is written, living until both are dead): a residual add reads
 the shortcut and the block's last conv output as one ``(2C, H, W)`` map.
@@ -24,14 +25,16 @@ __all__ = ["RegionPlan", "plan_regions"]
 
 @dataclass(frozen=True)
 class RegionPlan:
-    """Per tensor (0 = input, ``k`` = layer ``k - 1``) its base word; the slot size and the words used."""
+    """Per tensor (0 = input, ``k`` = layer ``k - 1``) its base word; the slot size; the words used (``end``)
+    and the bank depth (``end`` up to a power of two, as the ping-pong halves were, at most ``max_depth``)."""
 
     bases: tuple
     slot: int
+    end: int
     depth: int
 
 
-def plan_regions(sizes: list[int], sources: list[tuple]) -> RegionPlan:
+def plan_regions(sizes: list[int], sources: list[tuple], max_depth: int = (1 << 16) - 1) -> RegionPlan:
     """Regions for tensors of ``sizes`` words (tensor 0 the input) read by layers as ``sources`` (per layer its
     tensor references). Raises ValueError when a tensor would have to follow two different tensors."""
     n_layers = len(sources)
@@ -71,5 +74,6 @@ def plan_regions(sizes: list[int], sources: list[tuple]) -> RegionPlan:
         for t in unit:
             bases[t] = offset
             offset += sizes[t]
-    depth = slot * max(s + k for s, k, _, _ in placed)
-    return RegionPlan(tuple(bases), slot, max(depth, 2 * slot))
+    end = max(b + n for b, n in zip(bases, sizes))
+    depth = max(2, 1 << index_width(end))
+    return RegionPlan(tuple(bases), slot, end, depth if depth <= max_depth else end)

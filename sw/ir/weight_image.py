@@ -571,11 +571,12 @@ def write_hex_files(directory: str | Path, qnet: QuantizedNetwork) -> dict:
 def manifest(qnet: QuantizedNetwork, image: bytes, hex_files: dict, storage: dict) -> dict:
     """A JSON-ready description of the image: network, arithmetic, per-layer layout and files, storage."""
     layers = []
-    for layer in qnet.layers:
+    for layer, refs in zip(qnet.layers, layer_sources(qnet.layers)):
         sp = sparse_layer(layer)
         (cin, hin, win), out_shape = _descriptor_shapes(layer)
         layers.append({
-            "name": layer.name, "kind": layer.kind, "in_shape": [cin, hin, win], "out_shape": list(out_shape),
+            "name": layer.name, "kind": layer.kind, "inputs": list(refs), "in_shape": [cin, hin, win],
+            "out_shape": list(out_shape),
             "kernel": list(layer.kernel), "stride": layer.stride, "padding": layer.padding,
             "relu": layer.relu, "pool": layer.pool, "flatten_input": layer.flatten_input,
             "in_zero_point": 0, "out_zero_point": 0, "in_scale": layer.in_scale, "out_scale": layer.out_scale,

@@ -42,14 +42,14 @@ def _check_plan(sizes, sources):
 def test_chain_gets_the_ping_pong_layout():
     sizes = [128, 640, 200, 500, 10]  # LeNet-5 at 4 lanes
     plan = _check_plan(sizes, [(0,), (1,), (2,), (3,)])
-    assert plan.slot == 1024 and plan.depth == 2048 and plan.bases == (0, 1024, 0, 1024, 0)
+    assert plan.slot == 1024 and plan.depth == 2048 and plan.bases == (0, 1024, 0, 1024, 0) and plan.end == 1664
 
 
 def test_residual_regions_adjacent_and_live():
     net = residual_network(0)
     sources = layer_sources(net.layers)
     plan = _check_plan([96, 512, 512, 512, 512, 256, 256, 256, 256, 10], sources)
-    assert plan.depth == 3 * plan.slot  # the block input with its conv output after it (two slots), one more
+    assert plan.end == 3 * plan.slot  # the block input with its conv output after it (two slots), one more
     prog = compile_program(net, 4)
     assert prog.geometry.act_depth == prog.regions.depth
     for plan_i, refs in zip(prog.layers, sources):  # each layer reads its first tensor's region
