@@ -9,7 +9,6 @@ import struct
 import numpy as np
 import pytest
 
-from sparsegate.sw.ir import weight_image as wi
 from sparsegate.sw.ir.golden import QuantizedNetwork, requantize
 from sparsegate.sw.ir.residual import add_factors, residual_add_layer
 from sparsegate.sw.ir.weight_image import DESCRIPTOR, HEADER, ImageError, decode_image, encode_image
