@@ -5,11 +5,12 @@ input (tensor 0) and each layer's output (tensor ``k`` = layer ``k - 1``) — ge
 descriptor carries the base of the region it reads and the one it writes. Reading one region while writing
 a disjoint one of the same memory is safe (the banks have a read and a write port).
 
-The planner is a liveness-based first-fit over slots of ``pow2(largest tensor)`` words: a tensor lives from
-the layer that writes it to the last layer that reads it (the last layer's output until the end), and takes
-the lowest slots not held by a tensor whose lifetime overlaps. A plain chain therefore gets the ping-pong
+The planner is a liveness-based first-fit: a tensor lives from the layer that writes it to the last layer that
+reads it (the last layer's output until the end), and takes the lowest addresses not held by a tensor whose
+lifetime overlaps. A plain chain is placed in slots of ``pow2(largest tensor)`` words, so it gets the ping-pong
 layout (the input and every even layer's output in slot 0, the others in slot 1) and, with the words used
-rounded up to a power of two, the old bank depth of ``2 * pow2(max)``.
+rounded up to a power of two, the old bank depth of ``2 * pow2(max)``; a network with references is placed
+word by word (a ResNet's many small maps need not each take a slot of its largest).
 A layer reading two tensors reads their channel concatenation, so the planner places the second right after
 the first (one unit, allocated when either is written, living until both are dead): a residual add reads
 the shortcut and the block's last conv output as one ``(2C, H, W)`` map.
@@ -25,8 +26,10 @@ __all__ = ["RegionPlan", "plan_regions"]
 
 @dataclass(frozen=True)
 class RegionPlan:
-    """Per tensor (0 = input, ``k`` = layer ``k - 1``) its base word; the slot size; the words used (``end``)
-    and the bank depth (``end`` up to a power of two, as the ping-pong halves were, at most ``max_depth``)."""
+    """Per tensor (0 = input, ``k`` = layer ``k - 1``) its base word; the placement granule (a chain: the slot,
+    ``pow2`` of the largest tensor; else 1 word); the words used (``end``)
+    and the bank depth (``end``; a chain's up to a power of two, as the ping-pong halves were; at most
+    ``max_depth``)."""
 
     bases: tuple
     slot: int
@@ -41,7 +44,8 @@ def plan_regions(sizes: list[int], sources: list[tuple], max_depth: int = (1 << 
     n_tensors = n_layers + 1
     if len(sizes) != n_tensors:
         raise ValueError(f"{len(sizes)} tensor sizes for {n_layers} layers (expected {n_tensors})")
-    slot = 1 << index_width(max(1, max(sizes)))
+    chain = all(tuple(refs) == (i,) for i, refs in enumerate(sources))
+    slot = 1 << index_width(max(1, max(sizes))) if chain else 1
     # units: a tensor, or a pair read together as a concatenation (the second right after the first)
     follows: dict[int, int] = {}
     for refs in sources:
@@ -66,14 +70,13 @@ def plan_regions(sizes: list[int], sources: list[tuple], max_depth: int = (1 << 
         words = sum(sizes[t] for t in unit)
         need = -(-words // slot)
         busy = [(s, k) for s, k, b, d in placed if b <= death and birth <= d]
-        start = 0
-        while any(s < start + need and start < s + k for s, k in busy):
-            start += 1
+        start = next(c for c in sorted({0} | {s + k for s, k in busy})       # the lowest gap that fits
+                     if not any(s < c + need and c < s + k for s, k in busy))
         placed.append((start, need, birth, death))
         offset = start * slot
         for t in unit:
             bases[t] = offset
             offset += sizes[t]
     end = max(b + n for b, n in zip(bases, sizes))
-    depth = max(2, 1 << index_width(end))
+    depth = max(2, 1 << index_width(end)) if chain else max(2, end)   # a chain: the ping-pong depth
     return RegionPlan(tuple(bases), slot, end, depth if depth <= max_depth else end)
