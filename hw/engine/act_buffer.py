@@ -1,19 +1,19 @@
 """Banked activation buffer: delivers P shifted input pixels per cycle, for any (ky, kx), stride 1 or 2,
 with zero padding; or, for fc layers, one independently addressed byte per lane.
 
-``2P`` banks (one ``lib.memory`` each, ``2 * act_depth`` bytes: the ping and pong halves are the address
-MSB). A conv map ``(C, H, W)`` keeps pixel ``(c, y, x)`` in bank ``x mod 2P`` at
-``c << (hb + wb) | y << wb | x div 2P``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``,
+``2P`` banks (one ``lib.memory`` each, ``act_depth`` bytes; every tensor has a region in it, and the layer
+descriptor names the base ``in_base`` of the one read: hw/engine/regions.py). A conv map ``(C, H, W)`` keeps
+pixel ``(c, y, x)`` in bank ``x mod 2P`` at ``in_base + (c << (hb + wb) | y << wb | x div 2P)``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``,
 lane ``j`` needs ``x_j = base + j*s`` with ``base = x0*s + kx - pad`` on row ``y = oy*s + ky - pad``:
 the P lanes span fewer than ``2P`` consecutive columns, so they hit distinct banks. Bank ``b`` reads the
 one column ``x = base + ((b - base) mod 2P)`` of that window; a rotation crossbar gives lane ``j`` bank
 ``(base + j*s) mod 2P``. Lanes outside the map read 0 (padding). In fc mode lane ``j`` reads bank ``j``
-at its own index (fc inputs are replicated in every bank).
+at ``in_base`` + its own index (fc inputs are replicated in every bank).
 
 Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
 arithmetic step and every block-RAM output ends in a register::
 
-    i (elements) -> y, base, channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
+    i (elements) -> y, base, in_base + channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
       -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write port ``wr``: one address, a byte per bank and a bank mask (always ready).
@@ -39,7 +39,7 @@ class ActBuffer(wiring.Component):
     Members
     -------
     cfg : ``In(desc_layout)``
-        The running layer's descriptor (map sizes, stride, padding, which half is read).
+        The running layer's descriptor (map sizes, stride, padding, the region read).
     i : ``In(stream.Signature(elem_layout), always_ready=True)``
         Decoded elements: the per-lane activation coordinates of one MAC-array cycle.
     o : ``Out(stream.Signature(mac_in_layout), always_ready=True)``
@@ -76,7 +76,7 @@ class ActBuffer(wiring.Component):
         plane_shift = Signal(5)                # static while a layer runs: registered
         m.d.sync += plane_shift.eq(cfg.in_hb + cfg.in_wb)
         m.d.sync += [
-            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(el.ci << plane_shift),
+            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(cfg.in_base + (el.ci << plane_shift)),
             y.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad),
             base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
         ]
@@ -106,14 +106,14 @@ class ActBuffer(wiring.Component):
             [r3_sels[j].eq(sels[j]) for j in range(p)]
         datas = []
         for b in range(nb):
-            mem = Memory(shape=unsigned(8), depth=2 << aw, init=[])
+            mem = Memory(shape=unsigned(8), depth=g.act_depth, init=[])
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()
-            addr = Signal(aw + 1, name=f"addr{b}")
+            addr = Signal(aw, name=f"addr{b}")
             conv_addr = (row + q + (rot > b))[:aw]
-            fc_addr = r2.idx[b][:aw] if b < p else 0
-            m.d.sync += addr.eq((cfg.in_half << aw) | Mux(cfg.fc, fc_addr, conv_addr))
+            fc_addr = (cfg.in_base + r2.idx[b][:aw])[:aw] if b < p else 0
+            m.d.sync += addr.eq(Mux(cfg.fc, fc_addr, conv_addr))
             m.d.comb += [
                 rp.addr.eq(addr),
                 rp.en.eq(1),

@@ -162,7 +162,8 @@ class SparseEngine(wiring.Component):
                      self.fault.eq(seq.fault), self.fault_layer.eq(seq.fault_layer)]
         m.d.comb += seq.pipe_idle.eq(~(q_out.valid | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
-        # input load: sequencer address -> input memory -> [registered twice] -> all banks of half 0
+        # input load: sequencer address -> input memory -> [registered twice] -> all banks, the input's region
+        # (tensor 0 is always at base 0: hw/engine/regions.py)
         load_v, load_v2, load_v3 = Signal(), Signal(), Signal()
         load_i, load_i2, load_i3 = Signal(aw), Signal(aw), Signal(aw)
         load_data, load_data3 = Signal(8 * nb), Signal(8 * nb)
@@ -229,17 +230,19 @@ class SparseEngine(wiring.Component):
                     with m.If(mac_fire):
                         m.d.sync += c["active"].eq(c["active"] + active)
                     with m.If(out_v):
-                        word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr[:aw])
+                        word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr)
                         sig = c["signature"]
                         m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
         # the layer marked `last` in its descriptor, not the geometry's final slot: a device built for more
         # layers than the loaded image holds keeps the previous image's descriptors beyond it
         last = Signal()
         m.d.comb += last.eq(seq.cfg.last)
-        # the index within the half only: bit `aw` is the ping-pong half, which an odd layer count sets
-        # (a map smaller than the result registers has fewer than 4 index bits)
-        index = seen.addr[:min(aw, ceil_log2(g.n_results))]
-        with m.If(out_v & last & (seen.addr[:aw] < g.n_results)):
+        # the index within the layer's output region (a map smaller than the result registers has fewer than
+        # 4 index bits)
+        rel = Signal(aw)
+        m.d.comb += rel.eq(seen.addr - seq.cfg.out_base)
+        index = rel[:min(aw, ceil_log2(g.n_results))]
+        with m.If(out_v & last & (rel < g.n_results)):
             with m.Switch(index):
                 for k in range(min(g.n_results, 1 << len(index))):
                     with m.Case(k):

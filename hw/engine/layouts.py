@@ -32,7 +32,7 @@ class EngineGeometry:
     lanes: int = 16
     slot_bits: int = 19          # one weight element: int8 value above the packed (cin, ky, kx) index
     weight_depth: int = 1024     # wide weight words (lanes slots each)
-    act_depth: int = 1024        # words per bank per half (power of two); two halves = ping and pong
+    act_depth: int = 2048        # words per activation bank: every tensor's region (hw/engine/regions.py)
     chan_depth: int = 256        # channel/round table entries
     param_depth: int = 256       # output parameter entries (bias, mult, shift, dest)
     n_layers: int = 4
@@ -45,8 +45,8 @@ class EngineGeometry:
         p = self.lanes
         if not isinstance(p, int) or p < 1 or p & (p - 1) or p > 64:
             raise ValueError(f"lanes must be a power of two in 1..64, got {p!r}")
-        if self.act_depth & (self.act_depth - 1):
-            raise ValueError(f"act_depth must be a power of two, got {self.act_depth}")
+        if not isinstance(self.act_depth, int) or self.act_depth < 2:
+            raise ValueError(f"act_depth must be an integer >= 2, got {self.act_depth!r}")
 
     @property
     def banks(self) -> int:
@@ -62,7 +62,7 @@ class EngineGeometry:
 
     @property
     def act_aw(self) -> int:
-        """Address bits inside one half of a bank."""
+        """Address bits of an activation bank."""
         return max(1, ceil_log2(self.act_depth))
 
     @property
@@ -82,7 +82,7 @@ def desc_layout(g: EngineGeometry) -> data.StructLayout:
     """One layer descriptor (the sequencer's descriptor memory)."""
     return data.StructLayout({
         "fc": 1, "stride2": 1, "pad": 3, "relu": 1, "pool": 1, "out_repl": 1, "last": 1,
-        "in_half": 1, "out_half": 1,
+        "in_base": g.act_aw, "out_base": g.act_aw,    # the regions read and written (words)
         "in_h": DIM_BITS, "in_w": DIM_BITS, "in_hb": 4, "in_wb": 4,
         "ib": 5, "kyb": 3, "kxb": 3,
         "n_outer": TILE_BITS,           # conv: output channels; fc: rounds of `lanes` neurons
@@ -137,13 +137,13 @@ def mac_out_layout(g: EngineGeometry) -> data.StructLayout:
 
 def write_layout(g: EngineGeometry) -> data.StructLayout:
     """Output stage -> activation buffer: one int8 result to one bank, or to all banks (``bcast``)."""
-    return data.StructLayout({"addr": g.act_aw + 1, "data": unsigned(8), "bank": max(1, g.lg_banks),
+    return data.StructLayout({"addr": g.act_aw, "data": unsigned(8), "bank": max(1, g.lg_banks),
                               "bcast": 1})
 
 
 def wide_write_layout(g: EngineGeometry) -> data.StructLayout:
     """Activation buffer write port: one byte per bank at one address, with a bank mask."""
-    return data.StructLayout({"addr": g.act_aw + 1, "data": data.ArrayLayout(unsigned(8), g.banks),
+    return data.StructLayout({"addr": g.act_aw, "data": data.ArrayLayout(unsigned(8), g.banks),
                               "mask": g.banks})
 
 

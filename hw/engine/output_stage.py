@@ -1,5 +1,5 @@
 """Serial output stage: bias, requant, saturation, ReLU and the fused 2x2 max-pool, one accumulator per
-cycle, written back into the other half of the activation buffer.
+cycle, written into the region of the activation buffer the descriptor names (``out_base``).
 
 It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle (accepting
 the pass on its last pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array
@@ -47,7 +47,7 @@ class OutputStage(wiring.Component):
     i : ``In(stream.Signature(mac_out_layout))``
         The MAC array's passes; one is accepted on its last pixel.
     o : ``Out(stream.Signature(write_layout), always_ready=True)``
-        Activation writes into the next layer's half of the buffer (never waits).
+        Activation writes into the layer's output region (never waits).
     busy : ``Out(1)``
         Pixels in the pipeline.
     wr : ``In(mem_write_signature(...))``
@@ -167,7 +167,7 @@ class OutputStage(wiring.Component):
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
             q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
             q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
-            q9["plane"].eq(q8["co"] << plane_shift), q9["row"].eq(py << cfg.out_wb),
+            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)), q9["row"].eq(py << cfg.out_wb),
             q9["col"].eq(px >> lgb),
         ]
 
@@ -191,14 +191,14 @@ class OutputStage(wiring.Component):
             m.d.sync += counter.eq(0)
         addr = Signal(aw)
         with m.If(cfg.fc):
-            m.d.comb += addr.eq(q9["dest"])
+            m.d.comb += addr.eq(cfg.out_base + q9["dest"])
         with m.Elif(cfg.out_repl):
-            m.d.comb += addr.eq(counter)
+            m.d.comb += addr.eq(cfg.out_base + counter)
         with m.Else():
             m.d.comb += addr.eq(q9["plane"] + q9["row"] + q9["col"])
         m.d.sync += self.o.valid.eq(q9["valid"] & emit)
         with m.If(q9["valid"] & emit):
-            m.d.sync += [self.o.payload.addr.eq((cfg.out_half << aw) | addr), self.o.payload.data.eq(value),
+            m.d.sync += [self.o.payload.addr.eq(addr), self.o.payload.data.eq(value),
                          self.o.payload.bank.eq(q9["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
             with m.If(~cfg.fc & cfg.out_repl):
                 m.d.sync += counter.eq(counter + 1)

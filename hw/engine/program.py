@@ -14,10 +14,12 @@ Memory map (see docs/engine.md):
   ``L_r`` (its longest list) words, lane ``l``'s t-th element in slot ``l`` of word ``t`` (zero-padded).
 * channel table: per conv output channel ``(count, start element)``; per fc round ``(L_r, start word)``.
 * parameters: per conv output channel, or per fc slot ``r * P + l``: bias, mult, shift, dest (neuron).
-* activation buffer: ``2P`` banks of ``2 * act_depth`` bytes; a conv input ``(C, H, W)`` puts pixel
-  ``(c, y, x)`` in bank ``x % 2P`` at ``c << (hb + wb) | y << wb | x // 2P``; an fc input (a flat vector)
-  is replicated in every bank at its index — the network input too when the first layer is fc (an MLP).
-  Layer ``i`` reads half ``i % 2`` and writes the other.
+* activation buffer: ``2P`` banks of ``act_depth`` bytes, one region per tensor (the network input and each
+  layer's output; :mod:`~sparsegate.hw.engine.regions` plans them, a plain chain gets the ping-pong layout);
+  a conv input ``(C, H, W)`` puts pixel ``(c, y, x)`` in bank ``x % 2P`` at
+  ``base + (c << (hb + wb) | y << wb | x // 2P)``; an fc input (a flat vector) is replicated in every bank at
+  ``base`` + its index — the network input too when the first layer is fc (an MLP). A layer reading two
+  tensors (a residual add) reads their concatenation: the planner puts the second right after the first.
 """
 from __future__ import annotations
 
@@ -25,21 +27,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, index_width, run_network
+from sparsegate.sw.ir.golden import IntLayer, QuantizedNetwork, index_width, layer_sources, run_network
 from sparsegate.sw.ir.weight_image import sparse_layer
 
 from sparsegate.hw.engine.contents import EngineContents
 from sparsegate.hw.engine.dead_channels import drop_dead_channels
 from sparsegate.hw.engine.layouts import (SIG_ROT, EngineGeometry, chan_layout, desc_layout, pack, param_layout)
+from sparsegate.hw.engine.regions import RegionPlan, plan_regions
 
 __all__ = ["EngineProgram", "LayerPlan", "compile_program", "conv_layout", "expected_writes", "signature",
            "program_from_image", "sample_words", "MAX_RESULTS"]
 
 MAX_RESULTS = 16
-
-
-def _pow2(n: int) -> int:
-    return 1 << index_width(max(1, n))
+MAX_ACT_DEPTH = (1 << 16) - 1  # words per activation bank (the host link's identity reply holds it in 16 bits)
 
 
 def conv_layout(shape: tuple, banks: int) -> tuple[int, int, int]:
@@ -79,6 +79,7 @@ class EngineProgram:
     weight_words: list           # ints, lanes * slot_bits wide
     input_words: list            # ints, banks * 8 wide; n_samples * input_depth words
     inputs: np.ndarray           # (N, C, H, W) int8 samples held in the input memory
+    regions: RegionPlan = None   # where each tensor lives in the activation buffer
 
     @property
     def lanes(self) -> int:
@@ -91,14 +92,24 @@ class EngineProgram:
                               tuple(self.param_words), tuple(self.weight_words), tuple(self.input_words))
 
 
-def _out_layout(qnet: QuantizedNetwork, i: int, banks: int):
-    """(replicated?, hb, wb, words) of layer ``i``'s output as the next layer reads it."""
-    layers = qnet.layers
-    out = layers[i].out_shape
-    if i + 1 < len(layers) and layers[i + 1].kind == "conv":
-        hb, wb, words = conv_layout(out, banks)
-        return False, hb, wb, words
-    return True, 0, 0, int(np.prod(out))
+def _tensor_layouts(qnet: QuantizedNetwork, banks: int) -> list[tuple]:
+    """Per tensor (0 = input, ``k`` = layer ``k - 1``'s output): ``(replicated?, hb, wb, words)`` as its
+    readers read it — the banked conv layout when conv layers read it, replicated (flat) for fc readers and
+    for the final outputs."""
+    shapes = [tuple(qnet.input_shape)] + [layer.out_shape for layer in qnet.layers]
+    readers = [set() for _ in shapes]
+    for layer, refs in zip(qnet.layers, layer_sources(qnet.layers)):
+        for t in refs:
+            readers[t].add(layer.kind)
+    out = []
+    for t, (shape, kinds) in enumerate(zip(shapes, readers)):
+        if len(kinds) > 1:
+            raise ValueError(f"tensor {t} is read by both conv and fc layers; the engine keeps one layout per tensor")
+        if kinds == {"conv"}:
+            out.append((False,) + conv_layout(shape, banks))
+        else:
+            out.append((True, 0, 0, int(np.prod(shape))))
+    return out
 
 
 def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dead: bool = True) -> EngineProgram:
@@ -108,13 +119,15 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     same, the cycles fewer)."""
     qnet.validate()
     dropped = (0,) * len(qnet.layers)
-    if drop_dead:
+    if drop_dead and qnet.is_chain:  # the drop follows one consumer per layer: plain chains only
         dead = drop_dead_channels(qnet)
         qnet, dropped = dead.network, dead.dropped
     p = lanes
     banks = 2 * p
     layers: list[IntLayer] = qnet.layers
-    flat = layers[0].kind == "fc"  # an fc first layer reads its input replicated in every bank
+    sources = layer_sources(layers)
+    tensors = _tensor_layouts(qnet, banks)
+    flat = tensors[0][0]  # an fc first layer reads its input replicated in every bank
     if inputs is None:
         inputs = np.zeros((1,) + tuple(qnet.input_shape), dtype=np.int8)
     inputs = np.asarray(inputs)
@@ -123,14 +136,16 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     inputs = inputs.astype(np.int8)
     slot_bits = 8 + max(sum(layer.index_bits) for layer in layers)
 
-    # activation buffer sizing
-    in_words = int(np.prod(qnet.input_shape)) if flat else conv_layout(qnet.input_shape, banks)[2]
-    sizes = [in_words]
-    for i in range(len(layers)):
-        sizes.append(_out_layout(qnet, i, banks)[3])
-    act_depth = _pow2(max(sizes))
-    if act_depth > 1 << 15:
-        raise ValueError(f"activation maps need {max(sizes)} words per bank, more than the engine's 32768")
+    # activation regions
+    in_words = tensors[0][3]
+    regions = plan_regions([t[3] for t in tensors], sources, MAX_ACT_DEPTH)
+    if regions.bases[0] != 0:
+        raise ValueError("the network input must start the activation buffer, but a two-input layer reads it "
+                         "second; list the input first in that layer's inputs")
+    act_depth = regions.depth
+    if act_depth > MAX_ACT_DEPTH:
+        raise ValueError(f"activation regions need {act_depth} words per bank, more than the engine's "
+                         f"{MAX_ACT_DEPTH}")
 
     weight_words: list[list[int]] = []
     chan_words, param_words, plans, descs = [], [], [], []
@@ -142,7 +157,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
         cout = layer.out_channels
         wbase = len(weight_words)
         chan_base, prm_base = len(chan_words), len(param_words)
-        repl, ohb, owb, _ = _out_layout(qnet, i, banks)
+        repl, ohb, owb, _ = tensors[i + 1]
         if layer.kind == "conv":
             _, h, w = layer.in_shape
             ihb, iwb, _ = conv_layout(layer.in_shape, banks)
@@ -191,7 +206,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
             n_outer, n_out = len(rounds), cout
             desc_geo = dict(in_h=1, in_w=1, in_hb=0, in_wb=0, ho=1, wo=1, stride2=0, pad=0)
         desc = dict(fc=layer.kind == "fc", relu=layer.relu, pool=layer.pool, out_repl=repl,
-                    last=i == len(layers) - 1, in_half=i % 2, out_half=(i + 1) % 2,
+                    last=i == len(layers) - 1, in_base=regions.bases[sources[i][0]], out_base=regions.bases[i + 1],
                     ib=sp.index_bits, kyb=sp.ky_bits, kxb=sp.kx_bits, n_outer=n_outer,
                     out_hb=ohb, out_wb=owb, chan_base=chan_base, prm_base=prm_base, n_out=n_out, **desc_geo)
         plan.desc = {k: int(v) for k, v in desc.items()}
@@ -217,7 +232,8 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     input_words = []
     for x in inputs:
         input_words += sample_words(x, banks, flat)
-    return EngineProgram(geometry, qnet, plans, desc_words, chan_words, param_words, wide, input_words, inputs)
+    return EngineProgram(geometry, qnet, plans, desc_words, chan_words, param_words, wide, input_words, inputs,
+                         regions)
 
 
 def sample_words(x: np.ndarray, banks: int, flat: bool) -> list[int]:
@@ -275,15 +291,15 @@ def expected_writes(program: EngineProgram, outputs: list) -> list[list[tuple[in
                     for x in range(w):
                         v = int(out[ci, y, x]) & 0xFF
                         if d["out_repl"]:
-                            writes.append((0xFF, (ci * h + y) * w + x, v))
+                            writes.append((0xFF, d["out_base"] + (ci * h + y) * w + x, v))
                         else:
                             addr = (ci << (d["out_hb"] + d["out_wb"])) | (y << d["out_wb"]) | (x // banks)
-                            writes.append((x % banks, addr, v))
+                            writes.append((x % banks, d["out_base"] + addr, v))
             assert len(writes) == flat.size
         else:
             for n in plan.out_order:
                 if n >= 0:
-                    writes.append((0xFF, n, int(out[n]) & 0xFF))
+                    writes.append((0xFF, d["out_base"] + n, int(out[n]) & 0xFF))
         result.append(writes)
     return result
 

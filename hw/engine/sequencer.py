@@ -4,15 +4,15 @@ On ``start`` it first checks every layer descriptor, up to the one marked ``last
 one that could never finish (``n_outer = 0``; a conv layer with ``ho = 0`` or ``wo = 0``; an fc layer with
 ``n_out = 0``; no ``last`` layer within the descriptor memory — what an unloaded or partly loaded device
 holds) refuses the run: ``fault`` rises with ``fault_layer`` = its index, and the sequencer is idle again
-(``checking`` meanwhile, not ``busy``: the counters see only the run). Then it copies sample ``sample`` from the input memory into half 0 of the activation buffer
-(``load_*`` outputs, one wide word per cycle), then for each layer descriptor: reads it (2 cycles), and
+(``checking`` meanwhile, not ``busy``: the counters see only the run). Then it copies sample ``sample`` from the input memory into the activation buffer
+(``load_*`` outputs, one wide word per cycle; the input's region starts at 0), then for each layer descriptor: reads it (2 cycles), and
 walks the passes. A conv layer walks ``for co: for oy: for x0 in 0, P, ..``: one pass per tile of P
 output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
 ``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
 ``L_r`` commands). Reading the channel table costs two cycles per output channel / round (address, then
 the registered entry: no memory output feeds the command logic directly). A pass with no nonzero weight issues one ``zero``
 command so the output stage still writes ``requant(bias)``. After a layer's last command it waits for
-the pipeline to drain (``pipe_idle``), ping-pongs the buffers (the descriptor's halves) and goes on;
+the pipeline to drain (``pipe_idle``) and goes on (each descriptor names the regions it reads and writes);
 after the last layer ``done`` rises (and stays high until the next ``start``).
 """
 from __future__ import annotations

@@ -97,7 +97,7 @@ def _engine_estimate(program, max_payload: int = 2048) -> ResourceEstimate:
     2 kbit are assumed in LUT RAM); P lane multipliers + 3 for the output stage (measured)."""
     g = program.geometry
     mems = {name: (w, d) for name, w, d in _engine_memories(program)}
-    parts = {"activation banks": g.banks * dp16kd_blocks(8, 2 * g.act_depth)}
+    parts = {"activation banks": g.banks * dp16kd_blocks(8, g.act_depth)}
     for name in ("weight", "param", "input", "chan"):
         w, d = mems[name]
         if w * d > 2048:

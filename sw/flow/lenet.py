@@ -71,12 +71,15 @@ def test_digits(qnet, n: int, data=None):
 
 def torch_int_reference(qnet, x_int8) -> np.ndarray:
     """The integer network evaluated with PyTorch ops (float64 convolutions are exact on these integers,
-    then the same requant/saturate/ReLU/pool in int64 tensors): int8 logits, one row per input."""
+    then the same requant/saturate/ReLU/pool in int64 tensors, a layer with tensor references reading their
+    channel concatenation): int8 logits, one row per input."""
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.asarray(x_int8, dtype=np.int64))
-    for layer in qnet.layers:
+    tensors = [torch.from_numpy(np.asarray(x_int8, dtype=np.int64))]
+    for i, layer in enumerate(qnet.layers):
+        refs = layer.inputs if layer.inputs is not None else (i,)
+        x = torch.cat([tensors[r] for r in refs], dim=1)
         if layer.flatten_input:
             x = x.flatten(1)
         w = torch.from_numpy(layer.weight.astype(np.float64))
@@ -95,5 +98,5 @@ def torch_int_reference(qnet, x_int8) -> np.ndarray:
             y = y.clamp_min(0)
         if layer.pool:
             y = F.max_pool2d(y.double(), 2).long()
-        x = y
-    return x.numpy().astype(np.int8)
+        tensors.append(y)
+    return tensors[-1].numpy().astype(np.int8)

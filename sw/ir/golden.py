@@ -8,6 +8,11 @@ Everything here is numpy on integers only. Each layer is
     y   = max(y, 0)                    (optional fused ReLU)
     y   = maxpool2x2(y)                (optional fused 2x2/stride-2 max-pool, floor size)
 
+A layer reads the previous layer's output, or (``IntLayer.inputs``) tensors named by reference: 0 is the
+network input, ``k`` the output of layer ``k - 1``. A conv layer may read two tensors of the same height and
+width: their channel concatenation, the first one's channels first. A residual add is such a layer, a 1x1
+conv with two nonzero weights per output channel (:mod:`~.residual`).
+
 Activations and weights are int8 with zero point 0; weights are in [-127, 127]. ``mult`` is an unsigned
 16-bit integer and ``shift`` is in [1, 47]. The RTL tests, the quantized accuracy and the simulator all call
 this module; :func:`run_network` returns every layer's output so hardware can be compared layer by layer.
@@ -28,6 +33,7 @@ SHIFT_MIN, SHIFT_MAX = 1, 47
 MAX_KERNEL = 7
 STRIDES = (1, 2)
 KINDS = ("conv", "fc")
+MAX_INPUTS = 2              # tensors one layer reads (their channel concatenation)
 
 
 class AccumulatorOverflow(ArithmeticError):
@@ -246,6 +252,7 @@ class IntLayer:
     in_scale: float = 1.0
     out_scale: float = 1.0
     weight_scale: np.ndarray = field(default=None)  # float32, (Cout,)
+    inputs: tuple | None = None  # tensor references (0 = network input, k = layer k-1); None = the previous
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight)
@@ -258,6 +265,8 @@ class IntLayer:
         if self.weight_scale is None:
             self.weight_scale = np.ones(self.weight.shape[0] if self.weight.ndim else 0, dtype=np.float32)
         self.weight_scale = np.asarray(self.weight_scale, dtype=np.float32)
+        if self.inputs is not None:
+            self.inputs = tuple(int(r) for r in self.inputs)
         self.validate()
 
     # geometry ---------------------------------------------------------------------------------------
@@ -354,6 +363,11 @@ class IntLayer:
                 raise ValueError(f"{name}: in_shape {self.in_shape} does not match {self.in_channels} inputs")
             if self.pool:
                 raise ValueError(f"{name}: fc layers cannot pool")
+        if self.inputs is not None:
+            if not 1 <= len(self.inputs) <= MAX_INPUTS or min(self.inputs) < 0:
+                raise ValueError(f"{name}: inputs {self.inputs}: one or {MAX_INPUTS} tensor references >= 0")
+            if len(self.inputs) > 1 and (self.kind != "conv" or self.flatten_input):
+                raise ValueError(f"{name}: only a conv layer reads several tensors (their concatenation)")
         if self.pool and min(self.conv_shape[1:]) < 2:
             raise ValueError(f"{name}: cannot 2x2-pool a {self.conv_shape[1:]} output")
         for attr in ("in_scale", "out_scale"):
@@ -382,22 +396,33 @@ class IntLayer:
 
     def equals(self, other: "IntLayer") -> bool:
         scalars = ("name", "kind", "in_shape", "stride", "padding", "relu", "pool", "flatten_input",
-                   "in_scale", "out_scale")
+                   "in_scale", "out_scale", "inputs")
         arrays = ("weight", "bias", "mult", "shift", "weight_scale")
         return (all(getattr(self, a) == getattr(other, a) for a in scalars)
                 and all(getattr(self, a).dtype == getattr(other, a).dtype
                         and np.array_equal(getattr(self, a), getattr(other, a)) for a in arrays))
 
 
+def layer_sources(layers: list[IntLayer]) -> list[tuple]:
+    """Per layer, the tensors it reads: 0 = the network input, ``k`` = the output of layer ``k - 1``."""
+    return [layer.inputs if layer.inputs is not None else (i,) for i, layer in enumerate(layers)]
+
+
+def gather_input(tensors: list, refs: tuple) -> np.ndarray:
+    """A layer's input from the tensors so far: one tensor, or the channel concatenation (axis 1) of several."""
+    return tensors[refs[0]] if len(refs) == 1 else np.concatenate([tensors[r] for r in refs], axis=1)
+
+
 def run_network(x, layers: list[IntLayer]) -> list[np.ndarray]:
     """Run int8 input ``x`` (N, C, H, W) through ``layers``; return every layer's int8 output, in order."""
     x = _int_array(x, "x")
     _check_range(x, INT8_MIN, INT8_MAX, "input")
-    outputs = []
-    for layer in layers:
-        x = layer.forward(x)
-        outputs.append(x)
-    return outputs
+    tensors = [x]
+    for i, (layer, refs) in enumerate(zip(layers, layer_sources(layers))):
+        if max(refs) > i:
+            raise ValueError(f"layer {layer.name!r} reads tensor {max(refs)}, which is not computed before it")
+        tensors.append(layer.forward(gather_input(tensors, refs)))
+    return tensors[1:]
 
 
 @dataclass(eq=False)
@@ -415,30 +440,49 @@ class QuantizedNetwork:
     def __post_init__(self):
         self.input_shape = tuple(int(s) for s in self.input_shape)
         self.input_scale = float(np.float32(self.input_scale))
+        for i, layer in enumerate(self.layers):  # one spelling of "the previous output": no reference
+            if layer.inputs == (i,):
+                layer.inputs = None
         self.validate()
 
+    @property
+    def is_chain(self) -> bool:
+        """Every layer reads the previous layer's output (no tensor references)."""
+        return all(layer.inputs is None for layer in self.layers)
+
     def validate(self) -> None:
-        """Raise ValueError unless the layers chain: each input shape is the previous output shape."""
+        """Raise ValueError unless the layers chain: each input shape is the output shape of the tensor(s) it
+        reads (the previous layer's, or those its ``inputs`` name, concatenated), its scale the first one's."""
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
         if not self.layers:
             raise ValueError("a network needs at least one layer")
         if not (np.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"input_scale must be finite and positive, got {self.input_scale}")
-        shape, scale = self.input_shape, self.input_scale
+        shapes, scales = [self.input_shape], [self.input_scale]
         names = set()
-        for layer in self.layers:
+        for i, (layer, refs) in enumerate(zip(self.layers, layer_sources(self.layers))):
             if layer.name in names:
                 raise ValueError(f"duplicate layer name {layer.name!r}")
             names.add(layer.name)
+            if max(refs) > i:
+                raise ValueError(f"layer {layer.name!r}: reads tensor {max(refs)}, but only the input (0) and the "
+                                 f"outputs of the layers before it (1..{i}) exist there")
+            parts = [shapes[r] for r in refs]
+            if len(parts) > 1 and (any(len(p) != 3 for p in parts) or len({p[1:] for p in parts}) != 1):
+                raise ValueError(f"layer {layer.name!r}: concatenates tensors of shapes {parts}; they need the "
+                                 "same height and width")
+            shape = (sum(p[0] for p in parts),) + parts[0][1:] if len(parts) > 1 else parts[0]
+            what = "the previous output" if layer.inputs is None else f"tensor(s) {refs}"
             expected = (int(np.prod(shape)),) if layer.flatten_input else shape
             if layer.in_shape != expected:
-                raise ValueError(f"layer {layer.name!r}: in_shape {layer.in_shape}, but the previous output "
+                raise ValueError(f"layer {layer.name!r}: in_shape {layer.in_shape}, but {what} "
                                  f"is {shape}{' (flattened)' if layer.flatten_input else ''}")
-            if layer.in_scale != scale:
-                raise ValueError(f"layer {layer.name!r}: in_scale {layer.in_scale} differs from the previous "
-                                 f"output scale {scale}")
-            shape, scale = layer.out_shape, layer.out_scale
+            if layer.in_scale != scales[refs[0]]:
+                raise ValueError(f"layer {layer.name!r}: in_scale {layer.in_scale} differs from the output scale "
+                                 f"{scales[refs[0]]} of {what}")
+            shapes.append(layer.out_shape)
+            scales.append(layer.out_scale)
 
     def quantize_input(self, x) -> np.ndarray:
         """Float input (already normalised as for the float model) to int8: round half to even, saturate.

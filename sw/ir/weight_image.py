@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from sparsegate.sw.util.atomic_io import atomic_dir, write_bytes, write_json, write_text
-from sparsegate.sw.ir.golden import (ACC_BITS, MAX_KERNEL, SHIFT_MAX, SHIFT_MIN, STRIDES, WEIGHT_MAX, IntLayer,
-                                     QuantizedNetwork, conv_output_size, index_width)
+from sparsegate.sw.ir.golden import (ACC_BITS, MAX_INPUTS, MAX_KERNEL, SHIFT_MAX, SHIFT_MIN, STRIDES, WEIGHT_MAX,
+                                     IntLayer, QuantizedNetwork, conv_output_size, index_width, layer_sources)
 
 MAGIC = b"SPGW"
-VERSION = 1
+VERSION = 2                 # 2: each layer names the tensors it reads; version 1 (a plain chain) still loads
+VERSIONS = (1, 2)
 HEADER = struct.Struct("<4sHHIHHHHHbBfI32s")        # 64 bytes
-DESCRIPTOR = struct.Struct("<24s8B6H6BH3I2f8x")     # 80 bytes
+DESCRIPTOR = struct.Struct("<24s8B6H6BH3I2fBB3H")  # 80 bytes
 CRC_BYTES = 4
 KIND_CODES = {"conv": 0, "fc": 1}
 FLAG_RELU, FLAG_POOL, FLAG_FLATTEN = 1, 2, 4
@@ -121,7 +122,7 @@ def encode_image(qnet: QuantizedNetwork) -> bytes:
     n = len(qnet.layers)
     offset = HEADER.size + n * DESCRIPTOR.size
     descriptors, payloads = [], []
-    for layer in qnet.layers:
+    for layer, refs in zip(qnet.layers, layer_sources(qnet.layers)):
         sp = sparse_layer(layer)
         cout, nnz, ib = layer.out_channels, len(sp.values), index_bytes(sp.index_bits)
         (cin, hin, win), (_, hout, wout) = _descriptor_shapes(layer)
@@ -139,7 +140,8 @@ def encode_image(qnet: QuantizedNetwork) -> bytes:
         descriptors.append(DESCRIPTOR.pack(
             _name_field(layer.name, "layer"), KIND_CODES[layer.kind], flags, kh, kw, layer.stride,
             layer.padding, 0, 0, cin, hin, win, cout, hout, wout, sp.cin_bits, sp.ky_bits, sp.kx_bits, ib,
-            OUT_BITS, layer.accumulator_bits(), 0, nnz, offset, len(payload), layer.in_scale, layer.out_scale))
+            OUT_BITS, layer.accumulator_bits(), 0, nnz, offset, len(payload), layer.in_scale, layer.out_scale,
+            0, len(refs), refs[0], refs[1] if len(refs) > 1 else 0, 0))
         payloads.append(payload)
         offset += len(payload)
     total = offset + CRC_BYTES
@@ -197,12 +199,12 @@ def _zero_padding(data: bytes, start: int, stop: int) -> bool:
     return not any(data[start:stop])
 
 
-def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, prev_shape: tuple,
-                  weights_before: int) -> tuple[IntLayer, int]:
+def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, shapes: list, weights_before: int,
+                  version: int) -> tuple[IntLayer, int]:
     base = HEADER.size + i * DESCRIPTOR.size
     (raw_name, kind, flags, kh, kw, stride, padding, in_zp, out_zp, cin, hin, win, cout, hout, wout,
      cin_bits, ky_bits, kx_bits, ib, out_bits, acc_bits, reserved, nnz, offset, size, in_scale,
-     out_scale) = DESCRIPTOR.unpack_from(data, base)
+     out_scale, reserved2, n_inputs, ref0, ref1, reserved3) = DESCRIPTOR.unpack_from(data, base)
     where = f"layer {i}"
     name = _decode_name(raw_name, f"{where} name")
     where = f"layer {i} ({name!r})"
@@ -215,14 +217,29 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, prev_shap
     need(flags & ~(FLAG_RELU | FLAG_POOL | FLAG_FLATTEN) == 0, "flags", f"unknown flag bits 0x{flags:02x}")
     relu, pool, flat = bool(flags & FLAG_RELU), bool(flags & FLAG_POOL), bool(flags & FLAG_FLATTEN)
     need(not (flat and kind != KIND_CODES["fc"]), "flags", "only an fc layer can flatten its input")
-    in_shape = (int(np.prod(prev_shape)), 1, 1) if flat else tuple(prev_shape)
-    if len(in_shape) == 1:
-        in_shape = (in_shape[0], 1, 1)
     need(in_zp == 0 and out_zp == 0, "zero_point",
          f"in/out zero points {in_zp}/{out_zp}; version {VERSION} is symmetric (zero point 0)")
     need(out_bits == OUT_BITS, "out_bits", f"{out_bits}, expected {OUT_BITS}")
-    need(reserved == 0 and _zero_padding(data, base + 72, base + DESCRIPTOR.size), "reserved",
-         "reserved bytes must be 0")
+    if version == 1:  # a plain chain: the trailing bytes are reserved, every layer reads the previous output
+        need(_zero_padding(data, base + 72, base + DESCRIPTOR.size), "reserved", "reserved bytes must be 0")
+        n_inputs, ref0 = 1, i
+    need(reserved == 0 and reserved2 == 0 and reserved3 == 0, "reserved", "reserved bytes must be 0")
+    need(1 <= n_inputs <= MAX_INPUTS and (n_inputs == 2 or ref1 == 0), "inputs",
+         f"{n_inputs} input references ({ref0}, {ref1}); a layer reads 1 or {MAX_INPUTS} tensors")
+    refs = (ref0, ref1)[:n_inputs]
+    need(max(refs) <= i, "inputs", f"reference to tensor {max(refs)}: layer {i} reads the network input (0) or "
+         f"an earlier layer's output (1..{i}), never a later one")
+    parts = [tuple(shapes[r]) for r in refs]
+    if n_inputs > 1:
+        need(kind == KIND_CODES["conv"] and not flags & FLAG_FLATTEN, "inputs",
+             "only a conv layer (without flatten) reads two tensors")
+        need(all(len(p) == 3 for p in parts) and parts[0][1:] == parts[1][1:], "inputs",
+             f"tensors {refs[0]} and {refs[1]} have shapes {' and '.join('x'.join(map(str, p)) for p in parts)}; "
+             "concatenated tensors need the same height and width")
+    prev_shape = (sum(p[0] for p in parts),) + parts[0][1:] if n_inputs > 1 else parts[0]
+    in_shape = (int(np.prod(prev_shape)), 1, 1) if flat else tuple(prev_shape)
+    if len(in_shape) == 1:
+        in_shape = (in_shape[0], 1, 1)
     need(cin >= 1 and cout >= 1, "channels", f"in_channels {cin} and out_channels {cout} must be >= 1")
     if kind_name == "conv":
         need(1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL, "kernel", f"{kh}x{kw} outside 1..{MAX_KERNEL}")
@@ -249,7 +266,8 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, prev_shap
     need(cout * hout * wout <= MAX_FEATURE_MAP, "out_shape",
          f"{cout}x{hout}x{wout} output elements exceed the format limit of {MAX_FEATURE_MAP}")
     need((cin, hin, win) == in_shape, "in_shape",
-         f"{cin}x{hin}x{win}, but the {'flattened ' if flat else ''}previous output is "
+         f"{cin}x{hin}x{win}, but the {'flattened ' if flat else ''}"
+         f"{'previous output' if refs == (i,) else 'input (tensors ' + ', '.join(map(str, refs)) + ')'} is "
          f"{'x'.join(map(str, in_shape))}")
     need(nnz <= cout * cin * kh * kw, "nnz", f"{nnz} exceeds the {cout * cin * kh * kw} kernel elements")
     need(offset == expected_offset, "payload_offset", f"{offset}, expected {expected_offset}")
@@ -307,7 +325,8 @@ def _decode_layer(data: bytes, i: int, expected_offset: int, end: int, prev_shap
     try:
         layer = IntLayer(name=name, kind=kind_name, weight=weight, bias=bias, mult=mult, shift=shift,
                          in_shape=in_shape, stride=stride, padding=padding, relu=relu, pool=pool,
-                         flatten_input=flat, in_scale=in_scale, out_scale=out_scale, weight_scale=w_scale)
+                         flatten_input=flat, in_scale=in_scale, out_scale=out_scale, weight_scale=w_scale,
+                         inputs=None if refs == (i,) else refs)
     except ValueError as err:
         raise ImageError(where, str(err)) from None
     need(acc_bits == layer.accumulator_bits() and acc_bits <= ACC_BITS, "acc_bits",
@@ -333,7 +352,8 @@ def _decode(data: bytes) -> QuantizedNetwork:
              f"truncated: {len(data)} bytes, shorter than the {HEADER.size}-byte header")
     (_, version, header_size, total, n_layers, desc_size, c, h, w, in_zp, flags, in_scale, reserved,
      raw_name) = HEADER.unpack_from(data, 0)
-    _require(version == VERSION, "version", f"unsupported version {version} (this reader supports {VERSION})")
+    _require(version in VERSIONS, "version",
+             f"unsupported version {version} (this reader supports {', '.join(map(str, VERSIONS))})")
     _require(header_size == HEADER.size, "header_size", f"{header_size}, expected {HEADER.size}")
     _require(desc_size == DESCRIPTOR.size, "descriptor_size", f"{desc_size}, expected {DESCRIPTOR.size}")
     _require(total <= MAX_IMAGE_BYTES, "total_size",
@@ -356,13 +376,13 @@ def _decode(data: bytes) -> QuantizedNetwork:
     offset = HEADER.size + n_layers * DESCRIPTOR.size
     _require(offset <= end, "n_layers", f"{n_layers} descriptors do not fit in {total} bytes")
     layers = []
-    shape = (c, h, w)
+    shapes = [(c, h, w)]
     weights = 0
     for i in range(n_layers):
-        layer, offset = _decode_layer(data, i, offset, end, shape, weights)
+        layer, offset = _decode_layer(data, i, offset, end, shapes, weights, version)
         layers.append(layer)
         weights += int(layer.weight.size)
-        shape = layer.out_shape
+        shapes.append(layer.out_shape)
     _require(offset == end, "total_size", f"{end - offset} unused bytes between the last payload and the CRC")
     try:
         return QuantizedNetwork(name=name, input_shape=(c, h, w), input_scale=in_scale, layers=layers)
@@ -551,11 +571,12 @@ def write_hex_files(directory: str | Path, qnet: QuantizedNetwork) -> dict:
 def manifest(qnet: QuantizedNetwork, image: bytes, hex_files: dict, storage: dict) -> dict:
     """A JSON-ready description of the image: network, arithmetic, per-layer layout and files, storage."""
     layers = []
-    for layer in qnet.layers:
+    for layer, refs in zip(qnet.layers, layer_sources(qnet.layers)):
         sp = sparse_layer(layer)
         (cin, hin, win), out_shape = _descriptor_shapes(layer)
         layers.append({
-            "name": layer.name, "kind": layer.kind, "in_shape": [cin, hin, win], "out_shape": list(out_shape),
+            "name": layer.name, "kind": layer.kind, "inputs": list(refs), "in_shape": [cin, hin, win],
+            "out_shape": list(out_shape),
             "kernel": list(layer.kernel), "stride": layer.stride, "padding": layer.padding,
             "relu": layer.relu, "pool": layer.pool, "flatten_input": layer.flatten_input,
             "in_zero_point": 0, "out_zero_point": 0, "in_scale": layer.in_scale, "out_scale": layer.out_scale,

@@ -1,4 +1,4 @@
-"""Graph capture: a float PyTorch model traced with torch.fx into the engine's chain of layers.
+"""Graph capture: a float PyTorch model traced with torch.fx into the engine's layers.
 
 :func:`layer_plan` traces the model, propagates the shapes of one sample input, and walks the graph once:
 
@@ -16,7 +16,11 @@
 * ``torch.flatten(x, 1)``, ``x.flatten(1)``, ``nn.Flatten()``, ``x.view(x.size(0), -1)``,
   ``x.reshape(N, -1)``, ``x.view(-1, K)`` ... — any view/reshape whose output is (batch, features) — is
   the flatten before the first fc layer (a no-op on a flat input);
-* ``Dropout`` (all kinds, module or function), ``Identity`` and ``contiguous()`` are removed (eval mode).
+* ``Dropout`` (all kinds, module or function), ``Identity`` and ``contiguous()`` are removed (eval mode);
+* a residual add of two tensors of the same shape (``a + b``, ``torch.add``, ``operator.add``, ``+=``) is a
+  layer of its own (``add``) reading both, with the ReLU after it fused; a layer may read any earlier
+  tensor (a block input read by a conv and by the add, a downsampling shortcut conv): ``PlanLayer.inputs``
+  names the tensors (0 = the model input, ``k`` = layer ``k - 1``'s output).
 
 Anything else is refused with :class:`QuantizationError` naming the module type and name (or the function),
 what is supported, and a hint.
@@ -35,7 +39,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 SUPPORTED = ("supported: Conv2d (groups 1, dilation 1, stride 1 or 2, square zero padding, kernel up to 7), "
              "Linear, BatchNorm1d/2d right after them, ReLU/ReLU6/Hardtanh(0, t), 2x2 max-pool stride 2, "
              "2x2 average pool or global average pool before a Linear (or a 3x3 conv), "
-             "flatten/view/reshape to (batch, features), Dropout/Identity")
+             "flatten/view/reshape to (batch, features), Dropout/Identity, "
+             "residual add of two conv maps of the same shape (then ReLU)")
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
@@ -67,10 +72,16 @@ class PlanLayer:
     pool: bool = False
     clamp: float | None = None  # ReLU6 / Hardtanh(0, t): the upper clamp t (fixes the output scale to t/127)
     avg_input: tuple | None = None  # ("avg2" | "gap", (C, H, W)): an average pool of that map folded in
+    inputs: tuple | None = None  # tensors read (0 = model input, k = layer k-1's output); None = the previous
 
     @property
     def is_conv(self) -> bool:
         return isinstance(self.module, nn.Conv2d)
+
+    @property
+    def is_add(self) -> bool:
+        """A residual add of its two input tensors (``module`` is None)."""
+        return self.module is None
 
     @property
     def stride(self) -> int:
@@ -313,25 +324,24 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
-    for node in gm.graph.nodes:  # a skip connection shows first at a branch; name its add instead
-        if node.target in _ADD_TARGETS and sum(_is_tensor(a) for a in node.all_input_nodes) == 2:
-            raise refuse(describe(node, modules), "a residual add: the engine runs a plain chain of layers",
-                         "remove the skip connection (e.g. a plain VGG-style stack)")
     plan: list[PlanLayer] = []
-    current = None      # the node holding the running activation
-    layer_node = None   # the node of the last conv/linear (a BatchNorm must read it directly)
-    pending_flatten = False
-    pending_avg = None  # ("avg2" | "gap", (C, H, W)) of an average pool waiting for the layer it folds into
+    # per traced node that holds an activation: (tensor, pending flatten, pending average pool, fusable) —
+    # tensor 0 is the model input, k the output of plan[k - 1]; "fusable": the node is the layer's latest
+    # form, so a BatchNorm/ReLU/pool reading it may still be folded into the layer
+    state: dict = {}
+    made_by: dict = {}   # tensor -> the conv/linear node that made it (a BatchNorm must read it directly)
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if current is not None:
+            if state:
                 raise refuse(f"input {node.name!r}", "a second model input", "give forward() one tensor argument")
-            current = node
+            state[node] = (0, False, None, False)
             continue
         if node.op == "output":
-            if node.args[0] is not current:
+            out = node.args[0]
+            if out not in state or state[out][0] != len(plan) or state[out][1] or state[out][2]:
                 raise refuse(f"output of {type(model).__name__}", "the model returns something other than its "
-                             "last layer's output (a tuple, an earlier tensor)", "return one logits tensor")
+                             "last layer's output (a tuple, an earlier tensor, a flatten or a pool)",
+                             "return one logits tensor from a Linear/conv layer")
             break
         if node.op == "get_attr":
             raise refuse(f"parameter {node.target!r}", "used outside a Conv2d/Linear/BatchNorm module",
@@ -339,13 +349,20 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
         if not _is_tensor(node):
             continue  # shape arithmetic (x.size(0), x.shape[1] * 4, ...): only feeds view/reshape arguments
         inputs = [a for a in node.all_input_nodes if _is_tensor(a)]
-        if inputs != [current]:
-            raise refuse(describe(node, modules), "data flow other than a chain (a branch, a skip connection, a "
-                         "concatenation or a second input)", "write forward() as one chain of layers")
-        in_shape = _shape(current)
+        what = describe(node, modules)
+        if node.target in _ADD_TARGETS and node.op in ("call_function", "call_method"):
+            state[node] = _add_layer(node, inputs, state, plan, what)
+            continue
+        if len(inputs) != 1 or inputs[0] not in state:
+            raise refuse(what, "data flow the engine cannot run (a concatenation, a second input, an operation "
+                         "on two tensors other than a residual add)", "combine tensors only with a + b")
+        src = inputs[0]
+        ref, pending_flatten, pending_avg, fusable = state[src]
+        fusable = fusable and len(src.users) == 1   # fusing into a layer whose output is also read elsewhere
+        in_shape = _shape(src)                      # would change what the other reader sees
+        layer = plan[ref - 1] if ref else None
         if node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
             module = modules[node.target]
-            what = describe(node, modules)
             if isinstance(module, nn.Conv2d):
                 check_conv(node.target, module)
                 if pending_avg is not None and (pending_avg[0] == "gap" or _pair(module.stride)[0] != 1
@@ -358,98 +375,131 @@ def layer_plan(model: nn.Module, input_shape: tuple | None = None) -> list[PlanL
                 raise refuse(what, f"a Linear on a {len(in_shape) - 1}-D input {in_shape[1:]}",
                              "flatten first: torch.flatten(x, 1)")
             plan.append(PlanLayer(node.target, module, flatten_input=pending_flatten or (
-                pending_avg is not None and not isinstance(module, nn.Conv2d)), avg_input=pending_avg))
-            pending_flatten = False
-            pending_avg = None
-            layer_node = node
-        elif node.op == "call_module" and isinstance(modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
+                pending_avg is not None and not isinstance(module, nn.Conv2d)), avg_input=pending_avg,
+                inputs=None if ref == len(plan) else (ref,)))
+            made_by[len(plan)] = node
+            state[node] = (len(plan), False, None, True)
+            continue
+        if node.op == "call_module" and isinstance(modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
             bn = modules[node.target]
-            what = describe(node, modules)
-            if current is not layer_node or plan[-1].bn is not None:
+            if not fusable or made_by.get(ref) is not src or layer.bn is not None:
                 raise refuse(what, "a BatchNorm not directly after a Conv2d/Linear cannot be folded",
                              "put the BatchNorm right after the conv/linear layer, before ReLU and pooling")
             if not bn.track_running_stats or bn.running_mean is None:
                 raise refuse(what, "no running statistics (track_running_stats=False)",
                              "train with track_running_stats=True so eval statistics exist to fold")
-            plan[-1].bn = bn
+            layer.bn = bn
         elif (clamp := _relu_clamp(node, modules)) is not None:
             if pending_avg is not None:  # relu(avg(x)) == avg(x) only when x is already >= 0
-                if not plan[-1].relu or clamp[0] is not None:
-                    raise refuse(describe(node, modules), "an activation after an average pool of a layer "
+                if not layer.relu or clamp[0] is not None:
+                    raise refuse(what, "an activation after an average pool of a layer "
                                  "without a ReLU before it does not fold", "apply the ReLU before the pool")
-            elif not plan or pending_flatten:
-                raise refuse(describe(node, modules), "a ReLU/clamp with no conv/linear layer before it",
+            elif layer is None or pending_flatten:
+                raise refuse(what, "a ReLU/clamp with no conv/linear layer before it",
                              "apply activations after a conv/linear layer")
-            layer = plan[-1]
-            layer.relu = True
-            if clamp[0] is not None and pending_avg is None:
-                layer.clamp = clamp[0] if layer.clamp is None else min(layer.clamp, clamp[0])
+            elif not fusable:
+                raise refuse(what, "a ReLU/clamp on a layer output that is also read without it",
+                             "read the activated tensor everywhere, or give the branch its own layer")
+            else:
+                layer.relu = True
+                if clamp[0] is not None:
+                    layer.clamp = clamp[0] if layer.clamp is None else min(layer.clamp, clamp[0])
         elif (pool := _pool_params(node, modules)) is not None:
             kernel, stride, padding, dilation, ceil_mode = pool
-            what = describe(node, modules)
             if (_pair(kernel) != (2, 2) or _pair(stride) != (2, 2) or _pair(padding) != (0, 0)
                     or _pair(dilation) != (1, 1) or ceil_mode):
                 raise refuse(what, f"max-pool kernel {kernel}, stride {stride}, padding {padding}: only 2x2 "
                              "with stride 2 is supported", "use nn.MaxPool2d(2)")
-            if not plan or pending_flatten or pending_avg or plan[-1].pool or not plan[-1].is_conv:
+            if layer is None or pending_flatten or pending_avg or layer.pool or not layer.is_conv or not fusable:
                 raise refuse(what, "a max-pool must follow a conv layer, once",
                              "pool once after each conv (conv -> [BatchNorm] -> ReLU -> MaxPool2d(2))")
-            plan[-1].pool = True
+            layer.pool = True
         elif _is_reshape(node, modules):
             out_shape = _shape(node)
             if len(out_shape) > 2 and len(in_shape) == 2:
-                raise refuse(describe(node, modules), f"unflattens {in_shape[1:]} to {out_shape[1:]}: the engine "
+                raise refuse(what, f"unflattens {in_shape[1:]} to {out_shape[1:]}: the engine "
                              "runs every conv before the fc layers", "put every conv before the flatten")
             if len(out_shape) != 2 or out_shape[0] != in_shape[0]:
-                raise refuse(describe(node, modules), f"reshapes {in_shape[1:]} to {out_shape} per batch of "
+                raise refuse(what, f"reshapes {in_shape[1:]} to {out_shape} per batch of "
                              f"{in_shape[0]}, not to (batch, features)", "use torch.flatten(x, 1)")
             if len(in_shape) > 2:
-                if plan and not plan[-1].is_conv:
-                    raise refuse(describe(node, modules), "a flatten after an fc layer", "flatten once, before the first fc")
+                if layer is not None and not layer.is_conv and not layer.is_add:
+                    raise refuse(what, "a flatten after an fc layer", "flatten once, before the first fc")
                 pending_flatten = True
         elif _is_identity(node, modules):
             pass
         elif _is_avg_pool(node, modules):
-            what = describe(node, modules)
             kind = _avg_kind(node, modules, in_shape, _shape(node))
             if kind is None:
                 raise refuse(what, f"average pool of {in_shape[1:]} to {_shape(node)[1:]}: only 2x2 with stride 2 "
                              "(even height and width) or a global average pool fold", "use nn.AvgPool2d(2) or "
                              "nn.AdaptiveAvgPool2d(1)")
-            if not plan or not plan[-1].is_conv or pending_flatten or pending_avg or plan[-1].pool:
+            if (layer is None or not (layer.is_conv or layer.is_add) or pending_flatten or pending_avg
+                    or layer.pool):
                 raise refuse(what, "an average pool must follow a conv layer (without a max-pool), once",
                              "pool once after a conv: conv -> [BatchNorm] -> ReLU -> AvgPool2d(2)")
             pending_avg = (kind, tuple(in_shape[1:]))
             if kind == "gap" and len(_shape(node)) == 2:
                 pending_flatten = True  # x.mean((2, 3)) is already (batch, channels)
         else:
-            raise refuse(describe(node, modules), "not an operation the engine runs",
-                         "replace it with a supported layer")
-        current = node
-    if not plan:
+            raise refuse(what, "not an operation the engine runs", "replace it with a supported layer")
+        state[node] = (ref, pending_flatten, pending_avg, fusable)
+    if not any(not layer.is_add for layer in plan):
         raise refuse(type(model).__name__, "no Conv2d or Linear layer", "a network needs at least one layer")
-    if pending_flatten or pending_avg:
-        raise refuse(type(model).__name__, "the model ends with a flatten or an average pool",
-                     "end with a Linear layer")
     return plan
+
+
+def _add_layer(node, inputs, state, plan, what) -> tuple:
+    """The plan layer of a residual add ``node`` (appended to ``plan``); returns the node's state."""
+    if len(inputs) != 2 or any(a not in state for a in inputs) or len(node.all_input_nodes) != 2:
+        raise refuse(what, "an add of a tensor and a constant (or of more than two tensors)",
+                     "add two activation tensors, a + b (a bias belongs in the conv/linear layer)")
+    if node.kwargs.get("alpha", 1) != 1 or len(node.args) > 2:
+        raise refuse(what, "an add with alpha", "scale in a layer instead: a + b")
+    shapes = [_shape(a) for a in inputs]
+    if shapes[0] != shapes[1] or len(shapes[0]) != 4:
+        raise refuse(what, f"a residual add of tensors of different shapes {shapes[0][1:]} and {shapes[1][1:]} "
+                     "(broadcasting) or of flat vectors", "add two conv maps of the same shape; a downsampling "
+                     "shortcut is a 1x1 conv (stride 2) with BatchNorm")
+    refs = []
+    for a in inputs:
+        ref, pending_flatten, pending_avg, _ = state[a]
+        if pending_flatten or pending_avg:
+            raise refuse(what, "an add of a flattened or average-pooled tensor", "add conv maps, then pool")
+        refs.append(ref)
+    if refs[0] == refs[1]:
+        raise refuse(what, "a tensor added to itself", "scale it in the layer before instead (x + x = 2x)")
+    # named for the module whose forward() adds ("layer1.add"); ascending references: the earlier tensor
+    # first (the model input, if read, starts the activation buffer)
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = list(stack.values())[-1][0] if stack else ""
+    name = f"{owner}.add" if owner else "add"
+    taken = {layer.name for layer in plan}
+    name = next(n for n in [name] + [f"{name}{k}" for k in range(1, len(plan) + 2)] if n not in taken)
+    plan.append(PlanLayer(name, None, inputs=tuple(sorted(refs))))
+    return (len(plan), False, None, True)
 
 
 def plan_forward(plan: list[PlanLayer], x: torch.Tensor, outputs: list | None = None,
                  weights: dict | None = None) -> torch.Tensor:
     """Run the plan in float (BatchNorm folded; optionally with substitute ``weights``, name -> (weight, bias));
     append each layer's output after its ReLU/clamp/pool to ``outputs``."""
-    for layer in plan:
-        if layer.flatten_input:
-            x = x.flatten(1)
-        w, b = (weights or {}).get(layer.name) or layer.params()
-        if layer.is_conv:
-            x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
+    tensors = [x]
+    for i, layer in enumerate(plan):
+        refs = layer.inputs if layer.inputs is not None else (i,)
+        if layer.is_add:
+            y = tensors[refs[0]] + tensors[refs[1]]
         else:
-            x = F.linear(x, w, b)
-        x = apply_fused(layer, x)
+            y = tensors[refs[0]]
+            if layer.flatten_input:
+                y = y.flatten(1)
+            w, b = (weights or {}).get(layer.name) or layer.params()
+            y = F.conv2d(y, w, b, stride=layer.stride, padding=layer.padding) if layer.is_conv else F.linear(y, w, b)
+        y = apply_fused(layer, y)
+        tensors.append(y)
         if outputs is not None:
-            outputs.append(x)
-    return x
+            outputs.append(y)
+    return tensors[-1]
 
 
 def apply_fused(layer: PlanLayer, x: torch.Tensor) -> torch.Tensor:

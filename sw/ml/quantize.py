@@ -11,6 +11,8 @@ whose integer arithmetic is the golden model's (docs/arithmetic.md):
 * each layer's output: int8, one scale per tensor, ``max|y| / 127`` over the calibration images, where
   ``y`` is the float output after the layer's fused ReLU/max-pool (``t / 127`` for a ReLU6/clamp at ``t``,
   so the int8 saturation is the clamp);
+* a residual add: the golden model's add (``sw/ir/residual.py``), each input brought to the common scale by an
+  int8 factor, its output scale calibrated like any layer's;
 * requant: ``M[c] = s_in * s_w[c] / s_out`` as an unsigned 16-bit ``mult`` and a ``shift`` in [1, 47].
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.utils.data import TensorDataset
 
 from sparsegate.sw.ir.golden import INT8_MAX, WEIGHT_MAX, IntLayer, QuantizedNetwork
 from sparsegate.sw.ir.requant import RequantError, requant_params
+from sparsegate.sw.ir.residual import residual_add_layer
 from sparsegate.sw.ml.graph_capture import (PlanLayer, QuantizationError, apply_fused, layer_plan,
                                             plan_forward)
 from sparsegate.sw.ml.train import Masks, TrainConfig, TrainResult, apply_masks, check_masks, predict, train
@@ -84,7 +87,7 @@ def _quantize_layer(layer: PlanLayer, in_scale: float, out_scale: float, in_shap
                         mult=np.array(mults, dtype=np.uint16), shift=np.array(shifts, dtype=np.uint8),
                         in_shape=in_shape, stride=layer.stride, padding=layer.padding, relu=layer.relu, pool=layer.pool,
                         flatten_input=layer.flatten_input, in_scale=in_scale, out_scale=out_scale,
-                        weight_scale=w_scale.astype(np.float32))
+                        weight_scale=w_scale.astype(np.float32), inputs=layer.inputs)
     except ValueError as err:
         raise QuantizationError(str(err)) from None
 
@@ -129,14 +132,24 @@ def quantize_model(model: nn.Module, calib_ds: TensorDataset, masks: Masks | Non
             store.append(out)
     input_scale = _f32(max(_range(x, method, percentile), 1e-12) / INT8_MAX)
     layers = []
-    in_scale, shape = input_scale, input_shape
-    for layer, store in zip(plan, outs):
+    scales, shapes = [input_scale], [input_shape]   # per tensor: 0 = input, k = layer k-1
+    for i, (layer, store) in enumerate(zip(plan, outs)):
         out_range = layer.clamp if layer.clamp is not None else _range(torch.cat(store), method, percentile)
         out_scale = _f32(out_range / INT8_MAX) if out_range > 0 else 1.0
-        in_shape = (int(np.prod(shape)),) if layer.flatten_input else shape
-        q = _quantize_layer(layer, in_scale, out_scale, in_shape)
+        refs = layer.inputs if layer.inputs is not None else (i,)
+        if layer.is_add:
+            try:
+                q = residual_add_layer(layer.name, shapes[refs[0]], refs, scales[refs[0]], scales[refs[1]],
+                                       out_scale, relu=layer.relu)
+            except (RequantError, ValueError) as err:
+                raise QuantizationError(f"{layer.name}: {err}") from None
+        else:
+            shape = shapes[refs[0]]
+            in_shape = (int(np.prod(shape)),) if layer.flatten_input else shape
+            q = _quantize_layer(layer, scales[refs[0]], out_scale, in_shape)
         layers.append(q)
-        in_scale, shape = out_scale, q.out_shape
+        scales.append(out_scale)
+        shapes.append(q.out_shape)
     try:
         return QuantizedNetwork(name=name or type(model).__name__.lower(), input_shape=input_shape,
                                 input_scale=input_scale, layers=layers)
@@ -202,19 +215,24 @@ class FakeQuantNet(nn.Module):
         self.out_scales = out_scales
 
     def forward(self, x):
-        x = _FakeQuant.apply(x, self.input_scale, -128, 127)
-        for layer, s_out in zip(self.plan, self.out_scales):
-            if layer.flatten_input:
-                x = x.flatten(1)
-            weight, bias = layer.params()
-            w = _fake_weight(weight)
-            if layer.is_conv:
-                x = F.conv2d(x, w, bias, stride=layer.stride, padding=layer.padding)
+        tensors = [_FakeQuant.apply(x, self.input_scale, -128, 127)]
+        for i, (layer, s_out) in enumerate(zip(self.plan, self.out_scales)):
+            refs = layer.inputs if layer.inputs is not None else (i,)
+            x = tensors[refs[0]]
+            if layer.is_add:
+                x = x + tensors[refs[1]]
             else:
-                x = F.linear(x, w, bias)
+                if layer.flatten_input:
+                    x = x.flatten(1)
+                weight, bias = layer.params()
+                w = _fake_weight(weight)
+                if layer.is_conv:
+                    x = F.conv2d(x, w, bias, stride=layer.stride, padding=layer.padding)
+                else:
+                    x = F.linear(x, w, bias)
             x = apply_fused(layer, x)
-            x = _FakeQuant.apply(x, s_out, -128, 127)
-        return x
+            tensors.append(_FakeQuant.apply(x, s_out, -128, 127))
+        return tensors[-1]
 
 
 def qat_finetune(model: nn.Module, train_ds: TensorDataset, calib_ds: TensorDataset,

@@ -1,6 +1,6 @@
 """The last layer's outputs captured for the host (``result<k>``) on tiny maps: with fewer than 4 address
-bits per buffer half, the half bit (set by an odd layer count) must not move result ``k`` to
-``k + 2**act_aw`` (issue #16). Every lane count, odd and even layer counts, conv and fc last layers; and
+bits per activation region, the region base (nonzero after an odd layer count) must not move result ``k`` to
+``k + base`` (issue #16). Every lane count, odd and even layer counts, conv and fc last layers; and
 the same values read by the host over the simulated board's link."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_issue_example_reads_the_golden_outputs():
     rng = np.random.default_rng(1)
     qnet = random_network(rng, INPUT, SPECS[1])
     prog = compile_program(qnet, 4)
-    assert prog.geometry.act_aw < 4 and prog.layers[-1].desc["out_half"] == 1
+    assert prog.regions.slot < 16 and prog.layers[-1].desc["out_base"] != 0  # the second region
     runs, _, _ = run_amaranth(prog)
     out = [(runs[0][f"result{k}"] ^ 0x80) - 0x80 for k in range(4)]
     assert out == golden_outputs(prog)[0][-1].reshape(-1).tolist()
@@ -42,8 +42,8 @@ def test_issue_example_reads_the_golden_outputs():
 def test_results_on_tiny_maps(lanes):
     for n_layers in (1, 2, 3):
         prog = tiny_program(n_layers, lanes, seed=lanes + n_layers)
-        assert prog.geometry.act_aw < 4
-        assert prog.layers[-1].desc["out_half"] == n_layers % 2
+        assert prog.regions.slot < 16  # fewer than 4 address bits per region
+        assert (prog.layers[-1].desc["out_base"] != 0) == bool(n_layers % 2)  # ping-pong regions
         runs, _, _ = run_amaranth(prog)
         report = check_run(prog, runs)
         assert report.ok and report.outputs_checked > 0, f"{n_layers} layers: {report}"
@@ -63,7 +63,7 @@ def test_host_reads_tiny_results_over_the_link(n_layers):
     x = random_inputs(rng, INPUT, 3)
     driver = sim_driver(ENGINE, qnet, lanes=4, simulator="amaranth")
     try:
-        assert driver.geometry().act_aw < 4
+        assert driver.geometry().act_depth < 32  # two regions of fewer than 16 words
         driver.qnet = qnet                          # the power-up contents
         outs, _ = driver.classify(x[:1])
         golden = run_network(x, qnet.layers)[-1].reshape(len(x), -1)

@@ -69,7 +69,7 @@ def test_round_trip_is_exact(net, image, tmp_path):
 
 def test_header_and_descriptors_describe_the_network(net, image):
     magic, version, header_size, total, n_layers = HEADER.unpack_from(image, 0)[:5]
-    assert (magic, version, header_size, total, n_layers) == (b"SPGW", 1, 64, len(image), 4)
+    assert (magic, version, header_size, total, n_layers) == (b"SPGW", 2, 64, len(image), 4)
     d0, d2 = descriptor(image, 0), descriptor(image, 2)
     assert d0["name"].rstrip(b"\0") == b"conv1" and d0["kind"] == 0 and d0["flags"] == wi.FLAG_RELU | wi.FLAG_POOL
     assert (d0["kh"], d0["kw"], d0["stride"], d0["padding"]) == (5, 5, 1, 2)
@@ -113,7 +113,7 @@ def test_wrong_magic(image):
 
 @pytest.mark.parametrize("crc", [False, True])
 def test_unsupported_version(image, crc):
-    expect(patch(image, 4, "<H", 2, crc), "version", "unsupported version 2")
+    expect(patch(image, 4, "<H", 3, crc), "version", "unsupported version 3")
     expect(patch(image, 4, "<H", 0, crc), "version")
 
 

@@ -210,11 +210,24 @@ class _Residual(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 1, 3, padding=1)
-        self.fc = nn.Linear(64, 2)
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(128, 2)
 
     def forward(self, x):
-        return self.fc(torch.flatten(self.conv1(x) + x, 1))
+        return self.fc(torch.flatten(self.conv1(x) + x, 1))  # broadcasts (1, 8, 8) over (2, 8, 8)
+
+
+class _ReluOnABranch(nn.Module):
+    input_shape = (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(128, 2)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.fc(torch.flatten(F.relu(y) + y, 1))
 
 
 class _ConvAfterFc(nn.Module):
@@ -276,7 +289,9 @@ REFUSALS = [
     (_Chain(nn.MaxPool2d(3), 4 * 2 * 2), ["MaxPool2d 'body'", "only 2x2", "hint: use nn.MaxPool2d(2)"]),
     (_Chain(nn.Identity(), 4 * 8 * 8, nn.Conv2d(1, 4, 3, dilation=2, padding=2)), ["Conv2d 'conv1'", "dilation=(2, 2)"]),
     (_Chain(nn.BatchNorm2d(4, track_running_stats=False)), ["BatchNorm2d 'body'", "track_running_stats"]),
-    (_Residual(), ["function operator.add ('add')", "residual add", "hint: remove the skip connection"]),
+    (_Residual(), ["function operator.add ('add')", "different shapes (2, 8, 8) and (1, 8, 8)",
+                   "hint: add two conv maps of the same shape"]),
+    (_ReluOnABranch(), ["function torch.nn.functional.relu ('relu')", "also read without it", "hint: read the"]),
     (_ConvAfterFc(), ["method .view() ('view')", "unflattens (64,) to (1, 8, 8)", "hint: put every conv before"]),
     (_Sigmoid(), ["function torch.sigmoid ('sigmoid')", "not an operation the engine runs"]),
     (_LinearOn4d(), ["Linear 'fc'", "3-D input", "hint: flatten first: torch.flatten(x, 1)"]),

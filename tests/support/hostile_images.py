@@ -34,6 +34,6 @@ def raw_image(input_shape, kind, cin, cout, hw_in=(1, 1), hw_out=(1, 1), kernel=
     offset = HEADER.size + DESCRIPTOR.size
     total = offset + len(payload) + 4
     desc = DESCRIPTOR.pack(b"big", kind, flags, *kernel, 1, 0, 0, 0, cin, *hw_in, cout, *hw_out, *bits, ib, 8,
-                           acc_bits, 0, nnz, offset, len(payload), 1.0, 1.0)
+                           acc_bits, 0, nnz, offset, len(payload), 1.0, 1.0, 0, 0, 0, 0, 0)  # version 1: no references
     header = HEADER.pack(b"SPGW", 1, 64, total, 1, 80, *input_shape, 0, 0, 1.0, 0, b"hostile")
     return with_crc(header + desc + payload)

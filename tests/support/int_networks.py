@@ -26,3 +26,26 @@ def random_network(seed: int = 0) -> QuantizedNetwork:
     l3 = _layer(rng, "fc1", "fc", (int(np.prod(l2.out_shape)),), 16, flatten=True)
     l4 = _layer(rng, "fc2", "fc", (16,), 5, relu=False)
     return QuantizedNetwork("random", (2, 13, 12), 1.0, [l1, l2, l3, l4])
+
+
+def residual_network(seed: int = 0, shape=(3, 8, 8), width: int = 4) -> QuantizedNetwork:
+    """A small ResNet-like integer network: a stem conv, an identity block, a downsampling block (1x1 stride-2
+    shortcut conv reading the block input), an fc; the adds are ``residual.residual_add_layer``s, tensors named
+    by reference (0 = input, k = layer k-1); every scale 1."""
+    from sparsegate.sw.ir.residual import residual_add_layer
+
+    rng = np.random.default_rng(seed)
+    c = width
+    layers = [_layer(rng, "stem", "conv", shape, c)]                                         # tensor 1
+    layers.append(_layer(rng, "b1c1", "conv", layers[0].out_shape, c))                         # 2
+    layers.append(_layer(rng, "b1c2", "conv", layers[1].out_shape, c, relu=False))             # 3
+    layers.append(residual_add_layer("b1add", layers[0].out_shape, (1, 3), 1.0, 1.0, 1.0))     # 4
+    layers.append(_layer(rng, "b2c1", "conv", layers[3].out_shape, 2 * c, stride=2))           # 5
+    layers.append(_layer(rng, "b2c2", "conv", layers[4].out_shape, 2 * c, relu=False))         # 6
+    short = _layer(rng, "b2sc", "conv", layers[3].out_shape, 2 * c, kernel=1, stride=2, padding=0, relu=False)
+    short.inputs = (4,)                                                                        # 7
+    layers.append(short)
+    # unequal factors (64, 127): the second input counts as if at twice the scale
+    layers.append(residual_add_layer("b2add", layers[5].out_shape, (6, 7), 1.0, 2.0, 1.0))     # 8
+    layers.append(_layer(rng, "fc", "fc", (int(np.prod(layers[-1].out_shape)),), 5, relu=False, flatten=True))
+    return QuantizedNetwork("residual", shape, 1.0, layers)
