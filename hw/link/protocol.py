@@ -24,7 +24,7 @@ __all__ = ["FRAME_DELIM", "SOF_RSP", "PROTOCOL_VERSION", "IDENT_MAGIC", "CMD", "
 
 FRAME_DELIM = 0x00
 SOF_RSP = 0x5A
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: engine descriptors carry activation region bases (residual adds, issue #17)
 IDENT_MAGIC = b"SPGT"
 CMD = {"ID": 0x01, "WRITE_MEM": 0x02, "RUN": 0x03, "READ_REGS": 0x04, "READ_OUTPUTS": 0x05, "RESET": 0x06}
 #: ``BAD_DESC``: RUN refused, a layer descriptor cannot run (payload: the layer index, u8); ``RUN_TIMEOUT``:

@@ -20,7 +20,7 @@ from sparsegate.hw.lif.design import CORE_NAME as LIF_CORE
 from sparsegate.hw.engine.program import golden_outputs
 from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature, join_core
 from sparsegate.hw.link.host_port import HostPortSignature
-from sparsegate.hw.link.protocol import (CMD, FRAME_DELIM, STATUS, cobs_encode, crc16, identity_bytes,
+from sparsegate.hw.link.protocol import (CMD, FRAME_DELIM, PROTOCOL_VERSION, STATUS, cobs_encode, crc16, identity_bytes,
                                          parse_identity)
 from sparsegate.sim.engine.amaranth_sim import check_run, small_program
 from sparsegate.sim.transports import SimTransport
@@ -232,7 +232,7 @@ def test_stray_bytes_before_a_frame_cost_nothing(device):
     drv = HostDriver(SimTransport(device.top(), max_cycles=100_000))
     for noise in [b"\xa5", b"\xa5\x7f\xff\x07", bytes(range(1, 40))]:
         drv.transport.write(noise)
-        assert drv.identify()["version"] == 2
+        assert drv.identify()["version"] == PROTOCOL_VERSION == 3
     device.alive(drv)
 
 
