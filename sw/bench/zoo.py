@@ -300,7 +300,7 @@ def _markdown(data: dict) -> str:
         quant = (f"{_pct(r['int8']['agreement'])} | {_pct(r['int8']['accuracy'])} |" if "int8" in r
                  else "— | — |")
         lines.append(head + f" {t['epochs']} ep. x {t['digits']:,} digits ({t['wall_s']:.0f} s) | "
-                     f"{_pct(r['float_accuracy_dense'])} | {r['recipe']['text']} ({p['rounds']} rounds, "
+                     f"{_pct(r['float_accuracy_dense'])} | {r['recipe']['text']} ({p['rounds']} round{'s' if p['rounds'] != 1 else ''}, "
                      f"{p['wall_s']:.0f} s) | {p['compression']:.1f}x | {_pct(p['float_accuracy'])} | {quant}")
     lines += [
         "",
