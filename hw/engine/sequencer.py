@@ -128,8 +128,11 @@ class Sequencer(wiring.Component):
                            | (~chk.last & (scan == desc_depth - 1)))
 
         # the ISSUE state's decisions, registered one command ahead (set where their inputs change) so the
-        # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares
-        last_elem = Signal()                # the next command ends its pass: count == 0 or k1 == count
+        # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares; the
+        # channel table's block-RAM output goes straight into `count`, so `count <= 1` is a zero test of it
+        last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
+        next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
+        m.d.comb += last_elem.eq((count[1:] == 0) | next_is_count)
         last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + p >= wo, oy == ho - 1, last channel
         nvalid = Signal(g.nvalid_bits)
         rest = Signal(18)
@@ -181,7 +184,7 @@ class Sequencer(wiring.Component):
             with m.State("CHAN2"):          # channel-table entry available: latch it
                 m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [count.eq(chan.count), start.eq(chan.start), ptr.eq(chan.start), k1.eq(1),
-                             last_elem.eq(chan.count <= 1)]
+                             next_is_count.eq(0)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [
@@ -201,10 +204,10 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, ptr[:lg]))
                 with m.If(self.cmd.ready):
                     with m.If(~last_elem):
-                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1), last_elem.eq(k1 + 1 == count)]
+                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1), next_is_count.eq(k1 + 1 == count)]
                     with m.Else():
                         m.d.sync += [k1.eq(1), ptr.eq(start),     # the next pass of this channel re-walks it
-                                     last_elem.eq(count <= 1)]
+                                     next_is_count.eq(0)]
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)
                             with m.If(last_outer):
