@@ -15,12 +15,13 @@ stay off the FSM's next-state and clock-enable logic, for timing at 125 MHz.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import ARG_BYTES, CMD, STATUS, reply_layout, request_layout, word_bytes
 
@@ -87,17 +88,21 @@ class Executor(wiring.Component):
 
         # ---- the checks, pipelined (see the module docstring)
         mem_ok, range_ok, sample_ok, regs_ok = Signal(), Signal(), Signal(), Signal()
-        sel_wb = Signal(range(self.max_wb + 1))
+        wb = Signal(range(self.max_wb + 1))     # the addressed memory's word bytes (0: no such memory)
         sel_depth = Signal(range(max(d for _, d in self.mems) + 1))
-        sel_count, sel_end, payload_len, need_len = Signal(16), Signal(17), Signal(32), Signal(32)
-        m.d.sync += [mem_ok.eq(0), sel_wb.eq(0), sel_depth.eq(0)]
+        sel_end, need_len = Signal(17), Signal(32)
+        m.d.sync += [mem_ok.eq(0), sel_depth.eq(0)]
         with m.Switch(args[0]):
             for i, (bits, depth) in enumerate(self.mems):
                 with m.Case(i):
-                    m.d.sync += [mem_ok.eq(1), sel_wb.eq(word_bytes(bits)), sel_depth.eq(depth)]
-        m.d.sync += [sel_count.eq(count), sel_end.eq(addr0 + count),
-                     payload_len.eq(sel_count * sel_wb), range_ok.eq(sel_end <= sel_depth),
-                     need_len.eq(payload_len + ARG_BYTES)]
+                    m.d.comb += wb.eq(word_bytes(bits))
+                    m.d.sync += [mem_ok.eq(1), sel_depth.eq(depth)]
+        # payload bytes = count * word bytes, two cycles later: operands and product in the DSP's own
+        # registers on ECP5 (a fabric register -> MULT18X18D -> fabric register path was the critical one)
+        m.submodules.payload_len = payload_len = DspMultiplier(unsigned(16), wb.shape())
+        m.d.comb += [payload_len.a.eq(count), payload_len.b.eq(wb)]
+        m.d.sync += [sel_end.eq(addr0 + count), range_ok.eq(sel_end <= sel_depth),
+                     need_len.eq(payload_len.p + ARG_BYTES)]
         len_is0, len_is2, len_short, len_match = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [len_is0.eq(req.length == 0), len_is2.eq(req.length == 2), len_short.eq(req.length < ARG_BYTES),
                      len_match.eq(req.length == need_len),
