@@ -117,7 +117,10 @@ class Sequencer(wiring.Component):
         x0 = Signal(10)
         count = Signal(len(chan.count))     # the current channel-table entry, registered
         start = Signal(len(chan.start))
-        ptr = Signal(len(chan.start))       # slot address of the next element
+        ptr = Signal(len(chan.start))       # slot address of the next element, unless `fresh`
+        fresh = Signal()                    # the next element is the pass's first: its address is `start`
+        cur = Signal(len(chan.start))       # (so the channel table's block-RAM output only loads registers)
+        m.d.comb += cur.eq(Mux(fresh, start, ptr))
         k1 = Signal(16)                     # 1 + index of the next element within the pass
         scan = Signal(8)            # the descriptor being checked
         chk = Signal(dl)            # its registered copy
@@ -183,14 +186,14 @@ class Sequencer(wiring.Component):
                 m.next = "CHAN2"
             with m.State("CHAN2"):          # channel-table entry available: latch it
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [count.eq(chan.count), start.eq(chan.start), ptr.eq(chan.start), k1.eq(1),
+                m.d.sync += [count.eq(chan.count), start.eq(chan.start), fresh.eq(1), k1.eq(1),
                              next_is_count.eq(0)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [
                     self.in_layer.eq(1),
                     self.cmd.valid.eq(1),
-                    self.cmd.payload.waddr.eq(Mux(cfg.fc, ptr, ptr >> lg)),
+                    self.cmd.payload.waddr.eq(Mux(cfg.fc, cur, cur >> lg)),
                     self.cmd.payload.zero.eq(count == 0),
                     self.cmd.payload.first.eq(k1 == 1),
                     self.cmd.payload.last.eq(last_elem),
@@ -201,12 +204,13 @@ class Sequencer(wiring.Component):
                     self.stall.eq(~self.cmd.ready),
                 ]
                 if lg:
-                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, ptr[:lg]))
+                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
                 with m.If(self.cmd.ready):
                     with m.If(~last_elem):
-                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1), next_is_count.eq(k1 + 1 == count)]
+                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0),
+                                     next_is_count.eq(k1 + 1 == count)]
                     with m.Else():
-                        m.d.sync += [k1.eq(1), ptr.eq(start),     # the next pass of this channel re-walks it
+                        m.d.sync += [k1.eq(1), fresh.eq(1),       # the next pass of this channel re-walks it
                                      next_is_count.eq(0)]
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)
