@@ -1,5 +1,6 @@
-"""P multiply-accumulate lanes with registered multiplier inputs and outputs (ECP5 ``MULT18X18D`` with its
-input and output registers), one 32-bit accumulator per lane.
+"""P multiply-accumulate lanes with registered multiplier inputs and outputs (on ECP5 one ``MULT18X18D`` per
+lane holding ``w``, ``a`` and the product in its own registers: :mod:`.dsp_multiplier`), one 32-bit
+accumulator per lane.
 
 Items carry ``w[P]``, ``a[P]`` and the pass flags: ``first`` restarts every accumulator, ``last`` copies
 the P sums (with the pass context) into the output register, which doubles as the shadow bank the
@@ -15,6 +16,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
 
 __all__ = ["MacArray", "LATENCY"]
@@ -52,15 +54,15 @@ class MacArray(wiring.Component):
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         s1_ctx, s2_ctx = Signal.like(i.ctx), Signal.like(i.ctx)
-        s1_w = [Signal(signed(8), name=f"s1_w{j}") for j in range(p)]
-        s1_a = [Signal(signed(8), name=f"s1_a{j}") for j in range(p)]
-        s2_prod = [Signal(signed(16), name=f"s2_prod{j}") for j in range(p)]
+        s2_prod = []        # s1: the multipliers' operand registers, s2: their product registers
+        for j in range(p):
+            mul = m.submodules[f"mul{j}"] = DspMultiplier(signed(8), signed(8))
+            m.d.comb += [mul.a.eq(i.w[j]), mul.b.eq(i.a[j])]
+            s2_prod.append(mul.p)
         acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
 
         m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
                      s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
-        for j in range(p):
-            m.d.sync += [s1_w[j].eq(i.w[j]), s1_a[j].eq(i.a[j]), s2_prod[j].eq(s1_w[j] * s1_a[j])]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)

@@ -8,8 +8,8 @@ write port is always ready). Arithmetic is the golden model's (docs/arithmetic.m
 register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
 MULT18X18D-sized halves)::
 
-    walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3]
-      -> sum[17:] * mult, sum[:17] * mult -> [q4] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
+    walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3: DSP operand regs]
+      -> sum[17:] * mult, sum[:17] * mult -> [q4: DSP product regs] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
       -> vertical pool (row register, read into q9), address -> [o: write]
 
@@ -26,6 +26,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
                              write_layout)
 
@@ -119,17 +120,22 @@ class OutputStage(wiring.Component):
         def carry(dst, src, names=("shift", "dest")):
             m.d.sync += [dst[k].eq(src[k]) for k in names]
 
-        q3 = stage("q3", {"sum": signed(33), "mult": unsigned(16), **tail, **pos}, q2)
-        m.d.sync += [q3["sum"].eq(q2["acc"] + q2["bias"]), q3["mult"].eq(q2["mult"])]
+        # the requant product's halves: q3 = the multipliers' operand registers, q4 = their product registers
+        # (inside the MULT18X18D on ECP5: DspMultiplier)
+        q3 = stage("q3", {**tail, **pos}, q2)
         carry(q3, q2)
+        total = Signal(signed(33))
+        m.d.comb += total.eq(q2["acc"] + q2["bias"])
+        m.submodules.mul_hi = mul_hi = DspMultiplier(signed(16), unsigned(16))
+        m.submodules.mul_lo = mul_lo = DspMultiplier(unsigned(17), unsigned(16))
+        m.d.comb += [mul_hi.a.eq(total[17:].as_signed()), mul_hi.b.eq(q2["mult"]),
+                     mul_lo.a.eq(total[:17]), mul_lo.b.eq(q2["mult"])]
 
-        q4 = stage("q4", {"hi": signed(33), "lo": unsigned(33), **tail, **pos}, q3)
-        m.d.sync += [q4["hi"].eq(q3["sum"][17:].as_signed() * q3["mult"]),
-                     q4["lo"].eq(q3["sum"][:17] * q3["mult"])]
+        q4 = stage("q4", {**tail, **pos}, q3)
         carry(q4, q3)
 
         q5 = stage("q5", {"prod": signed(50), **tail, **pos}, q4)
-        m.d.sync += q5["prod"].eq((q4["hi"] << 17) + q4["lo"])
+        m.d.sync += q5["prod"].eq((mul_hi.p << 17) + mul_lo.p)
         carry(q5, q4)
 
         q6 = stage("q6", {"rounded": signed(51), **tail, **pos}, q5)

@@ -117,7 +117,10 @@ class Sequencer(wiring.Component):
         x0 = Signal(10)
         count = Signal(len(chan.count))     # the current channel-table entry, registered
         start = Signal(len(chan.start))
-        ptr = Signal(len(chan.start))       # slot address of the next element
+        ptr = Signal(len(chan.start))       # slot address of the next element, unless `fresh`
+        fresh = Signal()                    # the next element is the pass's first: its address is `start`
+        cur = Signal(len(chan.start))       # (so the channel table's block-RAM output only loads registers)
+        m.d.comb += cur.eq(Mux(fresh, start, ptr))
         k1 = Signal(16)                     # 1 + index of the next element within the pass
         scan = Signal(8)            # the descriptor being checked
         chk = Signal(dl)            # its registered copy
@@ -127,7 +130,13 @@ class Sequencer(wiring.Component):
         m.d.comb += bad.eq((chk.n_outer == 0) | Mux(chk.fc, chk.n_out == 0, (chk.ho == 0) | (chk.wo == 0))
                            | (~chk.last & (scan == desc_depth - 1)))
 
-        is_last_elem = (count == 0) | (k1 == count)
+        # the ISSUE state's decisions, registered one command ahead (set where their inputs change) so the
+        # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares; the
+        # channel table's block-RAM output goes straight into `count`, so `count <= 1` is a zero test of it
+        last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
+        next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
+        m.d.comb += last_elem.eq((count[1:] == 0) | next_is_count)
+        last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + p >= wo, oy == ho - 1, last channel
         nvalid = Signal(g.nvalid_bits)
         rest = Signal(18)
         m.d.comb += rest.eq(Mux(cfg.fc, cfg.n_out - (outer << lg), cfg.wo - x0))
@@ -172,19 +181,22 @@ class Sequencer(wiring.Component):
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
+                m.d.sync += [last_x.eq(p >= cfg.wo), last_y.eq(cfg.ho == 1),      # x0 = oy = 0 here
+                             last_outer.eq(outer == cfg.n_outer - 1)]
                 m.next = "CHAN2"
             with m.State("CHAN2"):          # channel-table entry available: latch it
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [count.eq(chan.count), start.eq(chan.start), ptr.eq(chan.start), k1.eq(1)]
+                m.d.sync += [count.eq(chan.count), start.eq(chan.start), fresh.eq(1), k1.eq(1),
+                             next_is_count.eq(0)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [
                     self.in_layer.eq(1),
                     self.cmd.valid.eq(1),
-                    self.cmd.payload.waddr.eq(Mux(cfg.fc, ptr, ptr >> lg)),
+                    self.cmd.payload.waddr.eq(Mux(cfg.fc, cur, cur >> lg)),
                     self.cmd.payload.zero.eq(count == 0),
                     self.cmd.payload.first.eq(k1 == 1),
-                    self.cmd.payload.last.eq(is_last_elem),
+                    self.cmd.payload.last.eq(last_elem),
                     self.cmd.payload.ctx.tile.eq(outer),
                     self.cmd.payload.ctx.oy.eq(oy),
                     self.cmd.payload.ctx.x0.eq(x0),
@@ -192,13 +204,14 @@ class Sequencer(wiring.Component):
                     self.stall.eq(~self.cmd.ready),
                 ]
                 if lg:
-                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, ptr[:lg]))
+                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
                 with m.If(self.cmd.ready):
-                    with m.If(~is_last_elem):
-                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(ptr + 1)]
+                    with m.If(~last_elem):
+                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0),
+                                     next_is_count.eq(k1 + 1 == count)]
                     with m.Else():
-                        m.d.sync += [k1.eq(1), ptr.eq(start)]     # the next pass of this channel re-walks it
-                        last_outer = outer == cfg.n_outer - 1
+                        m.d.sync += [k1.eq(1), fresh.eq(1),       # the next pass of this channel re-walks it
+                                     next_is_count.eq(0)]
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)
                             with m.If(last_outer):
@@ -206,16 +219,14 @@ class Sequencer(wiring.Component):
                             with m.Else():
                                 m.next = "CHAN"
                         with m.Else():
-                            last_x = x0 + p >= cfg.wo
-                            last_y = oy == cfg.ho - 1
                             with m.If(~last_x):
-                                m.d.sync += x0.eq(x0 + p)
+                                m.d.sync += [x0.eq(x0 + p), last_x.eq(x0 + 2 * p >= cfg.wo)]
                             with m.Else():
-                                m.d.sync += x0.eq(0)
+                                m.d.sync += [x0.eq(0), last_x.eq(p >= cfg.wo)]
                                 with m.If(~last_y):
-                                    m.d.sync += oy.eq(oy + 1)
+                                    m.d.sync += [oy.eq(oy + 1), last_y.eq(oy + 2 == cfg.ho)]
                                 with m.Else():
-                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1)]
+                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), last_y.eq(cfg.ho == 1)]
                                     with m.If(last_outer):
                                         m.next = "DRAIN"
                                     with m.Else():

@@ -9,24 +9,27 @@ the run (``fault``: a bad layer descriptor) is answered ``BAD_DESC`` with the la
 ``abort``; ``READ_REGS`` / ``READ_OUTPUTS`` read debug registers through
 ``dbg_sel`` → ``dbg_data``. Before that, every argument is checked (``BAD_LEN``, ``BAD_ARG``,
 ``UNKNOWN_CMD``); a framing error from the decoder becomes its error reply. The checks are pipelined over
-four registers (the record is stable while it is offered): the multiply and the compares stay off the FSM,
-for timing at 100+ MHz.
+four registers (the record is stable while it is offered), then decided into a registered verdict (the
+action and the reply header) that the FSM only selects: the multiply, the compares and their decision tree
+stay off the FSM's next-state and clock-enable logic, for timing at 125 MHz.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import ARG_BYTES, CMD, STATUS, reply_layout, request_layout, word_bytes
 
 __all__ = ["Executor"]
 
-#: Cycles from a record being offered until the pipelined checks have settled.
-CHECK_CYCLES = 4
+#: Cycles from a record being offered until the pipelined checks and the verdict on them have settled.
+CHECK_CYCLES = 5
+_REPLY, _WRITE, _RUN = 0, 1, 2      # the verdict's actions
 
 
 class Executor(wiring.Component):
@@ -85,17 +88,21 @@ class Executor(wiring.Component):
 
         # ---- the checks, pipelined (see the module docstring)
         mem_ok, range_ok, sample_ok, regs_ok = Signal(), Signal(), Signal(), Signal()
-        sel_wb = Signal(range(self.max_wb + 1))
+        wb = Signal(range(self.max_wb + 1))     # the addressed memory's word bytes (0: no such memory)
         sel_depth = Signal(range(max(d for _, d in self.mems) + 1))
-        sel_count, sel_end, payload_len, need_len = Signal(16), Signal(17), Signal(32), Signal(32)
-        m.d.sync += [mem_ok.eq(0), sel_wb.eq(0), sel_depth.eq(0)]
+        sel_end, need_len = Signal(17), Signal(32)
+        m.d.sync += [mem_ok.eq(0), sel_depth.eq(0)]
         with m.Switch(args[0]):
             for i, (bits, depth) in enumerate(self.mems):
                 with m.Case(i):
-                    m.d.sync += [mem_ok.eq(1), sel_wb.eq(word_bytes(bits)), sel_depth.eq(depth)]
-        m.d.sync += [sel_count.eq(count), sel_end.eq(addr0 + count),
-                     payload_len.eq(sel_count * sel_wb), range_ok.eq(sel_end <= sel_depth),
-                     need_len.eq(payload_len + ARG_BYTES)]
+                    m.d.comb += wb.eq(word_bytes(bits))
+                    m.d.sync += [mem_ok.eq(1), sel_depth.eq(depth)]
+        # payload bytes = count * word bytes, two cycles later: operands and product in the DSP's own
+        # registers on ECP5 (a fabric register -> MULT18X18D -> fabric register path was the critical one)
+        m.submodules.payload_len = payload_len = DspMultiplier(unsigned(16), wb.shape())
+        m.d.comb += [payload_len.a.eq(count), payload_len.b.eq(wb)]
+        m.d.sync += [sel_end.eq(addr0 + count), range_ok.eq(sel_end <= sel_depth),
+                     need_len.eq(payload_len.p + ARG_BYTES)]
         len_is0, len_is2, len_short, len_match = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [len_is0.eq(req.length == 0), len_is2.eq(req.length == 2), len_short.eq(req.length < ARG_BYTES),
                      len_match.eq(req.length == need_len),
@@ -149,6 +156,64 @@ class Executor(wiring.Component):
         m.d.comb += host.abort.eq(abort)
         reset_req = self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"])
 
+        # ---- the verdict: the command's checks decided one register ahead of EXEC, so the FSM's next
+        # state and the reply registers' enables hang off a few registered bits, not the compare tree
+        v_action, v_abort = Signal(2), Signal()
+        v_status, v_kind, v_first, v_rlen = Signal(8), Signal(3), Signal(8), Signal(16)
+
+        def verdict(st, kind_=0, first_=0, rlen_=0):
+            m.d.sync += [v_status.eq(st), v_kind.eq(kind_), v_first.eq(first_), v_rlen.eq(rlen_)]
+
+        m.d.sync += [v_action.eq(_REPLY), v_abort.eq(0)]
+        verdict(STATUS["UNKNOWN_CMD"])
+        with m.Switch(req.cmd):
+            with m.Case(CMD["ID"]):
+                with m.If(~len_is0):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Else():
+                    verdict(STATUS["OK"], 1, 0, len(self.ident))
+            with m.Case(CMD["WRITE_MEM"]):
+                with m.If(len_short):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Elif(~mem_ok):
+                    verdict(STATUS["BAD_ARG"])
+                with m.Elif(~len_match):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Elif(~range_ok):
+                    verdict(STATUS["BAD_ARG"])
+                with m.Elif(count == 0):
+                    verdict(STATUS["OK"])
+                with m.Else():
+                    m.d.sync += v_action.eq(_WRITE)
+            with m.Case(CMD["RUN"]):
+                with m.If(~len_is2):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Elif(~sample_ok):
+                    verdict(STATUS["BAD_ARG"])
+                with m.Else():
+                    m.d.sync += v_action.eq(_RUN)
+            with m.Case(CMD["RESET"]):
+                with m.If(~len_is0):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Else():
+                    m.d.sync += v_abort.eq(1)
+                    verdict(STATUS["OK"])
+            with m.Case(CMD["READ_REGS"]):
+                with m.If(~len_is2):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Elif(~regs_ok):
+                    verdict(STATUS["BAD_ARG"])
+                with m.Else():
+                    verdict(STATUS["OK"], 2, args[0], args[1] << 2)
+            with m.Case(CMD["READ_OUTPUTS"]):
+                with m.If(~len_is0):
+                    verdict(STATUS["BAD_LEN"])
+                with m.Else():
+                    if self.result_bytes == 4:
+                        verdict(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
+                    else:
+                        verdict(STATUS["OK"], 3, self.result_base, self.n_results)
+
         wait = Signal(range(CHECK_CYCLES))
         with m.FSM():
             with m.State("IDLE"):
@@ -164,59 +229,19 @@ class Executor(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
                     m.next = "EXEC"
-            with m.State("EXEC"):
-                with m.Switch(req.cmd):
-                    with m.Case(CMD["ID"]):
-                        with m.If(~len_is0):
-                            error("BAD_LEN")
-                        with m.Else():
-                            reply(STATUS["OK"], 1, 0, len(self.ident))
-                    with m.Case(CMD["WRITE_MEM"]):
-                        with m.If(len_short):
-                            error("BAD_LEN")
-                        with m.Elif(~mem_ok):
-                            error("BAD_ARG")
-                        with m.Elif(~len_match):
-                            error("BAD_LEN")
-                        with m.Elif(~range_ok):
-                            error("BAD_ARG")
-                        with m.Elif(count == 0):
-                            reply(STATUS["OK"])
-                        with m.Else():
-                            m.d.sync += [mem.eq(args[0]), waddr.eq(addr0), left.eq(count), cnt.eq(ARG_BYTES),
-                                         k.eq(0)]
-                            m.next = "W_READ"
-                    with m.Case(CMD["RUN"]):
-                        with m.If(~len_is2):
-                            error("BAD_LEN")
-                        with m.Elif(~sample_ok):
-                            error("BAD_ARG")
-                        with m.Else():
-                            m.d.sync += run_sample.eq(sample)
-                            m.next = "RUN_START"
-                    with m.Case(CMD["RESET"]):
-                        with m.If(~len_is0):
-                            error("BAD_LEN")
-                        with m.Else():
-                            m.d.sync += abort.eq(1)
-                            reply(STATUS["OK"])
-                    with m.Case(CMD["READ_REGS"]):
-                        with m.If(~len_is2):
-                            error("BAD_LEN")
-                        with m.Elif(~regs_ok):
-                            error("BAD_ARG")
-                        with m.Else():
-                            reply(STATUS["OK"], 2, args[0], args[1] << 2)
-                    with m.Case(CMD["READ_OUTPUTS"]):
-                        with m.If(~len_is0):
-                            error("BAD_LEN")
-                        with m.Else():
-                            if self.result_bytes == 4:
-                                reply(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
-                            else:
-                                reply(STATUS["OK"], 3, self.result_base, self.n_results)
+            with m.State("EXEC"):           # the registered verdict (below) only selects the action
+                with m.If(v_abort):
+                    m.d.sync += abort.eq(1)
+                with m.Switch(v_action):
+                    with m.Case(_WRITE):
+                        m.d.sync += [mem.eq(args[0]), waddr.eq(addr0), left.eq(count), cnt.eq(ARG_BYTES),
+                                     k.eq(0)]
+                        m.next = "W_READ"
+                    with m.Case(_RUN):
+                        m.d.sync += run_sample.eq(sample)
+                        m.next = "RUN_START"
                     with m.Default():
-                        error("UNKNOWN_CMD")
+                        reply(v_status, v_kind, v_first, v_rlen)
 
             with m.State("W_READ"):         # buffer address presented
                 m.next = "W_GET"
