@@ -1,4 +1,4 @@
-"""The model zoo through the whole flow: each ordinary PyTorch network (tests/support/zoo.py) trained briefly
+"""The model zoo through the whole flow: each ordinary PyTorch network (sparsegate.sw.ml.zoo) trained briefly
 on the embedded digits (the 32x32x3 ones on the digits padded and replicated to three channels), pruned
 (global magnitude, one round, no fine-tune), quantized, written as a weight image and read back, compiled for
 the engine; float-vs-int8 agreement measured. The MLP (flat input), the VGG-style net (BatchNorm,

@@ -1,4 +1,4 @@
-"""Residual networks through graph capture and quantization: ResNet-8 (tests/support/zoo.py) traced into
+"""Residual networks through graph capture and quantization: ResNet-8 (sparsegate.sw.ml.zoo) traced into
 conv layers, residual adds reading two tensors, and shortcut convs reading the block input, with every
 BatchNorm folded (the downsampling shortcut's too); the folded float plan equals the model; the int8
 network's logits measured against the float ones on real digits; every spelling of the add captured."""
@@ -18,7 +18,7 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.graph_capture import QuantizationError, layer_plan, plan_forward
 from sparsegate.sw.ml.quantize import calibration_split, quantize_model
 
-from support.zoo import ResNet8
+from sparsegate.sw.ml.zoo import ResNet8
 
 
 def _resnet8(seed: int = 0) -> nn.Module:
