@@ -22,6 +22,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, cmd_layout, desc_layout, mem_write_signature
 
 __all__ = ["Sequencer"]
@@ -109,6 +110,12 @@ class Sequencer(wiring.Component):
         cfg = Signal(dl)
         m.d.comb += self.cfg.eq(cfg)
 
+        # the sample's first input-memory word: a registered product (DSP registers on ECP5), ready long
+        # before the descriptor check ends (3 cycles a layer), so no multiplier sits between `start` and LOAD
+        m.submodules.sample_base = sample_base = DspMultiplier(
+            unsigned(max(1, (g.n_samples - 1).bit_length())), unsigned(max(1, g.input_depth.bit_length())))
+        m.d.comb += [sample_base.a.eq(self.sample), sample_base.b.eq(g.input_depth)]
+
         layer = Signal(8)
         load_ptr = Signal(range(max(2, g.input_depth * g.n_samples)))   # input-memory word being copied
         load_i = Signal(range(max(2, g.input_depth)))
@@ -145,8 +152,7 @@ class Sequencer(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [load_ptr.eq(self.sample * g.input_depth), load_i.eq(0), layer.eq(0), self.done.eq(0),
-                                 scan.eq(0), self.fault.eq(0)]
+                    m.d.sync += [load_i.eq(0), layer.eq(0), self.done.eq(0), scan.eq(0), self.fault.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):           # descriptor `scan` presented
                 m.d.comb += self.checking.eq(1)
@@ -161,6 +167,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.fault.eq(1), self.fault_layer.eq(scan)]
                     m.next = "IDLE"
                 with m.Elif(chk.last):
+                    m.d.sync += load_ptr.eq(sample_base.p)
                     m.next = "LOAD"
                 with m.Else():
                     m.d.sync += scan.eq(scan + 1)
