@@ -16,7 +16,8 @@ arithmetic step and every block-RAM output ends in a register::
     i (elements) -> y, base, in_base + channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
       -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
-Write port ``wr``: one address, a byte per bank and a bank mask (always ready).
+Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
+(the output stage's second pixel of a cycle). Both always ready.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparsegate.hw.engine.layouts import EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout
+from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout,
+                                          write_layout)
 
 __all__ = ["ActBuffer", "LATENCY"]
 
@@ -46,6 +48,9 @@ class ActBuffer(wiring.Component):
         The element's weights with the P activations read for it (fixed latency; never waits).
     wr : ``In(stream.Signature(wide_write_layout), always_ready=True)``
         Writes: an address, a byte per bank and a bank mask (input load and the output stage's results).
+    wr2 : ``In(stream.Signature(write_layout), always_ready=True)``
+        A second write in the same cycle, one byte into one bank (the output stage's second pixel): never
+        into a bank ``wr`` writes in that cycle.
     busy : ``Out(1)``
         An element is in the read pipeline.
     """
@@ -57,6 +62,7 @@ class ActBuffer(wiring.Component):
             "i": In(stream.Signature(elem_layout(geometry), always_ready=True)),
             "o": Out(stream.Signature(mac_in_layout(geometry), always_ready=True)),
             "wr": In(stream.Signature(wide_write_layout(geometry), always_ready=True)),
+            "wr2": In(stream.Signature(write_layout(geometry), always_ready=True)),
             "busy": Out(1),
         })
 
@@ -114,12 +120,13 @@ class ActBuffer(wiring.Component):
             conv_addr = (row + q + (rot > b))[:aw]
             fc_addr = (cfg.in_base + r2.idx[b][:aw])[:aw] if b < p else 0
             m.d.sync += addr.eq(Mux(cfg.fc, fc_addr, conv_addr))
+            second = self.wr2.valid & (self.wr2.payload.bank == b)
             m.d.comb += [
                 rp.addr.eq(addr),
                 rp.en.eq(1),
-                wp.addr.eq(self.wr.payload.addr),
-                wp.data.eq(self.wr.payload.data[b]),
-                wp.en.eq(self.wr.valid & self.wr.payload.mask[b]),
+                wp.addr.eq(Mux(second, self.wr2.payload.addr, self.wr.payload.addr)),
+                wp.data.eq(Mux(second, self.wr2.payload.data, self.wr.payload.data[b])),
+                wp.en.eq((self.wr.valid & self.wr.payload.mask[b]) | second),
             ]
             datas.append(rp.data)
 

@@ -10,7 +10,8 @@ datapath after the command queue has a fixed latency):
   :data:`CHAN_CYCLES` before each output channel / fc round, and only while the queue has room:
   ``s_i >= r_{i - QUEUE_DEPTH} + 1``;
 * the queue releases it at ``r_i = max(s_i + 1, r_{i-1} + 1)``, and a pass's last command no earlier
-  than ``n`` cycles after the previous pass's last one (the serial output stage drains ``n`` pixels);
+  than ``n`` cycles after the previous pass's last one (the output stage drains the previous pass in ``n``
+  cycles: its pixels, or half of them when the layer drains two a cycle);
 
 and the layer ends :data:`DRAIN_CYCLES` after the last pass's pixels start draining:
 ``cycles = r_last + n_last + DRAIN_CYCLES``. The model is exact (the engine tests compare it with the
@@ -38,14 +39,16 @@ DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 2
 
 
 def layer_passes(plan) -> list[tuple[int, int, int]]:
-    """``(b, K, n)`` per pass of a :class:`~sparsegate.hw.engine.program.LayerPlan`, in issue order."""
+    """``(b, K, n)`` per pass of a :class:`~sparsegate.hw.engine.program.LayerPlan`, in issue order: ``b`` =
+    the pass starts an output channel / round, ``K`` its commands, ``n`` the output stage's cycles for it
+    (its pixels, or half of them rounded up when the layer drains two a cycle)."""
     out = []
     per = plan.passes_per_outer
     for o, count in enumerate(plan.counts):
         k = max(1, int(count))
         for j in range(per):
-            n = plan.nvalid[j] if plan.kind == "conv" else plan.nvalid[o]
-            out.append((1 if j == 0 else 0, k, int(n)))
+            n = int(plan.nvalid[j] if plan.kind == "conv" else plan.nvalid[o])
+            out.append((1 if j == 0 else 0, k, (n + 1) // 2 if plan.drain2 else n))
     return out
 
 

@@ -14,13 +14,14 @@ Stream chain (``lib.stream`` valid/ready everywhere)::
 
 Only the sequencer ever waits. Everything after the command queue runs at a fixed latency and never
 stalls (no ready chain, no clock enables fanning out over the datapath: what lets it close timing at
-100 MHz): the queue releases a pass's ``last`` command only ``nvalid`` cycles after the previous pass's
-``last``, so its sums reach the MAC array's output register exactly when the serial output stage has
-taken the previous pass's last pixel. The queue absorbs the sequencer's channel-table bubbles.
+100 MHz): the queue releases a pass's ``last`` command only the previous pass's drain cycles (``nvalid``,
+or ``ceil(nvalid / 2)`` when the layer drains two pixels a cycle) after the previous pass's ``last``, so its
+sums reach the MAC array's output register exactly when the output stage has taken the previous pass's last
+pixel. The queue absorbs the sequencer's channel-table bubbles.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -46,6 +47,11 @@ QUEUE_DEPTH = 16
 
 TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
 LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
+
+
+def rotl(sig):
+    """The signature's rotation: ``rotl(sig, SIG_ROT)`` of a 32-bit value."""
+    return Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT])
 
 
 def dbg_map(g: EngineGeometry) -> dict:
@@ -133,7 +139,7 @@ class SparseEngine(wiring.Component):
                 m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
 
         # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
-        # array's output register will be free (the output stage takes one pixel per cycle)
+        # array's output register will be free (the output stage takes one pixel per cycle, or two: `drain2`)
         cl = cmd_layout(g)
         m.submodules.queue = queue = SyncFIFO(width=cl.size, depth=QUEUE_DEPTH)
         # (hand-wired: the queue's streams carry plain bits, the command stream a layout)
@@ -144,8 +150,10 @@ class SparseEngine(wiring.Component):
         release = Signal()
         m.d.comb += [release.eq(q_out.valid & (~head.last | (gap == 0))), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
+        drain = Signal(range(g.lanes + 1))     # cycles the output stage takes for the head's pass
+        m.d.comb += drain.eq(Mux(seq.cfg.drain2, (head.ctx.nvalid + 1) >> 1, head.ctx.nvalid))
         with m.If(release & head.last):
-            m.d.sync += gap.eq(head.ctx.nvalid - 1)
+            m.d.sync += gap.eq(drain - 1)
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
 
@@ -181,6 +189,7 @@ class SparseEngine(wiring.Component):
             m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
             for b in range(nb):
                 m.d.comb += [wr.data[b].eq(ow.data), wr.mask[b].eq(ow.bcast | (ow.bank == b))]
+        wiring.connect(m, ostage.o2, abuf.wr2)
 
         # ---- counters, signatures, results
         n_layers = g.n_layers
@@ -199,9 +208,10 @@ class SparseEngine(wiring.Component):
         mac_fire = active_v
 
         # the output stage's writes as seen by the signatures and the result capture (registered copy)
-        out_v = Signal()
-        seen = Signal.like(ostage.o.payload)
-        m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload)]
+        out_v, out2_v = Signal(), Signal()
+        seen, seen2 = Signal.like(ostage.o.payload), Signal.like(ostage.o2.payload)
+        m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload),
+                     out2_v.eq(ostage.o2.valid), seen2.eq(ostage.o2.payload)]
 
         with m.If(self.start & ~seq.busy):
             for sig in totals.values():
@@ -229,10 +239,16 @@ class SparseEngine(wiring.Component):
                         m.d.sync += c["issued"].eq(c["issued"] + 1)
                     with m.If(mac_fire):
                         m.d.sync += c["active"].eq(c["active"] + active)
-                    with m.If(out_v):
-                        word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr)
-                        sig = c["signature"]
-                        m.d.sync += sig.eq(Cat(sig[32 - SIG_ROT:], sig[:32 - SIG_ROT]) ^ word)
+                    # the writes in order: `o`'s, then `o2`'s (its pixel is the next one)
+                    sig = c["signature"]
+                    word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr)
+                    word2 = Cat(seen2.data, seen2.bank, Const(0, 8 - len(seen2.bank)), seen2.addr)
+                    after = Signal(32, name=f"layer{i}_sig_after")
+                    m.d.comb += after.eq(Mux(out_v, rotl(sig) ^ word, sig))
+                    with m.If(out2_v):
+                        m.d.sync += sig.eq(rotl(after) ^ word2)
+                    with m.Elif(out_v):
+                        m.d.sync += sig.eq(after)
         # the layer marked `last` in its descriptor, not the geometry's final slot: a device built for more
         # layers than the loaded image holds keeps the previous image's descriptors beyond it
         last = Signal()

@@ -40,6 +40,7 @@ class EngineGeometry:
     n_samples: int = 1
     pool_width: int = 16         # row register of the fused 2x2 max-pool (pooled outputs per row)
     n_results: int = 16          # last-layer outputs captured for the host
+    drains: int = 2              # output-stage pixels per cycle (2: a second requant pipeline; see `ways`)
 
     def __post_init__(self):
         p = self.lanes
@@ -47,10 +48,17 @@ class EngineGeometry:
             raise ValueError(f"lanes must be a power of two in 1..64, got {p!r}")
         if not isinstance(self.act_depth, int) or self.act_depth < 2:
             raise ValueError(f"act_depth must be an integer >= 2, got {self.act_depth!r}")
+        if self.drains not in (1, 2):
+            raise ValueError(f"drains must be 1 or 2, got {self.drains!r}")
 
     @property
     def banks(self) -> int:
         return 2 * self.lanes
+
+    @property
+    def ways(self) -> int:
+        """Output-stage pipelines: ``drains``, but one at one lane (a pass is one pixel)."""
+        return min(self.drains, self.lanes)
 
     @property
     def lg_lanes(self) -> int:
@@ -82,6 +90,7 @@ def desc_layout(g: EngineGeometry) -> data.StructLayout:
     """One layer descriptor (the sequencer's descriptor memory)."""
     return data.StructLayout({
         "fc": 1, "stride2": 1, "pad": 3, "relu": 1, "pool": 1, "out_repl": 1, "last": 1,
+        "drain2": 1,                    # the output stage takes two pixels a cycle (hw/engine/output_stage.py)
         "in_base": g.act_aw, "out_base": g.act_aw,    # the regions read and written (words)
         "in_h": DIM_BITS, "in_w": DIM_BITS, "in_hb": 4, "in_wb": 4,
         "ib": 5, "kyb": 3, "kxb": 3,

@@ -1,9 +1,14 @@
-"""Serial output stage: bias, requant, saturation, ReLU and the fused 2x2 max-pool, one accumulator per
+"""Output stage: bias, requant, saturation, ReLU and the fused 2x2 max-pool, one or two accumulators per
 cycle, written into the region of the activation buffer the descriptor names (``out_base``).
 
-It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle (accepting
-the pass on its last pixel, so back-to-back passes cost ``nvalid`` cycles each and the MAC array
-accumulates the next pass meanwhile). It never stalls: ``o`` is ``always_ready`` (the activation buffer's
+It drains a pass's P sums straight from the MAC array's output register, one pixel per cycle, or two
+(pixels ``x``, ``x + 1``) when the layer's descriptor sets ``drain2`` and the engine has two pipelines
+(``EngineGeometry.drains``): a second copy of the arithmetic below, sharing the parameter read (both pixels
+belong to one output channel). It accepts the pass on its last pixel (pair), so back-to-back passes cost
+their drain cycles each (``nvalid``, or ``ceil(nvalid / 2)``) and the MAC array accumulates the next pass
+meanwhile. Two a cycle write two bytes into two different banks (adjacent columns of the next layer's conv
+layout: ``o`` and ``o2``), or, pooled, combine the pair at once and write at most one; the compiler keeps
+``drain2`` off where both writes would go to every bank (fc layers, unpooled outputs an fc layer reads). It never stalls: ``o`` is ``always_ready`` (the activation buffer's
 write port is always ready). Arithmetic is the golden model's (docs/arithmetic.md), one step per
 register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
 MULT18X18D-sized halves)::
@@ -14,7 +19,7 @@ MULT18X18D-sized halves)::
       -> vertical pool (row register, read into q9), address -> [o: write]
 
 Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
-(``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
+(``x`` even holds, ``x`` odd combines; two a cycle, the pair arrives together); on even rows the pair maximum goes into a row register of
 ``pool_width`` entries, on odd rows it is combined with it and written. Outputs go to bank
 ``px mod 2P`` of the next layer's conv layout, or (``out_repl``) to every bank at the flat index: a
 running counter (conv, raster = flatten order) or the slot's ``dest`` neuron (fc).
@@ -37,7 +42,8 @@ LATENCY = 10
 
 
 class OutputStage(wiring.Component):
-    """Bias, requantisation, ReLU and pooling, one pixel per cycle (module docstring: pipeline, pooling).
+    """Bias, requantisation, ReLU and pooling, one or two pixels per cycle (module docstring: pipeline,
+    pooling, two pipelines).
 
     Members
     -------
@@ -49,6 +55,9 @@ class OutputStage(wiring.Component):
         The MAC array's passes; one is accepted on its last pixel.
     o : ``Out(stream.Signature(write_layout), always_ready=True)``
         Activation writes into the layer's output region (never waits).
+    o2 : ``Out(stream.Signature(write_layout), always_ready=True)``
+        The second pixel's write when the layer drains two a cycle unpooled (always to another bank than
+        ``o``'s write of the same cycle); idle otherwise.
     busy : ``Out(1)``
         Pixels in the pipeline.
     wr : ``In(mem_write_signature(...))``
@@ -66,6 +75,7 @@ class OutputStage(wiring.Component):
             "clear": In(1),
             "i": In(stream.Signature(mac_out_layout(geometry))),
             "o": Out(stream.Signature(write_layout(geometry), always_ready=True)),
+            "o2": Out(stream.Signature(write_layout(geometry), always_ready=True)),
             "busy": Out(1),
         })
 
@@ -73,6 +83,7 @@ class OutputStage(wiring.Component):
         m = Module()
         g = self.g
         p, lg, lgb, aw = g.lanes, g.lg_lanes, g.lg_banks, g.act_aw
+        ways = g.ways
         cfg = self.cfg
         pl = param_layout(g)
         m.submodules.pmem = pmem = Memory(shape=unsigned(pl.size), depth=g.param_depth, init=self.param_words)
@@ -84,13 +95,16 @@ class OutputStage(wiring.Component):
         row_rd = rowbuf.read_port(domain="comb")
         row_wr = rowbuf.write_port()
 
-        # ---- walker: pixel `cnt` of the pass held on the input
-        cnt = Signal(range(p + 1))
+        # ---- walker: pixels `cnt` (and `cnt + 1` when the layer drains two a cycle) of the pass on the input
+        dual = Signal()                         # static while a layer runs: registered
+        m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
+        cnt = Signal(range(p + 2))
         ctx = self.i.payload.ctx
-        last_px = cnt == ctx.nvalid - 1
+        step = Mux(dual, 2, 1)
+        last_px = cnt + step >= ctx.nvalid
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
-            m.d.sync += cnt.eq(Mux(last_px, 0, cnt + 1))
+            m.d.sync += cnt.eq(Mux(last_px, 0, cnt + step))
         m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
 
         def stage(name, fields, prev=None):
@@ -105,83 +119,102 @@ class OutputStage(wiring.Component):
                         m.d.sync += regs[k].eq(prev[k])
             return regs
 
-        pos = {"x": 11, "y": 10, "co": 16}
-        q1 = stage("q1", {"acc": signed(32), **pos})
-        acc_sel = self.i.payload.acc[cnt] if p > 1 else self.i.payload.acc[0]
-        m.d.sync += [q1["valid"].eq(self.i.valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + cnt),
-                     q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
-
-        prm = pl(prd.data)
-        tail = {"shift": unsigned(6), "dest": unsigned(16)}
-        q2 = stage("q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
-        m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
-                     q2["shift"].eq(prm.shift), q2["dest"].eq(prm.dest)]
-
         def carry(dst, src, names=("shift", "dest")):
             m.d.sync += [dst[k].eq(src[k]) for k in names]
 
-        # the requant product's halves: q3 = the multipliers' operand registers, q4 = their product registers
-        # (inside the MULT18X18D on ECP5: DspMultiplier)
-        q3 = stage("q3", {**tail, **pos}, q2)
-        carry(q3, q2)
-        total = Signal(signed(33))
-        m.d.comb += total.eq(q2["acc"] + q2["bias"])
-        m.submodules.mul_hi = mul_hi = DspMultiplier(signed(16), unsigned(16))
-        m.submodules.mul_lo = mul_lo = DspMultiplier(unsigned(17), unsigned(16))
-        m.d.comb += [mul_hi.a.eq(total[17:].as_signed()), mul_hi.b.eq(q2["mult"]),
-                     mul_lo.a.eq(total[:17]), mul_lo.b.eq(q2["mult"])]
+        pos = {"x": 11, "y": 10, "co": 16}
+        tail = {"shift": unsigned(6), "dest": unsigned(16)}
+        # the parameters (one read per pixel pair: both pixels of a pair belong to one output channel)
+        prm = pl(prd.data)
+        finals = []
+        for w in range(ways):
+            n = f"w{w}_" if ways > 1 else ""
+            q1 = stage(f"{n}q1", {"acc": signed(32), **pos})
+            k = cnt + w
+            acc_sel = self.i.payload.acc[k[:max(1, lg)]] if p > 1 else self.i.payload.acc[0]
+            valid = self.i.valid if w == 0 else self.i.valid & dual & (k < ctx.nvalid)
+            m.d.sync += [q1["valid"].eq(valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + k),
+                         q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
 
-        q4 = stage("q4", {**tail, **pos}, q3)
-        carry(q4, q3)
+            q2 = stage(f"{n}q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
+            m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
+                         q2["shift"].eq(prm.shift), q2["dest"].eq(prm.dest)]
 
-        q5 = stage("q5", {"prod": signed(50), **tail, **pos}, q4)
-        m.d.sync += q5["prod"].eq((mul_hi.p << 17) + mul_lo.p)
-        carry(q5, q4)
+            # the requant product's halves: q3 = the multipliers' operand registers, q4 = their product
+            # registers (inside the MULT18X18D on ECP5: DspMultiplier)
+            q3 = stage(f"{n}q3", {**tail, **pos}, q2)
+            carry(q3, q2)
+            total = Signal(signed(33), name=f"{n}total")
+            m.d.comb += total.eq(q2["acc"] + q2["bias"])
+            m.submodules[f"{n}mul_hi"] = mul_hi = DspMultiplier(signed(16), unsigned(16))
+            m.submodules[f"{n}mul_lo"] = mul_lo = DspMultiplier(unsigned(17), unsigned(16))
+            m.d.comb += [mul_hi.a.eq(total[17:].as_signed()), mul_hi.b.eq(q2["mult"]),
+                         mul_lo.a.eq(total[:17]), mul_lo.b.eq(q2["mult"])]
 
-        q6 = stage("q6", {"rounded": signed(51), **tail, **pos}, q5)
-        m.d.sync += q6["rounded"].eq(q5["prod"] + ((Const(1, 49) << q5["shift"]) >> 1))
-        carry(q6, q5)
+            q4 = stage(f"{n}q4", {**tail, **pos}, q3)
+            carry(q4, q3)
 
-        q7 = stage("q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6)
-        m.d.sync += q7["val"].eq(q6["rounded"] >> q6["shift"])
-        carry(q7, q6, ("dest",))
+            q5 = stage(f"{n}q5", {"prod": signed(50), **tail, **pos}, q4)
+            m.d.sync += q5["prod"].eq((mul_hi.p << 17) + mul_lo.p)
+            carry(q5, q4)
 
-        # saturate, ReLU
-        y8 = Signal(signed(8))
-        with m.If(q7["val"] > 127):
-            m.d.comb += y8.eq(127)
-        with m.Elif(q7["val"] < -128):
-            m.d.comb += y8.eq(-128)
-        with m.Else():
-            m.d.comb += y8.eq(q7["val"])
-        q8 = stage("q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
-        m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
-        carry(q8, q7, ("dest",))
+            q6 = stage(f"{n}q6", {"rounded": signed(51), **tail, **pos}, q5)
+            m.d.sync += q6["rounded"].eq(q5["prod"] + ((Const(1, 49) << q5["shift"]) >> 1))
+            carry(q6, q5)
 
-        # horizontal pool: pixel x even holds, x odd takes the pair maximum; output coordinates and address
+            q7 = stage(f"{n}q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6)
+            m.d.sync += q7["val"].eq(q6["rounded"] >> q6["shift"])
+            carry(q7, q6, ("dest",))
+
+            # saturate, ReLU
+            y8 = Signal(signed(8), name=f"{n}y8")
+            with m.If(q7["val"] > 127):
+                m.d.comb += y8.eq(127)
+            with m.Elif(q7["val"] < -128):
+                m.d.comb += y8.eq(-128)
+            with m.Else():
+                m.d.comb += y8.eq(q7["val"])
+            q8 = stage(f"{n}q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
+            m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
+            carry(q8, q7, ("dest",))
+            finals.append((q1, q2, q3, q4, q5, q6, q7, q8))
+
+        a8 = finals[0][-1]                      # way 0: pixel x (even when two a cycle)
+        b8 = finals[-1][-1]                     # way 1: pixel x + 1 (way 0 itself with one way)
+
+        # horizontal pool. One a cycle: pixel x even holds, x odd takes the pair maximum. Two a cycle: the
+        # pair arrives together (tiles start at even columns), the maximum is taken at once.
         hold = Signal(signed(8))
-        with m.If(q8["valid"] & ~q8["x"][0]):
-            m.d.sync += hold.eq(q8["act"])
+        with m.If(a8["valid"] & ~a8["x"][0]):
+            m.d.sync += hold.eq(a8["act"])
+        left = Mux(dual, a8["act"], hold)
+        right = Mux(dual, b8["act"], a8["act"])
+        pool_x = Mux(dual, b8["x"], a8["x"])    # the pair's odd pixel decides when the pair is complete
         plane_shift = Signal(5)                # static while a layer runs: registered
         m.d.sync += plane_shift.eq(cfg.out_hb + cfg.out_wb)
-        px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
-        py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
+
+        def address_fields(q, x, y):
+            """The write's bank and (plane, row, column) address parts for output pixel (x, y) of ``q``'s channel."""
+            px = Mux(cfg.pool, x >> 1, x)
+            py = Mux(cfg.pool, y >> 1, y)
+            return px[:lgb], cfg.out_base + (q["co"] << plane_shift), py << cfg.out_wb, px >> lgb
+
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
                           "above": signed(8), "dest": unsigned(aw), "plane": unsigned(aw),
-                          "row": unsigned(aw), "col": unsigned(aw)}, q8)
+                          "row": unsigned(aw), "col": unsigned(aw)}, a8)
+        bank, plane, row, col = address_fields(a8, Mux(cfg.pool, pool_x, a8["x"]), a8["y"])
         m.d.sync += [
-            q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
-            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
-            q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
-            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)), q9["row"].eq(py << cfg.out_wb),
-            q9["col"].eq(px >> lgb),
+            q9["act"].eq(a8["act"]), q9["hmax"].eq(Mux(left > right, left, right)),
+            q9["odd_x"].eq(pool_x[0]), q9["odd_y"].eq(a8["y"][0]), q9["bank"].eq(bank),
+            q9["above"].eq(row_rd.data), q9["dest"].eq(a8["dest"]),
+            q9["plane"].eq(plane), q9["row"].eq(row), q9["col"].eq(col),
         ]
 
         # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
         # (the row register is read a stage early, into q9: its write for the row above is long done)
         rowbuf_addr = Signal(range(max(2, g.pool_width)))
-        m.d.sync += rowbuf_addr.eq(q8["x"] >> 1)
-        m.d.comb += [row_rd.addr.eq(q8["x"] >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
+        m.d.sync += rowbuf_addr.eq(pool_x >> 1)
+        m.d.comb += [row_rd.addr.eq(pool_x >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
         vmax = Signal(signed(8))
         m.d.comb += vmax.eq(Mux(q9["above"] > q9["hmax"], q9["above"], q9["hmax"]))
         emit = Signal()
@@ -208,6 +241,21 @@ class OutputStage(wiring.Component):
                          self.o.payload.bank.eq(q9["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
             with m.If(~cfg.fc & cfg.out_repl):
                 m.d.sync += counter.eq(counter + 1)
-        stages = (q1, q2, q3, q4, q5, q6, q7, q8, q9)
-        m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, *(q["valid"] for q in stages)).any())
+
+        # way 1's own write (two a cycle, unpooled, into a conv layout: a different bank from way 0's)
+        stages = [st for way in finals for st in way] + [q9]
+        if ways == 2:
+            r9 = stage("r9", {"act": signed(8), "bank": unsigned(lgb), "plane": unsigned(aw), "row": unsigned(aw),
+                              "col": unsigned(aw)}, b8)
+            bank, plane, row, col = address_fields(b8, b8["x"], b8["y"])
+            m.d.sync += [r9["act"].eq(b8["act"]), r9["bank"].eq(bank), r9["plane"].eq(plane), r9["row"].eq(row),
+                         r9["col"].eq(col)]
+            second = r9["valid"] & ~cfg.pool
+            m.d.sync += self.o2.valid.eq(second)
+            with m.If(second):
+                m.d.sync += [self.o2.payload.addr.eq(r9["plane"] + r9["row"] + r9["col"]),
+                             self.o2.payload.data.eq(r9["act"]),
+                             self.o2.payload.bank.eq(r9["bank"]), self.o2.payload.bcast.eq(0)]
+            stages.append(r9)
+        m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, self.o2.valid, *(q["valid"] for q in stages)).any())
         return m

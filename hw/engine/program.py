@@ -63,6 +63,7 @@ class LayerPlan:
     dense_macs: int
     out_order: list = field(default_factory=list)   # fc: neuron of each slot r * P + l (-1 = empty)
     dropped: int = 0             # dead output channels / neurons not computed (hw/engine/dead_channels.py)
+    drain2: bool = False         # the output stage takes two pixels a cycle in this layer (descriptor drain2)
 
 
 @dataclass
@@ -112,11 +113,13 @@ def _tensor_layouts(qnet: QuantizedNetwork, banks: int) -> list[tuple]:
     return out
 
 
-def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dead: bool = True) -> EngineProgram:
+def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dead: bool = True,
+                    drains: int = 2) -> EngineProgram:
     """Memory contents for running ``qnet`` on a ``lanes``-lane engine; ``inputs`` (N, C, H, W) int8
     samples go into the input memory (one zero sample when ``None``). ``drop_dead``: leave out the dead
     channels (:func:`~sparsegate.hw.engine.dead_channels.drop_dead_channels`; the final outputs are the
-    same, the cycles fewer)."""
+    same, the cycles fewer). ``drains``: output-stage pixels per cycle of the engine (``EngineGeometry``):
+    with 2, every conv layer whose outputs go into a conv layout, or are pooled, drains two a cycle."""
     qnet.validate()
     dropped = (0,) * len(qnet.layers)
     if drop_dead and qnet.is_chain:  # the drop follows one consumer per layer: plain chains only
@@ -205,7 +208,9 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
                              int(layer.weight.size), out_order)
             n_outer, n_out = len(rounds), cout
             desc_geo = dict(in_h=1, in_w=1, in_hb=0, in_wb=0, ho=1, wo=1, stride2=0, pad=0)
-        desc = dict(fc=layer.kind == "fc", relu=layer.relu, pool=layer.pool, out_repl=repl,
+        # two a cycle write two banks (o, o2) or, pooled, at most one: never two writes into every bank
+        plan.drain2 = min(drains, p) == 2 and layer.kind == "conv" and (layer.pool or not repl)
+        desc = dict(fc=layer.kind == "fc", relu=layer.relu, pool=layer.pool, out_repl=repl, drain2=plan.drain2,
                     last=i == len(layers) - 1, in_base=regions.bases[sources[i][0]], out_base=regions.bases[i + 1],
                     ib=sp.index_bits, kyb=sp.ky_bits, kxb=sp.kx_bits, n_outer=n_outer,
                     out_hb=ohb, out_wb=owb, chan_base=chan_base, prm_base=prm_base, n_out=n_out, **desc_geo)
@@ -218,7 +223,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     geometry = EngineGeometry(
         lanes=p, slot_bits=slot_bits, weight_depth=max(1, len(weight_words)), act_depth=act_depth,
         chan_depth=max(2, len(chan_words)), param_depth=max(2, len(param_words)), n_layers=len(layers),
-        input_depth=in_words, n_samples=n_samples, pool_width=pool_width, n_results=MAX_RESULTS)
+        input_depth=in_words, n_samples=n_samples, pool_width=pool_width, n_results=MAX_RESULTS, drains=drains)
     for plan in plans:
         if max(plan.counts, default=0) >= 1 << 16:
             raise ValueError(f"layer {plan.name!r}: a channel has more than 65535 nonzeros")
@@ -258,7 +263,7 @@ def _banked_words(x: np.ndarray, banks: int) -> list[int]:
     return [int(sum(int(v) << (8 * b) for b, v in enumerate(row))) for row in mem]
 
 
-def program_from_image(image, lanes: int, inputs=None) -> EngineProgram:
+def program_from_image(image, lanes: int, inputs=None, *, drains: int = 2) -> EngineProgram:
     """Compile from a weight image: a path, the image bytes, or an already decoded network."""
     from pathlib import Path
 
@@ -269,7 +274,7 @@ def program_from_image(image, lanes: int, inputs=None) -> EngineProgram:
         qnet = decode_image(bytes(image))
     else:
         qnet = read_image(Path(image))
-    return compile_program(qnet, lanes, inputs)
+    return compile_program(qnet, lanes, inputs, drains=drains)
 
 
 # ------------------------------------------------------------------------------ expected outputs

@@ -70,6 +70,8 @@ def retarget_program(program, geometry: EngineGeometry):
               ("pool row width", g0.pool_width, g.pool_width),
               ("input samples", len(program.inputs), g.n_samples)]
     over = [f"{what} {need} > {have}" for what, need, have in checks if need > have]
+    if g0.drains != g.drains:
+        over.append(f"output-stage drains {g0.drains} != {g.drains}")
     if g0.n_results != g.n_results:
         over.append(f"result registers {g0.n_results} != {g.n_results}")
     if over:

@@ -169,9 +169,10 @@ def layer_stats(program: EngineProgram, regs: dict) -> list[dict]:
     return rows
 
 
-def small_program(lanes: int = 4, seed: int = 0, n_samples: int = 2, spec=None, input_shape=(2, 9, 11)):
+def small_program(lanes: int = 4, seed: int = 0, n_samples: int = 2, spec=None, input_shape=(2, 9, 11),
+                  **options):
     """A compiled random network covering conv stride 1/2, padding, pooling, an empty channel, flatten
-    and two fc layers (the default unit-test workload)."""
+    and two fc layers (the default unit-test workload); ``options`` go to ``compile_program``."""
     rng = np.random.default_rng(seed)
     spec = spec or [
         {"kind": "conv", "cout": 3, "k": 3, "stride": 1, "pad": 1, "relu": True, "pool": True, "density": 0.6,
@@ -181,4 +182,4 @@ def small_program(lanes: int = 4, seed: int = 0, n_samples: int = 2, spec=None, 
         {"kind": "fc", "cout": 5, "density": 0.8},
     ]
     qnet = random_network(rng, input_shape, spec)
-    return compile_program(qnet, lanes, random_inputs(rng, input_shape, n_samples))
+    return compile_program(qnet, lanes, random_inputs(rng, input_shape, n_samples), **options)

@@ -36,7 +36,7 @@ class EngineLoader:
         from sparsegate.hw.engine.program import program_from_image
         from sparsegate.hw.platform.board_top import retarget_program
         g = self.geometry
-        return retarget_program(program_from_image(image, g.lanes, inputs), g)
+        return retarget_program(program_from_image(image, g.lanes, inputs, drains=g.drains), g)
 
     def load_program(self, program) -> None:
         """Write a (retargeted) program's weight-image memories: descriptors, channel table, parameters,

@@ -44,3 +44,28 @@ def test_engine_banked_weight_memory(monkeypatch):
     runs, _, _ = run_amaranth(prog, timeout_s=300)
     assert check_run(prog, runs).ok
     assert [runs[0][f"layer{i}.cycles"] for i in range(len(prog.layers))] == program_cycles(prog)
+
+
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_two_pixels_a_cycle_drain(lanes):
+    """The output stage's second pipeline (``drains=2``): sparse conv layers whose passes have fewer commands
+    than pixels (drain-bound at one pixel a cycle), unpooled into a conv layout with odd widths (a pass
+    ending on a lone pixel), pooled, and unpooled into an fc layer (kept at one a cycle). Both engines are
+    bit-exact and model-exact; two a cycle take fewer cycles on exactly the layers that drain two."""
+    spec = [
+        {"kind": "conv", "cout": 3, "k": 3, "stride": 1, "pad": 1, "relu": True, "density": 0.15},
+        {"kind": "conv", "cout": 3, "k": 3, "stride": 1, "pad": 1, "relu": True, "pool": True, "density": 0.15},
+        {"kind": "conv", "cout": 2, "k": 1, "stride": 1, "pad": 0, "relu": True, "density": 0.5},
+        {"kind": "fc", "cout": 4, "density": 0.8},
+    ]
+    measured = {}
+    for drains in (1, 2):
+        prog = small_program(lanes=lanes, seed=7, n_samples=1, spec=spec, input_shape=(2, 7, 9), drains=drains)
+        runs, _, _ = run_amaranth(prog, timeout_s=300)
+        assert check_run(prog, runs).ok, str(check_run(prog, runs))
+        measured[drains] = [runs[0][f"layer{i}.cycles"] for i in range(len(prog.layers))]
+        assert measured[drains] == program_cycles(prog)
+        if drains == 2:
+            assert [plan.drain2 for plan in prog.layers] == [True, True, False, False]
+    faster = [two < one for one, two in zip(measured[1], measured[2])]
+    assert faster[:2] == [True, True] and measured[2][2:] == measured[1][2:]

@@ -232,7 +232,7 @@ def test_stray_bytes_before_a_frame_cost_nothing(device):
     drv = HostDriver(SimTransport(device.top(), max_cycles=100_000))
     for noise in [b"\xa5", b"\xa5\x7f\xff\x07", bytes(range(1, 40))]:
         drv.transport.write(noise)
-        assert drv.identify()["version"] == PROTOCOL_VERSION == 3
+        assert drv.identify()["version"] == PROTOCOL_VERSION == 4
     device.alive(drv)
 
 
