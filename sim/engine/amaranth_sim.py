@@ -87,7 +87,7 @@ def run_amaranth(program: EngineProgram, samples=None, *, vcd: str | None = None
             regs = {}
             for name, index in names.items():
                 ctx.set(dut.dbg_sel, index)
-                await ctx.delay(1e-9)
+                await ctx.tick()                # the engine registers its debug read
                 regs[name] = ctx.get(dut.dbg_data)
             state["cycles"] += regs["total.cycles"]
             results.append(regs)
