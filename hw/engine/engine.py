@@ -188,12 +188,18 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
-        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered)
+        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered): lane
+        # j = jy * Tx + jx is inside the pass's valid rectangle vx x vy (its jx, jy per layer: registered)
         active = Signal(range(g.lanes + 1))
         lane_bits = Signal(g.lanes)
         active_v1, active_v = Signal(), Signal()
         mi = mac.i.payload
-        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes))),
+        lane_x = [Signal(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
+        lane_y = [Signal(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
+        for j in range(g.lanes):
+            m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
+        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.vx > lane_x[j]) & (mi.ctx.vy > lane_y[j])
+                                      for j in range(g.lanes))),
                      active_v1.eq(mac.i.valid),
                      active.eq(sum(lane_bits[j] for j in range(g.lanes))), active_v.eq(active_v1)]
         mac_fire = active_v

@@ -13,10 +13,14 @@ MULT18X18D-sized halves)::
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
       -> vertical pool (row register, read into q9), address -> [o: write]
 
-Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
-(``x`` even holds, ``x`` odd combines); on even rows the pair maximum goes into a row register of
-``pool_width`` entries, on odd rows it is combined with it and written. Outputs go to bank
-``px mod 2P`` of the next layer's conv layout, or (``out_repl``) to every bank at the flat index: a
+A pass is a tile of ``vy`` rows x ``vx`` columns (hw/engine/tiling.py): it drains row by row, pixel
+``(jy, jx)`` from lane ``jy * Tx + jx`` at ``(oy + jy, x0 + jx)``. Pooling: each tile row walks left to
+right from an even ``x0``, so pixel ``x`` keeps ``max`` with its left neighbour (``x`` even holds, ``x`` odd
+combines); on even rows the pair maximum goes into a row register of ``pool_width`` entries indexed by
+pooled column, on odd rows it is combined with it and written. Tiles of ``Ty >= 2`` rows start on even
+rows, so row ``2k`` of a tile drains before row ``2k + 1`` and the pairs stay inside the tile; ``Ty = 1``
+tiles walk the rows in order. Outputs go to bank ``(px mod 2Tx') | (py mod Ty') << lg 2Tx'`` of the
+consumer's conv layout (``out_cx``, ``out_ry``), or (``out_repl``) to every bank at the flat index: a
 running counter (conv, raster = flatten order) or the slot's ``dest`` neuron (fc).
 """
 from __future__ import annotations
@@ -84,13 +88,24 @@ class OutputStage(wiring.Component):
         row_rd = rowbuf.read_port(domain="comb")
         row_wr = rowbuf.write_port()
 
-        # ---- walker: pixel `cnt` of the pass held on the input
+        # ---- walker: pixel `cnt` of the pass held on the input, the valid rectangle in raster order within the
+        # tile: tile row `jy` (lanes from `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row)
         cnt = Signal(range(p + 1))
+        jx, jy, row_lane = Signal(range(p + 1)), Signal(range(p + 1)), Signal(range(p + 1))
+        tx = Signal(range(p + 1))              # static while a layer runs: registered
+        m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
         last_px = cnt == ctx.nvalid - 1
+        row_end = jx == ctx.vx - 1
+        lane = row_lane | jx
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
-            m.d.sync += cnt.eq(Mux(last_px, 0, cnt + 1))
+            with m.If(last_px):
+                m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0)]
+            with m.Elif(row_end):
+                m.d.sync += [cnt.eq(cnt + 1), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx)]
+            with m.Else():
+                m.d.sync += [cnt.eq(cnt + 1), jx.eq(jx + 1)]
         m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
 
         def stage(name, fields, prev=None):
@@ -107,9 +122,9 @@ class OutputStage(wiring.Component):
 
         pos = {"x": 11, "y": 10, "co": 16}
         q1 = stage("q1", {"acc": signed(32), **pos})
-        acc_sel = self.i.payload.acc[cnt] if p > 1 else self.i.payload.acc[0]
-        m.d.sync += [q1["valid"].eq(self.i.valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + cnt),
-                     q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
+        acc_sel = self.i.payload.acc[lane] if p > 1 else self.i.payload.acc[0]
+        m.d.sync += [q1["valid"].eq(self.i.valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + jx),
+                     q1["y"].eq(ctx.oy + jy), q1["co"].eq(ctx.tile)]
 
         prm = pl(prd.data)
         tail = {"shift": unsigned(6), "dest": unsigned(16)}
@@ -162,8 +177,10 @@ class OutputStage(wiring.Component):
         hold = Signal(signed(8))
         with m.If(q8["valid"] & ~q8["x"][0]):
             m.d.sync += hold.eq(q8["act"])
-        plane_shift = Signal(5)                # static while a layer runs: registered
-        m.d.sync += plane_shift.eq(cfg.out_hb + cfg.out_wb)
+        plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
+        out_cmask, out_rmask = Signal(lgb), Signal(lgb)     # column / row bank masks)
+        m.d.sync += [plane_shift.eq(cfg.out_hb + cfg.out_wb), out_cmask.eq((1 << cfg.out_cx) - 1),
+                     out_rmask.eq((1 << cfg.out_ry) - 1)]
         px = Mux(cfg.pool, q8["x"] >> 1, q8["x"])
         py = Mux(cfg.pool, q8["y"] >> 1, q8["y"])
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
@@ -171,10 +188,10 @@ class OutputStage(wiring.Component):
                           "row": unsigned(aw), "col": unsigned(aw)}, q8)
         m.d.sync += [
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
-            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq(px[:lgb]),
+            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq((px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]),
             q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
-            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)), q9["row"].eq(py << cfg.out_wb),
-            q9["col"].eq(px >> lgb),
+            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)), q9["row"].eq((py >> cfg.out_ry) << cfg.out_wb),
+            q9["col"].eq(px >> cfg.out_cx),
         ]
 
         # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
