@@ -2,19 +2,23 @@
 with zero padding; or, for fc layers, one independently addressed byte per lane.
 
 ``2P`` banks (one ``lib.memory`` each, ``act_depth`` bytes; every tensor has a region in it, and the layer
-descriptor names the base ``in_base`` of the one read: hw/engine/regions.py). A conv map ``(C, H, W)`` keeps
-pixel ``(c, y, x)`` in bank ``x mod 2P`` at ``in_base + (c << (hb + wb) | y << wb | x div 2P)``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``,
-lane ``j`` needs ``x_j = base + j*s`` with ``base = x0*s + kx - pad`` on row ``y = oy*s + ky - pad``:
-the P lanes span fewer than ``2P`` consecutive columns, so they hit distinct banks. Bank ``b`` reads the
-one column ``x = base + ((b - base) mod 2P)`` of that window; a rotation crossbar gives lane ``j`` bank
-``(base + j*s) mod 2P``. Lanes outside the map read 0 (padding). In fc mode lane ``j`` reads bank ``j``
+descriptor names the base ``in_base`` of the one read: hw/engine/regions.py). A conv map ``(C, H, W)`` is
+banked for the layer's tile ``Tx x Ty`` (hw/engine/tiling.py): pixel ``(c, y, x)`` in bank
+``(x mod 2Tx) | (y mod Ty) << cx`` at ``in_base + (c << (hb + wb) | (y >> ry) << wb | x >> cx)``,
+``cx = lg 2Tx``, ``ry = lg Ty``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``, lane
+``j = jy*Tx + jx`` reads column ``base + jx*s`` (``base = x0*s + kx - pad``) on row ``y + jy``
+(``y = oy*s + ky - pad``; stride 2 only with ``Ty = 1``): the Ty rows hit distinct row banks, the Tx
+columns of a row span fewer than ``2Tx`` columns, so every lane has its own bank. Bank ``(bx, by)`` reads
+row word ``(y >> ry) + (by < y mod Ty)`` and column word ``(base >> cx) + (bx < base mod 2Tx)`` — the
+one pixel of the tile's window it holds; a crossbar gives each lane its bank. Lanes outside the map read 0
+(padding). In fc mode lane ``j`` reads bank ``j``
 at ``in_base`` + its own index (fc inputs are replicated in every bank).
 
 Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
 arithmetic step and every block-RAM output ends in a register::
 
-    i (elements) -> y, base, in_base + channel plane -> [r1] -> row, column, rotation, padding mask -> [r2]
-      -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
+    i (elements) -> y, base, in_base + channel plane -> [r1] -> row words, column word, per-bank next row /
+      next column flags, padding mask, crossbar selects -> [r2] -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready.
@@ -73,7 +77,22 @@ class ActBuffer(wiring.Component):
         cfg, el = self.cfg, self.i.payload
 
 
-        # ---- r1: the input row and the first column of the window
+        # per-layer constants of the tile (static while a layer runs: registered): column-bank mask and row-bank
+        # mask, lane j's tile column / row offsets, bank b's column / row within the 2-D bank grid
+        cmask, rmask = Signal(lgb), Signal(lgb)
+        cx = Signal(3)
+        m.d.sync += [cx.eq(cfg.tlx + 1), cmask.eq((2 << cfg.tlx) - 1), rmask.eq((1 << cfg.tly) - 1)]
+        lane_dx = [Signal(lgb, name=f"lane_dx{j}") for j in range(p)]     # jx * stride
+        lane_dy = [Signal(lgb, name=f"lane_dy{j}") for j in range(p)]     # jy
+        for j in range(p):
+            jx = j & ((1 << cfg.tlx) - 1)
+            m.d.sync += [lane_dx[j].eq(Mux(cfg.stride2, jx << 1, jx)), lane_dy[j].eq(j >> cfg.tlx)]
+        bank_x = [Signal(lgb, name=f"bank_x{b}") for b in range(nb)]
+        bank_y = [Signal(lgb, name=f"bank_y{b}") for b in range(nb)]
+        for b in range(nb):
+            m.d.sync += [bank_x[b].eq(b & cmask), bank_y[b].eq(b >> cx)]
+
+        # ---- r1: the tile's first input row and column (lane (0, 0)'s window)
         r1_valid = Signal()
         r1 = Signal.like(el)
         y = Signal(signed(14))
@@ -87,21 +106,28 @@ class ActBuffer(wiring.Component):
             base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
         ]
 
-        # ---- r2: row address, column word, bank rotation, padding mask, crossbar selects
+        # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
+        # per bank whether it reads the next row / column word (the 2-D rotation), padding mask, crossbar selects
         r2_valid = Signal()
         r2 = Signal.like(el)
-        row = Signal(unsigned(aw))
+        row0, row1 = Signal(unsigned(aw)), Signal(unsigned(aw))
         q = Signal(signed(14))
-        rot = Signal(lgb)
+        next_col, next_row = Signal(nb), Signal(nb)
         bad = Signal(p)
         sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
-        ybad = (y < 0) | (y >= cfg.in_h)
-        m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), rot.eq(base[:lgb]), q.eq(base >> lgb),
-                     row.eq(plane + (y[:aw] << cfg.in_wb))]
+        yq = y >> cfg.tly
+        m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
+                     row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane + ((yq + 1)[:aw] << cfg.in_wb))]
+        for b in range(nb):
+            m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]), next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
+        y_c = (y[:lgb] << cx)[:lgb]             # the tile's first row bank, in bank-index position
         for j in range(p):
-            xj = base + Mux(cfg.stride2, 2 * j, j)
-            m.d.sync += [bad[j].eq(~cfg.fc & (ybad | (xj < 0) | (xj >= cfg.in_w))),
-                         sels[j].eq(Mux(cfg.fc, j, base[:lgb] + Mux(cfg.stride2, 2 * j, j)))]
+            xj = base + lane_dx[j]
+            yj = y + lane_dy[j]
+            sel_x = (base[:lgb] + lane_dx[j]) & cmask
+            sel_y = (y_c + (lane_dy[j] << cx)[:lgb]) & ~cmask
+            m.d.sync += [bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
+                         sels[j].eq(Mux(cfg.fc, j, sel_x | sel_y))]
 
         # ---- r3: one address per bank; then the bank reads
         r3_valid = Signal()
@@ -117,7 +143,7 @@ class ActBuffer(wiring.Component):
             rp = mem.read_port()
             wp = mem.write_port()
             addr = Signal(aw, name=f"addr{b}")
-            conv_addr = (row + q + (rot > b))[:aw]
+            conv_addr = (Mux(next_row[b], row1, row0) + q + next_col[b])[:aw]
             fc_addr = (cfg.in_base + r2.idx[b][:aw])[:aw] if b < p else 0
             m.d.sync += addr.eq(Mux(cfg.fc, fc_addr, conv_addr))
             second = self.wr2.valid & (self.wr2.payload.bank == b)

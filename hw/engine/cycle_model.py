@@ -41,14 +41,14 @@ DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 2
 def layer_passes(plan) -> list[tuple[int, int, int]]:
     """``(b, K, n)`` per pass of a :class:`~sparsegate.hw.engine.program.LayerPlan`, in issue order: ``b`` =
     the pass starts an output channel / round, ``K`` its commands, ``n`` the output stage's cycles for it
-    (its pixels, or half of them rounded up when the layer drains two a cycle)."""
+    (its pixels, or ``ceil(vx / 2)`` per tile row when the layer drains two a cycle: ``LayerPlan.drain``)."""
     out = []
     per = plan.passes_per_outer
     for o, count in enumerate(plan.counts):
         k = max(1, int(count))
         for j in range(per):
-            n = int(plan.nvalid[j] if plan.kind == "conv" else plan.nvalid[o])
-            out.append((1 if j == 0 else 0, k, (n + 1) // 2 if plan.drain2 else n))
+            n = int(plan.drain[j] if plan.kind == "conv" else plan.drain[o])
+            out.append((1 if j == 0 else 0, k, n))
     return out
 
 

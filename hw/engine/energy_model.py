@@ -44,7 +44,7 @@ class LayerEnergy:
     commands: int          # element commands: one weight-word read and P lane MACs each
     lane_macs: int         # multiply-accumulates the lanes perform (P per command, idle lanes included)
     useful_macs: int       # of which with a nonzero weight on a valid pixel
-    drained: int           # accumulators through the output stage (parameter read + requantization each)
+    drained: int           # accumulators through the output stage (a requantization each)
     weight_bits: int
     act_read_bits: int
     param_bits: int
@@ -70,13 +70,16 @@ def layer_energy(program, index: int) -> LayerEnergy:
     plan, layer, g = program.layers[index], program.qnet.layers[index], program.geometry
     passes = layer_passes(plan)
     commands = sum(k for _, k, _ in passes)
-    drained = sum(n for _, _, n in passes)
+    # pixels requantized (conv: nvalid lists one output channel's passes); parameter reads: one per
+    # output-stage cycle (a pixel, or a pair when the layer drains two a cycle)
+    drained = sum(plan.nvalid) * (len(plan.counts) if plan.kind == "conv" else 1)
+    reads = sum(n for _, _, n in passes)
     banks_read = g.banks if plan.kind == "conv" else g.lanes
     banks_written = g.banks if plan.desc["out_repl"] else 1
     return LayerEnergy(
         name=plan.name, commands=commands, lane_macs=commands * g.lanes, useful_macs=plan.nonzero_macs,
         drained=drained, weight_bits=commands * g.lanes * g.slot_bits, act_read_bits=commands * banks_read * 8,
-        param_bits=drained * param_layout(g).size,
+        param_bits=reads * param_layout(g).size,
         act_write_bits=int(np.prod(layer.out_shape)) * banks_written * 8)
 
 

@@ -150,10 +150,8 @@ class SparseEngine(wiring.Component):
         release = Signal()
         m.d.comb += [release.eq(q_out.valid & (~head.last | (gap == 0))), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
-        drain = Signal(range(g.lanes + 1))     # cycles the output stage takes for the head's pass
-        m.d.comb += drain.eq(Mux(seq.cfg.drain2, (head.ctx.nvalid + 1) >> 1, head.ctx.nvalid))
         with m.If(release & head.last):
-            m.d.sync += gap.eq(drain - 1)
+            m.d.sync += gap.eq(head.ctx.ndrain - 1)
         with m.Elif(gap != 0):
             m.d.sync += gap.eq(gap - 1)
 
@@ -197,12 +195,18 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
-        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered)
+        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered): lane
+        # j = jy * Tx + jx is inside the pass's valid rectangle vx x vy (its jx, jy per layer: registered)
         active = Signal(range(g.lanes + 1))
         lane_bits = Signal(g.lanes)
         active_v1, active_v = Signal(), Signal()
         mi = mac.i.payload
-        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.nvalid > j) for j in range(g.lanes))),
+        lane_x = [Signal(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
+        lane_y = [Signal(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
+        for j in range(g.lanes):
+            m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
+        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.vx > lane_x[j]) & (mi.ctx.vy > lane_y[j])
+                                      for j in range(g.lanes))),
                      active_v1.eq(mac.i.valid),
                      active.eq(sum(lane_bits[j] for j in range(g.lanes))), active_v.eq(active_v1)]
         mac_fire = active_v

@@ -93,6 +93,8 @@ def desc_layout(g: EngineGeometry) -> data.StructLayout:
         "drain2": 1,                    # the output stage takes two pixels a cycle (hw/engine/output_stage.py)
         "in_base": g.act_aw, "out_base": g.act_aw,    # the regions read and written (words)
         "in_h": DIM_BITS, "in_w": DIM_BITS, "in_hb": 4, "in_wb": 4,
+        "tlx": 3, "tly": 3,             # the pass tile lg Tx, lg Ty (hw/engine/tiling.py); it also banks the input
+        "out_cx": 3, "out_ry": 3,       # the output's bank layout (its conv reader's lg 2Tx, lg Ty)
         "ib": 5, "kyb": 3, "kxb": 3,
         "n_outer": TILE_BITS,           # conv: output channels; fc: rounds of `lanes` neurons
         "ho": DIM_BITS, "wo": DIM_BITS,  # conv output rows/columns walked (even when pooling)
@@ -114,9 +116,12 @@ def param_layout(g: EngineGeometry) -> data.StructLayout:
 
 
 def tile_layout(g: EngineGeometry) -> data.StructLayout:
-    """Context of one pass (P output pixels of one row, or P neurons): travels with its elements."""
+    """Context of one pass (a tile of Ty x Tx output pixels at ``(oy, x0)``, or P neurons): travels with its
+    elements. ``vx`` x ``vy`` is the tile's valid rectangle, ``nvalid = vx * vy`` (fc: ``vx = nvalid``);
+    ``ndrain`` the output stage's cycles for it (``nvalid``, or ``vy * ceil(vx / 2)`` two a cycle)."""
     return data.StructLayout({"tile": TILE_BITS, "oy": DIM_BITS, "x0": DIM_BITS,
-                              "nvalid": g.nvalid_bits})
+                              "nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vy": g.nvalid_bits,
+                              "ndrain": g.nvalid_bits})
 
 
 def cmd_layout(g: EngineGeometry) -> data.StructLayout:

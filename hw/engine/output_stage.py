@@ -18,11 +18,16 @@ MULT18X18D-sized halves)::
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
       -> vertical pool (row register, read into q9), address -> [o: write]
 
-Pooling: passes walk the raster order, so pixel ``x`` of a row keeps ``max`` with its left neighbour
-(``x`` even holds, ``x`` odd combines; two a cycle, the pair arrives together); on even rows the pair maximum goes into a row register of
-``pool_width`` entries, on odd rows it is combined with it and written. Outputs go to bank
-``px mod 2P`` of the next layer's conv layout, or (``out_repl``) to every bank at the flat index: a
-running counter (conv, raster = flatten order) or the slot's ``dest`` neuron (fc).
+A pass is a tile of ``vy`` rows x ``vx`` columns (hw/engine/tiling.py): it drains row by row, pixel
+``(jy, jx)`` from lane ``jy * Tx + jx`` at ``(oy + jy, x0 + jx)`` (two a cycle: ``jx`` and ``jx + 1``).
+Pooling: each tile row walks left to right from an even ``x0``, so pixel ``x`` keeps ``max`` with its left
+neighbour (``x`` even holds, ``x`` odd combines; two a cycle, the pair arrives together); on even rows the
+pair maximum goes into a row register of ``pool_width`` entries indexed by pooled column, on odd rows it is
+combined with it and written. Tiles of ``Ty >= 2`` rows start on even rows, so row ``2k`` of a tile drains
+before row ``2k + 1`` and the pairs stay inside the tile; ``Ty = 1`` tiles walk the rows in order. Outputs go
+to bank ``(px mod 2Tx') | (py mod Ty') << lg 2Tx'`` of the consumer's conv layout (``out_cx``, ``out_ry``),
+or (``out_repl``) to every bank at the flat index: a running counter (conv, raster = flatten order) or the
+slot's ``dest`` neuron (fc).
 """
 from __future__ import annotations
 
@@ -95,16 +100,29 @@ class OutputStage(wiring.Component):
         row_rd = rowbuf.read_port(domain="comb")
         row_wr = rowbuf.write_port()
 
-        # ---- walker: pixels `cnt` (and `cnt + 1` when the layer drains two a cycle) of the pass on the input
+        # ---- walker: the pass's valid rectangle in raster order within the tile: tile row `jy` (lanes from
+        # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row); `cnt` pixels taken before this cycle.
+        # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
         dual = Signal()                         # static while a layer runs: registered
         m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
         cnt = Signal(range(p + 2))
+        jx, jy, row_lane = Signal(range(p + 2)), Signal(range(p + 1)), Signal(range(p + 1))
+        tx = Signal(range(p + 1))              # static while a layer runs: registered
+        m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
-        step = Mux(dual, 2, 1)
+        pair = dual & (jx + 1 < ctx.vx)         # this cycle takes two pixels
+        step = Mux(pair, 2, 1)
         last_px = cnt + step >= ctx.nvalid
+        row_end = jx + step >= ctx.vx
+        lane = row_lane | jx
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
-            m.d.sync += cnt.eq(Mux(last_px, 0, cnt + step))
+            with m.If(last_px):
+                m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0)]
+            with m.Elif(row_end):
+                m.d.sync += [cnt.eq(cnt + step), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx)]
+            with m.Else():
+                m.d.sync += [cnt.eq(cnt + step), jx.eq(jx + step)]
         m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
 
         def stage(name, fields, prev=None):
@@ -130,11 +148,11 @@ class OutputStage(wiring.Component):
         for w in range(ways):
             n = f"w{w}_" if ways > 1 else ""
             q1 = stage(f"{n}q1", {"acc": signed(32), **pos})
-            k = cnt + w
-            acc_sel = self.i.payload.acc[k[:max(1, lg)]] if p > 1 else self.i.payload.acc[0]
-            valid = self.i.valid if w == 0 else self.i.valid & dual & (k < ctx.nvalid)
-            m.d.sync += [q1["valid"].eq(valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + k),
-                         q1["y"].eq(ctx.oy), q1["co"].eq(ctx.tile)]
+            k = (lane + w)[:max(1, lg)]
+            acc_sel = self.i.payload.acc[k] if p > 1 else self.i.payload.acc[0]
+            valid = self.i.valid if w == 0 else self.i.valid & pair
+            m.d.sync += [q1["valid"].eq(valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + jx + w),
+                         q1["y"].eq(ctx.oy + jy), q1["co"].eq(ctx.tile)]
 
             q2 = stage(f"{n}q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
             m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
@@ -190,15 +208,22 @@ class OutputStage(wiring.Component):
         left = Mux(dual, a8["act"], hold)
         right = Mux(dual, b8["act"], a8["act"])
         pool_x = Mux(dual, b8["x"], a8["x"])    # the pair's odd pixel decides when the pair is complete
-        plane_shift = Signal(5)                # static while a layer runs: registered
-        m.d.sync += plane_shift.eq(cfg.out_hb + cfg.out_wb)
+        plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
+        out_cmask, out_rmask = Signal(lgb), Signal(lgb)     # column / row bank masks)
+        m.d.sync += [plane_shift.eq(cfg.out_hb + cfg.out_wb), out_cmask.eq((1 << cfg.out_cx) - 1),
+                     out_rmask.eq((1 << cfg.out_ry) - 1)]
 
         def address_fields(q, x, y):
-            """The write's bank and (plane, row, column) address parts for output pixel (x, y) of ``q``'s channel."""
+            """The write's bank and (plane, row, column) address parts for output pixel (x, y) of ``q``'s
+            channel, in the consumer's layout (pooled: of the pooled pixel)."""
             px = Mux(cfg.pool, x >> 1, x)
             py = Mux(cfg.pool, y >> 1, y)
-            return px[:lgb], cfg.out_base + (q["co"] << plane_shift), py << cfg.out_wb, px >> lgb
+            bank = (px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]
+            return bank, cfg.out_base + (q["co"] << plane_shift), (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
 
+        rowbuf_addr = Signal(range(max(2, g.pool_width)))
+        m.d.sync += rowbuf_addr.eq(pool_x >> 1)
+        above = Signal(signed(8))               # the row register's entry for this pair's pooled column
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
                           "above": signed(8), "dest": unsigned(aw), "plane": unsigned(aw),
                           "row": unsigned(aw), "col": unsigned(aw)}, a8)
@@ -206,15 +231,15 @@ class OutputStage(wiring.Component):
         m.d.sync += [
             q9["act"].eq(a8["act"]), q9["hmax"].eq(Mux(left > right, left, right)),
             q9["odd_x"].eq(pool_x[0]), q9["odd_y"].eq(a8["y"][0]), q9["bank"].eq(bank),
-            q9["above"].eq(row_rd.data), q9["dest"].eq(a8["dest"]),
+            q9["above"].eq(above), q9["dest"].eq(a8["dest"]),
             q9["plane"].eq(plane), q9["row"].eq(row), q9["col"].eq(col),
         ]
 
         # vertical pool: even rows park the pair maximum in the row register, odd rows combine and emit
-        # (the row register is read a stage early, into q9: its write for the row above is long done)
-        rowbuf_addr = Signal(range(max(2, g.pool_width)))
-        m.d.sync += rowbuf_addr.eq(pool_x >> 1)
+        # (the row register is read a stage early, into q9; two a cycle in a 2-wide tile, the pair of the row
+        # below follows the row above's pair at once: its write, in q9 now, is forwarded)
         m.d.comb += [row_rd.addr.eq(pool_x >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
+        m.d.comb += above.eq(Mux(row_wr.en & (rowbuf_addr == pool_x >> 1), q9["hmax"], row_rd.data))
         vmax = Signal(signed(8))
         m.d.comb += vmax.eq(Mux(q9["above"] > q9["hmax"], q9["above"], q9["hmax"]))
         emit = Signal()

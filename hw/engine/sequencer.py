@@ -6,8 +6,9 @@ one that could never finish (``n_outer = 0``; a conv layer with ``ho = 0`` or ``
 holds) refuses the run: ``fault`` rises with ``fault_layer`` = its index, and the sequencer is idle again
 (``checking`` meanwhile, not ``busy``: the counters see only the run). Then it copies sample ``sample`` from the input memory into the activation buffer
 (``load_*`` outputs, one wide word per cycle; the input's region starts at 0), then for each layer descriptor: reads it (2 cycles), and
-walks the passes. A conv layer walks ``for co: for oy: for x0 in 0, P, ..``: one pass per tile of P
-output pixels, issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
+walks the passes. A conv layer walks ``for co: for oy in 0, Ty, ..: for x0 in 0, Tx, ..``: one pass per
+tile of ``Ty x Tx`` output pixels (the descriptor's ``tlx``, ``tly``; the last tile of a row / of the map
+is cut to its valid rectangle ``vx x vy``), issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
 ``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
 ``L_r`` commands). Reading the channel table costs two cycles per output channel / round (address, then
 the registered entry: no memory output feeds the command logic directly). A pass with no nonzero weight issues one ``zero``
@@ -143,11 +144,27 @@ class Sequencer(wiring.Component):
         last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
         next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
         m.d.comb += last_elem.eq((count[1:] == 0) | next_is_count)
-        last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + p >= wo, oy == ho - 1, last channel
-        nvalid = Signal(g.nvalid_bits)
+        last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + Tx >= wo, oy + Ty >= ho, last channel
+        # the tile (static while a layer runs: registered) and the valid rectangles of the last column tile /
+        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN2)
+        tx, ty = Signal(range(p + 1)), Signal(range(p + 1))
+        m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly)]
+        vx_last, vy_last = Signal(range(p + 1)), Signal(range(p + 1))
+        n_ll, n_lf, n_fl = Signal(range(p + 1)), Signal(range(p + 1)), Signal(range(p + 1))
+        vx, vy, nvalid = Signal(range(p + 1)), Signal(range(p + 1)), Signal(g.nvalid_bits)
+        # the output stage's cycles for each kind of pass when it drains two a cycle (`drain2`): ceil(vx / 2)
+        # a tile row
+        d_ll, d_lf, d_fl = Signal(range(p + 1)), Signal(range(p + 1)), Signal(range(p + 1))
+        ndrain = Signal(g.nvalid_bits)
         rest = Signal(18)
-        m.d.comb += rest.eq(Mux(cfg.fc, cfg.n_out - (outer << lg), cfg.wo - x0))
-        m.d.comb += nvalid.eq(Mux(rest >= p, p, rest))
+        m.d.comb += rest.eq(cfg.n_out - (outer << lg))
+        with m.If(cfg.fc):
+            m.d.comb += [nvalid.eq(Mux(rest >= p, p, rest)), vx.eq(nvalid), vy.eq(1)]
+        with m.Else():
+            m.d.comb += [vx.eq(Mux(last_x, vx_last, tx)), vy.eq(Mux(last_y, vy_last, ty)),
+                         nvalid.eq(Mux(last_x, Mux(last_y, n_ll, n_lf), Mux(last_y, n_fl, p)))]
+        m.d.comb += ndrain.eq(Mux(cfg.drain2, Mux(last_x, Mux(last_y, d_ll, d_lf), Mux(last_y, d_fl, p // 2)),
+                                  nvalid))
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -188,13 +205,17 @@ class Sequencer(wiring.Component):
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [last_x.eq(p >= cfg.wo), last_y.eq(cfg.ho == 1),      # x0 = oy = 0 here
-                             last_outer.eq(outer == cfg.n_outer - 1)]
+                m.d.sync += [last_x.eq(cfg.wo <= (1 << cfg.tlx)), last_y.eq(cfg.ho <= (1 << cfg.tly)),  # x0 = oy = 0
+                             last_outer.eq(outer == cfg.n_outer - 1),
+                             vx_last.eq(((cfg.wo - 1) & ((1 << cfg.tlx) - 1)) + 1),
+                             vy_last.eq(((cfg.ho - 1) & ((1 << cfg.tly) - 1)) + 1)]
                 m.next = "CHAN2"
             with m.State("CHAN2"):          # channel-table entry available: latch it
                 m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [count.eq(chan.count), start.eq(chan.start), fresh.eq(1), k1.eq(1),
-                             next_is_count.eq(0)]
+                             next_is_count.eq(0), n_ll.eq(vx_last * vy_last), n_lf.eq(vx_last << cfg.tly),
+                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(((vx_last + 1) >> 1) * vy_last),
+                             d_lf.eq(((vx_last + 1) >> 1) << cfg.tly), d_fl.eq((vy_last << cfg.tlx) >> 1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [
@@ -208,6 +229,9 @@ class Sequencer(wiring.Component):
                     self.cmd.payload.ctx.oy.eq(oy),
                     self.cmd.payload.ctx.x0.eq(x0),
                     self.cmd.payload.ctx.nvalid.eq(nvalid),
+                    self.cmd.payload.ctx.vx.eq(vx),
+                    self.cmd.payload.ctx.vy.eq(vy),
+                    self.cmd.payload.ctx.ndrain.eq(ndrain),
                     self.stall.eq(~self.cmd.ready),
                 ]
                 if lg:
@@ -227,13 +251,13 @@ class Sequencer(wiring.Component):
                                 m.next = "CHAN"
                         with m.Else():
                             with m.If(~last_x):
-                                m.d.sync += [x0.eq(x0 + p), last_x.eq(x0 + 2 * p >= cfg.wo)]
+                                m.d.sync += [x0.eq(x0 + tx), last_x.eq(x0 + 2 * tx >= cfg.wo)]
                             with m.Else():
-                                m.d.sync += [x0.eq(0), last_x.eq(p >= cfg.wo)]
+                                m.d.sync += [x0.eq(0), last_x.eq(tx >= cfg.wo)]
                                 with m.If(~last_y):
-                                    m.d.sync += [oy.eq(oy + 1), last_y.eq(oy + 2 == cfg.ho)]
+                                    m.d.sync += [oy.eq(oy + ty), last_y.eq(oy + 2 * ty >= cfg.ho)]
                                 with m.Else():
-                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), last_y.eq(cfg.ho == 1)]
+                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), last_y.eq(ty >= cfg.ho)]
                                     with m.If(last_outer):
                                         m.next = "DRAIN"
                                     with m.Else():

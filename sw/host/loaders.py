@@ -59,13 +59,15 @@ class EngineLoader:
 
     def load_input(self, sample: int, x) -> None:
         """One int8 input (C, H, W) into input slot ``sample``."""
-        from sparsegate.hw.engine.program import sample_words
+        from sparsegate.hw.engine.program import input_tiling, sample_words
+        from sparsegate.hw.engine.tiling import Tiling
         g = self.geometry
         if not 0 <= sample < g.n_samples:
             raise ValueError(f"input slot {sample} out of range (the device holds {g.n_samples})")
         qnet = getattr(self.driver, "qnet", None)  # the network the device runs (loaded, or baked and told)
-        flat = qnet is not None and qnet.layers[0].kind == "fc"  # an fc first layer reads its input flat
-        words = sample_words(np.asarray(x, dtype=np.int8), g.banks, flat)
+        # the first layers' tile banks the input (None: an fc first layer reads it flat)
+        layout = input_tiling(qnet, g.lanes) if qnet is not None else Tiling(g.lanes)
+        words = sample_words(np.asarray(x, dtype=np.int8), g.banks, layout)
         if len(words) > g.input_depth:
             raise ValueError(f"input needs {len(words)} words per sample, the device has {g.input_depth}")
         index, bits = self.memories()["input"]

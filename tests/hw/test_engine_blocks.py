@@ -117,18 +117,21 @@ def test_weight_decoder_random_gaps():
 
 # ------------------------------------------------------------------------------------ activation buffer
 
-@pytest.mark.parametrize("lanes,stride,pad,fc", [(4, 1, 2, False), (4, 2, 1, False), (1, 2, 3, False),
-                                                 (8, 1, 0, True)])
-def test_act_buffer_shifted_reads(lanes, stride, pad, fc):
+@pytest.mark.parametrize("lanes,stride,pad,fc,tx", [(4, 1, 2, False, 4), (4, 2, 1, False, 4), (1, 2, 3, False, 1),
+                                                    (8, 1, 0, True, 8), (4, 1, 2, False, 2), (8, 1, 1, False, 2),
+                                                    (16, 1, 3, False, 4), (16, 2, 2, False, 16)])
+def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx):
+    """Tiles of ``lanes / tx`` rows x ``tx`` columns read from the 2-D bank layout (``tx = lanes``: one row)."""
     from sparsegate.hw.engine.layouts import elem_layout, wide_write_layout
-    from sparsegate.hw.engine.program import conv_layout
+    from sparsegate.hw.engine.tiling import Tiling, conv_layout, conv_place
     g = EngineGeometry(lanes=lanes, act_depth=256)
     nb = g.banks
-    rng = np.random.default_rng(lanes + stride + pad)
+    tile = Tiling(tx, lanes // tx)
+    rng = np.random.default_rng(lanes + stride + pad + tx)
     c, h, w = 3, 7, 13
     fmap = rng.integers(-128, 128, size=(c, h, w))
     vec = rng.integers(-128, 128, size=100)
-    hb, wb, words = conv_layout((c, h, w), nb)
+    hb, wb, words = conv_layout((c, h, w), tile)
     base = 100  # the region read: an unaligned base exercises the address adders
     writes = []
     if fc:
@@ -139,13 +142,15 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc):
         for ci in range(c):
             for y in range(h):
                 for x in range(w):
-                    mem[(ci << (hb + wb)) | (y << wb) | (x // nb), x % nb] = int(fmap[ci, y, x]) & 0xFF
+                    bank, addr = conv_place(tile, hb, wb, ci, y, x)
+                    mem[addr, bank] = int(fmap[ci, y, x]) & 0xFF
         for a in range(words):
             writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
                            "mask": int(rng.integers(0, 1 << nb)) | 1})
             writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
                            "mask": (1 << nb) - 1})
-    desc = dict(fc=fc, stride2=stride == 2, pad=pad, in_base=base, in_h=h, in_w=w, in_hb=hb, in_wb=wb)
+    desc = dict(fc=fc, stride2=stride == 2, pad=pad, in_base=base, in_h=h, in_w=w, in_hb=hb, in_wb=wb,
+                tlx=tile.tlx, tly=tile.tly)
     elems, expected = [], []
     prng = random.Random(7)
     for _ in range(50):
@@ -161,7 +166,8 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc):
                           "ctx": {"oy": oy, "x0": x0, "nvalid": lanes}})
             row = []
             for j in range(lanes):
-                y, x = oy * stride + ky - pad, (x0 + j) * stride + kx - pad
+                jy, jx = divmod(j, tx)
+                y, x = oy * stride + ky - pad + jy, (x0 + jx) * stride + kx - pad
                 row.append(int(fmap[ci, y, x]) if 0 <= y < h and 0 <= x < w else 0)
             expected.append(row)
     dut = ActBuffer(g)
@@ -186,10 +192,13 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc):
 
 # ------------------------------------------------------------------------------------------ output stage
 
-@pytest.mark.parametrize("mode", ["conv", "conv_pool_flat", "fc"])
+@pytest.mark.parametrize("mode", ["conv", "conv_pool_flat", "tile", "tile_pool", "fc"])
 def test_output_stage_random_gaps(mode):
+    """One-row passes (``conv``), 2x2 tiles cut at the map's edges (``tile``: 5x5) and pooled 2x2 tiles
+    (``tile_pool``: each tile holds both rows of its pool pairs), written to a 2x2-tiled consumer's banks."""
+    from sparsegate.hw.engine.tiling import Tiling, conv_layout, conv_place
     lanes = 4
-    rng = np.random.default_rng({"conv": 1, "conv_pool_flat": 2, "fc": 3}[mode])
+    rng = np.random.default_rng({"conv": 1, "conv_pool_flat": 2, "fc": 3, "tile": 4, "tile_pool": 5}[mode])
     cout = 3
     bias = rng.integers(-5000, 5000, size=cout + 8)
     mult = rng.integers(0, 1 << 16, size=cout + 8)
@@ -200,9 +209,11 @@ def test_output_stage_random_gaps(mode):
     params = [pack(param_layout(g), {"bias": int(b), "mult": int(m), "shift": int(s), "dest": int(d)})
               for b, m, s, d in zip(bias, mult, shift, dest)]
     relu = mode != "conv"
-    pool = mode == "conv_pool_flat"
-    nb = g.banks
-    ho, wo = (4, 6) if mode != "fc" else (1, 1)
+    pool = mode in ("conv_pool_flat", "tile_pool")
+    flat = mode == "conv_pool_flat"
+    tile = Tiling(2, 2) if mode.startswith("tile") else Tiling(lanes)
+    consumer = Tiling(2, 2) if mode.startswith("tile") else Tiling(lanes)
+    ho, wo = {"fc": (1, 1), "tile": (5, 5)}.get(mode, (4, 6))
     tiles, expected = [], []
     if mode == "fc":
         n_out = 11
@@ -211,38 +222,46 @@ def test_output_stage_random_gaps(mode):
             nvalid = min(lanes, n_out - r * lanes)
             a = [int(v) for v in acc[r * lanes:r * lanes + lanes]] + [0] * (lanes - nvalid)
             a = a[:lanes]
-            tiles.append({"acc": a, "ctx": {"tile": r, "nvalid": nvalid}})
+            tiles.append({"acc": a, "ctx": {"tile": r, "nvalid": nvalid, "vx": nvalid, "vy": 1}})
             for lane in range(nvalid):
                 s = r * lanes + lane
                 y = requantize(np.array([[a[lane] + bias[s]]]), mult[s], shift[s])[0, 0]
                 expected.append((0xFF, int(dest[s]), int(max(y, 0)) & 0xFF))
-        desc = dict(fc=1, relu=1, out_repl=1, out_base=37, prm_base=0, n_out=n_out)
+        desc = dict(fc=1, relu=1, out_repl=1, out_base=37, prm_base=0, n_out=n_out, tlx=tile.tlx)
     else:
         acc = rng.integers(-(1 << 20), 1 << 20, size=(cout, ho, wo))
-        for co in range(cout):
-            for oy in range(ho):
-                for x0 in range(0, wo, lanes):
-                    nvalid = min(lanes, wo - x0)
-                    a = [int(v) for v in acc[co, oy, x0:x0 + nvalid]] + [0] * (lanes - nvalid)
-                    tiles.append({"acc": a, "ctx": {"tile": co, "oy": oy, "x0": x0, "nvalid": nvalid}})
         y = requantize((acc + bias[:cout, None, None])[None], mult[:cout], shift[:cout])[0]
         if relu:
             y = np.maximum(y, 0)
         if pool:
             y = y.reshape(cout, ho // 2, 2, wo // 2, 2).max(axis=(2, 4))
-        out_hb, out_wb = 2, 0
+        out_hb, out_wb, _ = conv_layout(y.shape, consumer)
         counter = 0
         for co in range(cout):
-            for py in range(y.shape[1]):
-                for px in range(y.shape[2]):
-                    v = int(y[co, py, px]) & 0xFF
-                    if pool:
-                        expected.append((0xFF, counter, v))
-                        counter += 1
-                    else:
-                        expected.append((px % nb, (co << (out_hb + out_wb)) | (py << out_wb) | (px // nb), v))
-        desc = dict(fc=0, relu=relu, pool=pool, out_repl=pool, out_base=37, out_hb=out_hb, out_wb=out_wb,
-                    prm_base=0)
+            for oy in range(0, ho, tile.ty):
+                for x0 in range(0, wo, tile.tx):
+                    vx, vy = min(tile.tx, wo - x0), min(tile.ty, ho - oy)
+                    a = [0] * lanes
+                    for jy in range(vy):
+                        for jx in range(vx):
+                            a[jy * tile.tx + jx] = int(acc[co, oy + jy, x0 + jx])
+                            py, px = oy + jy, x0 + jx
+                            if pool:
+                                if not (py & 1 and px & 1):
+                                    continue
+                                py, px = py >> 1, px >> 1
+                            v = int(y[co, py, px]) & 0xFF
+                            if flat:
+                                expected.append((0xFF, counter, v))
+                                counter += 1
+                            else:
+                                expected.append(conv_place(consumer, out_hb, out_wb, co, py, px) + (v,))
+                    tiles.append({"acc": a, "ctx": {"tile": co, "oy": oy, "x0": x0, "nvalid": vx * vy, "vx": vx,
+                                                    "vy": vy}})
+        desc = dict(fc=0, relu=relu, pool=pool, out_repl=flat, out_base=37, out_hb=out_hb, out_wb=out_wb,
+                    prm_base=0, tlx=tile.tlx, tly=tile.tly, out_cx=0 if flat else consumer.cx,
+                    out_ry=0 if flat else consumer.ry)
+        assert len(expected) == y.size
     dut = OutputStage(g, params)
 
     async def setup(ctx):
@@ -281,8 +300,17 @@ def test_sequencer_commands_with_stalls():
                         waddr, slot = ch["start"] + e, 0
                     else:
                         waddr, slot = (ch["start"] + e) // 4, (ch["start"] + e) % 4
+                    if plan.kind == "conv":
+                        t = plan.tiling
+                        oy, x0 = divmod(j, -(-d["wo"] // t.tx))
+                        oy, x0 = oy * t.ty, x0 * t.tx
+                        vx, vy = min(t.tx, d["wo"] - x0), min(t.ty, d["ho"] - oy)
+                    else:
+                        oy, x0, vx, vy = 0, 0, plan.nvalid[o], 1
                     nvalid = plan.nvalid[j] if plan.kind == "conv" else plan.nvalid[o]
-                    expected.append((waddr, slot, int(ch["count"] == 0), int(e == 0), int(e == k - 1), o, nvalid))
+                    assert nvalid == vx * vy
+                    expected.append((waddr, slot, int(ch["count"] == 0), int(e == 0), int(e == k - 1), o, nvalid,
+                                     oy, x0, vx, vy))
     assert len(expected) == sum(p[1] for plan in prog.layers for p in layer_passes(plan))
     dut = Sequencer(g, prog.desc_words, prog.chan_words)
 
@@ -295,6 +323,8 @@ def test_sequencer_commands_with_stalls():
     got = run_streams(dut, {}, {dut.cmd: len(expected)}, seed=2, ready_prob=0.5, settle=40, setup=setup)[dut.cmd]
     cl2 = cmd_layout(g)
     decoded = [(_field(cl2, b, "waddr"), _field(cl2, b, "slot"), _field(cl2, b, "zero"), _field(cl2, b, "first"),
-                _field(cl2, b, "last"), _field(cl2, b, "ctx", "tile"), _field(cl2, b, "ctx", "nvalid"))
-               for b in got]
+                _field(cl2, b, "last"), _field(cl2, b, "ctx", "tile"), _field(cl2, b, "ctx", "nvalid"),
+                _field(cl2, b, "ctx", "oy"), _field(cl2, b, "ctx", "x0"), _field(cl2, b, "ctx", "vx"),
+                _field(cl2, b, "ctx", "vy")) for b in got]
+    assert any(p.tiling is not None and p.tiling.ty > 1 for p in prog.layers)  # a 2-D tile is walked
     assert decoded == expected

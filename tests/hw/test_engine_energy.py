@@ -7,21 +7,22 @@ import numpy as np
 import pytest
 
 from sparsegate.hw.engine.energy_model import ENERGY_PJ, MAC_PJ, REQUANT_PJ, energy_totals, program_energy
-from sparsegate.hw.engine.program import compile_program
+from sparsegate.hw.engine.program import compile_program, layer_tilings
 from sparsegate.sw.bench.engine import energy_figures, energy_section
 from sparsegate.sim.engine.amaranth_sim import random_inputs, random_network, run_amaranth, small_program
 from sparsegate.sw.ir.weight_image import sparse_layer
 
 
-def _commands_from_weights(layer, lanes: int) -> int:
+def _commands_from_weights(layer, lanes: int, tile) -> int:
     """Element commands of one layer from its nonzero counts: conv: per output channel max(1, nnz) for every
-    row and tile of P pixels; fc: per round of P neurons (sorted by count) its longest list."""
+    tile of ``tile.ty`` rows x ``tile.tx`` columns; fc: per round of P neurons (sorted by count) its longest
+    list."""
     counts = sparse_layer(layer).counts.astype(int)
     if layer.kind == "conv":
         _, ho, wo = layer.conv_shape
         if layer.pool:
             ho, wo = ho & ~1, wo & ~1
-        return int(sum(max(1, c) for c in counts)) * ho * -(-wo // lanes)
+        return int(sum(max(1, c) for c in counts)) * -(-ho // tile.ty) * -(-wo // tile.tx)
     ordered = sorted(counts, reverse=True)
     return sum(max(1, max(ordered[r:r + lanes])) for r in range(0, len(ordered), lanes))
 
@@ -29,8 +30,9 @@ def _commands_from_weights(layer, lanes: int) -> int:
 @pytest.mark.parametrize("lanes", [1, 4, 8])
 def test_counts_follow_the_weights(lanes):
     prog = small_program(lanes=lanes, seed=lanes, n_samples=1)
-    for layer, e in zip(prog.qnet.layers, program_energy(prog)):
-        assert e.commands == _commands_from_weights(layer, lanes), layer.name
+    tiles = layer_tilings(prog.qnet, lanes)
+    for layer, e, tile in zip(prog.qnet.layers, program_energy(prog), tiles):
+        assert e.commands == _commands_from_weights(layer, lanes, tile), layer.name
         assert e.lane_macs == lanes * e.commands >= e.useful_macs
         assert e.weight_bits == e.commands * lanes * prog.geometry.slot_bits
         assert e.act_read_bits == e.commands * (2 * lanes if layer.kind == "conv" else lanes) * 8

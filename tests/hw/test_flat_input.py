@@ -8,6 +8,7 @@ import pytest
 
 from sparsegate.hw.engine.cycle_model import program_cycles
 from sparsegate.hw.engine.program import sample_words
+from sparsegate.hw.engine.tiling import Tiling
 from sparsegate.sim.engine.amaranth_sim import check_run, run_amaranth, small_program
 
 MLP = [{"kind": "fc", "cout": 9, "relu": True, "density": 0.5}, {"kind": "fc", "cout": 6, "relu": True, "density": 0.7},
@@ -28,6 +29,9 @@ def test_mlp_runs_bit_exact(lanes, seed):
 
 def test_flat_layout_replicates_each_element_in_every_bank():
     x = np.array([[[1, -2], [3, -128]]], dtype=np.int8)
-    words = sample_words(x, 4, flat=True)
+    words = sample_words(x, 4, None)
     assert words == [0x01010101, 0xFEFEFEFE, 0x03030303, 0x80808080]
-    assert sample_words(x, 4, flat=False) != words  # the conv layout banks pixels by column
+    # the conv layouts bank pixels by column (one-row tiles of 2 lanes: bank x % 4) or by column and row
+    # (1x2 tiles: bank x % 2 | (y % 2) << 1)
+    assert sample_words(x, 4, Tiling(2, 1)) == [0x0000FE01, 0x00008003]
+    assert sample_words(x, 4, Tiling(1, 2)) == [0x8003FE01]

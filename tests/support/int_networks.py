@@ -49,3 +49,21 @@ def residual_network(seed: int = 0, shape=(3, 8, 8), width: int = 4) -> Quantize
     layers.append(residual_add_layer("b2add", layers[5].out_shape, (6, 7), 1.0, 2.0, 1.0))     # 8
     layers.append(_layer(rng, "fc", "fc", (int(np.prod(layers[-1].out_shape)),), 5, relu=False, flatten=True))
     return QuantizedNetwork("residual", shape, 1.0, layers)
+
+
+def mixed_readers_network(seed: int = 0, shape=(2, 6, 10), width: int = 3) -> QuantizedNetwork:
+    """A block input read by a stride-1 conv and a stride-2 shortcut (which would tile differently: the
+    compiler gives both one-row tiles), the stride-1 branch downsampled by a stride-2 conv, an add, an fc."""
+    from sparsegate.sw.ir.residual import residual_add_layer
+
+    rng = np.random.default_rng(seed)
+    c = width
+    layers = [_layer(rng, "stem", "conv", shape, c)]                                         # tensor 1
+    layers.append(_layer(rng, "a1", "conv", layers[0].out_shape, c))                           # 2
+    layers.append(_layer(rng, "a2", "conv", layers[1].out_shape, c, stride=2, relu=False))     # 3
+    short = _layer(rng, "sc", "conv", layers[0].out_shape, c, kernel=1, stride=2, padding=0, relu=False)
+    short.inputs = (1,)                                                                        # 4
+    layers.append(short)
+    layers.append(residual_add_layer("add", layers[2].out_shape, (3, 4), 1.0, 1.0, 1.0))       # 5
+    layers.append(_layer(rng, "fc", "fc", (int(np.prod(layers[-1].out_shape)),), 5, relu=False, flatten=True))
+    return QuantizedNetwork("mixed_readers", shape, 1.0, layers)

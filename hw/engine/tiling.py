@@ -1,0 +1,83 @@
+"""2-D pass tiles and the activation bank layout they read (docs/engine.md, "Tiles").
+
+A conv pass covers ``Ty`` output rows x ``Tx`` output columns, ``P = Tx * Ty`` (powers of two), lane
+``j = jy * Tx + jx``. A tensor read by conv layers is stored in the ``2P`` banks for its readers' tiling:
+pixel ``(c, y, x)`` in bank ``(x mod 2Tx) | (y mod Ty) << cx`` at word
+``c << (hb + wb) | (y >> ry) << wb | x >> cx`` (``cx = lg 2Tx``, ``ry = lg Ty``, ``hb``, ``wb`` = bits of
+``ceil(H / Ty)``, ``ceil(W / 2Tx)``). ``Ty = 1, Tx = P`` is the one-row layout (bank ``x mod 2P``). The Ty
+rows of a tile hit distinct row banks and the Tx lanes of a row span fewer than ``2Tx`` columns (stride 1
+or 2), so every lane reads its own bank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparsegate.sw.ir.golden import index_width
+
+__all__ = ["Tiling", "TILINGS", "choose_tiling", "conv_layout", "conv_place"]
+
+#: ``compile_program(..., tiling=...)``: per-layer 2-D tiles, or every conv layer ``Tx = P, Ty = 1``.
+TILINGS = ("2d", "rows")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """``tx`` output columns x ``ty`` output rows per pass (powers of two)."""
+
+    tx: int
+    ty: int = 1
+
+    @property
+    def lanes(self) -> int:
+        return self.tx * self.ty
+
+    @property
+    def tlx(self) -> int:
+        return self.tx.bit_length() - 1
+
+    @property
+    def tly(self) -> int:
+        return self.ty.bit_length() - 1
+
+    @property
+    def cx(self) -> int:
+        """Column-bank bits: ``lg 2Tx``."""
+        return self.tlx + 1
+
+    @property
+    def ry(self) -> int:
+        """Row-bank bits: ``lg Ty``."""
+        return self.tly
+
+
+def choose_tiling(ho: int, wo: int, stride: int, lanes: int, full_rows: bool = False) -> Tiling:
+    """The tile of a conv layer walking ``ho x wo`` outputs: the fewest passes per channel,
+    ``ceil(wo / Tx) * ceil(ho / Ty)``, over ``Tx`` in ``P, P/2, .., 2`` (ties: the larger ``Tx``).
+    Stride 2 keeps ``Ty = 1`` (its rows are two input rows apart). ``full_rows`` (an output written in
+    flatten order by a running counter) admits only tiles whose rows span the map (``Tx >= wo``) or
+    ``Ty = 1``, so the drain stays in raster order."""
+    best = Tiling(lanes, 1)
+    if stride != 1:
+        return best
+    best_passes = -(-wo // lanes) * ho
+    tx = lanes // 2
+    while tx >= 2:
+        t = Tiling(tx, lanes // tx)
+        passes = -(-wo // t.tx) * -(-ho // t.ty)
+        if passes < best_passes and (not full_rows or t.tx >= wo):
+            best, best_passes = t, passes
+        tx //= 2
+    return best
+
+
+def conv_layout(shape: tuple, tiling: Tiling) -> tuple[int, int, int]:
+    """``(hb, wb, words per bank)`` of a (C, H, W) map in the bank layout of ``tiling``."""
+    c, h, w = shape
+    hb, wb = index_width(-(-h // tiling.ty)), index_width(-(-w // (2 * tiling.tx)))
+    return hb, wb, c << (hb + wb)
+
+
+def conv_place(tiling: Tiling, hb: int, wb: int, c: int, y: int, x: int) -> tuple[int, int]:
+    """``(bank, word)`` of pixel ``(c, y, x)`` (word relative to the tensor's region)."""
+    bank = (x % (2 * tiling.tx)) | (y % tiling.ty) << tiling.cx
+    return bank, (c << (hb + wb)) | ((y >> tiling.ry) << wb) | (x >> tiling.cx)
