@@ -94,7 +94,8 @@ def _engine_digest_inputs(program) -> tuple[dict, list[bytes]]:
 
 def _engine_estimate(program, max_payload: int = 2048) -> ResourceEstimate:
     """Activation banks, weight, parameter and input memories, the host link's frame buffer (memories under
-    2 kbit are assumed in LUT RAM); P lane multipliers + 3 for the output stage (measured)."""
+    2 kbit are assumed in LUT RAM); P lane multipliers, two per output-stage pipeline (requant halves), one
+    for the sequencer's sample address and one for the link's length check."""
     g = program.geometry
     mems = {name: (w, d) for name, w, d in _engine_memories(program)}
     parts = {"activation banks": g.banks * dp16kd_blocks(8, g.act_depth)}
@@ -103,7 +104,7 @@ def _engine_estimate(program, max_payload: int = 2048) -> ResourceEstimate:
         if w * d > 2048:
             parts[name] = dp16kd_blocks(w, d)
     parts["frame buffer"] = dp16kd_blocks(8, max_payload)
-    return ResourceEstimate(sum(parts.values()), g.lanes + 3, parts)
+    return ResourceEstimate(sum(parts.values()), g.lanes + 2 * g.ways + 2, parts)
 
 
 # ---------------------------------------------------------------------------------------------- LIF core
