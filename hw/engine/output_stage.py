@@ -188,9 +188,11 @@ class OutputStage(wiring.Component):
                           "row": unsigned(aw), "col": unsigned(aw)}, q8)
         m.d.sync += [
             q9["act"].eq(q8["act"]), q9["hmax"].eq(Mux(hold > q8["act"], hold, q8["act"])),
-            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]), q9["bank"].eq((px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]),
+            q9["odd_x"].eq(q8["x"][0]), q9["odd_y"].eq(q8["y"][0]),
+            q9["bank"].eq((px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]),
             q9["above"].eq(row_rd.data), q9["dest"].eq(q8["dest"]),
-            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)), q9["row"].eq((py >> cfg.out_ry) << cfg.out_wb),
+            q9["plane"].eq(cfg.out_base + (q8["co"] << plane_shift)),
+            q9["row"].eq((py >> cfg.out_ry) << cfg.out_wb),
             q9["col"].eq(px >> cfg.out_cx),
         ]
 
