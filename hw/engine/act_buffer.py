@@ -18,7 +18,8 @@ Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always
 arithmetic step and every block-RAM output ends in a register::
 
     i (elements) -> y, base, in_base + channel plane -> [r1] -> row words, column word, per-bank next row /
-      next column flags, padding mask, crossbar selects -> [r2] -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
+      next column flags, padding mask, crossbar selects -> [r2] -> per-bank address -> [r3] -> bank reads
+      -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready.
@@ -119,7 +120,8 @@ class ActBuffer(wiring.Component):
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
                      row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane + ((yq + 1)[:aw] << cfg.in_wb))]
         for b in range(nb):
-            m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]), next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
+            m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]),
+                         next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
         y_c = (y[:lgb] << cx)[:lgb]             # the tile's first row bank, in bank-index position
         for j in range(p):
             xj = base + lane_dx[j]

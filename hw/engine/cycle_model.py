@@ -1,9 +1,9 @@
 """Analytical cycle model of the sparse engine: per-layer cycles predicted from the program (the weight
 image's nonzero counts and the layer shapes), without simulating the datapath.
 
-A layer is a sequence of passes (conv: one per output channel x row x tile of P pixels; fc: one per
-round of P neurons). Pass ``t`` issues ``K_t = max(1, nnz)`` element commands and produces ``n_t`` valid
-pixels. The model follows every command ``i`` through the two places where the engine can wait (the
+A layer is a sequence of passes (conv: one per output channel x tile of ``Ty x Tx`` output pixels,
+hw/engine/tiling.py; fc: one per round of P neurons). Pass ``t`` issues ``K_t = max(1, nnz)`` element
+commands and produces ``n_t`` valid pixels (the tile's valid rectangle ``vx * vy``). The model follows every command ``i`` through the two places where the engine can wait (the
 datapath after the command queue has a fixed latency):
 
 * the sequencer issues command ``i`` at ``s_i``: one per cycle, after 2 descriptor cycles per layer and

@@ -8,7 +8,8 @@ belong to one output channel). It accepts the pass on its last pixel (pair), so 
 their drain cycles each (``nvalid``, or ``ceil(nvalid / 2)``) and the MAC array accumulates the next pass
 meanwhile. Two a cycle write two bytes into two different banks (adjacent columns of the next layer's conv
 layout: ``o`` and ``o2``), or, pooled, combine the pair at once and write at most one; the compiler keeps
-``drain2`` off where both writes would go to every bank (fc layers, unpooled outputs an fc layer reads). It never stalls: ``o`` is ``always_ready`` (the activation buffer's
+``drain2`` off where both writes would go to every bank (fc layers, unpooled outputs an fc layer reads).
+It never stalls: ``o`` is ``always_ready`` (the activation buffer's
 write port is always ready). Arithmetic is the golden model's (docs/arithmetic.md), one step per
 register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
 MULT18X18D-sized halves)::
@@ -219,7 +220,8 @@ class OutputStage(wiring.Component):
             px = Mux(cfg.pool, x >> 1, x)
             py = Mux(cfg.pool, y >> 1, y)
             bank = (px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]
-            return bank, cfg.out_base + (q["co"] << plane_shift), (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
+            plane = cfg.out_base + (q["co"] << plane_shift)
+            return bank, plane, (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
 
         rowbuf_addr = Signal(range(max(2, g.pool_width)))
         m.d.sync += rowbuf_addr.eq(pool_x >> 1)

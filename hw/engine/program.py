@@ -18,9 +18,10 @@ Memory map (see docs/engine.md):
   layer's output; :mod:`~sparsegate.hw.engine.regions` plans them, a plain chain gets the ping-pong layout);
   a conv input ``(C, H, W)`` is stored in the 2-D bank layout of its readers' tile ``Tx x Ty``
   (:mod:`~sparsegate.hw.engine.tiling`: pixel ``(c, y, x)`` in bank ``(x % 2Tx) | (y % Ty) << lg 2Tx`` at
-  ``base + (c << (hb + wb) | (y >> lg Ty) << wb | x >> lg 2Tx)``; ``Ty = 1``: bank ``x % 2P``); an fc input (a flat vector) is replicated in every bank at
-  ``base`` + its index — the network input too when the first layer is fc (an MLP). A layer reading two
-  tensors (a residual add) reads their concatenation: the planner puts the second right after the first.
+  ``base + (c << (hb + wb) | (y >> lg Ty) << wb | x >> lg 2Tx)``; ``Ty = 1``: bank ``x % 2P``); an fc
+  input (a flat vector) is replicated in every bank at ``base`` + its index — the network input too when
+  the first layer is fc (an MLP). A layer reading two tensors (a residual add) reads their concatenation:
+  the planner puts the second right after the first.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ holds) refuses the run: ``fault`` rises with ``fault_layer`` = its index, and th
 (``load_*`` outputs, one wide word per cycle; the input's region starts at 0), then for each layer descriptor: reads it (2 cycles), and
 walks the passes. A conv layer walks ``for co: for oy in 0, Ty, ..: for x0 in 0, Tx, ..``: one pass per
 tile of ``Ty x Tx`` output pixels (the descriptor's ``tlx``, ``tly``; the last tile of a row / of the map
-is cut to its valid rectangle ``vx x vy``), issuing the ``count(co)`` nonzero elements of channel ``co`` (one command per cycle while
-``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
+is cut to its valid rectangle ``vx x vy``), issuing the ``count(co)`` nonzero elements of channel ``co``
+(one command per cycle while ``cmd.ready``, the command queue's room); an fc layer walks its rounds (one pass per round of P neurons,
 ``L_r`` commands). Reading the channel table costs two cycles per output channel / round (address, then
 the registered entry: no memory output feeds the command logic directly). A pass with no nonzero weight issues one ``zero``
 command so the output stage still writes ``requant(bias)``. After a layer's last command it waits for

@@ -99,3 +99,28 @@ def test_an_mlp_loads_and_classifies_through_the_host_link():
         assert np.array_equal(logits, golden) and np.array_equal(predictions, golden.argmax(axis=1))
     finally:
         drv.close()
+
+
+def test_engine_loader_banks_inputs_for_the_first_layer_tile():
+    """The host loads an input in the bank layout of the first layer's 2-D tile: the compiler's words."""
+    from sparsegate.sim.engine.amaranth_sim import small_program
+
+    program = small_program(lanes=4, seed=1, n_samples=2)
+    assert program.layers[0].tiling.ty == 2
+
+    class Recorder:
+        ident = {"geometry": program.geometry.__dict__}
+        qnet = program.qnet
+        writes = []
+
+        def write_mem(self, index, addr, words, bits):
+            self.writes.append((addr, list(words)))
+
+    driver = Recorder()
+    loader = EngineLoader(driver)
+    depth = program.geometry.input_depth
+    loader.load_input(1, program.inputs[1])
+    assert driver.writes == [(depth, program.input_words[depth:2 * depth])]
+    from sparsegate.hw.engine.program import sample_words
+    from sparsegate.hw.engine.tiling import Tiling
+    assert sample_words(program.inputs[1], 8, Tiling(4)) != driver.writes[0][1]  # not the one-row layout
