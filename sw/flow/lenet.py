@@ -1,18 +1,24 @@
-"""The engine's reference workload: a pruned, quantized LeNet-5 as a weight image, and the PyTorch
+"""The engine's reference workloads: pruned, quantized LeNet-5s as weight images, and the PyTorch
 integer reference the engine's predictions are compared with.
 
 :func:`pruned_lenet5` trains (or takes) a LeNet-5, prunes it layer-wise by magnitude (the usual
 Han-et-al. shape: conv1 keeps most weights, fc1 very few), fine-tunes with the masks, quantizes it and
 writes the weight image; the engine is always fed from the decoded image bytes. The result is cached
 as ``<cache>/lenet5_pruned.bin`` (+ ``lenet5_dense.bin``, the unpruned network quantized the same way).
+:func:`sra_nrp_lenet5` prunes the same trained LeNet-5 with SRA + NRP through the prune registry instead
+(the allocation the demo uses), for a workload whose sparsity the pruning method chose.
 """
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRUNE_RATIOS", "pruned_lenet5", "torch_int_reference", "test_digits"]
+__all__ = ["PRUNE_RATIOS", "SRANRPNetwork", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference", "test_digits",
+           "trained_lenet5"]
 
 #: Fraction of weights removed per layer.
 PRUNE_RATIOS = {"conv1": 0.4, "conv2": 0.85, "fc1": 0.95, "fc2": 0.8}
@@ -24,11 +30,8 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
 
     ``model`` (a trained LeNet-5, not changed) skips training; ``data`` is ``(train, test)``.
     """
-    import torch
-
     from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.prune.masks import layer_magnitude_masks
-    from sparsegate.sw.ml.models import build_model
     from sparsegate.sw.ml.quantize import calibration_split, quantize_model
     from sparsegate.sw.ml.train import TrainConfig, train
     from sparsegate.sw.ir.weight_image import encode_image
@@ -41,9 +44,7 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
             return paths[0].read_bytes(), paths[1].read_bytes()
     train_ds, _ = data or mnist_embedded(seed=0)
     if model is None:
-        torch.manual_seed(0)
-        model = build_model("lenet5")
-        train(model, train_ds, TrainConfig(epochs=train_epochs, seed=0, progress=False))
+        model = trained_lenet5(cache, (train_ds, None), epochs=train_epochs)
     import copy
     dense_model = copy.deepcopy(model).eval()
     pruned = copy.deepcopy(model)
@@ -59,6 +60,96 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
         write_bytes(paths[0], pruned_img)
         write_bytes(paths[1], dense_img)
     return pruned_img, dense_img
+
+
+def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int = 3):
+    """LeNet-5 trained ``epochs`` epochs on the embedded MNIST split (seed 0; ``data`` is ``(train, test)``),
+    in eval mode; cached as ``<cache>/lenet5_trained-e<epochs>.pt`` (its state dict) so the workloads pruned
+    from it train it once."""
+    import io
+
+    import torch
+
+    from sparsegate.sw.ml.data import mnist_embedded
+    from sparsegate.sw.ml.models import build_model
+    from sparsegate.sw.ml.train import TrainConfig, train
+
+    path = Path(cache) / f"lenet5_trained-e{epochs}.pt" if cache is not None else None
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    if path is not None and path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    train_ds = (data or mnist_embedded(seed=0))[0]
+    train(model, train_ds, TrainConfig(epochs=epochs, seed=0, progress=False))
+    if path is not None:
+        from sparsegate.sw.util.atomic_io import write_bytes
+        blob = io.BytesIO()
+        torch.save(model.state_dict(), blob)
+        write_bytes(path, blob.getvalue())
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class SRANRPNetwork:
+    """LeNet-5 pruned by SRA + NRP, as a weight image, with what the pruning reached."""
+
+    image: bytes
+    settings: dict            # the schedule and budget it ran with
+    compression: float        # params / nonzero params (the prune registry's layer table)
+    mac_reduction: float      # fraction of the dense MACs removed (float model, before dead channels)
+    base_test_accuracy: float  # float model on the held-out digits, before pruning
+    test_accuracy: float      # after SRA + NRP and their fine-tunes
+    rounds: int               # SRA rounds run
+    wall_s: float             # pruning time when it ran (the cached run's)
+
+
+def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, target_sparsity: float, rounds: int,
+                   step: float, late_step: float, finetune_epochs: int, nrp_drop: float, val_size: int = 500,
+                   train_epochs: int = 3) -> SRANRPNetwork:
+    """LeNet-5 pruned by SRA to ``target_sparsity`` (at most ``rounds`` rounds removing ``step`` of the kept
+    weights each, ``late_step`` below 10% kept, ``finetune_epochs`` per round), then NRP guarded at
+    ``nrp_drop`` validation accuracy and its fine-tune, through the prune registry; every decision on
+    ``val_size`` digits split off the training set, as the demo does. ``model`` (trained, not changed)
+    skips training; ``data`` is ``(train, test)``. Cached as ``<cache>/lenet5_sra_nrp-<settings>.bin`` + ``.json``
+    (the settings in the name, so two budgets never share a file)."""
+    import copy
+
+    from sparsegate.sw.ir.weight_image import encode_image
+    from sparsegate.sw.ml.data import mnist_embedded
+    from sparsegate.sw.ml.quantize import calibration_split, quantize_model
+    from sparsegate.sw.prune import PruneOptions, ScheduleParams, prune_model
+    from sparsegate.sw.prune.counting import layer_table
+    from sparsegate.sw.prune.iterative import accuracy, split_validation
+
+    settings = dict(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step,
+                    finetune_epochs=finetune_epochs, nrp_drop=nrp_drop, val_size=val_size, train_epochs=train_epochs)
+    paths = None
+    if cache is not None:
+        tag = "-".join(f"{v:g}" for v in settings.values())
+        paths = Path(cache) / f"lenet5_sra_nrp-{tag}.bin", Path(cache) / f"lenet5_sra_nrp-{tag}.json"
+        if all(p.is_file() for p in paths):
+            return SRANRPNetwork(image=paths[0].read_bytes(), **json.loads(paths[1].read_text()))
+    train_ds, test_ds = data or mnist_embedded(seed=0)
+    if model is None:
+        model = trained_lenet5(cache, (train_ds, test_ds), epochs=train_epochs)
+    start = time.perf_counter()
+    pruned = copy.deepcopy(model)
+    fit_ds, val_ds = split_validation(train_ds, val_size)
+    schedule = ScheduleParams(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step)
+    outcome = prune_model(pruned, PruneOptions("sra", schedule, nrp=True, nrp_drop=nrp_drop,
+                                               finetune_epochs=finetune_epochs, progress=False), fit_ds, val_ds)
+    pruned.eval()
+    table = layer_table(pruned, outcome.masks)
+    qnet = quantize_model(pruned, calibration_split(train_ds), outcome.masks, name="lenet5-sra-nrp")
+    result = SRANRPNetwork(encode_image(qnet), settings, table.total.compression, table.total.mac_reduction,
+                           accuracy(model, test_ds), accuracy(pruned, test_ds), len(outcome.history),
+                           time.perf_counter() - start)
+    if paths is not None:
+        from sparsegate.sw.util.atomic_io import write_bytes, write_json
+        write_bytes(paths[0], result.image)
+        write_json(paths[1], {k: v for k, v in asdict(result).items() if k != "image"})
+    return result
 
 
 def test_digits(qnet, n: int, data=None):

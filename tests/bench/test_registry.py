@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sparsegate.sw.bench import builds, engine, snn
+from sparsegate.sw.bench import builds, snn
 from sparsegate.sw.bench.registry import BENCHMARKS, Benchmark, UnknownBenchmarkError, benchmark
 from sparsegate.sw.bench.results import write_results
 
@@ -32,35 +32,6 @@ def test_a_benchmark_through_the_registry_writes_markdown_and_json_with_equal_fi
     assert data == result.data and data["quick"] is True
     shown = [tuple(int(c) for c in line.strip("|").split("|")) for line in result.markdown.splitlines()[4:]]
     assert shown == [(r["n"], r["square"]) for r in data["rows"]]
-
-
-def _engine_figures() -> dict:
-    from sparsegate.hw.engine.energy_model import program_energy
-    from sparsegate.sim.engine.amaranth_sim import small_program
-
-    prog = small_program(lanes=4, seed=2, n_samples=1)
-    issued = {f"layer{i}.issued": e.commands for i, e in enumerate(program_energy(prog))}
-    layers = [{"name": f"l{i}", "kind": "conv", "nonzero_macs": 400 * (i + 1), "measured_cycles": 120 + i,
-               "model_cycles": 120, "stalls": i, "dense_model_cycles": 600} for i in range(2)]
-    return {"generated": "2026-12-02 12:00", "machine": "x86_64", "python": "3.11", "lanes": 4,
-            "prune_ratios": {"l0": 0.4, "l1": 0.8}, "samples": 2,
-            "bit_exact": {"layers_checked": 4, "outputs_checked": 20, "mismatches": 0,
-                          "predictions_equal_reference": 2, "labels_correct": 1},
-            "layers": layers, "total_stalls": 1, "load_cycles": 49, "cycles_per_digit": 290, "identical_cycles": True,
-            "lane_scaling": [{"lanes": 1, "layer_cycles": [400, 800], "mac_utilisation": 1.0}],
-            "energy": engine.energy_figures(prog, prog, issued),
-            "simulators": [{"simulator": "verilator", "build_s": 3.0, "digits": 2, "cycles": 580, "wall_s": 0.01},
-                           {"simulator": "amaranth", "build_s": 0.0, "digits": 1, "cycles": 290, "wall_s": 2.0}]}
-
-
-def test_engine_report_reads_the_same_from_its_json():
-    data = _engine_figures()
-    md = engine._markdown(data)
-    assert engine._markdown(json.loads(json.dumps(data))) == md
-    assert "| l1 | conv | 800 | 121 | 120 | 200 | 165.3% | 1 | 600 | 4.96x |" in md
-    assert "| **total** | | 1,200 | 241 | 240 | 300 | 124.5% | 1 | 1,200 | 4.98x |" in md
-    assert "l0 +0, l1 +1 cycles (measured - model)" in md and "| Icarus (cocotb) | — |" in md
-    assert "issued on Verilator (`layer.issued` counters): **True**" in md
 
 
 def test_snn_and_sweep_reports_read_the_same_from_their_json():
