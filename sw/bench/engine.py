@@ -25,8 +25,8 @@ __all__ = ["ENGINES", "LANE_COUNTS", "MEASURED_LANES", "NETWORKS", "NEW", "OLD",
 
 #: The engine variants compared, as keyword arguments of ``compile_program``: the old engine and the new one.
 ENGINES = {
-    "v1": {},  # the old engine: the merge of issue #16's engine work fills in dict(tiling="rows", drains=1)
-    "v2": {},  # the new engine: compile_program's defaults
+    "v1": dict(tiling="rows", drains=1),   # the old engine: one output row per pass, one pixel drained a cycle
+    "v2": {},                              # the new engine: compile_program's defaults (2-D tiles, two a cycle)
 }
 OLD, NEW = "v1", "v2"
 LANE_COUNTS = (1, 2, 4, 8, 16, 32)
