@@ -82,7 +82,8 @@ class ActBuffer(wiring.Component):
         # mask, lane j's tile column / row offsets, bank b's column / row within the 2-D bank grid
         cmask, rmask = Signal(lgb), Signal(lgb)
         cx = Signal(3)
-        m.d.sync += [cx.eq(cfg.tlx + 1), cmask.eq((2 << cfg.tlx) - 1), rmask.eq((1 << cfg.tly) - 1)]
+        wide = g.bank_ratio - 1                 # 2P banks: 2Tx column banks; P banks (stride 1 only): Tx
+        m.d.sync += [cx.eq(cfg.tlx + wide), cmask.eq((g.bank_ratio << cfg.tlx) - 1), rmask.eq((1 << cfg.tly) - 1)]
         lane_dx = [Signal(lgb, name=f"lane_dx{j}") for j in range(p)]     # jx * stride
         lane_dy = [Signal(lgb, name=f"lane_dy{j}") for j in range(p)]     # jy
         for j in range(p):

@@ -41,6 +41,7 @@ class EngineGeometry:
     pool_width: int = 16         # row register of the fused 2x2 max-pool (pooled outputs per row)
     n_results: int = 16          # last-layer outputs captured for the host
     drains: int = 2              # output-stage pixels per cycle (2: a second requant pipeline; see `ways`)
+    bank_ratio: int = 2          # activation banks per lane: 2 (any stride), 1 (stride-1 images: half the RAM)
 
     def __post_init__(self):
         p = self.lanes
@@ -50,10 +51,12 @@ class EngineGeometry:
             raise ValueError(f"act_depth must be an integer >= 2, got {self.act_depth!r}")
         if self.drains not in (1, 2):
             raise ValueError(f"drains must be 1 or 2, got {self.drains!r}")
+        if self.bank_ratio not in (1, 2) or (self.bank_ratio == 1 and p < 2):
+            raise ValueError(f"bank_ratio must be 2, or 1 with at least 2 lanes; got {self.bank_ratio!r} at {p} lanes")
 
     @property
     def banks(self) -> int:
-        return 2 * self.lanes
+        return self.bank_ratio * self.lanes
 
     @property
     def ways(self) -> int:
@@ -66,7 +69,7 @@ class EngineGeometry:
 
     @property
     def lg_banks(self) -> int:
-        return self.lg_lanes + 1
+        return self.lg_lanes + self.bank_ratio - 1
 
     @property
     def act_aw(self) -> int:

@@ -100,18 +100,18 @@ def _readers(qnet: QuantizedNetwork) -> list[list[int]]:
     return readers
 
 
-def layer_tilings(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d") -> list:
+def layer_tilings(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d", bank_ratio: int = 2) -> list:
     """Per layer, the :class:`~sparsegate.hw.engine.tiling.Tiling` of its passes (fc layers: ``None``).
     ``"2d"``: :func:`~sparsegate.hw.engine.tiling.choose_tiling` per conv layer; a layer whose output is
     written flat (read by fc, or the network's output) keeps its drain in raster order. A tensor has one
     layout, so when the conv layers reading one tensor would tile differently (a residual block input read
     by a conv and a shortcut or add) they all get ``Tx = P, Ty = 1``. ``"rows"``: every conv layer
-    ``Tx = P, Ty = 1`` (the one-row engine)."""
+    ``Tx = P, Ty = 1`` (the one-row engine). ``bank_ratio``: the engine's banks per lane (1: stride 1 only)."""
     if tiling not in TILINGS:
         raise ValueError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
     layers = qnet.layers
     readers = _readers(qnet)
-    rows = Tiling(lanes, 1)
+    rows = Tiling(lanes, 1, bank_ratio)
     out = []
     for i, layer in enumerate(layers):
         if layer.kind != "conv":
@@ -123,7 +123,10 @@ def layer_tilings(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d") -> lis
             if layer.pool:
                 ho, wo = ho & ~1, wo & ~1
             flat_out = not any(layers[r].kind == "conv" for r in readers[i + 1])
-            out.append(choose_tiling(ho, wo, layer.stride, lanes, full_rows=flat_out))
+            if layer.stride != 1 and bank_ratio == 1:
+                raise ValueError(f"layer {layer.name!r} has stride {layer.stride}: it needs an engine with 2P "
+                                 f"activation banks (bank_ratio 2)")
+            out.append(choose_tiling(ho, wo, layer.stride, lanes, full_rows=flat_out, ratio=bank_ratio))
     changed = True
     while changed:      # shared tensors: readers that disagree fall back to rows (only ever more of them)
         changed = False
@@ -136,10 +139,10 @@ def layer_tilings(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d") -> lis
     return out
 
 
-def input_tiling(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d"):
+def input_tiling(qnet: QuantizedNetwork, lanes: int, tiling: str = "2d", bank_ratio: int = 2):
     """The bank layout of the network input (what the host loads): its conv readers' tiling, or ``None``
     when fc layers read it (flat, replicated in every bank)."""
-    tilings = layer_tilings(qnet, lanes, tiling)
+    tilings = layer_tilings(qnet, lanes, tiling, bank_ratio)
     conv = [tilings[r] for r in _readers(qnet)[0] if tilings[r] is not None]
     return conv[0] if conv else None
 
@@ -163,23 +166,27 @@ def _tensor_layouts(qnet: QuantizedNetwork, tilings: list) -> list[tuple]:
 
 
 def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dead: bool = True,
-                    tiling: str = "2d", drains: int = 2) -> EngineProgram:
+                    tiling: str = "2d", drains: int = 2, bank_ratio: int | None = None) -> EngineProgram:
     """Memory contents for running ``qnet`` on a ``lanes``-lane engine; ``inputs`` (N, C, H, W) int8
     samples go into the input memory (one zero sample when ``None``). ``drop_dead``: leave out the dead
     channels (:func:`~sparsegate.hw.engine.dead_channels.drop_dead_channels`; the final outputs are the
     same, the cycles fewer). ``tiling``: ``"2d"`` (per-layer tiles) or ``"rows"`` (one output row per pass),
     :func:`layer_tilings`. ``drains``: output-stage pixels per cycle of the engine (``EngineGeometry``): with
-    2, every conv layer whose outputs go into a conv layout, or are pooled, drains two a cycle."""
+    2, every conv layer whose outputs go into a conv layout, or are pooled, drains two a cycle.
+    ``bank_ratio``: activation banks per lane, 2 or 1 (P banks: stride-1 images only, half the block RAM);
+    ``None``: 1 when no conv layer has stride 2 (and P >= 2), else 2."""
     qnet.validate()
     dropped = (0,) * len(qnet.layers)
     if drop_dead and qnet.is_chain:  # the drop follows one consumer per layer: plain chains only
         dead = drop_dead_channels(qnet)
         qnet, dropped = dead.network, dead.dropped
     p = lanes
-    banks = 2 * p
+    if bank_ratio is None:
+        bank_ratio = 1 if p >= 2 and all(layer.stride == 1 for layer in qnet.layers if layer.kind == "conv") else 2
+    banks = bank_ratio * p
     layers: list[IntLayer] = qnet.layers
     sources = layer_sources(layers)
-    tilings = layer_tilings(qnet, p, tiling)
+    tilings = layer_tilings(qnet, p, tiling, bank_ratio)
     tensors = _tensor_layouts(qnet, tilings)
     if inputs is None:
         inputs = np.zeros((1,) + tuple(qnet.input_shape), dtype=np.int8)
@@ -282,7 +289,8 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
     geometry = EngineGeometry(
         lanes=p, slot_bits=slot_bits, weight_depth=max(1, len(weight_words)), act_depth=act_depth,
         chan_depth=max(2, len(chan_words)), param_depth=max(2, len(param_words)), n_layers=len(layers),
-        input_depth=in_words, n_samples=n_samples, pool_width=pool_width, n_results=MAX_RESULTS, drains=drains)
+        input_depth=in_words, n_samples=n_samples, pool_width=pool_width, n_results=MAX_RESULTS, drains=drains,
+        bank_ratio=bank_ratio)
     for plan in plans:
         if max(plan.counts, default=0) >= 1 << 16:
             raise ValueError(f"layer {plan.name!r}: a channel has more than 65535 nonzeros")
@@ -313,8 +321,8 @@ def sample_words(x: np.ndarray, banks: int, tiling) -> list[int]:
 
 def _banked_words(x: np.ndarray, banks: int, tiling: Tiling) -> list[int]:
     """One sample (C, H, W) in the conv layout of ``tiling`` (:func:`~sparsegate.hw.engine.tiling.conv_place`)."""
-    if tiling.lanes * 2 != banks:
-        raise ValueError(f"a {tiling.tx}x{tiling.ty} tile needs {2 * tiling.lanes} banks, not {banks}")
+    if tiling.lanes * tiling.ratio != banks:
+        raise ValueError(f"a {tiling.tx}x{tiling.ty} tile needs {tiling.ratio * tiling.lanes} banks, not {banks}")
     hb, wb, words = conv_layout(x.shape, tiling)
     mem = np.zeros((words, banks), dtype=np.int64)
     c, h, w = x.shape
@@ -326,7 +334,8 @@ def _banked_words(x: np.ndarray, banks: int, tiling: Tiling) -> list[int]:
     return [int(sum(int(v) << (8 * b) for b, v in enumerate(row))) for row in mem]
 
 
-def program_from_image(image, lanes: int, inputs=None, *, tiling: str = "2d", drains: int = 2) -> EngineProgram:
+def program_from_image(image, lanes: int, inputs=None, *, tiling: str = "2d", drains: int = 2,
+                       bank_ratio: int | None = None) -> EngineProgram:
     """Compile from a weight image: a path, the image bytes, or an already decoded network."""
     from pathlib import Path
 
@@ -337,7 +346,7 @@ def program_from_image(image, lanes: int, inputs=None, *, tiling: str = "2d", dr
         qnet = decode_image(bytes(image))
     else:
         qnet = read_image(Path(image))
-    return compile_program(qnet, lanes, inputs, tiling=tiling, drains=drains)
+    return compile_program(qnet, lanes, inputs, tiling=tiling, drains=drains, bank_ratio=bank_ratio)
 
 
 # ------------------------------------------------------------------------------ expected outputs
@@ -367,7 +376,8 @@ def expected_writes(program: EngineProgram, outputs: list) -> list[list[tuple[in
         writes = []
         if plan.kind == "conv":
             c, h, w = out.shape
-            consumer = Tiling(1 << (d["out_cx"] - 1), 1 << d["out_ry"]) if not d["out_repl"] else None
+            ratio = program.geometry.bank_ratio
+            consumer = Tiling((1 << d["out_cx"]) // ratio, 1 << d["out_ry"], ratio) if not d["out_repl"] else None
             for ci, y, x in _drain_order(plan):
                 if d["pool"]:
                     if not (y & 1 and x & 1):

@@ -6,7 +6,9 @@ pixel ``(c, y, x)`` in bank ``(x mod 2Tx) | (y mod Ty) << cx`` at word
 ``c << (hb + wb) | (y >> ry) << wb | x >> cx`` (``cx = lg 2Tx``, ``ry = lg Ty``, ``hb``, ``wb`` = bits of
 ``ceil(H / Ty)``, ``ceil(W / 2Tx)``). ``Ty = 1, Tx = P`` is the one-row layout (bank ``x mod 2P``). The Ty
 rows of a tile hit distinct row banks and the Tx lanes of a row span fewer than ``2Tx`` columns (stride 1
-or 2), so every lane reads its own bank.
+or 2), so every lane reads its own bank. An image without stride-2 convolutions needs only ``P`` banks
+(``Tx`` column banks: a row's Tx lanes span Tx columns at stride 1), half the activation block RAM:
+``Tiling.ratio`` 1, ``EngineGeometry.bank_ratio`` 1.
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ TILINGS = ("2d", "rows")
 
 @dataclass(frozen=True)
 class Tiling:
-    """``tx`` output columns x ``ty`` output rows per pass (powers of two)."""
+    """``tx`` output columns x ``ty`` output rows per pass (powers of two), in an engine of ``ratio * P``
+    banks (``ratio`` 2: ``2Tx`` column banks, any stride; 1: ``Tx`` column banks, stride 1 only)."""
 
     tx: int
     ty: int = 1
+    ratio: int = 2
 
     @property
     def lanes(self) -> int:
@@ -40,9 +44,14 @@ class Tiling:
         return self.ty.bit_length() - 1
 
     @property
+    def cols(self) -> int:
+        """Column banks: ``ratio * Tx``."""
+        return self.ratio * self.tx
+
+    @property
     def cx(self) -> int:
-        """Column-bank bits: ``lg 2Tx``."""
-        return self.tlx + 1
+        """Column-bank bits: ``lg(ratio * Tx)``."""
+        return self.cols.bit_length() - 1
 
     @property
     def ry(self) -> int:
@@ -50,19 +59,19 @@ class Tiling:
         return self.tly
 
 
-def choose_tiling(ho: int, wo: int, stride: int, lanes: int, full_rows: bool = False) -> Tiling:
+def choose_tiling(ho: int, wo: int, stride: int, lanes: int, full_rows: bool = False, ratio: int = 2) -> Tiling:
     """The tile of a conv layer walking ``ho x wo`` outputs: the fewest passes per channel,
     ``ceil(wo / Tx) * ceil(ho / Ty)``, over ``Tx`` in ``P, P/2, .., 2`` (ties: the larger ``Tx``).
     Stride 2 keeps ``Ty = 1`` (its rows are two input rows apart). ``full_rows`` (an output written in
     flatten order by a running counter) admits only tiles whose rows span the map (``Tx >= wo``) or
     ``Ty = 1``, so the drain stays in raster order."""
-    best = Tiling(lanes, 1)
+    best = Tiling(lanes, 1, ratio)
     if stride != 1:
         return best
     best_passes = -(-wo // lanes) * ho
     tx = lanes // 2
     while tx >= 2:
-        t = Tiling(tx, lanes // tx)
+        t = Tiling(tx, lanes // tx, ratio)
         passes = -(-wo // t.tx) * -(-ho // t.ty)
         if passes < best_passes and (not full_rows or t.tx >= wo):
             best, best_passes = t, passes
@@ -73,11 +82,11 @@ def choose_tiling(ho: int, wo: int, stride: int, lanes: int, full_rows: bool = F
 def conv_layout(shape: tuple, tiling: Tiling) -> tuple[int, int, int]:
     """``(hb, wb, words per bank)`` of a (C, H, W) map in the bank layout of ``tiling``."""
     c, h, w = shape
-    hb, wb = index_width(-(-h // tiling.ty)), index_width(-(-w // (2 * tiling.tx)))
+    hb, wb = index_width(-(-h // tiling.ty)), index_width(-(-w // tiling.cols))
     return hb, wb, c << (hb + wb)
 
 
 def conv_place(tiling: Tiling, hb: int, wb: int, c: int, y: int, x: int) -> tuple[int, int]:
     """``(bank, word)`` of pixel ``(c, y, x)`` (word relative to the tensor's region)."""
-    bank = (x % (2 * tiling.tx)) | (y % tiling.ty) << tiling.cx
+    bank = (x % tiling.cols) | (y % tiling.ty) << tiling.cx
     return bank, (c << (hb + wb)) | ((y >> tiling.ry) << wb) | (x >> tiling.cx)

@@ -25,7 +25,8 @@ __all__ = ["FRAME_DELIM", "SOF_RSP", "PROTOCOL_VERSION", "IDENT_MAGIC", "CMD", "
 FRAME_DELIM = 0x00
 SOF_RSP = 0x5A
 PROTOCOL_VERSION = 4  # 3: engine descriptors carry activation region bases (residual adds, issue #17);
-#                       4: the engine's identity names its output-stage drains (descriptor bit drain2)
+#                       4: the engine's identity names its output-stage drains (descriptor bit drain2) and
+#                          its activation banks per lane
 IDENT_MAGIC = b"SPGT"
 CMD = {"ID": 0x01, "WRITE_MEM": 0x02, "RUN": 0x03, "READ_REGS": 0x04, "READ_OUTPUTS": 0x05, "RESET": 0x06}
 #: ``BAD_DESC``: RUN refused, a layer descriptor cannot run (payload: the layer index, u8); ``RUN_TIMEOUT``:
@@ -35,7 +36,7 @@ STATUS = {"OK": 0, "BAD_CRC": 1, "BAD_LEN": 2, "UNKNOWN_CMD": 3, "TIMEOUT": 4, "
           "RUN_TIMEOUT": 7, "ABORTED": 8}
 #: EngineGeometry fields in the identity reply (u16 each), after magic, version, core kind, n_regs.
 IDENT_FIELDS = ("lanes", "slot_bits", "weight_depth", "act_depth", "chan_depth", "param_depth", "n_layers",
-                "input_depth", "n_samples", "pool_width", "n_results", "drains")
+                "input_depth", "n_samples", "pool_width", "n_results", "drains", "bank_ratio")
 #: LIF core fields in the identity reply (u16 each; ``hw.lif.design.LifDesign.ident_values``).
 LIF_IDENT_FIELDS = ("n_inputs", "n_hidden", "n_outputs", "units", "per_word", "slots", "readout_units",
                     "source_depth", "n_samples", "v_width", "count_width", "leak", "leak_shift", "leak_mult",

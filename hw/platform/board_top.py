@@ -72,6 +72,8 @@ def retarget_program(program, geometry: EngineGeometry):
     over = [f"{what} {need} > {have}" for what, need, have in checks if need > have]
     if g0.drains != g.drains:
         over.append(f"output-stage drains {g0.drains} != {g.drains}")
+    if g0.bank_ratio != g.bank_ratio:
+        over.append(f"activation banks per lane {g0.bank_ratio} != {g.bank_ratio}")
     if g0.n_results != g.n_results:
         over.append(f"result registers {g0.n_results} != {g.n_results}")
     if over:

@@ -25,7 +25,8 @@ __all__ = ["ENGINES", "LANE_COUNTS", "MEASURED_LANES", "NETWORKS", "NEW", "OLD",
 
 #: The engine variants compared, as keyword arguments of ``compile_program``: the old engine and the new one.
 ENGINES = {
-    "v1": dict(tiling="rows", drains=1),   # the old engine: one output row per pass, one pixel drained a cycle
+    "v1": dict(tiling="rows", drains=1, bank_ratio=2),   # the old engine: one-row passes, one pixel drained a
+                                                         # cycle, 2P activation banks
     "v2": {},                              # the new engine: compile_program's defaults (2-D tiles, two a cycle)
 }
 OLD, NEW = "v1", "v2"

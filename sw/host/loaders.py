@@ -36,7 +36,8 @@ class EngineLoader:
         from sparsegate.hw.engine.program import program_from_image
         from sparsegate.hw.platform.board_top import retarget_program
         g = self.geometry
-        return retarget_program(program_from_image(image, g.lanes, inputs, drains=g.drains), g)
+        return retarget_program(program_from_image(image, g.lanes, inputs, drains=g.drains,
+                                                   bank_ratio=g.bank_ratio), g)
 
     def load_program(self, program) -> None:
         """Write a (retargeted) program's weight-image memories: descriptors, channel table, parameters,
@@ -66,7 +67,8 @@ class EngineLoader:
             raise ValueError(f"input slot {sample} out of range (the device holds {g.n_samples})")
         qnet = getattr(self.driver, "qnet", None)  # the network the device runs (loaded, or baked and told)
         # the first layers' tile banks the input (None: an fc first layer reads it flat)
-        layout = input_tiling(qnet, g.lanes) if qnet is not None else Tiling(g.lanes)
+        layout = (input_tiling(qnet, g.lanes, bank_ratio=g.bank_ratio) if qnet is not None
+                  else Tiling(g.lanes, 1, g.bank_ratio))
         words = sample_words(np.asarray(x, dtype=np.int8), g.banks, layout)
         if len(words) > g.input_depth:
             raise ValueError(f"input needs {len(words)} words per sample, the device has {g.input_depth}")

@@ -29,7 +29,7 @@ def test_build_does_not_fit_gives_numbers(tmp_path, image, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1
-    assert "does not fit LFE5U-25F" in err[0] and "MULT18X18D 67/28" in err[0] and "DP16KD" in err[0]
+    assert "does not fit LFE5U-25F" in err[0] and "MULT18X18D 70/28" in err[0] and "DP16KD" in err[0]
     assert not (tmp_path / "o" / "top.bit").exists()
 
 
@@ -53,7 +53,7 @@ def test_estimate_scales_with_lanes():
     big = small_program(lanes=16, seed=1, n_samples=1)
     e4 = ENGINE.estimate(retarget_program(small, capacity_geometry(small)))
     e16 = ENGINE.estimate(retarget_program(big, capacity_geometry(big)))
-    assert e4.mult18x18d == 7 and e16.mult18x18d == 19
+    assert e4.mult18x18d == 10 and e16.mult18x18d == 22
     assert e16.parts["activation banks"] == 32 > e4.parts["activation banks"]
     assert e4.to_dict()["DP16KD"] == e4.dp16kd == sum(e4.parts.values())
 

@@ -87,7 +87,7 @@ def test_random_networks_both_tilings(name, lanes):
         rng = np.random.default_rng(lanes)
         prog = compile_program(random_network(rng, shape, spec), lanes, random_inputs(rng, shape, 1), tiling=tiling)
         if tiling == "rows":
-            assert all(p.tiling in (None, Tiling(lanes)) for p in prog.layers)
+            assert all(p.tiling in (None, Tiling(lanes, 1, prog.geometry.bank_ratio)) for p in prog.layers)
         runs = _run(prog)
         cycles[tiling] = sum(runs[0][f"layer{i}.cycles"] for i in range(len(prog.layers)))
         tiles = [p.tiling for p in prog.layers]
@@ -96,3 +96,28 @@ def test_random_networks_both_tilings(name, lanes):
     else:           # every layer picks its fewest passes: never slower here, faster where a tile is 2-D
         assert cycles["2d"] <= cycles["rows"]
         assert (cycles["2d"] < cycles["rows"]) == any(t is not None and t.ty > 1 for t in tiles)
+
+
+@pytest.mark.parametrize("lanes", [2, 8])
+def test_p_banks_for_stride_one_images(lanes):
+    """An image without stride-2 convolutions compiles for P activation banks (``bank_ratio`` 1, the default
+    for it): half the banks of the 2P engine, the same cycles, bit-exact on both; a stride-2 image is refused
+    at P banks and gets 2P by default."""
+    shape, spec = NETWORKS["odd"]
+    cycles = {}
+    for ratio in (1, 2):
+        rng = np.random.default_rng(lanes)
+        prog = compile_program(random_network(rng, shape, spec), lanes, random_inputs(rng, shape, 1),
+                               bank_ratio=ratio)
+        assert prog.geometry.banks == ratio * lanes
+        runs = _run(prog)
+        cycles[ratio] = [runs[0][f"layer{i}.cycles"] for i in range(len(prog.layers))]
+    assert cycles[1] == cycles[2]
+    rng = np.random.default_rng(lanes)
+    assert compile_program(random_network(rng, shape, spec), lanes).geometry.bank_ratio == 1
+    shape, spec = NETWORKS["narrow"]
+    rng = np.random.default_rng(lanes)
+    qnet = random_network(rng, shape, spec)
+    assert compile_program(qnet, lanes).geometry.bank_ratio == 2
+    with pytest.raises(ValueError, match="stride 2.*2P activation banks"):
+        compile_program(qnet, lanes, bank_ratio=1)
