@@ -37,7 +37,7 @@ from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
-           "QUEUE_DEPTH", "CORE_NAME"]
+           "QUEUE_DEPTH", "CORE_NAME", "INPUT_LUTRAM_BITS", "input_in_lutram"]
 
 #: The engine's name on the host link (the ID reply's core kind, ``--core``).
 CORE_NAME = "sparse"
@@ -65,6 +65,16 @@ def dbg_map(g: EngineGeometry) -> dict:
 
 #: Memories the host can write at run time (``host_write=True``), by ``wr_mem`` index.
 HOST_MEMS = ("desc", "chan", "param", "weight", "input")
+
+#: An input memory of at most this many bits goes into LUT RAM (``ram_style = "distributed"``): a sample or
+#: two take a few hundred LUT4 there, against 4-8 DP16KD for a memory 8 x banks bits wide but a few dozen
+#: words deep (what kept a 16-lane engine off the LFE5U-25F, docs/engine.md "Block RAM").
+INPUT_LUTRAM_BITS = 8192
+
+
+def input_in_lutram(contents: EngineContents) -> bool:
+    """The input memory of an engine built from ``contents`` is in LUT RAM (:data:`INPUT_LUTRAM_BITS`)."""
+    return 8 * contents.geometry.banks * max(2, len(contents.input_words)) <= INPUT_LUTRAM_BITS
 
 
 def host_memories(contents: EngineContents) -> dict:
@@ -125,8 +135,9 @@ class SparseEngine(wiring.Component):
         m.submodules.abuf = abuf = ActBuffer(g)
         m.submodules.mac = mac = MacArray(g)
         m.submodules.ostage = ostage = OutputStage(g, prog.param_words, host_write=hw)
+        lutram = {"ram_style": "distributed"} if input_in_lutram(prog) else None
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
-                                            init=prog.input_words)
+                                            init=prog.input_words, attrs=lutram)
         in_rd = inmem.read_port()
         if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
             in_wr = inmem.write_port()
