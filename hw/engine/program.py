@@ -232,7 +232,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
                              tiling=tile)
             n_outer, n_out = cout, 0
             desc_geo = dict(in_h=h, in_w=w, in_hb=ihb, in_wb=iwb, ho=ho, wo=wo, stride2=layer.stride == 2,
-                            pad=layer.padding, tlx=tile.tlx, tly=tile.tly)
+                            pad=layer.padding, tlx=tile.tlx, tly=tile.tly, n_corner=tiles[-1])
         else:
             # row-parallel fc: neurons sorted by nonzeros, rounds of P neurons (one per lane)
             order = sorted(range(cout), key=lambda n: (-int(counts[n]), n))
