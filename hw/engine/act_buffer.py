@@ -7,7 +7,7 @@ banked for the layer's tile ``Tx x Ty`` (hw/engine/tiling.py): pixel ``(c, y, x)
 ``(x mod 2Tx) | (y mod Ty) << cx`` at ``in_base + (c << (hb + wb) | (y >> ry) << wb | x >> cx)``,
 ``cx = lg 2Tx``, ``ry = lg Ty``. For a conv element ``(ci, ky, kx)`` of the pass ``(oy, x0)``, lane
 ``j = jy*Tx + jx`` reads column ``base + jx*s`` (``base = x0*s + kx - pad``) on row ``y + jy``
-(``y = oy*s + ky - pad``; stride 2 only with ``Ty = 1``): the Ty rows hit distinct row banks, the Tx
+(``y = oy*s + ky - pad``; stride 2 only with ``Ty = 1``; ``oy`` a multiple of ``Ty``): the Ty rows hit distinct row banks, the Tx
 columns of a row span fewer than ``2Tx`` columns, so every lane has its own bank. Bank ``(bx, by)`` reads
 row word ``(y >> ry) + (by < y mod Ty)`` and column word ``(base >> cx) + (bx < base mod 2Tx)`` — the
 one pixel of the tile's window it holds; a crossbar gives each lane its bank. Lanes outside the map read 0
@@ -17,9 +17,9 @@ at ``in_base`` + its own index (fc inputs are replicated in every bank).
 Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
 arithmetic step and every block-RAM output ends in a register::
 
-    i (elements) -> y, base, in_base + channel plane -> [r1] -> row words, column word, per-bank next row /
-      next column flags, padding mask, crossbar selects -> [r2] -> per-bank address -> [r3] -> bank reads
-      -> [r4: bank data] -> crossbar, mask -> [o]
+    i (elements) -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
+      column word, per-bank next row / next column flags, padding mask, crossbar selects -> [r2]
+      -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready.
@@ -94,17 +94,23 @@ class ActBuffer(wiring.Component):
         for b in range(nb):
             m.d.sync += [bank_x[b].eq(b & cmask), bank_y[b].eq(b >> cx)]
 
-        # ---- r1: the tile's first input row and column (lane (0, 0)'s window)
+        # ---- r1: the tile's first input row and column (lane (0, 0)'s window), its row word y >> ry (the tile
+        # starts on a multiple of Ty: (oy >> ry) + ((ky - pad) >> ry); stride 2 has ry = 0), the channel plane and
+        # the plane one row word on (so r2 only shifts and adds)
         r1_valid = Signal()
         r1 = Signal.like(el)
         y = Signal(signed(14))
+        yq = Signal(signed(14))
         base = Signal(signed(14))
-        plane = Signal(unsigned(aw))           # the channel's first row address
+        plane, plane1 = Signal(unsigned(aw)), Signal(unsigned(aw))
         plane_shift = Signal(5)                # static while a layer runs: registered
-        m.d.sync += plane_shift.eq(cfg.in_hb + cfg.in_wb)
+        row_step = Signal(unsigned(aw))
+        m.d.sync += [plane_shift.eq(cfg.in_hb + cfg.in_wb), row_step.eq(1 << cfg.in_wb)]
+        y_in = Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad
         m.d.sync += [
             r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(cfg.in_base + (el.ci << plane_shift)),
-            y.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad),
+            plane1.eq(cfg.in_base + (el.ci << plane_shift) + row_step),
+            y.eq(y_in), yq.eq(Mux(cfg.stride2, y_in, (el.ctx.oy >> cfg.tly) + ((el.ky - cfg.pad) >> cfg.tly))),
             base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
         ]
 
@@ -117,9 +123,8 @@ class ActBuffer(wiring.Component):
         next_col, next_row = Signal(nb), Signal(nb)
         bad = Signal(p)
         sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
-        yq = y >> cfg.tly
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
-                     row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane + ((yq + 1)[:aw] << cfg.in_wb))]
+                     row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane1 + (yq[:aw] << cfg.in_wb))]
         for b in range(nb):
             m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]),
                          next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]

@@ -98,6 +98,8 @@ def desc_layout(g: EngineGeometry) -> data.StructLayout:
         "in_h": DIM_BITS, "in_w": DIM_BITS, "in_hb": 4, "in_wb": 4,
         "tlx": 3, "tly": 3,             # the pass tile lg Tx, lg Ty (hw/engine/tiling.py); it also banks the input
         "out_cx": 3, "out_ry": 3,       # the output's bank layout (its conv reader's lg 2Tx, lg Ty)
+        "n_corner": 7,                  # pixels of the map's last tile (its bottom-right corner): vx * vy
+        "d_corner": 7,                  # its output-stage cycles two a cycle (drain2): vy * ceil(vx / 2)
         "ib": 5, "kyb": 3, "kxb": 3,
         "n_outer": TILE_BITS,           # conv: output channels; fc: rounds of `lanes` neurons
         "ho": DIM_BITS, "wo": DIM_BITS,  # conv output rows/columns walked (even when pooling)

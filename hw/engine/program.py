@@ -243,7 +243,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
                              tiling=tile)
             n_outer, n_out = cout, 0
             desc_geo = dict(in_h=h, in_w=w, in_hb=ihb, in_wb=iwb, ho=ho, wo=wo, stride2=layer.stride == 2,
-                            pad=layer.padding, tlx=tile.tlx, tly=tile.tly)
+                            pad=layer.padding, tlx=tile.tlx, tly=tile.tly, n_corner=tiles[-1])
         else:
             # row-parallel fc: neurons sorted by nonzeros, rounds of P neurons (one per lane)
             order = sorted(range(cout), key=lambda n: (-int(counts[n]), n))
@@ -275,6 +275,7 @@ def compile_program(qnet: QuantizedNetwork, lanes: int, inputs=None, *, drop_dea
         # A tile row of vx pixels drains in ceil(vx / 2) cycles.
         plan.drain2 = min(drains, p) == 2 and layer.kind == "conv" and (layer.pool or not repl)
         plan.drain = [vy * -(-vx // 2) for vx, vy in rects] if plan.drain2 else list(plan.nvalid)
+        desc_geo["d_corner"] = plan.drain[-1] if plan.kind == "conv" else 0
         desc = dict(fc=layer.kind == "fc", relu=layer.relu, pool=layer.pool, out_repl=repl, drain2=plan.drain2,
                     last=i == len(layers) - 1, in_base=regions.bases[sources[i][0]], out_base=regions.bases[i + 1],
                     ib=sp.index_bits, kyb=sp.ky_bits, kxb=sp.kx_bits, n_outer=n_outer,

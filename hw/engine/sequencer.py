@@ -146,7 +146,8 @@ class Sequencer(wiring.Component):
         m.d.comb += last_elem.eq((count[1:] == 0) | next_is_count)
         last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + Tx >= wo, oy + Ty >= ho, last channel
         # the tile (static while a layer runs: registered) and the valid rectangles of the last column tile /
-        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN2)
+        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN2; the corner's
+        # vx * vy comes with the descriptor: no multiplier)
         tx, ty = Signal(range(p + 1)), Signal(range(p + 1))
         m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly)]
         vx_last, vy_last = Signal(range(p + 1)), Signal(range(p + 1))
@@ -213,8 +214,8 @@ class Sequencer(wiring.Component):
             with m.State("CHAN2"):          # channel-table entry available: latch it
                 m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [count.eq(chan.count), start.eq(chan.start), fresh.eq(1), k1.eq(1),
-                             next_is_count.eq(0), n_ll.eq(vx_last * vy_last), n_lf.eq(vx_last << cfg.tly),
-                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(((vx_last + 1) >> 1) * vy_last),
+                             next_is_count.eq(0), n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly),
+                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(cfg.d_corner),
                              d_lf.eq(((vx_last + 1) >> 1) << cfg.tly), d_fl.eq((vy_last << cfg.tlx) >> 1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):

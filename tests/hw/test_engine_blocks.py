@@ -162,6 +162,7 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx):
         else:
             ci, ky, kx = prng.randrange(c), prng.randrange(5), prng.randrange(5)
             oy, x0 = prng.randrange(0, h // stride + 1), prng.randrange(0, w // stride + 1)
+            oy -= oy % tile.ty      # a tile starts on a multiple of Ty (the sequencer's walk)
             elems.append({"w": wv, "ci": ci, "ky": ky, "kx": kx, "first": 0, "last": 0,
                           "ctx": {"oy": oy, "x0": x0, "nvalid": lanes}})
             row = []
