@@ -220,6 +220,12 @@ def _place_only_script(script: str, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+#: Yosys 0.70's abc9 reintegration reads a wire name ending in ``[N]`` as bit N of the wire named before it;
+#: Amaranth names the elements of array-layout views so (``abuf.o__payload.a[14]``), and the engine at 16 lanes
+#: came back with bit k of lane 1's activation joined to bit 0 of lane 8 + k (multiply driven nets nextpnr
+#: refuses), or with the ABC_OPS_REINTEGRATE assertion below. Such wires get private names before synthesis.
+SCRIPT_AFTER_READ = "rename -hide w:*]"
+
 #: Yosys 0.70's abc9 asserts while reintegrating some netlists (the engine top at 8 lanes: "Assert
 #: `GetSize(conn.first) == GetSize(conn.second)'" after ABC_OPS_REINTEGRATE); ``abc9 -dff`` takes another
 #: path. A synthesis that fails so is run once more with this option, recorded in ``BuildReport.synth_opts``.
@@ -300,7 +306,8 @@ def synthesize(design, *, build_dir: str | Path, platform=None, name: str = "top
     platform = _default_platform() if platform is None else platform() if isinstance(platform, type) else platform
     work = Path(build_dir).resolve() / "work"
     shutil.rmtree(work, ignore_errors=True)
-    platform.build(design, name=name, do_build=False, do_program=False).extract(str(work))
+    platform.build(design, name=name, do_build=False, do_program=False,
+                   script_after_read=SCRIPT_AFTER_READ).extract(str(work))
     script = work / f"build_{name}.sh"
     script.write_text(_synth_only_script(script.read_text(), name))
     netlist = _add_write_netlist(work, name)
@@ -345,7 +352,8 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     shutil.rmtree(work, ignore_errors=True)
 
     opts = ["--report", f"{name}.report.json", "--timing-allow-fail", *nextpnr_opts]
-    plan = platform.build(design, name=name, do_build=False, do_program=False, nextpnr_opts=" ".join(opts))
+    plan = platform.build(design, name=name, do_build=False, do_program=False, nextpnr_opts=" ".join(opts),
+                          script_after_read=SCRIPT_AFTER_READ)
     plan.extract(str(work))
     if place_only:
         script = work / f"build_{name}.sh"

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from sparsegate.hw.platform.ecp5_build import (
     BuildReport, CellUsage, ClockFmax, DesignDoesNotFit, build_ecp5, check_fits, parse_nextpnr_log,
-    parse_nextpnr_report,
+    parse_nextpnr_report, SCRIPT_AFTER_READ,
 )
 from sparsegate.hw.platform.smoke_top import LFSR_TAPS, SmokeTop
 from sparsegate.sw.util import toolchain
@@ -171,6 +171,10 @@ def test_smoke_bitstream_for_lfe5u_25f(smoke_build):
     assert data[comment_end + 2:comment_end + 6] == b"\xff\xff\xbd\xb3"
     # the netlist came between synthesis (Yosys's JSON written) and place and route (no config yet)
     assert _AFTER_SYNTHESIS == [(report.netlist, True, True, False)]
+    # wires named like array elements were hidden before synthesis (Yosys 0.70's abc9 reintegration)
+    work = report.netlist.parent
+    assert SCRIPT_AFTER_READ in (work / "top.ys").read_text()
+    assert "multiple conflicting drivers" not in (work / "top.rpt").read_text()
 
 
 @pytest.mark.slow
