@@ -167,6 +167,9 @@ class Sequencer(wiring.Component):
         m.d.comb += ndrain.eq(Mux(cfg.drain2, Mux(last_x, Mux(last_y, d_ll, d_lf), Mux(last_y, d_fl, p // 2)),
                                   nvalid))
 
+        # the input memory's read address straight from a register (a LUT-RAM input memory reads it
+        # combinationally: no FSM decode in front of it); only `load_en` says when the word is used
+        m.d.comb += self.load_addr.eq(load_ptr)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -191,8 +194,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += scan.eq(scan + 1)
                     m.next = "SCAN"
             with m.State("LOAD"):
-                m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i),
-                             self.load_addr.eq(load_ptr)]
+                m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i)]
                 m.d.sync += [load_i.eq(load_i + 1), load_ptr.eq(load_ptr + 1)]
                 with m.If(load_i == g.input_depth - 1):
                     m.next = "DESC"
