@@ -7,7 +7,7 @@
 By default the points that matter (builds.ROUTED_POINTS: 25F P=4 and the largest P that fits, 45F/85F P=16,
 85F P=32) are placed and routed (sign-off Fmax, bitstream) and the rest of the grid is placed only (Fmax =
 nextpnr's post-placement estimate, marked as such); --quick places every point, --route-all routes every point.
-Writes sweep.md, sweep.json (the same figures) and sweep.png in --out. The points run as jobs on a local Dask
+Writes builds.md, builds.json (the same figures) and sweep.png in --out. The points run as jobs on a local Dask
 cluster (--workers, default one per core) or an existing one (--scheduler); finished points are cached in
 --cache (default OUT/job-cache), so a re-run or an interrupted sweep only builds what is missing.
 """

@@ -80,7 +80,8 @@ class ActBuffer(wiring.Component):
 
         # per-layer constants of the tile (static while a layer runs: registered): column-bank mask and row-bank
         # mask, lane j's tile column / row offsets, bank b's column / row within the 2-D bank grid
-        cmask, rmask = Signal(lgb), Signal(lgb)
+        cmask = Signal(lgb)
+        rmask = Signal(lgb)
         cx = Signal(3)
         wide = g.bank_ratio - 1                 # 2P banks: 2Tx column banks; P banks (stride 1 only): Tx
         m.d.sync += [cx.eq(cfg.tlx + wide), cmask.eq((g.bank_ratio << cfg.tlx) - 1), rmask.eq((1 << cfg.tly) - 1)]
@@ -102,7 +103,8 @@ class ActBuffer(wiring.Component):
         y = Signal(signed(14))
         yq = Signal(signed(14))
         base = Signal(signed(14))
-        plane, plane1 = Signal(unsigned(aw)), Signal(unsigned(aw))
+        plane = Signal(unsigned(aw))
+        plane1 = Signal(unsigned(aw))
         plane_shift = Signal(5)                # static while a layer runs: registered
         row_step = Signal(unsigned(aw))
         m.d.sync += [plane_shift.eq(cfg.in_hb + cfg.in_wb), row_step.eq(1 << cfg.in_wb)]
@@ -118,9 +120,11 @@ class ActBuffer(wiring.Component):
         # per bank whether it reads the next row / column word (the 2-D rotation), padding mask, crossbar selects
         r2_valid = Signal()
         r2 = Signal.like(el)
-        row0, row1 = Signal(unsigned(aw)), Signal(unsigned(aw))
+        row0 = Signal(unsigned(aw))
+        row1 = Signal(unsigned(aw))
         q = Signal(signed(14))
-        next_col, next_row = Signal(nb), Signal(nb)
+        next_col = Signal(nb)
+        next_row = Signal(nb)
         bad = Signal(p)
         sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
@@ -165,9 +169,11 @@ class ActBuffer(wiring.Component):
             datas.append(rp.data)
 
         # ---- r4: bank data registered (r3's context follows the read)
-        r4_valid, r5_valid = Signal(), Signal()
+        r4_valid = Signal()
+        r5_valid = Signal()
         r4, r5 = Signal.like(el), Signal.like(el)
-        r4_bad, r5_bad = Signal(p), Signal(p)
+        r4_bad = Signal(p)
+        r5_bad = Signal(p)
         r4_sels = [Signal(lgb, name=f"r4_sel{j}") for j in range(p)]
         r5_sels = [Signal(lgb, name=f"r5_sel{j}") for j in range(p)]
         bank_data = [Signal(8, name=f"bank_data{b}") for b in range(nb)]

@@ -32,7 +32,7 @@ __all__ = ["DESC_CYCLES", "CHAN_CYCLES", "DRAIN_CYCLES", "layer_passes", "layer_
            "ideal_cycles"]
 
 DESC_CYCLES = 2      # descriptor address, descriptor latched
-CHAN_CYCLES = 2      # channel-table address, entry latched
+CHAN_CYCLES = 3      # channel-table address, entry registered, entry latched
 #: release of the last command -> its pixels start draining (datapath latency), then the output stage,
 #: the write and the sequencer's idle check
 DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 2

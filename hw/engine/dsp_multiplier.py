@@ -67,7 +67,8 @@ class DspMultiplier(wiring.Component):
             m.d.comb += self.p.eq(p_q)
             return m
 
-        a18, b18 = Signal(signed(_DSP_BITS)), Signal(signed(_DSP_BITS))
+        a18 = Signal(signed(_DSP_BITS))
+        b18 = Signal(signed(_DSP_BITS))
         p36 = Signal(signed(2 * _DSP_BITS))
         m.d.comb += [a18.eq(self.a), b18.eq(self.b), self.p.eq(p36[:len(self.p)])]
         pins = {f"i_A{k}": a18[k] for k in range(_DSP_BITS)}

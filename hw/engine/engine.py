@@ -181,9 +181,14 @@ class SparseEngine(wiring.Component):
 
         # input load: sequencer address -> input memory -> [registered twice] -> all banks, the input's region
         # (tensor 0 is always at base 0: hw/engine/regions.py)
-        load_v, load_v2, load_v3 = Signal(), Signal(), Signal()
-        load_i, load_i2, load_i3 = Signal(aw), Signal(aw), Signal(aw)
-        load_data, load_data3 = Signal(8 * nb), Signal(8 * nb)
+        load_v = Signal()
+        load_v2 = Signal()
+        load_v3 = Signal()
+        load_i = Signal(aw)
+        load_i2 = Signal(aw)
+        load_i3 = Signal(aw)
+        load_data = Signal(8 * nb)
+        load_data3 = Signal(8 * nb)
         m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
                      load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
                      load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
@@ -210,7 +215,8 @@ class SparseEngine(wiring.Component):
         # j = jy * Tx + jx is inside the pass's valid rectangle vx x vy (its jx, jy per layer: registered)
         active = Signal(range(g.lanes + 1))
         lane_bits = Signal(g.lanes)
-        active_v1, active_v = Signal(), Signal()
+        active_v1 = Signal()
+        active_v = Signal()
         mi = mac.i.payload
         lane_x = [Signal(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
         lane_y = [Signal(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
@@ -223,7 +229,8 @@ class SparseEngine(wiring.Component):
         mac_fire = active_v
 
         # the output stage's writes as seen by the signatures and the result capture (registered copy)
-        out_v, out2_v = Signal(), Signal()
+        out_v = Signal()
+        out2_v = Signal()
         seen, seen2 = Signal.like(ostage.o.payload), Signal.like(ostage.o2.payload)
         m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload),
                      out2_v.eq(ostage.o2.valid), seen2.eq(ostage.o2.payload)]

@@ -51,8 +51,12 @@ class MacArray(wiring.Component):
         p = self.g.lanes
         i = self.i.payload
 
-        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s1_valid = Signal()
+        s1_first = Signal()
+        s1_last = Signal()
+        s2_valid = Signal()
+        s2_first = Signal()
+        s2_last = Signal()
         s1_ctx, s2_ctx = Signal.like(i.ctx), Signal.like(i.ctx)
         s2_prod = []        # s1: the multipliers' operand registers, s2: their product registers
         for j in range(p):

@@ -104,26 +104,39 @@ class OutputStage(wiring.Component):
         # ---- walker: the pass's valid rectangle in raster order within the tile: tile row `jy` (lanes from
         # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row); `cnt` pixels taken before this cycle.
         # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
+        # The decisions read down-counters, the pixels left in the row (vx - jx) and in the pass (nvalid - cnt),
+        # compared with constants: no adder or comparator chain between the walker's registers (they were the
+        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`) both come from the pass's context.
         dual = Signal()                         # static while a layer runs: registered
         m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
         cnt = Signal(range(p + 2))
-        jx, jy, row_lane = Signal(range(p + 2)), Signal(range(p + 1)), Signal(range(p + 1))
+        jx = Signal(range(p + 2))
+        jy = Signal(range(p + 1))
+        row_lane = Signal(range(p + 1))
         tx = Signal(range(p + 1))              # static while a layer runs: registered
         m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
-        pair = dual & (jx + 1 < ctx.vx)         # this cycle takes two pixels
+        fresh = Signal(init=1)
+        row_left_r = Signal.like(ctx.vx)
+        pass_left_r = Signal.like(ctx.nvalid)
+        row_left = Mux(fresh, ctx.vx, row_left_r)
+        pass_left = Mux(fresh, ctx.nvalid, pass_left_r)
+        col_1 = row_left <= 1                   # jx + 1 >= vx
+        pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
-        last_px = cnt + step >= ctx.nvalid
-        row_end = jx + step >= ctx.vx
+        last_px = Mux(pair, pass_left <= 2, pass_left <= 1)
+        row_end = Mux(pair, row_left <= 2, col_1)
         lane = row_lane | jx
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
             with m.If(last_px):
-                m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0)]
+                m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0), fresh.eq(1)]
             with m.Elif(row_end):
-                m.d.sync += [cnt.eq(cnt + step), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx)]
+                m.d.sync += [cnt.eq(cnt + step), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
+                             row_left_r.eq(ctx.vx), pass_left_r.eq(pass_left - step)]
             with m.Else():
-                m.d.sync += [cnt.eq(cnt + step), jx.eq(jx + step)]
+                m.d.sync += [cnt.eq(cnt + step), jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
+                             pass_left_r.eq(pass_left - step)]
         m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
 
         def stage(name, fields, prev=None):
@@ -210,7 +223,8 @@ class OutputStage(wiring.Component):
         right = Mux(dual, b8["act"], a8["act"])
         pool_x = Mux(dual, b8["x"], a8["x"])    # the pair's odd pixel decides when the pair is complete
         plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
-        out_cmask, out_rmask = Signal(lgb), Signal(lgb)     # column / row bank masks)
+        out_cmask = Signal(lgb)                 # column / row bank masks)
+        out_rmask = Signal(lgb)
         m.d.sync += [plane_shift.eq(cfg.out_hb + cfg.out_wb), out_cmask.eq((1 << cfg.out_cx) - 1),
                      out_rmask.eq((1 << cfg.out_ry) - 1)]
 

@@ -107,6 +107,7 @@ class Sequencer(wiring.Component):
                 wp = mem.write_port()
                 m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
         chan = cl(chan_rd.data)
+        chan_q = Signal(cl)
 
         cfg = Signal(dl)
         m.d.comb += self.cfg.eq(cfg)
@@ -140,27 +141,41 @@ class Sequencer(wiring.Component):
 
         # the ISSUE state's decisions, registered one command ahead (set where their inputs change) so the
         # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares; the
-        # channel table's block-RAM output goes straight into `count`, so `count <= 1` is a zero test of it
+        # channel table's entry is latched into `count` with its `count <= 1` zero test beside it
         last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
+        count_le1 = Signal()                # count <= 1 (set with count)
         next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
-        m.d.comb += last_elem.eq((count[1:] == 0) | next_is_count)
-        last_x, last_y, last_outer = Signal(), Signal(), Signal()   # x0 + Tx >= wo, oy + Ty >= ho, last channel
+        m.d.comb += last_elem.eq(count_le1 | next_is_count)
+        # x0 + Tx >= wo; oy + Ty >= ho; the last channel
+        last_x = Signal()
+        last_y = Signal()
+        last_outer = Signal()
         # the tile (static while a layer runs: registered) and the valid rectangles of the last column tile /
-        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN2; the corner's
+        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN3; the corner's
         # vx * vy comes with the descriptor: no multiplier)
-        tx, ty = Signal(range(p + 1)), Signal(range(p + 1))
+        tx = Signal(range(p + 1))
+        ty = Signal(range(p + 1))
         m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly)]
-        vx_last, vy_last = Signal(range(p + 1)), Signal(range(p + 1))
-        n_ll, n_lf, n_fl = Signal(range(p + 1)), Signal(range(p + 1)), Signal(range(p + 1))
-        vx, vy, nvalid = Signal(range(p + 1)), Signal(range(p + 1)), Signal(g.nvalid_bits)
+        vx_last = Signal(range(p + 1))
+        vy_last = Signal(range(p + 1))
+        n_ll = Signal(range(p + 1))
+        n_lf = Signal(range(p + 1))
+        n_fl = Signal(range(p + 1))
+        vx = Signal(range(p + 1))
+        vy = Signal(range(p + 1))
+        nvalid = Signal(g.nvalid_bits)
         # the output stage's cycles for each kind of pass when it drains two a cycle (`drain2`): ceil(vx / 2)
         # a tile row
-        d_ll, d_lf, d_fl = Signal(range(p + 1)), Signal(range(p + 1)), Signal(range(p + 1))
+        d_ll = Signal(range(p + 1))
+        d_lf = Signal(range(p + 1))
+        d_fl = Signal(range(p + 1))
         ndrain = Signal(g.nvalid_bits)
+        # an fc round's neurons, min(P, n_out - round * P): registered over CHAN (the rest) and CHAN3 (the
+        # minimum), not computed in ISSUE, where its two carry chains fed the command queue's write data
         rest = Signal(18)
-        m.d.comb += rest.eq(cfg.n_out - (outer << lg))
+        fc_nvalid = Signal(g.nvalid_bits)
         with m.If(cfg.fc):
-            m.d.comb += [nvalid.eq(Mux(rest >= p, p, rest)), vx.eq(nvalid), vy.eq(1)]
+            m.d.comb += [nvalid.eq(fc_nvalid), vx.eq(nvalid), vy.eq(1)]
         with m.Else():
             m.d.comb += [vx.eq(Mux(last_x, vx_last, tx)), vy.eq(Mux(last_y, vy_last, ty)),
                          nvalid.eq(Mux(last_x, Mux(last_y, n_ll, n_lf), Mux(last_y, n_fl, p)))]
@@ -209,15 +224,19 @@ class Sequencer(wiring.Component):
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [last_x.eq(cfg.wo <= (1 << cfg.tlx)), last_y.eq(cfg.ho <= (1 << cfg.tly)),  # x0 = oy = 0
-                             last_outer.eq(outer == cfg.n_outer - 1),
+                             last_outer.eq(outer == cfg.n_outer - 1), rest.eq(cfg.n_out - (outer << lg)),
                              vx_last.eq(((cfg.wo - 1) & ((1 << cfg.tlx) - 1)) + 1),
                              vy_last.eq(((cfg.ho - 1) & ((1 << cfg.tly) - 1)) + 1)]
                 m.next = "CHAN2"
-            with m.State("CHAN2"):          # channel-table entry available: latch it
+            with m.State("CHAN2"):          # channel-table entry available: into a register, nothing else (a
+                m.d.comb += self.in_layer.eq(1)     # block RAM's output is too slow to feed logic at speed)
+                m.d.sync += chan_q.eq(chan)
+                m.next = "CHAN3"
+            with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [count.eq(chan.count), start.eq(chan.start), fresh.eq(1), k1.eq(1),
-                             next_is_count.eq(0), n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly),
-                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(cfg.d_corner),
+                m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
+                             fresh.eq(1), k1.eq(1), next_is_count.eq(0), n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly),
+                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(cfg.d_corner), fc_nvalid.eq(Mux(rest >= p, p, rest)),
                              d_lf.eq(((vx_last + 1) >> 1) << cfg.tly), d_fl.eq((vy_last << cfg.tlx) >> 1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):

@@ -90,8 +90,16 @@ class WeightDecoder(wiring.Component):
             bank_words.append(word_b)
 
         cl = cmd_layout(g)
-        s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = Signal(), Signal(), Signal(), Signal(), Signal()
-        s1, s2, s3, s4, s5 = Signal(cl), Signal(cl), Signal(cl), Signal(cl), Signal(cl)
+        s1_valid = Signal()
+        s2_valid = Signal()
+        s3_valid = Signal()
+        s4_valid = Signal()
+        s5_valid = Signal()
+        s1 = Signal(cl)
+        s2 = Signal(cl)
+        s3 = Signal(cl)
+        s4 = Signal(cl)
+        s5 = Signal(cl)
         word3 = Signal(word_layout)      # s3: the addressed bank's word
         word4 = Signal(word_layout)
         entry = Signal(sb)               # s4: the conv command's slot
@@ -108,7 +116,8 @@ class WeightDecoder(wiring.Component):
         # masks and shift are registered: the descriptor is static while a layer runs)
         cfg = self.cfg
         ib_mask = Signal(sb)
-        ky_mask, kx_mask = Signal(3), Signal(3)
+        ky_mask = Signal(3)
+        kx_mask = Signal(3)
         ci_shift = Signal(4)
         m.d.sync += [ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1), ci_shift.eq(cfg.kyb + cfg.kxb),
                      ky_mask.eq((Const(1, 4) << cfg.kyb) - 1), kx_mask.eq((Const(1, 4) << cfg.kxb) - 1)]

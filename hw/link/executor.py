@@ -87,10 +87,14 @@ class Executor(wiring.Component):
         addr0, count, sample = Cat(args[1], args[2]), Cat(args[3], args[4]), Cat(args[0], args[1])
 
         # ---- the checks, pipelined (see the module docstring)
-        mem_ok, range_ok, sample_ok, regs_ok = Signal(), Signal(), Signal(), Signal()
+        mem_ok = Signal()
+        range_ok = Signal()
+        sample_ok = Signal()
+        regs_ok = Signal()
         wb = Signal(range(self.max_wb + 1))     # the addressed memory's word bytes (0: no such memory)
         sel_depth = Signal(range(max(d for _, d in self.mems) + 1))
-        sel_end, need_len = Signal(17), Signal(32)
+        sel_end = Signal(17)
+        need_len = Signal(32)
         m.d.sync += [mem_ok.eq(0), sel_depth.eq(0)]
         with m.Switch(args[0]):
             for i, (bits, depth) in enumerate(self.mems):
@@ -103,7 +107,10 @@ class Executor(wiring.Component):
         m.d.comb += [payload_len.a.eq(count), payload_len.b.eq(wb)]
         m.d.sync += [sel_end.eq(addr0 + count), range_ok.eq(sel_end <= sel_depth),
                      need_len.eq(payload_len.p + ARG_BYTES)]
-        len_is0, len_is2, len_short, len_match = Signal(), Signal(), Signal(), Signal()
+        len_is0 = Signal()
+        len_is2 = Signal()
+        len_short = Signal()
+        len_match = Signal()
         m.d.sync += [len_is0.eq(req.length == 0), len_is2.eq(req.length == 2), len_short.eq(req.length < ARG_BYTES),
                      len_match.eq(req.length == need_len),
                      sample_ok.eq(sample < self.n_samples),
@@ -121,7 +128,9 @@ class Executor(wiring.Component):
                      self.reply.payload.length.eq(rlen)]
 
         # ---- WRITE_MEM: frame buffer bytes → a word → the host memory
-        mem, waddr, left = Signal(8), Signal(16), Signal(16)
+        mem = Signal(8)
+        waddr = Signal(16)
+        left = Signal(16)
         cnt = Signal(16)
         k = Signal(range(self.max_wb + 1))
         word = Signal(8 * self.max_wb)
@@ -158,8 +167,12 @@ class Executor(wiring.Component):
 
         # ---- the verdict: the command's checks decided one register ahead of EXEC, so the FSM's next
         # state and the reply registers' enables hang off a few registered bits, not the compare tree
-        v_action, v_abort = Signal(2), Signal()
-        v_status, v_kind, v_first, v_rlen = Signal(8), Signal(3), Signal(8), Signal(16)
+        v_action = Signal(2)
+        v_abort = Signal()
+        v_status = Signal(8)
+        v_kind = Signal(3)
+        v_first = Signal(8)
+        v_rlen = Signal(16)
 
         def verdict(st, kind_=0, first_=0, rlen_=0):
             m.d.sync += [v_status.eq(st), v_kind.eq(kind_), v_first.eq(first_), v_rlen.eq(rlen_)]

@@ -70,7 +70,8 @@ class FrameDecoder(wiring.Component):
         zero_pending = Signal()     # the block before ended in an implicit zero
         in_frame = Signal()         # a byte came since the last delimiter
         delim = fire & (byte == FRAME_DELIM)
-        d_valid, d_byte = Signal(), Signal(8)
+        d_valid = Signal()
+        d_byte = Signal(8)
         m.d.comb += [d_valid.eq(fire & (byte != FRAME_DELIM) & ((code_left != 0) | zero_pending)),
                      d_byte.eq(Mux(code_left != 0, byte, 0)), crc.data.eq(d_byte)]
         with m.If(delim):
@@ -84,7 +85,8 @@ class FrameDecoder(wiring.Component):
             m.d.sync += [code_left.eq(0), zero_pending.eq(0), in_frame.eq(0)]
 
         cnt = Signal(16)            # byte index inside the header, the payload or the CRC
-        crc_lo, crc_hi = Signal(8), Signal(8)
+        crc_lo = Signal(8)
+        crc_hi = Signal(8)
 
         def finish(status):
             m.d.sync += rec.status.eq(STATUS[status])

@@ -34,8 +34,8 @@ from sparsegate.sw.util.toolchain import yowasp_env
 from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
 __all__ = [
-    "CellUsage", "ClockFmax", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
-    "CELL_ALIASES", "parse_nextpnr_report", "parse_nextpnr_log", "check_fits", "build_ecp5", "synthesize",
+    "CellUsage", "ClockFmax", "CriticalPath", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
+    "CELL_ALIASES", "parse_nextpnr_report", "parse_critical_paths", "parse_nextpnr_log", "check_fits", "build_ecp5", "synthesize",
     "Synthesis",
 ]
 
@@ -93,6 +93,73 @@ class ClockFmax:
 
 
 @dataclass(frozen=True)
+class CriticalPath:
+    """nextpnr's worst path from one clock edge to another: its delay split into logic and routing, how many
+    logic cells it crosses, and the signals (the names Yosys left on the cells) it starts and ends at: where
+    the next timing fix goes."""
+
+    from_clock: str
+    to_clock: str
+    delay_ns: float
+    logic_ns: float
+    routing_ns: float
+    levels: int        # logic cells with a delay on the path (a carry chain's hops through one slice count once)
+    start: str
+    end: str
+
+    @property
+    def register_to_register(self) -> bool:
+        return "<async>" not in (self.from_clock, self.to_clock)
+
+    def describe(self) -> str:
+        """One line: ``start -> end: delay, levels, logic / routing``."""
+        return (f"`{self.start}` -> `{self.end}`: {self.delay_ns:.2f} ns ({1000 / self.delay_ns:.1f} MHz), "
+                f"{self.levels} logic levels, {self.logic_ns:.2f} ns logic + {self.routing_ns:.2f} ns routing")
+
+    def to_dict(self) -> dict:
+        return {"from_clock": self.from_clock, "to_clock": self.to_clock, "delay_ns": round(self.delay_ns, 3),
+                "logic_ns": round(self.logic_ns, 3), "routing_ns": round(self.routing_ns, 3), "levels": self.levels,
+                "start": self.start, "end": self.end}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CriticalPath:
+        return cls(**{k: d[k] for k in ("from_clock", "to_clock", "delay_ns", "logic_ns", "routing_ns", "levels",
+                                        "start", "end")})
+
+
+# what synthesis and packing append to a signal's name on the cells that implement it
+_CELL_SUFFIX = re.compile(r"(_TRELLIS_|_LUT4_|_CCU2C_|_PFUMX|_L6MUX|_DPR16X4|_MULT18X18D|_DP16KD|\$CCU2|\$DPRAM|"
+                          r"\$nextpnr|\$PFUMX)")
+
+
+def _signal_of(cell: str) -> str:
+    """The signal a packed cell implements, e.g. ``top.seq.x0`` for ``top.seq.x0_TRELLIS_FF_Q_3``."""
+    match = _CELL_SUFFIX.search(cell)
+    return cell[:match.start()] if match and match.start() > 0 else cell
+
+
+def parse_critical_paths(report: str | dict) -> tuple[CriticalPath, ...]:
+    """The critical paths of nextpnr's ``--report`` JSON (text or decoded), one per clock pair, worst first."""
+    data = json.loads(report) if isinstance(report, str) else report
+    paths = []
+    for entry in (data.get("critical_paths") or []) if isinstance(data, dict) else []:
+        segments = entry.get("path") or []
+        if not segments:
+            continue
+        logic = [s for s in segments if s.get("type") == "logic"]
+        routing = [s for s in segments if s.get("type") == "routing"]
+        levels = sum(1 for s in logic if float(s.get("delay", 0.0)) > 0.1)
+        paths.append(CriticalPath(
+            from_clock=str(entry.get("from", "")), to_clock=str(entry.get("to", "")),
+            delay_ns=sum(float(s.get("delay", 0.0)) for s in segments),
+            logic_ns=sum(float(s.get("delay", 0.0)) for s in logic),
+            routing_ns=sum(float(s.get("delay", 0.0)) for s in routing), levels=levels,
+            start=_signal_of(str(segments[0].get("from", {}).get("cell", ""))),
+            end=_signal_of(str(segments[-1].get("to", {}).get("cell", "")))))
+    return tuple(sorted(paths, key=lambda path: -path.delay_ns))
+
+
+@dataclass(frozen=True)
 class BuildReport:
     """What a finished ECP5 build produced and measured."""
 
@@ -109,6 +176,12 @@ class BuildReport:
     routed: bool = True  # False: placed only (``place_only``): Fmax is nextpnr's post-placement estimate
     synth_opts: str = ""  # extra ``synth_ecp5`` options the build needed (see :data:`ABC9_WORKAROUND`)
     netlist: Path | None = None  # the synthesized netlist (``write_netlist``)
+    critical_paths: tuple[CriticalPath, ...] = ()  # from nextpnr's report, worst first
+
+    @property
+    def critical_path(self) -> CriticalPath | None:
+        """The worst register-to-register path (what sets Fmax), if nextpnr reported one."""
+        return next((path for path in self.critical_paths if path.register_to_register), None)
 
     def cell(self, kind: str) -> CellUsage:
         """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""
@@ -146,6 +219,7 @@ class BuildReport:
             "build_dir": str(self.build_dir), "source": self.source, "elapsed_s": round(self.elapsed_s, 3),
             "routed": self.routed, "synth_opts": self.synth_opts,
             "netlist": str(self.netlist) if self.netlist else None,
+            "critical_paths": [path.to_dict() for path in self.critical_paths],
         }
 
 
@@ -388,10 +462,13 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
 
     report_path = work / f"{name}.report.json"
     if report_path.is_file():
-        util, clocks = parse_nextpnr_report(report_path.read_text())
+        report_text = report_path.read_text()
+        util, clocks = parse_nextpnr_report(report_text)
+        critical = parse_critical_paths(report_text)
         source = "report"
     else:  # e.g. nextpnr options overridden through AMARANTH_nextpnr_opts
         util, clocks = parse_nextpnr_log(log_text)
+        critical = ()
         source = "log"
     if not clocks:  # nextpnr's --report has no Fmax without routing: take the post-placement figure from the log
         clocks = parse_nextpnr_log(log_text)[1]
@@ -411,7 +488,7 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
                          source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,
-                         netlist=netlist)
+                         netlist=netlist, critical_paths=critical)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

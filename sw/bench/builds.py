@@ -1,6 +1,6 @@
 """Design-space sweep: the board top level with the pruned LeNet-5 for lanes P in {1, 4, 8, 16, 32, 64} on
 the ULX3S 25F / 45F / 85F -> LUT4, FF, MULT18X18D, DP16KD and Fmax per point, a Markdown table, a JSON
-file and a plot (``sweep.md``, ``sweep.json``, ``sweep.png`` in the output folder).
+file and a plot (``builds.md``, ``builds.json``, ``sweep.png`` in the output folder).
 
 Every point goes through :func:`sparsegate.sw.flow.build.build_board` (cached by design digest, so a
 rerun only builds what changed). Points whose block-RAM / DSP estimate is clearly over the device are
@@ -32,6 +32,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from sparsegate.hw.platform.ecp5_build import CriticalPath
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
@@ -110,6 +111,9 @@ def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: flo
     point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
                  ebr=get("DP16KD"), fmax=result.fmax_mhz, met=result.timing_met, seconds=rep["elapsed_s"],
                  digest=result.digest, synth_opts=rep.get("synth_opts", ""))
+    critical = [path for path in rep.get("critical_paths", []) if "<async>" not in path["from_clock"] + path["to_clock"]]
+    if critical:
+        point["critical_path"] = critical[0]
     return point
 
 
@@ -154,7 +158,7 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes
                     clock_mhz: float = 100.0, image=None, log=print, jobs: RunnerOptions | None = None,
                     build_cache: Path | None = None) -> BenchResult:
     """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
-    a local cluster); write ``sweep.md`` and ``sweep.json`` with its figures (both rewritten as each point
+    a local cluster); write ``builds.md`` and ``builds.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
     ``routed``: the ``(device, lanes)`` points to place and route (default :data:`ROUTED_POINTS`; the rest are
     placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``quick``: every point placed only
@@ -204,7 +208,7 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes
                                        "attempts": job.attempts, "cached": job.cached}}
         log(f"[sweep] {board} P={p}: {point['status']}" + ("" if job.ok else f" ({job.error})"))
         data["points"] = [settled[k] for k in sorted(settled)]
-        write_results("sweep", _markdown(data), data, out_dir)
+        write_results("builds", _markdown(data), data, out_dir)
 
     log(f"[sweep] {len(grid)} points ({sum(not g[3] for g in grid)} placed and routed, the rest placed only)")
     options = jobs or RunnerOptions()
@@ -214,7 +218,7 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes
     data["runner"] = {"scheduler": sweep.scheduler, "dashboard": sweep.dashboard}
     plot = _plot(data["points"], out_dir / "sweep.png")
     data["plot"] = plot.name if plot else None
-    return write_results("sweep", _markdown(data), data, out_dir)
+    return write_results("builds", _markdown(data), data, out_dir)
 
 
 def _mode(p: dict) -> str:
@@ -222,7 +226,7 @@ def _mode(p: dict) -> str:
 
 
 def _markdown(data: dict) -> str:
-    """The sweep's table and notes, from its figures alone (so ``sweep.md`` and ``sweep.json`` cannot disagree)."""
+    """The sweep's table and notes, from its figures alone (so ``builds.md`` and ``builds.json`` cannot disagree)."""
     clock_mhz, points = data["clock_mhz"], data["points"]
     modes = {_mode(p) for p in points}
     table = (f"| device | P | mode | LUT4 | FF | MULT18X18D | DP16KD | Fmax (MHz) | met at {clock_mhz:g} MHz | tool s |\n"
@@ -241,6 +245,12 @@ def _markdown(data: dict) -> str:
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
             f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s"
             + (f" (gateware {data['sources']})" if data.get("sources") else "") + f".\n\n{table}\n"
+            + ("\nCritical path of each point (nextpnr's worst register-to-register path; signal names as "
+               "Yosys left them on the cells):\n\n"
+               + "".join(f"- {p['device']} P={p['lanes']} ({_mode(p)}): "
+                         f"{CriticalPath.from_dict(p['critical_path']).describe()}\n"
+                         for p in points if p.get("critical_path"))
+               if any(p.get("critical_path") for p in points) else "")
             + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
                       "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
                       for p in points if p.get("synth_opts"))

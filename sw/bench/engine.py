@@ -48,8 +48,8 @@ SIM_LABELS = {"verilator": "Verilator (C++ main loop)", "verilator-cocotb": "Ver
 def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sweep=None) -> BenchResult:
     """Run the benchmark in ``out_dir``; the report goes to ``engine.md``, its figures to ``engine.json``.
     ``model``: a trained LeNet-5 (not changed) both networks are pruned from (default: trained here, 3 epochs,
-    cached); ``sweep``: the build sweep's ``sweep.json`` (default: ``builds/sweep.json`` beside ``out_dir``, from
-    ``sparsegate bench --only builds`` into the same folder, else ``docs/results/sweep.json``). ``quick``: no
+    cached); ``sweep``: the build sweep's ``builds.json`` (default: ``builds/builds.json`` beside ``out_dir``, from
+    ``sparsegate bench --only builds`` into the same folder, else ``docs/results/builds.json``). ``quick``: no
     fine-tunes, a one-round SRA, Verilator at 4 lanes only, and no cocotb / Icarus / Amaranth runs."""
     from sparsegate.sw.bench.builds import gateware_sources_digest
     from sparsegate.sw.bench.routed_builds import find_sweep, read_sweep
@@ -80,11 +80,11 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
         networks[name] = runner.network(name, qnet, measured, pruning[name])
         log(f"[bench] {name}: done ({time.perf_counter() - t0:.0f} s)")
 
-    candidates = [sweep] if sweep is not None else [out_dir.parent / "builds" / "sweep.json",
-                                                    Path("docs/results/sweep.json")]
+    candidates = [sweep] if sweep is not None else [out_dir.parent / "builds" / "builds.json",
+                                                    Path("docs/results/builds.json")]
     found = find_sweep(candidates)
     if sweep is not None and found is None:
-        raise FileNotFoundError(f"sweep: {sweep} does not exist; expected the build sweep's sweep.json")
+        raise FileNotFoundError(f"sweep: {sweep} does not exist; expected the build sweep's builds.json")
     figures = read_sweep(found) if found else None
     data = {
         "generated": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
@@ -401,8 +401,8 @@ def _scaled(value: float | None, scale: float, digits: int = 1) -> str:
 def _throughput_section(tp: dict) -> list[str]:
     sweep = tp["sweep"]
     if sweep is None:
-        source = ("No build sweep JSON was found (`builds/sweep.json` beside this run's folder, or "
-                  "`docs/results/sweep.json`): no routed figures, so no throughput.")
+        source = ("No build sweep JSON was found (`builds/builds.json` beside this run's folder, or "
+                  "`docs/results/builds.json`): no routed figures, so no throughput.")
     else:
         same = ("the same gateware as this run" if sweep["same_gateware"] else
                 f"**other gateware than this run's** (sweep sources `{sweep['sources']}`, this checkout "

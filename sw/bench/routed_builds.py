@@ -1,4 +1,4 @@
-"""The routed figures of a build sweep (``sweep.json``, written by :func:`sparsegate.sw.bench.builds.run_build_sweep`),
+"""The routed figures of a build sweep (``builds.json``, written by :func:`sparsegate.sw.bench.builds.run_build_sweep`),
 for the benchmarks that price throughput per resource: per ``(device, lanes)`` point nextpnr's post-route Fmax
 and the LUT4 / MULT18X18D / DP16KD it used, or why the point has no such figure (placed only, does not fit,
 failed, not in the sweep). Post-placement estimates are never taken for routed figures.
@@ -13,7 +13,7 @@ __all__ = ["RoutedBuild", "SweepFigures", "SweepFormatError", "find_sweep", "rea
 
 
 class SweepFormatError(ValueError):
-    """A ``sweep.json`` that is not the build sweep's: the message names the file and the field."""
+    """A ``builds.json`` that is not the build sweep's: the message names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def find_sweep(candidates) -> Path | None:
 
 
 def read_sweep(path: str | Path) -> SweepFigures:
-    """Read a build sweep's ``sweep.json``; raises :class:`SweepFormatError` naming the file and field when it
+    """Read a build sweep's ``builds.json``; raises :class:`SweepFormatError` naming the file and field when it
     is not one."""
     path = Path(path)
     try:

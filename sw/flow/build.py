@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
+from sparsegate.hw.platform.ecp5_build import CriticalPath
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
            "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_IMAGE_NAME"]
@@ -175,6 +176,8 @@ def format_report(result: BuildResult) -> str:
             + (f"Placed only (no routing, no bitstream): Fmax is nextpnr's post-placement estimate; timing "
                f"{'would be met' if rep['timing_met'] else 'NOT met'} by that estimate.\n" if placed else
                f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
+            + "".join(f"\nCritical path (nextpnr, {path['from_clock']}): {CriticalPath.from_dict(path).describe()}.\n"
+                      for path in rep.get("critical_paths", [])[:1] if "<async>" not in path["from_clock"] + path["to_clock"])
             + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
                f"{result.netlist_sim['netlist_cycles_per_s']:,} cycles/s vs {result.netlist_sim['rtl_cycles_per_s']:,} "
                f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s"

@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory, trained_lenet5):
     """One quick run, with a sweep JSON in the build sweep's format where the benchmark looks for it (``builds/``
     beside its folder): a routed 85F P=16 and 25F P=4, a placed-only 85F P=32 and a 25F P=16 that does not fit."""
     root = tmp_path_factory.mktemp("engine-bench")
-    sweep = root / "builds" / "sweep.json"
+    sweep = root / "builds" / "builds.json"
     write_json(sweep, {"quick": False, "clock_mhz": 100.0, "sources": "older", "points": [
         _sweep_point("25F", 4, "routed", fmax=107.9), _sweep_point("25F", 16, "placed", status="does not fit"),
         _sweep_point("85F", 16, "routed", fmax=97.8), _sweep_point("85F", 32, "placed", fmax=80.0)]})

@@ -112,7 +112,12 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
                 (("TRELLIS_COMB", 1000), ("TRELLIS_FF", 500), ("MULT18X18D", 1), ("DP16KD", 10))}
         return fb.BuildResult.from_dict({"digest": f"d{lanes}", "report": {
             "utilisation": util, "fmax_mhz": 50.0 + lanes, "timing_met": False, "elapsed_s": 12.0,
-            "synth_opts": "-dff" if lanes == 4 else ""}})
+            "synth_opts": "-dff" if lanes == 4 else "",
+            "critical_paths": [{"from_clock": "<async>", "to_clock": "posedge clk", "delay_ns": 9.0, "logic_ns": 0.0,
+                                "routing_ns": 9.0, "levels": 0, "start": "uart_rx", "end": "sync1"},
+                               {"from_clock": "posedge clk", "to_clock": "posedge clk", "delay_ns": 1000 / (50.0 + lanes),
+                                "logic_ns": 5.0, "routing_ns": 1000 / (50.0 + lanes) - 5.0, "levels": 6,
+                                "start": f"engine.l{lanes}", "end": "engine.q"}]}})
 
     monkeypatch.setattr(fb, "build_board", fake_build)
     from sparsegate.sw.jobs import RunnerOptions
@@ -125,7 +130,9 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
     assert "| 25F | 4 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 12 |" in md
     assert "| 25F | 16 | placed | does not fit: needs DP16KD 80/56 |" in md
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
-    points = json.loads((tmp_path / "sweep.json").read_text())["points"]
+    # each point names its worst register-to-register path (not the faster async one listed first)
+    assert "- 25F P=4 (placed): `engine.l4` -> `engine.q`: 18.52 ns (54.0 MHz), 6 logic levels" in md
+    points = json.loads((tmp_path / "builds.json").read_text())["points"]
     assert [p["status"] for p in points] == ["ok", "ok", "does not fit"]
     assert all(p["job"]["attempts"] == 1 and not p["job"]["cached"] and p["job"]["worker"] for p in points)
     assert (tmp_path / "sweep.png").stat().st_size > 1000

@@ -10,8 +10,8 @@ from amaranth.lib import io
 from amaranth.sim import Simulator
 
 from sparsegate.hw.platform.ecp5_build import (
-    BuildReport, CellUsage, ClockFmax, DesignDoesNotFit, build_ecp5, check_fits, parse_nextpnr_log,
-    parse_nextpnr_report, SCRIPT_AFTER_READ,
+    BuildReport, CellUsage, ClockFmax, CriticalPath, DesignDoesNotFit, build_ecp5, check_fits, parse_critical_paths,
+    parse_nextpnr_log, parse_nextpnr_report, SCRIPT_AFTER_READ,
 )
 from sparsegate.hw.platform.smoke_top import LFSR_TAPS, SmokeTop
 from sparsegate.sw.util import toolchain
@@ -61,6 +61,48 @@ Info: Placed 3 cells based on constraints.
 ERROR: Unable to place cell 'l8.s2_prod_TRELLIS_FF_Q_DI_MULT18X18D_P0', no BELs remaining to implement cell type 'MULT18X18D'
 0 warnings, 1 error
 """
+
+
+# The shape of nextpnr 0.11's ``critical_paths`` (cut from the 16-lane 25F engine's report: the carry chain's
+# hops through one slice have no delay, the async pair comes first in the file but is not the worst).
+CRITICAL_REPORT = {"critical_paths": [
+    {"from": "<async>", "to": "posedge $glbnet$clk", "path": [
+        {"type": "source", "delay": 0.0, "from": {"cell": "uart_rx.buf.buf0"}, "to": {"cell": "uart_rx.buf.buf0"}},
+        {"type": "routing", "delay": 1.18, "from": {"cell": "uart_rx.buf.buf0"},
+         "to": {"cell": "top.urx.sync1_TRELLIS_FF_Q"}}]},
+    {"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk", "path": [
+        {"type": "clk-to-q", "delay": 0.52, "from": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1"},
+         "to": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1"}},
+        {"type": "routing", "delay": 0.9, "from": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1"},
+         "to": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1_DI_CCU2C_A0$CCU2_COMB0"}},
+        {"type": "logic", "delay": 0.45, "from": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1_DI_CCU2C_A0$CCU2_COMB0"},
+         "to": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1_DI_CCU2C_A0$CCU2_COMB0"}},
+        {"type": "logic", "delay": 0.0, "from": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1_DI_CCU2C_A0$CCU2_COMB1"},
+         "to": {"cell": "top.ostage.cnt_TRELLIS_FF_Q_1_DI_CCU2C_A0$CCU2_COMB1"}},
+        {"type": "routing", "delay": 1.0, "from": {"cell": "$nextpnr_CCU2C_3$CCU2_COMB0"},
+         "to": {"cell": "top.ostage.row_lane_LUT4_Z"}},
+        {"type": "logic", "delay": 0.24, "from": {"cell": "top.ostage.row_lane_LUT4_Z"},
+         "to": {"cell": "top.ostage.row_lane_LUT4_Z"}},
+        {"type": "routing", "delay": 0.7, "from": {"cell": "top.ostage.row_lane_LUT4_Z"},
+         "to": {"cell": "top.ostage.row_lane_TRELLIS_FF_Q_2"}},
+        {"type": "setup", "delay": 0.0, "from": {"cell": "top.ostage.row_lane_TRELLIS_FF_Q_2"},
+         "to": {"cell": "top.ostage.row_lane_TRELLIS_FF_Q_2"}}]},
+]}
+
+
+def test_critical_paths_name_their_signals_worst_first():
+    worst, async_path = parse_critical_paths(json.dumps(CRITICAL_REPORT))
+    assert worst.delay_ns == pytest.approx(3.81) and async_path.delay_ns == pytest.approx(1.18)
+    assert (worst.start, worst.end) == ("top.ostage.cnt", "top.ostage.row_lane")
+    assert worst.levels == 2 and worst.logic_ns == pytest.approx(0.69) and worst.routing_ns == pytest.approx(2.6)
+    assert worst.register_to_register and not async_path.register_to_register
+    assert CriticalPath.from_dict(worst.to_dict()) == CriticalPath.from_dict(worst.to_dict())
+    assert "`top.ostage.cnt` -> `top.ostage.row_lane`: 3.81 ns (262.5 MHz), 2 logic levels" in worst.describe()
+    report = BuildReport(design="top", device="LFE5U-25F", package="BG381", speed="6", utilisation={}, clocks={},
+                         bitstream=None, build_dir=None, source="report", elapsed_s=0.0,
+                         critical_paths=(async_path, worst))
+    assert report.critical_path is worst
+    assert parse_critical_paths(SMOKE_REPORT) == ()        # a report without the section has none
 
 
 def _report(**clocks: ClockFmax) -> BuildReport:
@@ -197,6 +239,10 @@ def test_smoke_report_utilisation_and_fmax(smoke_build):
     log_util, log_clocks = parse_nextpnr_log((report.build_dir / "work" / "top.tim").read_text())
     assert {k: log_util[k] for k in LFE5U_25F} == {k: report.utilisation[k] for k in LFE5U_25F}
     assert log_clocks.keys() == report.clocks.keys()
+    # the critical path is the one that sets Fmax
+    assert report.critical_path is not None and report.critical_path.levels >= 1
+    assert 1000 / report.critical_path.delay_ns == pytest.approx(clock.achieved_mhz, rel=0.01)
+    assert saved["critical_paths"][0]["delay_ns"] == pytest.approx(report.critical_paths[0].delay_ns, abs=1e-3)
 
 
 class ManyMultipliers(Elaboratable):
