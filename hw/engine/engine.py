@@ -5,7 +5,7 @@ fused output stage, with an input memory holding ``n_samples`` images, all built
 
 Host interface: set ``sample``, pulse ``start``; ``done`` rises when the last layer's outputs are written
 (``busy`` meanwhile). Performance counters, per-layer output signatures and the last layer's outputs are
-read through ``dbg_sel`` -> ``dbg_data`` (registered: one cycle; register map :func:`dbg_map`).
+read through ``dbg_sel`` -> ``dbg_data`` (registered: two cycles; register map :func:`dbg_map`).
 
 Stream chain (``lib.stream`` valid/ready everywhere)::
 
@@ -106,7 +106,7 @@ class SparseEngine(wiring.Component):
     fault, fault_layer : ``Out``
         The last ``start`` was refused: layer descriptor ``fault_layer`` cannot run (:class:`Sequencer`).
     dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
-        Debug register read, one cycle after ``dbg_sel`` (registered; :func:`dbg_map`).
+        Debug register read, two cycles after ``dbg_sel`` (two registered mux stages; :func:`dbg_map`).
     wr_en, wr_mem, wr_addr, wr_data : ``In``
         ``host_write=True`` only: ``wr_mem`` = index in :data:`HOST_MEMS`, ``wr_data`` LSB-aligned.
     """
@@ -290,7 +290,13 @@ class SparseEngine(wiring.Component):
         for c in per_layer:
             regs += [c[n] for n in LAYER_COUNTERS]
         regs += results
-        m.d.sync += self.dbg_data.eq(Array(regs)[self.dbg_sel])     # registered: the mux spans every counter
+        # the debug read in two registered stages (the one-stage mux over every counter was the 85F's critical
+        # path): a word of each group of 8 by the select's low bits, then the group by its high bits
+        groups = [regs[i:i + 8] for i in range(0, len(regs), 8)]
+        picked = [Signal(32, name=f"dbg_group{i}") for i in range(len(groups))]
+        group_sel = Signal(8 - 3)
+        m.d.sync += [*(picked[i].eq(Array(group)[self.dbg_sel[:3]]) for i, group in enumerate(groups)),
+                     group_sel.eq(self.dbg_sel[3:]), self.dbg_data.eq(Array(picked)[group_sel])]
         # abort (the link's watchdog, RESET; a host-loaded engine is the one behind a link): every register
         # back to its reset value, the memories keep what the host loaded
         return ResetInserter({"sync": self.abort})(m) if hw else m
