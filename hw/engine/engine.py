@@ -276,9 +276,10 @@ class SparseEngine(wiring.Component):
         last = Signal()
         m.d.comb += last.eq(seq.cfg.last)
         # the index within the layer's output region (a map smaller than the result registers has fewer than
-        # 4 index bits)
+        # 4 index bits), from the output stage's registered write alongside `seen`: the subtraction and the
+        # compare and decode after it are in different cycles
         rel = Signal(aw)
-        m.d.comb += rel.eq(seen.addr - seq.cfg.out_base)
+        m.d.sync += rel.eq(ostage.o.payload.addr - seq.cfg.out_base)
         index = rel[:min(aw, ceil_log2(g.n_results))]
         with m.If(out_v & last & (rel < g.n_results)):
             with m.Switch(index):

@@ -185,6 +185,23 @@ class Sequencer(wiring.Component):
         # the input memory's read address straight from a register (a LUT-RAM input memory reads it
         # combinationally: no FSM decode in front of it); only `load_en` says when the word is used
         m.d.comb += self.load_addr.eq(load_ptr)
+        # the command's fields, driven in every state (only `valid` waits for ISSUE): not gated by the FSM's
+        # state decode, which would otherwise fan out to every bit of the queue's write data
+        m.d.comb += [
+            self.cmd.payload.waddr.eq(Mux(cfg.fc, cur, cur >> lg)),
+            self.cmd.payload.zero.eq(count == 0),
+            self.cmd.payload.first.eq(k1 == 1),
+            self.cmd.payload.last.eq(last_elem),
+            self.cmd.payload.ctx.tile.eq(outer),
+            self.cmd.payload.ctx.oy.eq(oy),
+            self.cmd.payload.ctx.x0.eq(x0),
+            self.cmd.payload.ctx.nvalid.eq(nvalid),
+            self.cmd.payload.ctx.vx.eq(vx),
+            self.cmd.payload.ctx.vy.eq(vy),
+            self.cmd.payload.ctx.ndrain.eq(ndrain),
+        ]
+        if lg:
+            m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -240,24 +257,7 @@ class Sequencer(wiring.Component):
                              d_lf.eq(((vx_last + 1) >> 1) << cfg.tly), d_fl.eq((vy_last << cfg.tlx) >> 1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [
-                    self.in_layer.eq(1),
-                    self.cmd.valid.eq(1),
-                    self.cmd.payload.waddr.eq(Mux(cfg.fc, cur, cur >> lg)),
-                    self.cmd.payload.zero.eq(count == 0),
-                    self.cmd.payload.first.eq(k1 == 1),
-                    self.cmd.payload.last.eq(last_elem),
-                    self.cmd.payload.ctx.tile.eq(outer),
-                    self.cmd.payload.ctx.oy.eq(oy),
-                    self.cmd.payload.ctx.x0.eq(x0),
-                    self.cmd.payload.ctx.nvalid.eq(nvalid),
-                    self.cmd.payload.ctx.vx.eq(vx),
-                    self.cmd.payload.ctx.vy.eq(vy),
-                    self.cmd.payload.ctx.ndrain.eq(ndrain),
-                    self.stall.eq(~self.cmd.ready),
-                ]
-                if lg:
-                    m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
+                m.d.comb += [self.in_layer.eq(1), self.cmd.valid.eq(1), self.stall.eq(~self.cmd.ready)]
                 with m.If(self.cmd.ready):
                     with m.If(~last_elem):
                         m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0),
