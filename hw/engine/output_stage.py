@@ -106,7 +106,8 @@ class OutputStage(wiring.Component):
         # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
         # The decisions read down-counters, the pixels left in the row (vx - jx) and in the pass (nvalid - cnt),
         # compared with constants: no adder or comparator chain between the walker's registers (they were the
-        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`) both come from the pass's context.
+        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`: cnt == 0, kept as a flip-flop so no
+        # zero test sits in front of the muxes) both come from the pass's context.
         dual = Signal()                         # static while a layer runs: registered
         m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
         cnt = Signal(range(p + 2))

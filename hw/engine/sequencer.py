@@ -252,9 +252,10 @@ class Sequencer(wiring.Component):
             with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it
                 m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
-                             fresh.eq(1), k1.eq(1), next_is_count.eq(0), n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly),
-                             n_fl.eq(vy_last << cfg.tlx), d_ll.eq(cfg.d_corner), fc_nvalid.eq(Mux(rest >= p, p, rest)),
-                             d_lf.eq(((vx_last + 1) >> 1) << cfg.tly), d_fl.eq((vy_last << cfg.tlx) >> 1)]
+                             fresh.eq(1), k1.eq(1), next_is_count.eq(0), fc_nvalid.eq(Mux(rest >= p, p, rest)),
+                             n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
+                             d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),
+                             d_fl.eq((vy_last << cfg.tlx) >> 1)]
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.in_layer.eq(1), self.cmd.valid.eq(1), self.stall.eq(~self.cmd.ready)]

@@ -35,8 +35,8 @@ from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
 __all__ = [
     "CellUsage", "ClockFmax", "CriticalPath", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
-    "CELL_ALIASES", "parse_nextpnr_report", "parse_critical_paths", "parse_nextpnr_log", "check_fits", "build_ecp5", "synthesize",
-    "Synthesis",
+    "CELL_ALIASES", "parse_nextpnr_report", "parse_critical_paths", "saved_critical_path", "parse_nextpnr_log",
+    "check_fits", "build_ecp5", "synthesize", "Synthesis",
 ]
 
 #: Friendly names for the nextpnr-ecp5 cell types that matter here.
@@ -159,6 +159,17 @@ def parse_critical_paths(report: str | dict) -> tuple[CriticalPath, ...]:
     return tuple(sorted(paths, key=lambda path: -path.delay_ns))
 
 
+def _worst_register_path(paths) -> CriticalPath | None:
+    """The first register-to-register path of ``paths`` (worst first): what sets Fmax."""
+    return next((path for path in paths if path.register_to_register), None)
+
+
+def saved_critical_path(report: dict) -> CriticalPath | None:
+    """:attr:`BuildReport.critical_path` of a report saved with :meth:`BuildReport.to_dict` (None for a report
+    from before critical paths were recorded, or without one)."""
+    return _worst_register_path(CriticalPath.from_dict(d) for d in report.get("critical_paths", []))
+
+
 @dataclass(frozen=True)
 class BuildReport:
     """What a finished ECP5 build produced and measured."""
@@ -181,7 +192,7 @@ class BuildReport:
     @property
     def critical_path(self) -> CriticalPath | None:
         """The worst register-to-register path (what sets Fmax), if nextpnr reported one."""
-        return next((path for path in self.critical_paths if path.register_to_register), None)
+        return _worst_register_path(self.critical_paths)
 
     def cell(self, kind: str) -> CellUsage:
         """Usage of a nextpnr cell type (``TRELLIS_COMB``) or an alias from :data:`CELL_ALIASES` (``LUT4``)."""

@@ -32,7 +32,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sparsegate.hw.platform.ecp5_build import CriticalPath
+from sparsegate.hw.platform.ecp5_build import CriticalPath, saved_critical_path
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
@@ -111,9 +111,9 @@ def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: flo
     point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
                  ebr=get("DP16KD"), fmax=result.fmax_mhz, met=result.timing_met, seconds=rep["elapsed_s"],
                  digest=result.digest, synth_opts=rep.get("synth_opts", ""))
-    critical = [path for path in rep.get("critical_paths", []) if "<async>" not in path["from_clock"] + path["to_clock"]]
+    critical = saved_critical_path(rep)
     if critical:
-        point["critical_path"] = critical[0]
+        point["critical_path"] = critical.to_dict()
     return point
 
 

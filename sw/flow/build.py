@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
-from sparsegate.hw.platform.ecp5_build import CriticalPath
+from sparsegate.hw.platform.ecp5_build import saved_critical_path
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
            "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_IMAGE_NAME"]
@@ -169,6 +169,7 @@ def format_report(result: BuildResult) -> str:
         clocks.append(f"| `{name}` | {c['achieved_mhz']:.1f} | {c['constraint_mhz'] or '-'} | "
                       f"{'yes' if c['met'] else '**NO**'} |")
     what = core_named(result.core).heading(result.geometry)
+    critical = saved_critical_path(rep)
     return (f"# {result.board}: {what} at {result.clock_mhz:.2f} MHz\n\n"
             f"Device {rep['device']} ({rep['package']}, speed {rep['speed']}); image `{result.image}`; "
             f"digest `{result.digest}`; tools {result.tools}; build {rep['elapsed_s']:.0f} s.\n\n"
@@ -176,8 +177,7 @@ def format_report(result: BuildResult) -> str:
             + (f"Placed only (no routing, no bitstream): Fmax is nextpnr's post-placement estimate; timing "
                f"{'would be met' if rep['timing_met'] else 'NOT met'} by that estimate.\n" if placed else
                f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
-            + "".join(f"\nCritical path (nextpnr, {path['from_clock']}): {CriticalPath.from_dict(path).describe()}.\n"
-                      for path in rep.get("critical_paths", [])[:1] if "<async>" not in path["from_clock"] + path["to_clock"])
+            + (f"\nCritical path (nextpnr, {critical.from_clock}): {critical.describe()}.\n" if critical else "")
             + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
                f"{result.netlist_sim['netlist_cycles_per_s']:,} cycles/s vs {result.netlist_sim['rtl_cycles_per_s']:,} "
                f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s"

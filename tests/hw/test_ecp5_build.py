@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from sparsegate.hw.platform.ecp5_build import (
     BuildReport, CellUsage, ClockFmax, CriticalPath, DesignDoesNotFit, build_ecp5, check_fits, parse_critical_paths,
-    parse_nextpnr_log, parse_nextpnr_report, SCRIPT_AFTER_READ,
+    parse_nextpnr_log, parse_nextpnr_report, saved_critical_path, SCRIPT_AFTER_READ,
 )
 from sparsegate.hw.platform.smoke_top import LFSR_TAPS, SmokeTop
 from sparsegate.sw.util import toolchain
@@ -243,6 +243,7 @@ def test_smoke_report_utilisation_and_fmax(smoke_build):
     assert report.critical_path is not None and report.critical_path.levels >= 1
     assert 1000 / report.critical_path.delay_ns == pytest.approx(clock.achieved_mhz, rel=0.01)
     assert saved["critical_paths"][0]["delay_ns"] == pytest.approx(report.critical_paths[0].delay_ns, abs=1e-3)
+    assert saved_critical_path(saved).end == report.critical_path.end
 
 
 class ManyMultipliers(Elaboratable):
