@@ -18,8 +18,8 @@ Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always
 arithmetic step and every block-RAM output ends in a register::
 
     i (elements) -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
-      column word, per-bank next row / next column flags, padding mask, crossbar selects -> [r2]
-      -> per-bank address -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
+      column word, per-bank next row / next column flags, padding mask, lane column / row banks -> [r2]
+      -> per-bank address, crossbar selects -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready.
@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout,
                                           write_layout)
+from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 
 __all__ = ["ActBuffer", "LATENCY"]
 
@@ -117,7 +118,7 @@ class ActBuffer(wiring.Component):
         ]
 
         # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
-        # per bank whether it reads the next row / column word (the 2-D rotation), padding mask, crossbar selects
+        # per bank whether it reads the next row / column word (the 2-D rotation), padding mask
         r2_valid = Signal()
         r2 = Signal.like(el)
         row0 = Signal(unsigned(aw))
@@ -132,14 +133,14 @@ class ActBuffer(wiring.Component):
         for b in range(nb):
             m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]),
                          next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
-        y_c = (y[:lgb] << cx)[:lgb]             # the tile's first row bank, in bank-index position
+        # lane j's bank: its column bank and its input row (r2); the row shifted into bank-index position beside it (r3)
+        row_banks = [Signal(lgb, name=f"row_bank{j}") for j in range(p)]
         for j in range(p):
             xj = base + lane_dx[j]
             yj = y + lane_dy[j]
-            sel_x = (base[:lgb] + lane_dx[j]) & cmask
-            sel_y = (y_c + (lane_dy[j] << cx)[:lgb]) & ~cmask
             m.d.sync += [bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
-                         sels[j].eq(Mux(cfg.fc, j, sel_x | sel_y))]
+                         sels[j].eq((base[:lgb] + lane_dx[j]) & cmask),
+                         row_banks[j].eq(y[:lgb] + lane_dy[j])]
 
         # ---- r3: one address per bank; then the bank reads
         r3_valid = Signal()
@@ -147,10 +148,10 @@ class ActBuffer(wiring.Component):
         r3_bad = Signal(p)
         r3_sels = [Signal(lgb, name=f"r3_sel{j}") for j in range(p)]
         m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_bad.eq(bad)] + \
-            [r3_sels[j].eq(sels[j]) for j in range(p)]
+            [r3_sels[j].eq(Mux(cfg.fc, j, sels[j] | (row_banks[j] << cx)[:lgb])) for j in range(p)]
         datas = []
         for b in range(nb):
-            mem = Memory(shape=unsigned(8), depth=g.act_depth, init=[])
+            mem = Memory(shape=unsigned(8), depth=g.act_depth, init=[], attrs=READ_WRITE_DISJOINT)
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()

@@ -25,7 +25,6 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, 
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
-from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.act_buffer import ActBuffer
 from sparsegate.hw.engine.contents import EngineContents
@@ -35,6 +34,7 @@ from sparsegate.hw.engine.output_stage import OutputStage
 from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
+from sparsegate.hw.platform.memory_hints import read_write_disjoint
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
            "QUEUE_DEPTH", "CORE_NAME", "INPUT_LUTRAM_BITS", "input_in_lutram"]
@@ -137,7 +137,7 @@ class SparseEngine(wiring.Component):
         m.submodules.ostage = ostage = OutputStage(g, prog.param_words, host_write=hw)
         lutram = {"ram_style": "distributed"} if input_in_lutram(prog) else None
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
-                                            init=prog.input_words, attrs=lutram)
+                                            init=prog.input_words, attrs=read_write_disjoint(hw, lutram))
         in_rd = inmem.read_port()
         if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
             in_wr = inmem.write_port()
@@ -275,17 +275,20 @@ class SparseEngine(wiring.Component):
         # layers than the loaded image holds keeps the previous image's descriptors beyond it
         last = Signal()
         m.d.comb += last.eq(seq.cfg.last)
-        # the index within the layer's output region (a map smaller than the result registers has fewer than
-        # 4 index bits), from the output stage's registered write alongside `seen`: the subtraction and the
-        # compare and decode after it are in different cycles
-        rel = Signal(aw)
-        m.d.sync += rel.eq(ostage.o.payload.addr - seq.cfg.out_base)
-        index = rel[:min(aw, ceil_log2(g.n_results))]
-        with m.If(out_v & last & (rel < g.n_results)):
-            with m.Switch(index):
-                for k in range(min(g.n_results, 1 << len(index))):
-                    with m.Case(k):
-                        m.d.sync += results[k].eq(seen.data)
+        # result k is the byte written to address out_base + k of the last layer's output region (all of the
+        # address compared: a map smaller than the result registers writes fewer of them). The addresses are
+        # per-layer constants (registered), so the output stage's write is compared with registers and the
+        # capture enables are registered with the byte: no subtraction, and decode and capture in their own cycles
+        targets = [Signal(aw, name=f"result{k}_addr") for k in range(g.n_results)]
+        m.d.sync += [targets[k].eq(seq.cfg.out_base + k) for k in range(g.n_results)]
+        capture = Signal(g.n_results)
+        captured = Signal(8)
+        m.d.sync += [captured.eq(ostage.o.payload.data),
+                     capture.eq(Cat(ostage.o.valid & last & (ostage.o.payload.addr == targets[k])
+                                    for k in range(g.n_results)))]
+        for k in range(g.n_results):
+            with m.If(capture[k]):
+                m.d.sync += results[k].eq(captured)
 
         regs = [totals[n] for n in TOTAL_COUNTERS]
         for c in per_layer:

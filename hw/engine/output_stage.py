@@ -40,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
                              write_layout)
+from sparsegate.hw.platform.memory_hints import read_write_disjoint
 
 __all__ = ["OutputStage", "LATENCY"]
 
@@ -92,7 +93,8 @@ class OutputStage(wiring.Component):
         ways = g.ways
         cfg = self.cfg
         pl = param_layout(g)
-        m.submodules.pmem = pmem = Memory(shape=unsigned(pl.size), depth=g.param_depth, init=self.param_words)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(pl.size), depth=g.param_depth, init=self.param_words,
+                                          attrs=read_write_disjoint(self.host_write))
         prd = pmem.read_port()
         if self.host_write:     # run-time loading of the output parameters
             wp = pmem.write_port()

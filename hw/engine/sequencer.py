@@ -24,7 +24,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
-from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, cmd_layout, desc_layout, mem_write_signature
+from sparsegate.hw.engine.layouts import (DIM_BITS, EngineGeometry, chan_layout, cmd_layout, desc_layout,
+                                          mem_write_signature)
+from sparsegate.hw.platform.memory_hints import read_write_disjoint
 
 __all__ = ["Sequencer"]
 
@@ -96,10 +98,11 @@ class Sequencer(wiring.Component):
         dl, cl = desc_layout(g), chan_layout(g)
 
         desc_depth = max(2, len(self.desc_words))
+        hints = read_write_disjoint(self.host_write)
         m.submodules.desc_mem = desc_mem = Memory(shape=unsigned(dl.size), depth=desc_depth,
-                                                  init=self.desc_words)
+                                                  init=self.desc_words, attrs=hints)
         m.submodules.chan_mem = chan_mem = Memory(shape=unsigned(cl.size), depth=g.chan_depth,
-                                                  init=self.chan_words)
+                                                  init=self.chan_words, attrs=hints)
         desc_rd = desc_mem.read_port()
         chan_rd = chan_mem.read_port()
         if self.host_write:
@@ -146,16 +149,33 @@ class Sequencer(wiring.Component):
         count_le1 = Signal()                # count <= 1 (set with count)
         next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
         m.d.comb += last_elem.eq(count_le1 | next_is_count)
-        # x0 + Tx >= wo; oy + Ty >= ho; the last channel
+        # the pass is in the last tile column / row band (x0 + Tx >= wo; oy + Ty >= ho), kept by down-counters of
+        # the tiles left after it (compared with 1, not a sum with wo); the last channel
         last_x = Signal()
         last_y = Signal()
         last_outer = Signal()
-        # the tile (static while a layer runs: registered) and the valid rectangles of the last column tile /
-        # last row band, with the pixel counts of the four kinds of pass (set in CHAN, CHAN3; the corner's
-        # vx * vy comes with the descriptor: no multiplier)
+        x_left = Signal(DIM_BITS)
+        y_left = Signal(DIM_BITS)
+        # per-layer constants of the tile, registered from the descriptor (static while a layer runs; valid
+        # from CHAN2 of the layer's first channel, those derived from them from CHAN3): Tx, Ty, their masks,
+        # the tiles per row / column less one, whether there is one only, the channel / round count less one
         tx = Signal(range(p + 1))
         ty = Signal(range(p + 1))
-        m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly)]
+        x_mask = Signal(lg + 1)
+        y_mask = Signal(lg + 1)
+        wo_m1 = Signal(DIM_BITS)
+        ho_m1 = Signal(DIM_BITS)
+        x_tiles_m1 = Signal(DIM_BITS)
+        y_tiles_m1 = Signal(DIM_BITS)
+        one_col = Signal()
+        one_row = Signal()
+        outer_m1 = Signal(len(outer))
+        m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly), x_mask.eq((1 << cfg.tlx) - 1),
+                     y_mask.eq((1 << cfg.tly) - 1), wo_m1.eq(cfg.wo - 1), ho_m1.eq(cfg.ho - 1),
+                     x_tiles_m1.eq(wo_m1 >> cfg.tlx), y_tiles_m1.eq(ho_m1 >> cfg.tly),
+                     one_col.eq(cfg.wo <= tx), one_row.eq(cfg.ho <= ty), outer_m1.eq(cfg.n_outer - 1)]
+        # the valid rectangles of the last column tile / last row band, with the pixel counts of the four kinds
+        # of pass (set in CHAN2, CHAN3; the corner's vx * vy comes with the descriptor: no multiplier)
         vx_last = Signal(range(p + 1))
         vy_last = Signal(range(p + 1))
         n_ll = Signal(range(p + 1))
@@ -240,17 +260,15 @@ class Sequencer(wiring.Component):
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [last_x.eq(cfg.wo <= (1 << cfg.tlx)), last_y.eq(cfg.ho <= (1 << cfg.tly)),  # x0 = oy = 0
-                             last_outer.eq(outer == cfg.n_outer - 1), rest.eq(cfg.n_out - (outer << lg)),
-                             vx_last.eq(((cfg.wo - 1) & ((1 << cfg.tlx) - 1)) + 1),
-                             vy_last.eq(((cfg.ho - 1) & ((1 << cfg.tly) - 1)) + 1)]
                 m.next = "CHAN2"
             with m.State("CHAN2"):          # channel-table entry available: into a register, nothing else (a
                 m.d.comb += self.in_layer.eq(1)     # block RAM's output is too slow to feed logic at speed)
-                m.d.sync += chan_q.eq(chan)
+                m.d.sync += [chan_q.eq(chan), last_outer.eq(outer == outer_m1), rest.eq(cfg.n_out - (outer << lg)),
+                             vx_last.eq((wo_m1 & x_mask) + 1), vy_last.eq((ho_m1 & y_mask) + 1)]
                 m.next = "CHAN3"
-            with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it
+            with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)
                 m.d.comb += self.in_layer.eq(1)
+                m.d.sync += [last_x.eq(one_col), last_y.eq(one_row), x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1)]
                 m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
                              fresh.eq(1), k1.eq(1), next_is_count.eq(0), fc_nvalid.eq(Mux(rest >= p, p, rest)),
                              n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
@@ -274,13 +292,14 @@ class Sequencer(wiring.Component):
                                 m.next = "CHAN"
                         with m.Else():
                             with m.If(~last_x):
-                                m.d.sync += [x0.eq(x0 + tx), last_x.eq(x0 + 2 * tx >= cfg.wo)]
+                                m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), last_x.eq(x_left == 1)]
                             with m.Else():
-                                m.d.sync += [x0.eq(0), last_x.eq(tx >= cfg.wo)]
+                                m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), last_x.eq(one_col)]
                                 with m.If(~last_y):
-                                    m.d.sync += [oy.eq(oy + ty), last_y.eq(oy + 2 * ty >= cfg.ho)]
+                                    m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), last_y.eq(y_left == 1)]
                                 with m.Else():
-                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), last_y.eq(ty >= cfg.ho)]
+                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), y_left.eq(y_tiles_m1),
+                                                 last_y.eq(one_row)]
                                     with m.If(last_outer):
                                         m.next = "DRAIN"
                                     with m.Else():

@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
+from sparsegate.hw.platform.memory_hints import read_write_disjoint
 
 __all__ = ["WeightDecoder", "LATENCY"]
 
@@ -77,7 +78,8 @@ class WeightDecoder(wiring.Component):
         for b in range(n_banks):
             bank_depth = max(2, min(depth, g.weight_depth - b * depth))     # the last bank holds the rest
             mem = Memory(shape=unsigned(word_layout.size), depth=bank_depth,
-                         init=self.weight_words[b * depth:(b + 1) * depth])
+                         init=self.weight_words[b * depth:(b + 1) * depth],
+                         attrs=read_write_disjoint(self.host_write))
             m.submodules[f"wmem{b}"] = mem
             rd = mem.read_port()
             m.d.comb += [rd.addr.eq(waddr[:low]), rd.en.eq(1)]
