@@ -34,8 +34,8 @@ __all__ = ["DESC_CYCLES", "CHAN_CYCLES", "DRAIN_CYCLES", "layer_passes", "layer_
 DESC_CYCLES = 2      # descriptor address, descriptor latched
 CHAN_CYCLES = 3      # channel-table address, entry registered, entry latched
 #: release of the last command -> its pixels start draining (datapath latency), then the output stage,
-#: the write and the sequencer's idle check
-DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 2
+#: the write, the registered idle flag and the sequencer's idle check
+DRAIN_CYCLES = LAT_WDEC + LAT_ABUF + LAT_MAC + LAT_OUT + 3
 
 
 def layer_passes(plan) -> list[tuple[int, int, int]]:

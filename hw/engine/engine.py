@@ -177,7 +177,8 @@ class SparseEngine(wiring.Component):
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
                      self.done.eq(seq.done), self.busy.eq(seq.busy | seq.checking),
                      self.fault.eq(seq.fault), self.fault_layer.eq(seq.fault_layer)]
-        m.d.comb += seq.pipe_idle.eq(~(q_out.valid | wdec.busy | abuf.busy | mac.busy | ostage.busy))
+        # registered: the OR over every stage's valid flags would otherwise feed the sequencer's state register
+        m.d.sync += seq.pipe_idle.eq(~(q_out.valid | wdec.busy | abuf.busy | mac.busy | ostage.busy))
 
         # input load: sequencer address -> input memory -> [registered twice] -> all banks, the input's region
         # (tensor 0 is always at base 0: hw/engine/regions.py)

@@ -49,7 +49,7 @@ class Sequencer(wiring.Component):
     cmd : ``Out(stream.Signature(cmd_layout))``
         Element commands into the engine's queue (``cmd.ready``: the queue's room).
     pipe_idle : ``In(1)``
-        The datapath has drained (a layer ends only then).
+        The datapath had drained in the previous cycle (registered; a layer ends only then).
     clear : ``Out(1)``
         One-cycle pulse when a layer's descriptor is latched.
     layer, in_layer : ``Out``
@@ -287,7 +287,7 @@ class Sequencer(wiring.Component):
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)
                             with m.If(last_outer):
-                                m.next = "DRAIN"
+                                m.next = "DRAIN0"
                             with m.Else():
                                 m.next = "CHAN"
                         with m.Else():
@@ -301,9 +301,12 @@ class Sequencer(wiring.Component):
                                     m.d.sync += [oy.eq(0), outer.eq(outer + 1), y_left.eq(y_tiles_m1),
                                                  last_y.eq(one_row)]
                                     with m.If(last_outer):
-                                        m.next = "DRAIN"
+                                        m.next = "DRAIN0"
                                     with m.Else():
                                         m.next = "CHAN"
+            with m.State("DRAIN0"):         # `pipe_idle` (registered) does not yet see the last command
+                m.d.comb += self.in_layer.eq(1)
+                m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.in_layer.eq(1)
                 with m.If(self.pipe_idle):
