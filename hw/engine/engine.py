@@ -130,11 +130,13 @@ class SparseEngine(wiring.Component):
         nb, aw = g.banks, g.act_aw
 
         hw = self.host_write
-        m.submodules.seq = seq = Sequencer(g, prog.desc_words, prog.chan_words, host_write=hw)
-        m.submodules.wdec = wdec = WeightDecoder(g, prog.weight_words, host_write=hw)
-        m.submodules.abuf = abuf = ActBuffer(g)
-        m.submodules.mac = mac = MacArray(g)
-        m.submodules.ostage = ostage = OutputStage(g, prog.param_words, host_write=hw)
+        blocks = {
+            "seq": (seq := Sequencer(g, prog.desc_words, prog.chan_words, host_write=hw)),
+            "wdec": (wdec := WeightDecoder(g, prog.weight_words, host_write=hw)),
+            "abuf": (abuf := ActBuffer(g)),
+            "mac": (mac := MacArray(g)),
+            "ostage": (ostage := OutputStage(g, prog.param_words, host_write=hw)),
+        }
         lutram = {"ram_style": "distributed"} if input_in_lutram(prog) else None
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words, attrs=read_write_disjoint(hw, lutram))
@@ -302,7 +304,18 @@ class SparseEngine(wiring.Component):
         group_sel = Signal(8 - 3)
         m.d.sync += [*(picked[i].eq(Array(group)[self.dbg_sel[:3]]) for i, group in enumerate(groups)),
                      group_sel.eq(self.dbg_sel[3:]), self.dbg_data.eq(Array(picked)[group_sel])]
+        if not hw:
+            for name, block in blocks.items():
+                m.submodules[name] = block
+            return m
         # abort (the link's watchdog, RESET; a host-loaded engine is the one behind a link): every register
-        # back to its reset value, the memories keep what the host loaded
-        return ResetInserter({"sync": self.abort})(m) if hw else m
+        # back to its reset value a cycle later, the memories keep what the host loaded. Each block resets
+        # from its own registered copy of `abort` (one flip-flop driving every register's reset was the 85F's
+        # critical path)
+        top = Module()
+        for name, block in (*blocks.items(), ("core", m)):
+            reset = Signal(name=f"abort_{name}")
+            top.d.sync += reset.eq(self.abort)
+            top.submodules[name] = ResetInserter({"sync": reset})(block)
+        return top
 
