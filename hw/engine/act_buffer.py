@@ -177,7 +177,8 @@ class ActBuffer(wiring.Component):
         r5_bad = Signal(p)
         r4_sels = [Signal(lgb, name=f"r4_sel{j}") for j in range(p)]
         r5_sels = [Signal(lgb, name=f"r5_sel{j}") for j in range(p)]
-        bank_data = [Signal(8, name=f"bank_data{b}") for b in range(nb)]
+        # reset-less: nothing but the data, so the build moves them into the DP16KDs (hw/platform/bram_outreg.py)
+        bank_data = [Signal(8, name=f"bank_data{b}", reset_less=True) for b in range(nb)]
         m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_bad.eq(r3_bad),
                      r5_valid.eq(r4_valid), r5.eq(r4), r5_bad.eq(r4_bad)]
         m.d.sync += [r4_sels[j].eq(r3_sels[j]) for j in range(p)] + [r5_sels[j].eq(r4_sels[j]) for j in range(p)]

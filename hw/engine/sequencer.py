@@ -110,7 +110,9 @@ class Sequencer(wiring.Component):
                 wp = mem.write_port()
                 m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
         chan = cl(chan_rd.data)
-        chan_q = Signal(cl)
+        # the entry registered every cycle, reset-less: the build moves it into the DP16KD (bram_outreg.py)
+        chan_q = Signal(cl, reset_less=True)
+        m.d.sync += chan_q.eq(chan)
 
         cfg = Signal(dl)
         m.d.comb += self.cfg.eq(cfg)
@@ -261,9 +263,9 @@ class Sequencer(wiring.Component):
             with m.State("CHAN"):           # channel-table address presented
                 m.d.comb += self.in_layer.eq(1)
                 m.next = "CHAN2"
-            with m.State("CHAN2"):          # channel-table entry available: into a register, nothing else (a
-                m.d.comb += self.in_layer.eq(1)     # block RAM's output is too slow to feed logic at speed)
-                m.d.sync += [chan_q.eq(chan), last_outer.eq(outer == outer_m1), rest.eq(cfg.n_out - (outer << lg)),
+            with m.State("CHAN2"):          # channel-table entry available: into `chan_q` only (a block RAM's
+                m.d.comb += self.in_layer.eq(1)     # output is too slow to feed logic at speed)
+                m.d.sync += [last_outer.eq(outer == outer_m1), rest.eq(cfg.n_out - (outer << lg)),
                              vx_last.eq((wo_m1 & x_mask) + 1), vy_last.eq((ho_m1 & y_mask) + 1)]
                 m.next = "CHAN3"
             with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)

@@ -87,7 +87,8 @@ class WeightDecoder(wiring.Component):
                 wp = mem.write_port()
                 hit = (self.wr.addr >> low) == b if n_banks > 1 else 1
                 m.d.comb += [wp.en.eq(self.wr.en & hit), wp.addr.eq(self.wr.addr[:low]), wp.data.eq(self.wr.data)]
-            word_b = Signal(word_layout, name=f"word_bank{b}")   # s2: registered next to its block RAMs
+            # s2: registered, reset-less (the build moves it into the DP16KDs: hw/platform/bram_outreg.py)
+            word_b = Signal(word_layout, name=f"word_bank{b}", reset_less=True)
             m.d.sync += word_b.eq(rd.data)
             bank_words.append(word_b)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sparsegate.hw.platform.bram_outreg import absorb_output_registers
 from sparsegate.hw.platform.memory_hints import YOSYS_COMMANDS
 from sparsegate.sw.util.toolchain import yowasp_env
 from sparsegate.sw.util.atomic_io import write_bytes, write_json
@@ -360,6 +361,21 @@ def _after_synthesis_script(script: str, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _after_yosys(work: Path, name: str, tools: dict, netlist: Path | None) -> int:
+    """The netlist pass between Yosys and nextpnr (:func:`~sparsegate.hw.platform.bram_outreg.
+    absorb_output_registers` on ``<name>.json``); the gate-level Verilog netlist, when one is written, is
+    rewritten from the result so that its simulation covers the pass. Returns the block RAMs changed."""
+    path = work / f"{name}.json"
+    design = json.loads(path.read_text())
+    moved = absorb_output_registers(design)
+    if moved:
+        path.write_text(json.dumps(design))
+        if netlist is not None:
+            subprocess.run([tools["YOSYS"], "-q", "-p", f"read_json {path.name}; write_verilog -noattr {netlist.name}"],
+                           cwd=work, check=True, capture_output=True, timeout=600)
+    return moved
+
+
 def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None, script: str | None = None):
     """Run ``script`` (default ``build_<name>.sh``) once, and once more with :data:`ABC9_WORKAROUND` when
     synthesis hit that assertion; returns the finished process and the extra synthesis options used."""
@@ -400,6 +416,8 @@ def synthesize(design, *, build_dir: str | Path, platform=None, name: str = "top
     netlist = _add_write_netlist(work, name)
     started = time.monotonic()
     proc, synth_opts = _run_flow(work, name, tools, timeout_s)
+    if proc.returncode == 0 and (work / f"{name}.json").is_file():
+        _after_yosys(work, name, tools, netlist)
     elapsed = time.monotonic() - started
     if proc.returncode != 0 or not netlist.is_file():
         raise BuildFailed(f"synthesis of '{name}' failed (exit {proc.returncode}); logs in {work}:\n"
@@ -448,18 +466,18 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     netlist = _add_write_netlist(work, name) if write_netlist else None
 
     started = time.monotonic()
-    if netlist is not None and after_synthesis is not None:
-        script = work / f"build_{name}.sh"
-        (work / f"synth_{name}.sh").write_text(_synth_only_script(script.read_text(), name))
-        (work / f"pnr_{name}.sh").write_text(_after_synthesis_script(script.read_text(), name))
-        proc, synth_opts = _run_flow(work, name, tools, timeout_s, f"synth_{name}.sh")
-        if proc.returncode == 0 and netlist.is_file():
+    # Yosys, then the netlist pass (block-RAM output registers), then nextpnr and ecppack
+    script = work / f"build_{name}.sh"
+    (work / f"synth_{name}.sh").write_text(_synth_only_script(script.read_text(), name))
+    (work / f"pnr_{name}.sh").write_text(_after_synthesis_script(script.read_text(), name))
+    proc, synth_opts = _run_flow(work, name, tools, timeout_s, f"synth_{name}.sh")
+    if proc.returncode == 0 and (work / f"{name}.json").is_file():
+        _after_yosys(work, name, tools, netlist)
+        if netlist is not None and after_synthesis is not None:
             after_synthesis(netlist)
-            synth_log = proc.stdout or ""
-            proc = _run_flow(work, name, tools, timeout_s, f"pnr_{name}.sh")[0]
-            proc.stdout = synth_log + (proc.stdout or "")
-    else:
-        proc, synth_opts = _run_flow(work, name, tools, timeout_s)
+        synth_log = proc.stdout or ""
+        proc = _run_flow(work, name, tools, timeout_s, f"pnr_{name}.sh")[0]
+        proc.stdout = synth_log + (proc.stdout or "")
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"
