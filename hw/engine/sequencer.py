@@ -1,6 +1,6 @@
 """Layer sequencer: runs every layer of the program from on-chip memories with no host involvement.
 
-On ``start`` it first checks every layer descriptor, up to the one marked ``last`` (3 cycles a layer):
+On ``start`` it first checks every layer descriptor, up to the one marked ``last`` (4 cycles a layer):
 one that could never finish (``n_outer = 0``; a conv layer with ``ho = 0`` or ``wo = 0``; an fc layer with
 ``n_out = 0``; no ``last`` layer within the descriptor memory — what an unloaded or partly loaded device
 holds) refuses the run: ``fault`` rises with ``fault_layer`` = its index, and the sequencer is idle again
@@ -118,7 +118,7 @@ class Sequencer(wiring.Component):
         m.d.comb += self.cfg.eq(cfg)
 
         # the sample's first input-memory word: a registered product (DSP registers on ECP5), ready long
-        # before the descriptor check ends (3 cycles a layer), so no multiplier sits between `start` and LOAD
+        # before the descriptor check ends (4 cycles a layer), so no multiplier sits between `start` and LOAD
         m.submodules.sample_base = sample_base = DspMultiplier(
             unsigned(max(1, (g.n_samples - 1).bit_length())), unsigned(max(1, g.input_depth.bit_length())))
         m.d.comb += [sample_base.a.eq(self.sample), sample_base.b.eq(g.input_depth)]
@@ -139,6 +139,7 @@ class Sequencer(wiring.Component):
         scan = Signal(8)            # the descriptor being checked
         chk = Signal(dl)            # its registered copy
         bad = Signal()              # it cannot run (compares of registers with constants)
+        bad_r = Signal()            # the same, registered
         m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(Mux(self.checking, scan, layer)),
                      chan_rd.addr.eq(cfg.chan_base + outer)]
         m.d.comb += bad.eq((chk.n_outer == 0) | Mux(chk.fc, chk.n_out == 0, (chk.ho == 0) | (chk.wo == 0))
@@ -236,9 +237,13 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.checking.eq(1)
                 m.d.sync += chk.eq(desc_rd.data)
                 m.next = "SCAN3"
-            with m.State("SCAN3"):          # judge it
+            with m.State("SCAN3"):          # its verdict, registered (compares of several fields, then the FSM)
                 m.d.comb += self.checking.eq(1)
-                with m.If(bad):
+                m.d.sync += bad_r.eq(bad)
+                m.next = "SCAN4"
+            with m.State("SCAN4"):          # judge it
+                m.d.comb += self.checking.eq(1)
+                with m.If(bad_r):
                     m.d.sync += [self.fault.eq(1), self.fault_layer.eq(scan)]
                     m.next = "IDLE"
                 with m.Elif(chk.last):
