@@ -157,12 +157,19 @@ class SparseEngine(wiring.Component):
         m.submodules.queue = queue = SyncFIFO(width=cl.size, depth=QUEUE_DEPTH)
         # (hand-wired: the queue's streams carry plain bits, the command stream a layout)
         q_in, q_out = queue.w_stream, queue.r_stream
-        m.d.comb += [q_in.valid.eq(seq.cmd.valid), q_in.payload.eq(seq.cmd.payload), seq.cmd.ready.eq(q_in.ready)]
         head = cl(q_out.payload)
         gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
         release = Signal()
         m.d.comb += [release.eq(q_out.valid & (~head.last | (gap == 0))), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
+        # the sequencer sees the queue's room from a register: the room the queue's level will leave next
+        # cycle (this cycle's write and release applied), equal to the queue's own `w_rdy` then, so nothing
+        # changes but the fanout (its compare drove the clock enable of every sequencer register)
+        room = Signal(init=1)
+        written = q_in.valid & q_in.ready
+        m.d.sync += room.eq(Mux(written & ~release, queue.level != QUEUE_DEPTH - 1,
+                                Mux(release & ~written, 1, queue.level != QUEUE_DEPTH)))
+        m.d.comb += [q_in.valid.eq(seq.cmd.valid), q_in.payload.eq(seq.cmd.payload), seq.cmd.ready.eq(room)]
         with m.If(release & head.last):
             m.d.sync += gap.eq(head.ctx.ndrain - 1)
         with m.Elif(gap != 0):
