@@ -17,7 +17,8 @@ at ``in_base`` + its own index (fc inputs are replicated in every bank).
 Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
 arithmetic step and every block-RAM output ends in a register::
 
-    i (elements) -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
+    i (elements) -> stride-scaled output row / column, kernel offsets less padding, row-word parts, plane
+      offset -> [r0] -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
       column word, per-bank next row / next column flags, padding mask, lane column / row banks -> [r2]
       -> per-bank address, crossbar selects -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
 
@@ -38,7 +39,7 @@ from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 __all__ = ["ActBuffer", "LATENCY"]
 
 #: Cycles from an element on ``i`` to its activations on ``o``.
-LATENCY = 6
+LATENCY = 7
 
 
 class ActBuffer(wiring.Component):
@@ -96,6 +97,27 @@ class ActBuffer(wiring.Component):
         for b in range(nb):
             m.d.sync += [bank_x[b].eq(b & cmask), bank_y[b].eq(b >> cx)]
 
+        # ---- r0: the element's offsets apart: the output row / column scaled by the stride, the kernel
+        # offsets less the padding, the output row in row words, the channel plane's offset
+        r0_valid = Signal()
+        r0 = Signal.like(el)
+        oy_s = Signal(signed(14))
+        x0_s = Signal(signed(14))
+        ky_p = Signal(signed(14))
+        kx_p = Signal(signed(14))
+        oy_q = Signal(signed(14))
+        ky_q = Signal(signed(14))
+        plane_off = Signal(unsigned(aw))
+        plane_shift = Signal(5)                # static while a layer runs: registered
+        row_step = Signal(unsigned(aw))
+        m.d.sync += [plane_shift.eq(cfg.in_hb + cfg.in_wb), row_step.eq(1 << cfg.in_wb)]
+        m.d.sync += [
+            r0_valid.eq(self.i.valid), r0.eq(el),
+            oy_s.eq(Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy)), x0_s.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0)),
+            ky_p.eq(el.ky - cfg.pad), kx_p.eq(el.kx - cfg.pad), oy_q.eq(el.ctx.oy >> cfg.tly),
+            ky_q.eq((el.ky - cfg.pad) >> cfg.tly), plane_off.eq(el.ci << plane_shift),
+        ]
+
         # ---- r1: the tile's first input row and column (lane (0, 0)'s window), its row word y >> ry (the tile
         # starts on a multiple of Ty: (oy >> ry) + ((ky - pad) >> ry); stride 2 has ry = 0), the channel plane and
         # the plane one row word on (so r2 only shifts and adds)
@@ -106,15 +128,10 @@ class ActBuffer(wiring.Component):
         base = Signal(signed(14))
         plane = Signal(unsigned(aw))
         plane1 = Signal(unsigned(aw))
-        plane_shift = Signal(5)                # static while a layer runs: registered
-        row_step = Signal(unsigned(aw))
-        m.d.sync += [plane_shift.eq(cfg.in_hb + cfg.in_wb), row_step.eq(1 << cfg.in_wb)]
-        y_in = Mux(cfg.stride2, el.ctx.oy << 1, el.ctx.oy) + el.ky - cfg.pad
         m.d.sync += [
-            r1_valid.eq(self.i.valid), r1.eq(el), plane.eq(cfg.in_base + (el.ci << plane_shift)),
-            plane1.eq(cfg.in_base + (el.ci << plane_shift) + row_step),
-            y.eq(y_in), yq.eq(Mux(cfg.stride2, y_in, (el.ctx.oy >> cfg.tly) + ((el.ky - cfg.pad) >> cfg.tly))),
-            base.eq(Mux(cfg.stride2, el.ctx.x0 << 1, el.ctx.x0) + el.kx - cfg.pad),
+            r1_valid.eq(r0_valid), r1.eq(r0), plane.eq(cfg.in_base + plane_off),
+            plane1.eq(cfg.in_base + plane_off + row_step),
+            y.eq(oy_s + ky_p), yq.eq(Mux(cfg.stride2, oy_s + ky_p, oy_q + ky_q)), base.eq(x0_s + kx_p),
         ]
 
         # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
@@ -191,5 +208,5 @@ class ActBuffer(wiring.Component):
             m.d.comb += out.a[j].eq(Mux(r5_bad[j], 0, banks[r5_sels[j]]))
         m.d.comb += [out.w.eq(r5.w), out.first.eq(r5.first), out.last.eq(r5.last), out.ctx.eq(r5.ctx)]
         m.d.sync += [self.o.valid.eq(r5_valid), self.o.payload.eq(out)]
-        m.d.comb += self.busy.eq(r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | self.o.valid)
+        m.d.comb += self.busy.eq(r0_valid | r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | self.o.valid)
         return m
