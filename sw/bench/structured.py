@@ -37,6 +37,7 @@ process), or the Dask job runner when runner options are given (``sparsegate ben
 from __future__ import annotations
 
 import copy
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,7 +65,7 @@ from sparsegate.sw.prune.shrink import shrink_model
 from sparsegate.sw.prune.task_guided import subtask_dataset, subtask_model, task_filter_masks, task_scores
 
 __all__ = ["BENCH_METHODS", "METRICS", "METHODS", "ModelSettings", "StructuredSettings", "TaskSettings",
-           "aggregate", "run_structured_benchmark", "structured_job", "write_structured_report"]
+           "aggregate", "rerender_markdown", "run_structured_benchmark", "structured_job", "write_structured_report"]
 
 METHODS = {
     "kep-pattern": "KEP, shared patterns",
@@ -522,6 +523,13 @@ def write_structured_report(out_dir: str | Path, jobs: list[dict], s: Structured
     return write_results("structured", render_markdown(d), d, Path(out_dir))
 
 
+def rerender_markdown(out_dir: str | Path) -> BenchResult:
+    """Rewrite ``structured.md`` from the benchmark's JSON (no re-run)."""
+    out_dir = Path(out_dir)
+    d = json.loads((out_dir / "structured.json").read_text())
+    return write_results("structured", render_markdown(d), d, out_dir)
+
+
 # ----------------------------------------------------------------------------------------------- report
 
 def _pct(x: float, digits: int = 1) -> str:
@@ -576,7 +584,10 @@ def render_markdown(d: dict) -> str:
         "digits only; the drop is paired: the fold's dense base minus the pruned model on the same test digits. "
         f"Figures: mean [95% CI], Student t over the n = folds x seeds results of each row (n = "
         f"{s['folds'] * len(s['seeds'])} when complete; the folds share training digits, so the interval is, if "
-        "anything, optimistic); a row with n = 1 shows its value alone.", "",
+        "anything, optimistic); a row with n = 1 shows its value alone. The t factor is large for few results "
+        "(4.30 at n = 3), and the selection stops at the first round over budget, so one fold that stops early "
+        "widens a row's interval a lot; for a bounded figure it can then run past 0 or 100% — that is its width, "
+        "read the per-fold table below.", "",
         "Every method prunes the **conv layers** of the fold's dense base round by round (each round one "
         "`iterative_prune` step: prune to the next conv-sparsity target, fine-tune); the result is the "
         "sparsest round before the first one whose validation accuracy falls more than the budget below the "
@@ -647,8 +658,8 @@ def _verdicts(m: dict) -> list[str]:
     coarse = [rows[k] for k in ("coarse-both", "coarse-fmap", "coarse-kernel") if k in rows]
     if coarse:
         ok = [c for c in coarse if c["conv_sparsity_mean"] >= 0.85 and c["accuracy_drop_mean"] < 0.01]
-        detail = "; ".join(f"{c['method']}: {_ci(c, 'conv_sparsity')} at {_ci(c, 'accuracy_drop', 2, sign='+', unit='')}"
-                           f" pts" for c in coarse)
+        detail = "; ".join(f"{c['method']}: {_ci(c, 'conv_sparsity')} at "
+                           f"{_ci(c, 'accuracy_drop', 2, sign='+', unit='')} pts" for c in coarse)
         out.append(f"- Target (coarse, Anwar & Sung: >= 85% conv sparsity at < 1 point loss, on the means): "
                    f"**{'met' if ok else 'not met'}**{' by ' + ', '.join(c['method'] for c in ok) if ok else ''} "
                    f"— {detail}.")
@@ -670,7 +681,7 @@ def _verdicts(m: dict) -> list[str]:
             out.append(f"- {rows[key]['method']} minus filter-level at equal budget, paired: conv params removed "
                        f"{_diff(sp)}, conv MACs removed {_diff(mac)}, network params removed "
                        f"{_diff(c['params_removed'])}, drop {_diff(c['accuracy_drop'])}: **{word}** on conv params "
-                       f"and MACs (both intervals above / below 0).")
+                       f"and MACs (ahead / behind: both paired intervals above / below 0).")
     mag = rows.get("magnitude")
     if mag:
         out.append(f"- Unstructured magnitude at the same budget: {_ci(mag, 'conv_sparsity')} conv sparsity, but "
@@ -704,7 +715,8 @@ def _shrink_table(shrinks: list[tuple[dict, dict]]) -> list[str]:
     for j, s in shrinks:
         widths = ", ".join(f"{k} {v[0]}→{v[1]}" for k, v in s["widths"].items())
         lines.append(f"| {j['seed']}.{j['fold']} | {s['method']} | {widths} | {s['params_before']:,} → "
-                     f"{s['params_after']:,} | {s['macs_before']:,} → {s['macs_after']:,} | {s['max_abs_diff_test']:.1e} "
+                     f"{s['params_after']:,} | {s['macs_before']:,} → {s['macs_after']:,} "
+                     f"| {s['max_abs_diff_test']:.1e} "
                      f"| {'yes' if s['same_predictions'] else 'no'} | {s['masked_ms']:.0f} / {s['shrunk_ms']:.0f} ms |")
     return lines + [""]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from sparsegate.sw.bench import structured as bench
-from sparsegate.sw.bench.structured import (ModelSettings, StructuredSettings, fold_data, run_structured_benchmark,
-                                            write_structured_report)
+from sparsegate.sw.bench.structured import (ModelSettings, StructuredSettings, fold_data, rerender_markdown,
+                                            run_structured_benchmark, write_structured_report)
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 
@@ -75,6 +75,7 @@ def test_figures_verdicts_and_tables_from_the_fold_rows(tmp_path):
     assert "difference: +16.0 pts [+16.0, +16.0] (interval above 0)" in md
     assert "KEP, shared patterns minus filter-level" in md and "**KEP behind**" in md
     assert md.count("| 0 | 2 | ") == len(SPARSITY)  # the per-fold table: every row of fold 2
+    assert rerender_markdown(tmp_path).markdown == md
 
 
 def test_a_partial_run_says_so_and_figures_cover_the_finished_folds(tmp_path):
