@@ -1,11 +1,13 @@
-"""The structured-pruning benchmark: KEP, coarse (feature map / kernel / both, random vs least-adversarial
-masks), filter-level and unstructured magnitude pruning side by side, plus task-guided filter pruning and
-physical shrinking — one run, one Markdown report.
+"""The structured-pruning benchmark, cross-validated: KEP, coarse (feature map / kernel / both, random vs
+least-adversarial masks), filter-level and unstructured magnitude pruning side by side, plus task-guided filter
+pruning and physical shrinking, on K folds x seeds of the digit pool, figures with 95% intervals.
 
-Per model (LeNet-5-Caffe on the embedded MNIST digits, the small VGG on the same digits as 32x32x3):
+For each seed the embedded 5,000 digits are cut into K folds (:mod:`sparsegate.sw.ml.folds`): fold i tests on
+its own block and splits the rest into fit and validation digits, disjoint. Per model (LeNet-5-Caffe on the
+digits, the small VGG on the same digits as 32x32x3) and fold:
 
-1. a dense base model is trained on the fit split (1,000 training digits are held out as the validation
-   split that every pruning decision reads; the 1,000 test digits only feed the table);
+1. a dense base model is trained on the fold's fit digits; every pruning decision reads the fold's validation
+   digits; the fold's test digits only feed the table;
 2. every method prunes a copy of it on the conv layers round by round through the shared loop
    (:func:`sparsegate.sw.prune.iterative.iterative_prune`, one call per round): prune to the next conv-sparsity
    target, fine-tune. The result is the sparsest round before the first one whose validation accuracy falls
@@ -13,21 +15,29 @@ Per model (LeNet-5-Caffe on the embedded MNIST digits, the small VGG on the same
    methods are compared at equal accuracy (budget), and each row says how far its granularity lets it go.
    (Not the loop's own window-averaged path selection: with steps this large, a destructive next round would
    drag a good round's average below the budget.) KEP spends its penalty epoch inside the round's budget;
-3. the chosen model gets the same final fine-tune, then is measured: conv-layer sparsity, params and MACs
-   removed (:func:`sparsegate.sw.prune.counting.layer_table`: zero weights and dead channels skipped), test
-   accuracy and its drop, and the index bits per kept conv weight (:func:`sparsegate.sw.prune.kep.index_cost`);
+3. the chosen model gets the same final fine-tune, then is measured on the fold's test digits beside the
+   fold's dense base (the drop is paired): conv-layer sparsity, params and MACs removed
+   (:func:`sparsegate.sw.prune.counting.layer_table`: zero weights and dead channels skipped), test accuracy
+   and its drop, and the index bits per kept conv weight (:func:`sparsegate.sw.prune.kep.index_cost`);
 4. random vs least-adversarial masks are also compared one-shot at the same ratio (85% conv sparsity,
    feature maps + kernels): the spread of the candidates' validation accuracy, and the test accuracy of the
    best and of a plain random candidate after the same fine-tune;
 5. the coarse and filter-level models are shrunk for real (:mod:`sparsegate.sw.prune.shrink`) and checked.
 
-Task-guided filter pruning: the LeNet-5 base is specialised to a sub-task (digits 3, 5, 8), its filters and
-hidden neurons are scored on the sub-task's data and removed at two ratios, compared with task-agnostic
-L1-norm and random filter choice at the same ratios; the task-pruned model is shrunk.
+Task-guided filter pruning, in every LeNet-5 fold: the fold's base is specialised to a sub-task (digits 3, 5,
+8) on the fold's fit digits, its filters and hidden neurons are scored on them and removed at two ratios,
+compared with task-agnostic L1-norm and random filter choice at the same ratios; the task-pruned model is shrunk.
+
+Each model x fold x seed is one call of :func:`structured_job` — a pure top-level function of its arguments
+returning a plain dict — mapped through one hook, ``map_jobs(fn, calls)`` (default: in order, in this
+process), or the Dask job runner when runner options are given (``sparsegate bench --workers/--cache``).
+:func:`aggregate` gives per method the mean and Student-t 95% interval over the folds x seeds that finished
+(:mod:`sparsegate.sw.ml.stats`); the report renders any finished subset and says when it is partial.
 """
 from __future__ import annotations
 
 import copy
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,17 +47,25 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from sparsegate.sw.bench.prune import MapJobs, sequential_map
 from sparsegate.sw.bench.results import BenchResult, write_results
+from sparsegate.sw.jobs import JobFailure, RunnerOptions
+from sparsegate.sw.jobs import map_jobs as runner_map_jobs
+from sparsegate.sw.ml.data import to_rgb32
+from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
+from sparsegate.sw.ml.models import build_model
+from sparsegate.sw.ml.stats import mean_ci
+from sparsegate.sw.ml.train import TrainConfig, train
 from sparsegate.sw.prune.coarse import CoarseConfig, coarse_masks, coarse_step, ratios_for_sparsity
 from sparsegate.sw.prune.counting import layer_table
-from sparsegate.sw.ml.data import mnist_embedded, mnist_embedded_rgb32
+from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, accuracy, finetune, iterative_prune
 from sparsegate.sw.prune.kep import KEPConfig, conv_layers, index_cost, kep_step
 from sparsegate.sw.prune.masks import apply_masks, channel_l1_norms, copy_masks
-from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, accuracy, finetune, iterative_prune, split_validation
 from sparsegate.sw.prune.shrink import shrink_model
 from sparsegate.sw.prune.task_guided import subtask_dataset, subtask_model, task_filter_masks, task_scores
-from sparsegate.sw.ml.train import TrainConfig, train
+
+__all__ = ["BENCH_METHODS", "METRICS", "METHODS", "ModelSettings", "StructuredSettings", "TaskSettings",
+           "aggregate", "rerender_markdown", "run_structured_benchmark", "structured_job", "write_structured_report"]
 
 METHODS = {
     "kep-pattern": "KEP, shared patterns",
@@ -63,6 +81,11 @@ METHODS = {
 BENCH_METHODS = {"kep-pattern": "kep", "kep-free": "kep", "filter-l1": "coarse", "coarse-fmap": "coarse",
                  "coarse-kernel": "coarse", "coarse-both": "coarse", "coarse-both-random": "coarse",
                  "magnitude": "global"}
+# the per-fold row figures aggregated over folds x seeds (mean and 95% interval each)
+METRICS = ("conv_sparsity", "params_removed", "conv_mac_reduction", "mac_reduction", "test_accuracy",
+           "accuracy_drop", "index_bits_per_kept", "flat_index_bits_per_kept", "rounds", "wall_time_s")
+TASK_METRICS = ("test_before_finetune", "test_accuracy", "accuracy_drop", "params_removed", "mac_reduction")
+ONESHOT_METRICS = ("val_worst", "val_mean", "val_best", "best_before", "best_test", "plain_before", "plain_test")
 
 
 @dataclass
@@ -75,7 +98,7 @@ class ModelSettings:
     epochs_per_round: int = 3
     lr: float = 1e-3
     final_epochs: int = 1
-    fit_subset: int | None = None  # fine-tuning samples (None: the whole fit split)
+    fit_subset: int | None = None  # fine-tuning samples (None: the fold's whole fit split)
     candidates: int = 20
     search: str = "layer"
     eval_samples: int | None = None
@@ -100,6 +123,10 @@ class TaskSettings:
 
 @dataclass
 class StructuredSettings:
+    """The models and their schedules, the task section, and the cross-validation: ``folds`` of the digit
+    pool (its first ``pool_size`` digits; None: all 5,000) for each of ``seeds``, ``val_fraction`` of each
+    fold's non-test digits held out for validation; ``threads``: torch threads inside each job."""
+
     models: list[ModelSettings] = field(default_factory=lambda: [
         ModelSettings("lenet5", base_epochs=10, final_epochs=4, candidates=10, eval_samples=200,
                       oneshot_epochs=4),
@@ -109,7 +136,11 @@ class StructuredSettings:
                                "magnitude")),
     ])
     task: TaskSettings | None = field(default_factory=TaskSettings)
-    val_size: int = 1000
+    folds: int = 3
+    seeds: tuple = (0,)
+    val_fraction: float = 0.25  # 5,000 digits, 3 folds: 2,500 fit / 833 validation / 1,667 test per fold
+    pool_size: int | None = None
+    threads: int | None = 1
 
     @classmethod
     def quick(cls) -> "StructuredSettings":
@@ -118,11 +149,19 @@ class StructuredSettings:
         return cls(models=[ModelSettings("lenet5", **common),
                            ModelSettings("vgg", search="network", **common)],
                    task=TaskSettings(subtask_epochs=1, ratios=(0.75,), criteria=("fisher", "l1"), epochs=1),
-                   val_size=500)
+                   folds=2, pool_size=2000)
+
+    def model(self, name: str) -> ModelSettings:
+        return next(m for m in self.models if m.model == name)
+
+    def calls(self) -> list[tuple]:
+        """The argument tuples of :func:`structured_job`, one per model x seed x fold."""
+        return [(m.model, fold, seed, self) for m in self.models for seed in self.seeds
+                for fold in range(self.folds)]
 
 
-LOADERS = {"lenet5": mnist_embedded, "vgg": mnist_embedded_rgb32}
 TITLES = {"lenet5": "LeNet-5-Caffe, embedded MNIST (28x28x1)", "vgg": "small VGG, embedded MNIST as 32x32x3"}
+INPUTS = {"lenet5": lambda ds: ds, "vgg": to_rgb32}  # the pool's digits as each model reads them
 
 
 def _subset(ds: TensorDataset, n: int | None) -> TensorDataset:
@@ -172,7 +211,7 @@ def _step(key: str, fit_ds, val_ds, s: ModelSettings, conv, seed: int):
     return coarse_step(val_ds, cfg, conv), ft
 
 
-def _prune(key: str, model: nn.Module, fit_ds, val_ds, s: ModelSettings, conv, progress: bool, seed: int,
+def _prune(key: str, model: nn.Module, fit_ds, val_ds, s: ModelSettings, conv, seed: int,
            reference: float) -> tuple[dict, list]:
     """Prune ``model`` in place round by round (one :func:`iterative_prune` round per target) and keep the
     sparsest round before the first one whose validation accuracy falls more than the budget below
@@ -186,7 +225,7 @@ def _prune(key: str, model: nn.Module, fit_ds, val_ds, s: ModelSettings, conv, p
         if target <= sparsity + 1e-9:
             continue  # an earlier round already went past this target
         res = iterative_prune(model, step, fit_ds, val_ds, Schedule(target_sparsity=target, step=0.999), ft,
-                              masks, conv, progress=progress, desc=f"{key} -> {target:.2f}")
+                              masks, conv, progress=False, desc=f"{key} -> {target:.2f}")
         if res.sparsity <= sparsity + 1e-9:
             break  # the method cannot prune further
         masks, sparsity = res.masks, res.sparsity
@@ -245,15 +284,16 @@ def _shrink_row(label: str, model: nn.Module, masks, test_ds: TensorDataset) -> 
             "masked_ms": 1000 * (t1 - t0), "shrunk_ms": 1000 * (t2 - t1)}
 
 
-def run_model(s: ModelSettings, seed: int, val_size: int, progress: bool) -> dict:
+def run_model(s: ModelSettings, seed: int, fit_all: TensorDataset, val_ds: TensorDataset,
+              test_ds: TensorDataset) -> dict:
+    """One model on one fold: the dense base, every method's pruned model, the one-shot mask comparison and
+    the shrink checks ("base": the dense model, for the task section)."""
     start = time.perf_counter()
-    train_ds, test_ds = LOADERS[s.model](seed)
-    fit_all, val_ds = split_validation(train_ds, val_size, seed)
     fit_ds = _subset(fit_all, s.fit_subset)
     torch.manual_seed(seed)
     base = build_model(s.model)
     t0 = time.perf_counter()
-    train(base, fit_all, TrainConfig(epochs=s.base_epochs, lr=s.base_lr, seed=seed, progress=progress),
+    train(base, fit_all, TrainConfig(epochs=s.base_epochs, lr=s.base_lr, seed=seed, progress=False),
           desc=f"base {s.model}")
     base_s = time.perf_counter() - t0
     conv = conv_layers(base)
@@ -270,7 +310,7 @@ def run_model(s: ModelSettings, seed: int, val_size: int, progress: bool) -> dic
     pruned = {}
     for key in s.methods:
         m, t0 = copy.deepcopy(base), time.perf_counter()
-        masks, history = _prune(key, m, fit_ds, val_ds, s, conv, progress, seed, reference)
+        masks, history = _prune(key, m, fit_ds, val_ds, s, conv, seed, reference)
         finetune(m, fit_ds, masks, FineTuneConfig(epochs=s.final_epochs, lr=s.lr, seed=seed), 4242)
         row = dict(method=METHODS[key], key=key, wall_time_s=time.perf_counter() - t0,
                    rounds=len(history), path=history, **measure(m, masks, conv, test_ds, base_test))
@@ -281,17 +321,17 @@ def run_model(s: ModelSettings, seed: int, val_size: int, progress: bool) -> dic
     oneshot_s = time.perf_counter() - t0
     shrinks = [_shrink_row(METHODS[k], *pruned[k], test_ds) for k in ("coarse-both", "filter-l1") if k in pruned]
     return {"model": s.model, "settings": asdict(s), "base_test_accuracy": base_test, "base_val_accuracy": base_val,
-            "val_size": len(val_ds), "reference_val_accuracy": reference,
+            "val_size": len(val_ds), "test_size": len(test_ds), "reference_val_accuracy": reference,
             "rows": rows, "oneshot": oneshot, "oneshot_s": oneshot_s, "shrink": shrinks,
             "wall_time_s": time.perf_counter() - start, "fit_size": len(fit_ds), "base_fit_size": len(fit_all),
             "base": base}
 
 
-def run_task(t: TaskSettings, base: nn.Module, seed: int, val_size: int) -> dict:
-    """Task-guided filter pruning of the LeNet-5 base on the sub-task ``t.classes``."""
+def run_task(t: TaskSettings, base: nn.Module, seed: int, fit_all: TensorDataset, val_all: TensorDataset,
+             test_ds: TensorDataset) -> dict:
+    """Task-guided filter pruning of a LeNet-5 base on the sub-task ``t.classes`` (the base's fold: its fit
+    digits score and fine-tune, its test digits measure)."""
     start = time.perf_counter()
-    train_ds, test_ds = mnist_embedded(seed)
-    fit_all, val_all = split_validation(train_ds, val_size, seed)
     fit_ds, val_ds, sub_test = (subtask_dataset(d, t.classes) for d in (fit_all, val_all, test_ds))
     full_on_sub = accuracy(base, TensorDataset(sub_test.tensors[0], torch.tensor(t.classes)[sub_test.tensors[1]]))
     sub = subtask_model(base, t.classes)
@@ -333,28 +373,161 @@ def run_task(t: TaskSettings, base: nn.Module, seed: int, val_size: int) -> dict
             "rows": rows, "shrink": shrink, "settings": asdict(t), "wall_time_s": time.perf_counter() - start}
 
 
-def run_structured_benchmark(out_dir: str | Path, quick: bool = False, progress: bool = True, seed: int = 0,
-                             settings: StructuredSettings | None = None, threads: int | None = None) -> BenchResult:
-    """Run the benchmark; write ``out_dir/structured.md`` and ``structured.json`` with its figures."""
-    s = settings or (StructuredSettings.quick() if quick else StructuredSettings())
+def fold_data(model: str, fold: int, seed: int, s: StructuredSettings):
+    """(fit, validation, test) digits of ``fold`` for ``seed``, as ``model`` reads them."""
+    pool = _subset(digit_pool("mnist5k"), s.pool_size)
+    f = kfold(len(pool), s.folds, seed, s.val_fraction)[fold]
+    return tuple(INPUTS[model](ds) for ds in fold_datasets(pool, f))
+
+
+def structured_job(model: str, fold: int, seed: int, s: StructuredSettings) -> dict:
+    """One model x fold x seed of the benchmark (a pure function of its arguments; a plain dict back): the
+    fold's dense base and every method's rows, read on the fold's test digits; for LeNet-5 also the
+    task-guided section on the same fold."""
     old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    start, cpu_start = time.perf_counter(), time.process_time()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
-        results = [run_model(ms, seed, s.val_size, progress) for ms in s.models]
-        task = None
-        lenet = next((r for r in results if r["model"] == "lenet5"), None)
-        if s.task is not None and lenet is not None:
-            task = run_task(s.task, lenet["base"], seed, s.val_size)
+        fit_ds, val_ds, test_ds = fold_data(model, fold, seed, s)
+        out = run_model(s.model(model), seed, fit_ds, val_ds, test_ds)
+        base = out.pop("base")
+        out["task"] = run_task(s.task, base, seed, fit_ds, val_ds, test_ds) \
+            if model == "lenet5" and s.task is not None else None
     finally:
         torch.set_num_threads(old_threads)
-    total_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-    md = render_markdown(results, task, total_s, quick, threads or old_threads, cpu_s)
+    return {**out, "fold": fold, "seed": seed, "threads": s.threads or old_threads,
+            "digits": {"fit": len(fit_ds), "val": len(val_ds), "test": len(test_ds)},
+            "job_wall_time_s": time.perf_counter() - t0, "job_cpu_time_s": time.process_time() - cpu0}
+
+
+def _map(map_jobs: MapJobs, jobs: RunnerOptions | None, calls: list[tuple]) -> list[dict]:
+    """The finished :func:`structured_job` results: through ``map_jobs``, or the Dask job runner
+    (:mod:`sparsegate.sw.jobs`: cluster, result cache, one retry) when runner options are given; a failed job
+    is left out and the report says the run is partial."""
+    results = map_jobs(structured_job, calls) if jobs is None else \
+        runner_map_jobs(structured_job, calls, options=jobs)
+    return [r for r in results if not isinstance(r, JobFailure)]
+
+
+def run_structured_benchmark(out_dir: str | Path, quick: bool = False, settings: StructuredSettings | None = None,
+                             map_jobs: MapJobs = sequential_map, command: str | None = None,
+                             jobs: RunnerOptions | None = None) -> BenchResult:
+    """Run the benchmark over folds x seeds; write ``out_dir/structured.md`` and ``structured.json`` (per
+    model and method: ``<metric>_mean``, ``<metric>_ci95``, ``n``, ``folds``, ``seeds``; every job's rows).
+    ``map_jobs`` runs the :func:`structured_job` calls; ``jobs`` (runner options) sends them to the Dask job
+    runner instead."""
+    s = settings or (StructuredSettings.quick() if quick else StructuredSettings())
+    start = time.perf_counter()
+    results = _map(map_jobs, jobs, s.calls())
+    return write_structured_report(out_dir, results, s, quick, command, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+def _stats(rows: dict[tuple[int, int], dict], metrics) -> dict:
+    """``<metric>_mean`` / ``<metric>_ci95`` over the (seed, fold) rows, with n, folds and seeds."""
+    keys = sorted(rows)
+    out = {"n": len(keys), "folds": sorted({k[1] for k in keys}), "seeds": sorted({k[0] for k in keys})}
+    for metric in metrics:
+        ci = mean_ci(rows[k][metric] for k in keys)
+        out[f"{metric}_mean"], out[f"{metric}_ci95"] = ci.mean, ci.as_pair()
+    return out
+
+
+def paired_difference(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict], metric: str) -> dict:
+    """Mean and 95% interval of ``a - b`` in ``metric`` over the (seed, fold) keys both have (paired)."""
+    keys = sorted(set(a) & set(b))
+    ci = mean_ci(a[k][metric] - b[k][metric] for k in keys)
+    return {"mean": ci.mean, "ci95": ci.as_pair(), "n": ci.n}
+
+
+def _by_fold(jobs: list[dict], model: str) -> list[dict]:
+    return sorted((j for j in jobs if j["model"] == model), key=lambda j: (j["seed"], j["fold"]))
+
+
+def aggregate(jobs: list[dict]) -> dict:
+    """Per model (in the order the jobs name them): per method key the figures of :data:`METRICS` as mean and
+    95% interval over the finished folds x seeds, the base's test accuracy, the one-shot mask comparison and
+    (LeNet-5) the task-guided rows per ratio x criterion, the same way."""
+    out: dict[str, dict] = {}
+    for model in dict.fromkeys(j["model"] for j in jobs):
+        js = _by_fold(jobs, model)
+        rows: dict[str, dict[tuple[int, int], dict]] = {}
+        for j in js:
+            for row in j["rows"]:
+                rows.setdefault(row["key"], {})[j["seed"], j["fold"]] = row
+        key = {(j["seed"], j["fold"]): j for j in js}
+        oneshot = {k: {"val_worst": j["oneshot"]["val_worst"], "val_mean": j["oneshot"]["val_mean"],
+                       "val_best": j["oneshot"]["val_best"],
+                       "best_before": j["oneshot"]["best"]["test_before_finetune"],
+                       "best_test": j["oneshot"]["best"]["test_accuracy"],
+                       "plain_before": j["oneshot"]["plain"]["test_before_finetune"],
+                       "plain_test": j["oneshot"]["plain"]["test_accuracy"]} for k, j in key.items() if j["oneshot"]}
+        summary = {
+            "methods": {k: {"method": next(iter(r.values()))["method"], **_stats(r, METRICS)} for k, r in rows.items()},
+            "base": _stats({k: {"test_accuracy": j["base_test_accuracy"], "val_accuracy": j["base_val_accuracy"]}
+                            for k, j in key.items()}, ("test_accuracy", "val_accuracy")),
+            "oneshot": {**_stats(oneshot, ONESHOT_METRICS),
+                        "best_minus_plain_test": paired_difference(
+                            {k: {"x": v["best_test"]} for k, v in oneshot.items()},
+                            {k: {"x": v["plain_test"]} for k, v in oneshot.items()}, "x")} if oneshot else None,
+            "comparisons": _comparisons(rows),
+        }
+        tasks = {k: j["task"] for k, j in key.items() if j.get("task")}
+        if tasks:
+            cells: dict[tuple, dict] = {}
+            for k, t in tasks.items():
+                for r in t["rows"]:
+                    cells.setdefault((r["ratio"], r["criterion"]), {})[k] = r
+            summary["task"] = {
+                "subtask": _stats({k: {"transfer_accuracy": t["transfer_accuracy"],
+                                       "subtask_accuracy": t["subtask_accuracy"]} for k, t in tasks.items()},
+                                  ("transfer_accuracy", "subtask_accuracy")),
+                "rows": [{"ratio": ratio, "criterion": crit, **_stats(r, TASK_METRICS)}
+                         for (ratio, crit), r in cells.items()]}
+        out[model] = summary
+    return out
+
+
+def _comparisons(rows: dict[str, dict[tuple[int, int], dict]]) -> dict:
+    """The paired differences the verdicts read: coarse both vs the better single granularity, least
+    adversarial vs random masks, each KEP mode vs filter-level (conv sparsity and conv MACs)."""
+    out = {}
+    singles = [k for k in ("coarse-fmap", "coarse-kernel") if k in rows]
+    if "coarse-both" in rows and singles:
+        best = max(singles, key=lambda k: mean_ci(r["conv_sparsity"] for r in rows[k].values()).mean)
+        out["both_vs_best_single"] = {"single": best, **paired_difference(rows["coarse-both"], rows[best],
+                                                                          "conv_sparsity")}
+    if "coarse-both" in rows and "coarse-both-random" in rows:
+        out["least_adversarial_vs_random"] = paired_difference(rows["coarse-both"], rows["coarse-both-random"],
+                                                               "conv_sparsity")
+    for kep in ("kep-pattern", "kep-free"):
+        if kep in rows and "filter-l1" in rows:
+            out[f"{kep}_vs_filter"] = {m: paired_difference(rows[kep], rows["filter-l1"], m)
+                                       for m in ("conv_sparsity", "conv_mac_reduction", "params_removed",
+                                                 "accuracy_drop")}
+    return out
+
+
+def write_structured_report(out_dir: str | Path, jobs: list[dict], s: StructuredSettings, quick: bool = False,
+                            command: str | None = None, wall_time_s: float = 0.0) -> BenchResult:
+    """Aggregate ``jobs`` (:func:`structured_job` dicts, any subset of the models x folds x seeds) and write
+    the Markdown and the JSON; also how a resumed or distributed run reports what it finished."""
+    command = command or "sparsegate bench --only structured" + (" --quick" if quick else "")
+    expected = [(m, seed, fold) for m, fold, seed, _ in s.calls()]
+    done = {(j["model"], j["seed"], j["fold"]) for j in jobs}
+    d = {"quick": quick, "command": command, "settings": asdict(s), "folds": s.folds, "seeds": list(s.seeds),
+         "missing": [list(k) for k in expected if k not in done], "wall_time_s": wall_time_s,
+         "cpu_time_s": sum(j["job_cpu_time_s"] for j in jobs), "summary": aggregate(jobs), "jobs": jobs}
+    return write_results("structured", render_markdown(d), d, Path(out_dir))
+
+
+def rerender_markdown(out_dir: str | Path) -> BenchResult:
+    """Rewrite ``structured.md`` from the benchmark's JSON (no re-run)."""
     out_dir = Path(out_dir)
-    return write_results("structured", md, {
-        "quick": quick, "seed": seed, "wall_time_s": total_s, "cpu_time_s": cpu_s,
-        "models": [{k: v for k, v in r.items() if k != "base"} for r in results], "task": task}, out_dir)
+    d = json.loads((out_dir / "structured.json").read_text())
+    return write_results("structured", render_markdown(d), d, out_dir)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -363,14 +536,60 @@ def _pct(x: float, digits: int = 1) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
-def render_markdown(results: list[dict], task: dict | None, total_s: float, quick: bool, threads: int,
-                    cpu_s: float | None = None) -> str:
-    lines = ["# Structured pruning benchmark: KEP, coarse, filter-level, magnitude; task-guided; shrinking", ""]
-    if quick:
+def _ci(m: dict, metric: str, digits: int = 1, scale: float = 100, sign: str = "", unit: str = "%") -> str:
+    """``mean [low, high]`` of ``metric`` in a :func:`_stats` dict (just the mean when n = 1)."""
+    mean, (lo, hi) = m[f"{metric}_mean"], m[f"{metric}_ci95"]
+    f = f"{sign}.{digits}f"
+    text = f"{scale * mean:{f}}{unit}"
+    return text if m["n"] < 2 else f"{text} [{scale * lo:{f}}, {scale * hi:{f}}]"
+
+
+def _diff(c: dict, scale: float = 100, unit: str = " pts") -> str:
+    lo, hi = c["ci95"]
+    return f"{scale * c['mean']:+.1f}{unit}" + (f" [{scale * lo:+.1f}, {scale * hi:+.1f}]" if c["n"] > 1 else "")
+
+
+def _reading(c: dict) -> str:
+    """What a paired difference's interval says."""
+    if c["n"] < 2:
+        return "one result, no interval"
+    if c["ci95"][0] > 0:
+        return "interval above 0"
+    if c["ci95"][1] < 0:
+        return "interval below 0"
+    return "interval spans 0: not resolved"
+
+
+def render_markdown(d: dict) -> str:
+    s, summary, jobs = d["settings"], d["summary"], d["jobs"]
+    n_total = len(s["models"]) * s["folds"] * len(s["seeds"])
+    digits = jobs[0]["digits"] if jobs else {}
+    lines = ["# Structured pruning benchmark: KEP, coarse, filter-level, magnitude; task-guided; shrinking — "
+             f"{s['folds']}-fold cross-validation x {len(s['seeds'])} seed(s)", ""]
+    if d["missing"]:
+        lines += [f"**Partial run**: {n_total - len(d['missing'])} of the {n_total} model x fold x seed jobs "
+                  f"finished; missing (model, seed.fold): "
+                  f"{', '.join(f'{m} {seed}.{fold}' for m, seed, fold in d['missing'])}. Every figure below is over "
+                  "the finished ones only (n per row).", ""]
+    if d["quick"]:
         lines += ["**Quick mode** (smoke-test budget) — not a measurement.", ""]
+    pool = f"the first {s['pool_size']:,} of the embedded 5,000 MNIST digits" if s["pool_size"] else \
+        "the embedded 5,000 MNIST digits"
     lines += [
-        "Every method prunes the **conv layers** of the same dense base round by round (each round one "
-        "`prune_loop.iterative_prune` step: prune to the next conv-sparsity target, fine-tune); the result is the "
+        f"Command: `{d['command']}`. Cross-validation: for each seed {list(s['seeds'])}, {pool} are cut into "
+        f"{s['folds']} folds; fold i tests on its own block and splits the rest into fit and validation digits "
+        f"({digits.get('fit', 0):,} fit / {digits.get('val', 0):,} validation / {digits.get('test', 0):,} test "
+        "per fold, disjoint). In each fold each model's dense base is trained on the fit digits; every pruning "
+        "decision (round selection, least-adversarial mask scores, the budget's reference) reads the validation "
+        "digits only; the drop is paired: the fold's dense base minus the pruned model on the same test digits. "
+        f"Figures: mean [95% CI], Student t over the n = folds x seeds results of each row (n = "
+        f"{s['folds'] * len(s['seeds'])} when complete; the folds share training digits, so the interval is, if "
+        "anything, optimistic); a row with n = 1 shows its value alone. The t factor is large for few results "
+        "(4.30 at n = 3), and the selection stops at the first round over budget, so one fold that stops early "
+        "widens a row's interval a lot; for a bounded figure it can then run past 0 or 100% — that is its width, "
+        "read the per-fold table below.", "",
+        "Every method prunes the **conv layers** of the fold's dense base round by round (each round one "
+        "`iterative_prune` step: prune to the next conv-sparsity target, fine-tune); the result is the "
         "sparsest round before the first one whose validation accuracy falls more than the budget below the "
         "reference — so rows compare granularities **at equal accuracy** (budget). Then one final fine-tune. "
         "*Conv sparsity*: pruned fraction of the conv weights. *Params removed*: of all network params (weights "
@@ -380,127 +599,153 @@ def render_markdown(results: list[dict], task: dict | None, total_s: float, quic
         "cost nothing (physically shrunk), then a plane bitmap per live filter and per kept plane a bitmap, a "
         "shared-pattern id or an element list, whichever is cheapest (`kep.index_cost`); the flat per-weight "
         "(cin, ky, kx) index of the v1 weight image is given for reference.", ""]
-    for r in results:
-        s = r["settings"]
-        lines += [f"## {TITLES[r['model']]}", "",
-                  f"Base: {s['base_epochs']} epochs on {r['base_fit_size']:,} digits, test accuracy "
-                  f"{_pct(r['base_test_accuracy'], 2)} (validation {_pct(r['base_val_accuracy'], 2)}). Rounds to "
-                  f"conv sparsity {', '.join(_pct(t, 1) for t in s['targets'])}, "
-                  f"{s['epochs_per_round']} fine-tune epoch(s) per round on {r['fit_size']:,} digits (Adam, peak lr "
-                  f"{s['lr']:g}), validation budget {100 * s['max_drop']:.1f} points "
-                  + (f"below the dense base after one round's fine-tune ({_pct(r['reference_val_accuracy'], 2)} on "
-                     f"validation), " if r.get("reference_val_accuracy") is not None else "") +
-                  f"final fine-tune "
-                  f"{s['final_epochs']} epoch(s). KEP: {s['patterns']} shared patterns (pattern mode), penalty "
-                  f"exponent {s['penalty']:g} over {s['penalty_epochs']} epoch per round in place of that round's "
-                  f"fine-tune epoch (same training per round for every method), global keep allocation. "
-                  f"Least-adversarial: best of {s['candidates']} random masks per {s['search']} choice, scored on "
-                  f"{s['eval_samples'] or r['val_size']} validation digits.", "",
-                  "| method | conv sparsity | params removed | MACs removed (conv / net) | test acc. | drop (pts) "
-                  "| index bits / kept weight (flat) | rounds | time |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for row in r["rows"]:
-            lines.append(
-                f"| {row['method']} | {_pct(row['conv_sparsity'])} | {_pct(row['params_removed'])} "
-                f"| {_pct(row['conv_mac_reduction'])} / {_pct(row['mac_reduction'])} | {_pct(row['test_accuracy'], 2)} "
-                f"| {100 * row['accuracy_drop']:+.2f} | {row['index_bits_per_kept']:.2f} ({row['flat_index_bits_per_kept']:.1f}) "
-                f"| {row['rounds']} | {row['wall_time_s']:.0f} s |")
+    for model, m in summary.items():
+        js = _by_fold(jobs, model)
+        ms = js[0]["settings"]
+        b = m["base"]
+        lines += [f"## {TITLES[model]}", "",
+                  f"Base: {ms['base_epochs']} epochs on each fold's {js[0]['base_fit_size']:,} fit digits, test "
+                  f"accuracy {_ci(b, 'test_accuracy', 2)} (validation {_ci(b, 'val_accuracy', 2)}). Rounds to "
+                  f"conv sparsity {', '.join(_pct(t, 1) for t in ms['targets'])}, {ms['epochs_per_round']} "
+                  f"fine-tune epoch(s) per round on {js[0]['fit_size']:,} digits (Adam, peak lr {ms['lr']:g}), "
+                  f"validation budget {100 * ms['max_drop']:.1f} points below "
+                  + ("the dense base after one round's fine-tune, " if ms["calibrate"] else "the dense base, ")
+                  + f"final fine-tune {ms['final_epochs']} epoch(s). KEP: {ms['patterns']} shared patterns "
+                  f"(pattern mode), penalty exponent {ms['penalty']:g} over {ms['penalty_epochs']} epoch per round "
+                  f"in place of that round's fine-tune epoch (same training per round for every method), global "
+                  f"keep allocation. Least-adversarial: best of {ms['candidates']} random masks per "
+                  f"{ms['search']} choice, scored on {ms['eval_samples'] or js[0]['val_size']} validation digits.",
+                  "",
+                  "| method | conv sparsity | params removed | MACs removed conv | MACs removed net | accuracy drop "
+                  "(pts, paired) | index bits / kept weight | n |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in m["methods"].values():
+            lines.append(f"| {row['method']} | {_ci(row, 'conv_sparsity')} | {_ci(row, 'params_removed')} "
+                         f"| {_ci(row, 'conv_mac_reduction')} | {_ci(row, 'mac_reduction')} "
+                         f"| {_ci(row, 'accuracy_drop', 2, sign='+', unit='')} "
+                         f"| {_ci(row, 'index_bits_per_kept', 2, 1, unit='')} | {row['n']} |")
         lines.append("")
-        lines += _verdicts(r)
-        o = r["oneshot"]
+        lines += _verdicts(m)
+        o = m["oneshot"]
         if o:
-            lines += [f"**Random vs least-adversarial mask, one shot** at {_pct(r['settings']['oneshot_sparsity'], 0)} "
-                      f"conv sparsity (feature maps {_pct(o['fmap_ratio'])} per layer, then kernels "
-                      f"{_pct(o['kernel_ratio'])}): {o['candidates']} random candidates scored {_pct(o['val_worst'])} "
-                      f"(worst) / {_pct(o['val_mean'])} (mean) / {_pct(o['val_best'])} (best) on validation before "
-                      f"fine-tuning. After {r['settings']['oneshot_epochs']} fine-tune epoch(s): least adversarial "
-                      f"{_pct(o['best']['test_before_finetune'])} → {_pct(o['best']['test_accuracy'], 2)} test, a plain "
-                      f"random mask {_pct(o['plain']['test_before_finetune'])} → {_pct(o['plain']['test_accuracy'], 2)}.", ""]
-        if r["shrink"]:
-            lines += _shrink_table(r["shrink"])
-        idx = [row for row in r["rows"] if row["key"] == "kep-pattern"]
-        if idx:
-            lines += [f"KEP index detail (pattern mode): {idx[0]['index_encoding']}.", ""]
-    if task:
-        lines += _task_section(task)
-    cpu = f", {cpu_s / 60:.1f} min of CPU time" if cpu_s is not None else ""
-    lines += [f"Total wall time {total_s / 60:.1f} min on {platform.machine()} ({threads} torch thread(s){cpu}; "
-              f"the machine is shared, so wall times per row are noisy).", ""]
+            lines += [f"**Random vs least-adversarial mask, one shot** at {_pct(ms['oneshot_sparsity'], 0)} conv "
+                      f"sparsity (feature maps, then kernels; the fold's validation digits score the candidates): "
+                      f"{max(2, ms['candidates'])} random candidates scored "
+                      f"{_ci(o, 'val_worst')} (worst) / {_ci(o, 'val_mean')} (mean) / {_ci(o, 'val_best')} (best) "
+                      f"on validation before fine-tuning. After {ms['oneshot_epochs']} fine-tune epoch(s), on the "
+                      f"test digits: least adversarial {_ci(o, 'best_before')} → {_ci(o, 'best_test', 2)}, a plain "
+                      f"random mask {_ci(o, 'plain_before')} → {_ci(o, 'plain_test', 2)}; least adversarial minus "
+                      f"plain {_diff(o['best_minus_plain_test'])} ({_reading(o['best_minus_plain_test'])}).", ""]
+        shrinks = [(j, r) for j in js for r in j["shrink"]]
+        if shrinks:
+            lines += _shrink_table(shrinks)
+        lines += _per_fold(js)
+    lenet = summary.get("lenet5", {})
+    if lenet.get("task"):
+        lines += _task_section(lenet["task"], _by_fold(jobs, "lenet5"))
+    threads = sorted({j["threads"] for j in jobs})
+    lines += [f"Total wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()}, {d['cpu_time_s'] / 60:.1f} "
+              f"min of CPU time in the jobs ({'/'.join(map(str, threads))} torch thread(s) per job; the machine is "
+              "shared, so wall times per row are noisy).", ""]
     return "\n".join(lines)
 
 
-def _verdicts(r: dict) -> list[str]:
-    rows = {row["key"]: row for row in r["rows"]}
+def _verdicts(m: dict) -> list[str]:
+    """The questions the benchmark asks, answered from the means, with the intervals (and, for comparisons,
+    the paired per-fold differences) beside them."""
+    rows, cmp = m["methods"], m["comparisons"]
     out = []
-    both = rows.get("coarse-both")
     coarse = [rows[k] for k in ("coarse-both", "coarse-fmap", "coarse-kernel") if k in rows]
     if coarse:
-        ok = [c for c in coarse if c["conv_sparsity"] >= 0.85 and c["accuracy_drop"] < 0.01]
-        detail = "; ".join(f"{c['method']}: {_pct(c['conv_sparsity'])} at {100 * c['accuracy_drop']:+.2f} pts"
-                           for c in coarse)
-        out.append(f"- Target (coarse, Anwar & Sung: >= 85% conv sparsity at < 1 point loss): "
+        ok = [c for c in coarse if c["conv_sparsity_mean"] >= 0.85 and c["accuracy_drop_mean"] < 0.01]
+        detail = "; ".join(f"{c['method']}: {_ci(c, 'conv_sparsity')} at "
+                           f"{_ci(c, 'accuracy_drop', 2, sign='+', unit='')} pts" for c in coarse)
+        out.append(f"- Target (coarse, Anwar & Sung: >= 85% conv sparsity at < 1 point loss, on the means): "
                    f"**{'met' if ok else 'not met'}**{' by ' + ', '.join(c['method'] for c in ok) if ok else ''} "
                    f"— {detail}.")
-    if both:
-        singles = [rows[k] for k in ("coarse-fmap", "coarse-kernel") if k in rows]
-        if singles:
-            best_single = max(s["conv_sparsity"] for s in singles)
-            out.append(f"- Both granularities vs the best single one: {_pct(both['conv_sparsity'])} vs "
-                       f"{_pct(best_single)} conv sparsity ({'both better' if both['conv_sparsity'] > best_single + 1e-9 else 'both not better'}).")
-        rnd = rows.get("coarse-both-random")
-        if rnd:
-            out.append(f"- Least-adversarial vs random masks (both granularities, same budget): "
-                       f"{_pct(both['conv_sparsity'])} vs {_pct(rnd['conv_sparsity'])} conv sparsity.")
-    flt = rows.get("filter-l1")
+    if "both_vs_best_single" in cmp:
+        c = cmp["both_vs_best_single"]
+        out.append(f"- Both granularities vs the better single one ({rows[c['single']]['method']}), paired conv "
+                   f"sparsity difference: {_diff(c)} ({_reading(c)}).")
+    if "least_adversarial_vs_random" in cmp:
+        c = cmp["least_adversarial_vs_random"]
+        out.append(f"- Least-adversarial vs random masks (both granularities, same budget), paired conv sparsity "
+                   f"difference: {_diff(c)} ({_reading(c)}).")
     for key in ("kep-pattern", "kep-free"):
-        kep = rows.get(key)
-        if kep and flt:
-            params = kep["conv_sparsity"] > flt["conv_sparsity"]
-            macs = kep["conv_mac_reduction"] > flt["conv_mac_reduction"]
-            out.append(f"- {kep['method']} vs filter-level at equal budget: conv params removed "
-                       f"{_pct(kep['conv_sparsity'])} vs {_pct(flt['conv_sparsity'])}, conv MACs removed "
-                       f"{_pct(kep['conv_mac_reduction'])} vs {_pct(flt['conv_mac_reduction'])}, network params removed "
-                       f"{_pct(kep['params_removed'])} vs {_pct(flt['params_removed'])} "
-                       f"(drops {100 * kep['accuracy_drop']:+.2f} / {100 * flt['accuracy_drop']:+.2f} pts): "
-                       f"**{'KEP ahead' if params and macs else 'KEP not ahead'}** on conv params and MACs.")
+        c = cmp.get(f"{key}_vs_filter")
+        if c:
+            sp, mac = c["conv_sparsity"], c["conv_mac_reduction"]
+            ahead = sp["n"] > 1 and sp["ci95"][0] > 0 and mac["ci95"][0] > 0
+            behind = sp["n"] > 1 and sp["ci95"][1] < 0 and mac["ci95"][1] < 0
+            word = "KEP ahead" if ahead else "KEP behind" if behind else "no resolved difference"
+            out.append(f"- {rows[key]['method']} minus filter-level at equal budget, paired: conv params removed "
+                       f"{_diff(sp)}, conv MACs removed {_diff(mac)}, network params removed "
+                       f"{_diff(c['params_removed'])}, drop {_diff(c['accuracy_drop'])}: **{word}** on conv params "
+                       f"and MACs (ahead / behind: both paired intervals above / below 0).")
     mag = rows.get("magnitude")
     if mag:
-        out.append(f"- Unstructured magnitude at the same budget: {_pct(mag['conv_sparsity'])} conv sparsity, but "
-                   f"{mag['index_bits_per_kept']:.1f} index bits per kept weight.")
+        out.append(f"- Unstructured magnitude at the same budget: {_ci(mag, 'conv_sparsity')} conv sparsity, but "
+                   f"{_ci(mag, 'index_bits_per_kept', 1, 1, unit='')} index bits per kept weight.")
     return out + [""]
 
 
-def _shrink_table(shrinks: list[dict]) -> list[str]:
+def _per_fold(js: list[dict]) -> list[str]:
+    lines = ["Per fold:", "", "| seed | fold | method | conv sparsity | params removed | MACs removed (conv / net) "
+             "| test acc. | drop (pts) | index bits / kept weight (flat) | rounds | time |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for j in js:
+        for row in j["rows"]:
+            lines.append(
+                f"| {j['seed']} | {j['fold']} | {row['method']} | {_pct(row['conv_sparsity'])} "
+                f"| {_pct(row['params_removed'])} | {_pct(row['conv_mac_reduction'])} / {_pct(row['mac_reduction'])} "
+                f"| {_pct(row['test_accuracy'], 2)} | {100 * row['accuracy_drop']:+.2f} "
+                f"| {row['index_bits_per_kept']:.2f} ({row['flat_index_bits_per_kept']:.1f}) | {row['rounds']} "
+                f"| {row['wall_time_s']:.0f} s |")
+    idx = [(j, row) for j in js for row in j["rows"] if row["key"] == "kep-pattern"]
+    if idx:
+        lines += ["", "KEP index detail (pattern mode): " + "; ".join(
+            f"{j['seed']}.{j['fold']}: {row['index_encoding']}" for j, row in idx) + "."]
+    return lines + [""]
+
+
+def _shrink_table(shrinks: list[tuple[dict, dict]]) -> list[str]:
     lines = ["Physical shrinking (`shrink.shrink_model`): the removed channels taken out of the model for real.", "",
-             "| pruned model | layer widths (in→out) | params | dense MACs | max \\|Δ output\\| | same predictions "
-             "| test set on CPU: masked / shrunk |", "|---|---|---:|---:|---:|---|---:|"]
-    for s in shrinks:
+             "| seed.fold | pruned model | layer widths (in→out) | params | dense MACs | max \\|Δ output\\| "
+             "| same predictions | test set on CPU: masked / shrunk |", "|---|---|---|---:|---:|---:|---|---:|"]
+    for j, s in shrinks:
         widths = ", ".join(f"{k} {v[0]}→{v[1]}" for k, v in s["widths"].items())
-        lines.append(f"| {s['method']} | {widths} | {s['params_before']:,} → {s['params_after']:,} "
-                     f"| {s['macs_before']:,} → {s['macs_after']:,} | {s['max_abs_diff_test']:.1e} "
+        lines.append(f"| {j['seed']}.{j['fold']} | {s['method']} | {widths} | {s['params_before']:,} → "
+                     f"{s['params_after']:,} | {s['macs_before']:,} → {s['macs_after']:,} "
+                     f"| {s['max_abs_diff_test']:.1e} "
                      f"| {'yes' if s['same_predictions'] else 'no'} | {s['masked_ms']:.0f} / {s['shrunk_ms']:.0f} ms |")
     return lines + [""]
 
 
-def _task_section(task: dict) -> list[str]:
-    st = task["settings"]
-    lines = ["## Task-guided filter pruning (LeNet-5, sub-task: digits " + ", ".join(map(str, task["classes"])) + ")", "",
-             f"The ten-digit base, restricted to the sub-task's output rows, scores {_pct(task['transfer_accuracy'], 2)} on "
-             f"the sub-task's {task['test_size']} test digits ({_pct(task['subtask_accuracy'], 2)} after "
-             f"{st['subtask_epochs']} fine-tune epochs on its {task['fit_size']:,} training digits). Filters of "
-             "conv1, conv2 and neurons of fc1 are scored on the sub-task's training digits — *between*: between-class "
+def _task_section(t: dict, js: list[dict]) -> list[str]:
+    first = next(j["task"] for j in js if j.get("task"))
+    st, sub = first["settings"], t["subtask"]
+    live = {(r["ratio"], r["criterion"]): r["live"] for r in first["rows"]}
+    lines = ["## Task-guided filter pruning (LeNet-5, sub-task: digits " + ", ".join(map(str, first["classes"])) + ")",
+             "",
+             "In every LeNet-5 fold, on that fold's base and digits: the ten-digit base, restricted to the sub-task's "
+             f"output rows, scores {_ci(sub, 'transfer_accuracy', 2)} on the sub-task's test digits "
+             f"({first['test_size']} in fold {js[0]['seed']}.{js[0]['fold']}; {_ci(sub, 'subtask_accuracy', 2)} after "
+             f"{st['subtask_epochs']} fine-tune epochs on its {first['fit_size']:,} fit digits). Filters of "
+             "conv1, conv2 and neurons of fc1 are scored on the sub-task's fit digits — *between*: between-class "
              "scatter of the class-conditional mean responses; *fisher*: that over the within-class scatter; *l1*: "
              "task-agnostic filter L1 norm; *random* — and the lowest fraction of each layer is removed, then "
-             f"{st['epochs']} fine-tune epochs.", "",
+             f"{st['epochs']} fine-tune epochs. Drops are paired against the fold's fine-tuned sub-task model.", "",
              "| filters removed | criterion | test before fine-tune | test after | drop (pts) | params removed "
-             "| MACs removed | live conv1 / conv2 / fc1 |", "|---:|---|---:|---:|---:|---:|---:|---|"]
-    for r in task["rows"]:
-        live = " / ".join(r["live"].get(n, "?") for n in ("conv1", "conv2", "fc1"))
-        lines.append(f"| {_pct(r['ratio'], 0)} | {r['criterion']} | {_pct(r['test_before_finetune'])} "
-                     f"| {_pct(r['test_accuracy'], 2)} | {100 * r['accuracy_drop']:+.2f} | {_pct(r['params_removed'])} "
-                     f"| {_pct(r['mac_reduction'])} | {live} |")
+             "| MACs removed | live conv1 / conv2 / fc1 | n |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in t["rows"]:
+        lv = live.get((r["ratio"], r["criterion"]), {})
+        lines.append(f"| {_pct(r['ratio'], 0)} | {r['criterion']} | {_ci(r, 'test_before_finetune')} "
+                     f"| {_ci(r, 'test_accuracy', 2)} | {_ci(r, 'accuracy_drop', 2, sign='+', unit='')} "
+                     f"| {_ci(r, 'params_removed')} | {_ci(r, 'mac_reduction')} "
+                     f"| {' / '.join(lv.get(n, '?') for n in ('conv1', 'conv2', 'fc1'))} | {r['n']} |")
     lines.append("")
-    if task["shrink"]:
-        lines += _shrink_table([task["shrink"]])
-    lines += [f"Task section: {task['wall_time_s']:.0f} s.", ""]
+    shrinks = [(j, j["task"]["shrink"]) for j in js if j.get("task") and j["task"]["shrink"]]
+    if shrinks:
+        lines += _shrink_table(shrinks)
+    lines += [f"Task section: {sum(j['task']['wall_time_s'] for j in js if j.get('task')):.0f} s over the folds.", ""]
     return lines
