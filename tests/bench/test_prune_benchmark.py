@@ -15,6 +15,8 @@ from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, BenchSettings, pru
                                        run_prune_benchmark, run_recovery_benchmark)
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 
+from support.job_log import calls, recording
+
 
 def _fake_job(model, fold, seed, method, s):
     """A job dict as prune_job returns it: torch global L1's curve crosses 0.3 points at 10 * 2^(2/3) x,
@@ -128,22 +130,13 @@ def test_the_jobs_go_through_the_dask_runner_and_its_cache(tmp_path, monkeypatch
     runner; a re-run with the same cache runs nothing and writes the same figures."""
     from sparsegate.sw.jobs import RunnerOptions
 
-    log = tmp_path / "ran.txt"       # the job is shipped to the workers by value: it reports through a file
-
-    def job(*call):
-        with open(log, "a") as f:
-            f.write(f"{call[1]} {call[2]} {call[3]}\n")
-        return _fake_job(*call)
-
-    def ran():
-        return sorted(log.read_text().splitlines()) if log.exists() else []
-
-    monkeypatch.setattr(bench, "prune_job", job)
+    log = tmp_path / "ran.txt"
+    monkeypatch.setattr(bench, "prune_job", recording(_fake_job, log, (1, 2, 3)))
     options = RunnerOptions(workers=1, processes=False, cache=tmp_path / "cache")
     s = replace(BenchSettings(), folds=2, seeds=(0,), methods=("torch-l1", "sra"))
     first = run_prune_benchmark(tmp_path / "a", "lenet5", settings=s, jobs=options)
-    assert ran() == sorted(f"{f} 0 {m}" for f in range(2) for m in s.methods)
+    assert calls(log) == sorted(f"{f} 0 {m}" for f in range(2) for m in s.methods)
     log.unlink()
     again = run_prune_benchmark(tmp_path / "b", "lenet5", settings=s, jobs=options)
-    assert ran() == []
+    assert calls(log) == []
     assert json.loads(again.json_path.read_text())["methods"] == json.loads(first.json_path.read_text())["methods"]

@@ -16,6 +16,8 @@ from sparsegate.sw.bench import structured as bench
 from sparsegate.sw.bench.structured import (ModelSettings, StructuredSettings, fold_data, rerender_markdown,
                                             run_structured_benchmark, write_structured_report)
 
+from support.job_log import calls, recording
+
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 
 # key -> conv sparsity per fold (0, 1, 2); conv MACs removed follow it, drops are 0.2 / 0.4 / 0.6 points
@@ -94,21 +96,15 @@ def test_the_jobs_go_through_the_dask_runner_and_its_cache(tmp_path, monkeypatch
     runner; a re-run with the same cache runs nothing and writes the same figures."""
     from sparsegate.sw.jobs import RunnerOptions
 
-    log = tmp_path / "ran.txt"  # the job is shipped to the workers by value: it reports through a file
-
-    def job(*call):
-        with open(log, "a") as f:
-            f.write(f"{call[0]} {call[1]} {call[2]}\n")
-        return _fake_job(*call)
-
-    monkeypatch.setattr(bench, "structured_job", job)
+    log = tmp_path / "ran.txt"
+    monkeypatch.setattr(bench, "structured_job", recording(_fake_job, log, (0, 1, 2)))
     options = RunnerOptions(workers=1, processes=False, cache=tmp_path / "cache")
     s = replace(SETTINGS, folds=2)
     first = run_structured_benchmark(tmp_path / "a", settings=s, jobs=options)
-    assert sorted(log.read_text().splitlines()) == ["lenet5 0 0", "lenet5 1 0"]
+    assert calls(log) == ["lenet5 0 0", "lenet5 1 0"]
     log.unlink()
     again = run_structured_benchmark(tmp_path / "b", settings=s, jobs=options)
-    assert not log.exists()
+    assert calls(log) == []
     assert json.loads(again.json_path.read_text())["summary"] == json.loads(first.json_path.read_text())["summary"]
 
 
