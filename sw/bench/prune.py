@@ -35,14 +35,13 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
-from sparsegate.sw.jobs import JobFailure, RunnerOptions
-from sparsegate.sw.jobs import map_jobs as runner_map_jobs
+from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
@@ -51,11 +50,8 @@ from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_m
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
 
-__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "MapJobs", "RECOVERY", "aggregate", "prune_job",
-           "rerender_markdown", "run_prune_benchmark", "run_recovery_benchmark", "sequential_map",
-           "write_prune_report", "write_recovery_report"]
-
-MapJobs = Callable[[Callable, list[tuple]], list]
+__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
+           "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
 
 # job method -> the table rows it produces (SRA+NRP continues from the SRA model of the same job)
 JOB_METHODS = {"torch-l1": ("torch global L1",), "magnitude": ("magnitude (layer-uniform)",),
@@ -106,25 +102,6 @@ class BenchSettings:
 # recovery variant -> the settings it changes (SRA's loop; measured by run_recovery_benchmark)
 RECOVERY = {"default": {}, "distill": {"distill": 0.5}, "rewind": {"rewind": True},
             "long-final": {"final_epochs": 12}}
-
-
-def sequential_map(fn: Callable, calls: list[tuple]) -> list:
-    """The default ``map_jobs``: each call in order, in this process."""
-    return [fn(*args) for args in calls]
-
-
-def _mapper(map_jobs: MapJobs, jobs: RunnerOptions | None) -> MapJobs:
-    """``map_jobs``, or the Dask job runner (:mod:`sparsegate.sw.jobs`: local cluster or ``--scheduler``,
-    result cache, one retry) when runner options are given."""
-    if jobs is None:
-        return map_jobs
-    return lambda fn, calls: runner_map_jobs(fn, calls, options=jobs)
-
-
-def _finished(results: list) -> list[dict]:
-    """The jobs that returned; a failed one (:class:`~sparsegate.sw.jobs.JobFailure`) is left out, and the
-    report then says the run is partial."""
-    return [r for r in results if not isinstance(r, JobFailure)]
 
 
 def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | None) -> list[list[float]]:
@@ -359,7 +336,7 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
     _check_model(model)
     s = settings or (BenchSettings.quick() if quick else BenchSettings())
     start = time.perf_counter()
-    results = _finished(_mapper(map_jobs, jobs)(prune_job, s.calls(model)))
+    results = finished(job_mapper(map_jobs, jobs)(prune_job, s.calls(model)))
     return write_prune_report(out_dir, model, results, s, quick, command, time.perf_counter() - start)
 
 
@@ -374,9 +351,9 @@ def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bo
                    methods=("sra",))
     start = time.perf_counter()
     per_variant = {v: replace(base, **RECOVERY[v]) for v in variants}
-    results = _mapper(map_jobs, jobs)(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
+    results = job_mapper(map_jobs, jobs)(prune_job, [c for vs in per_variant.values() for c in vs.calls(model)])
     n = len(base.calls(model))
-    by_variant = {v: _finished(results[i * n:(i + 1) * n]) for i, v in enumerate(per_variant)}
+    by_variant = {v: finished(results[i * n:(i + 1) * n]) for i, v in enumerate(per_variant)}
     return write_recovery_report(out_dir, model, by_variant, base, quick, command, time.perf_counter() - start)
 
 

@@ -47,10 +47,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.bench.prune import MapJobs, sequential_map
+from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
 from sparsegate.sw.bench.results import BenchResult, write_results
-from sparsegate.sw.jobs import JobFailure, RunnerOptions
-from sparsegate.sw.jobs import map_jobs as runner_map_jobs
+from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.ml.data import to_rgb32
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
@@ -401,15 +400,6 @@ def structured_job(model: str, fold: int, seed: int, s: StructuredSettings) -> d
             "job_wall_time_s": time.perf_counter() - t0, "job_cpu_time_s": time.process_time() - cpu0}
 
 
-def _map(map_jobs: MapJobs, jobs: RunnerOptions | None, calls: list[tuple]) -> list[dict]:
-    """The finished :func:`structured_job` results: through ``map_jobs``, or the Dask job runner
-    (:mod:`sparsegate.sw.jobs`: cluster, result cache, one retry) when runner options are given; a failed job
-    is left out and the report says the run is partial."""
-    results = map_jobs(structured_job, calls) if jobs is None else \
-        runner_map_jobs(structured_job, calls, options=jobs)
-    return [r for r in results if not isinstance(r, JobFailure)]
-
-
 def run_structured_benchmark(out_dir: str | Path, quick: bool = False, settings: StructuredSettings | None = None,
                              map_jobs: MapJobs = sequential_map, command: str | None = None,
                              jobs: RunnerOptions | None = None) -> BenchResult:
@@ -419,7 +409,7 @@ def run_structured_benchmark(out_dir: str | Path, quick: bool = False, settings:
     runner instead."""
     s = settings or (StructuredSettings.quick() if quick else StructuredSettings())
     start = time.perf_counter()
-    results = _map(map_jobs, jobs, s.calls())
+    results = finished(job_mapper(map_jobs, jobs)(structured_job, s.calls()))
     return write_structured_report(out_dir, results, s, quick, command, time.perf_counter() - start)
 
 
