@@ -10,8 +10,13 @@ banked for the layer's tile ``Tx x Ty`` (hw/engine/tiling.py): pixel ``(c, y, x)
 (``y = oy*s + ky - pad``; stride 2 only with ``Ty = 1``; ``oy`` a multiple of ``Ty``): the Ty rows hit distinct row banks, the Tx
 columns of a row span fewer than ``2Tx`` columns, so every lane has its own bank. Bank ``(bx, by)`` reads
 row word ``(y >> ry) + (by < y mod Ty)`` and column word ``(base >> cx) + (bx < base mod 2Tx)`` — the
-one pixel of the tile's window it holds; a crossbar gives each lane its bank. Lanes outside the map read 0
-(padding). In fc mode lane ``j`` reads bank ``j``
+one pixel of the tile's window it holds. The crossbar from banks to lanes is a rotation: with
+``R = (base mod 2Tx) + (y mod Ty) * 2Tx`` and the banks rotated ``A[i] = bank[(i + R) mod 2P]`` (log depth,
+one 2:1 step per bit of ``R``, shared by all lanes), lane ``(jx, jy)`` finds its pixel at ``jx*s + jy*2Tx``,
+one row of banks back where its column wrapped: a handful of positions over all tiles and strides
+(hw/engine/tiling.py ``lane_sources``), so each lane has a small mux instead of a ``2P:1`` one (a full
+crossbar did not route at P = 32).
+Lanes outside the map read 0 (padding). In fc mode lane ``j`` reads bank ``j``
 at ``in_base`` + its own index (fc inputs are replicated in every bank).
 
 Read pipeline: fixed latency, never stalls (``i``, ``o`` and ``wr`` are ``always_ready`` streams); every
@@ -19,27 +24,29 @@ arithmetic step and every block-RAM output ends in a register::
 
     i (elements) -> stride-scaled output row / column, kernel offsets less padding, row-word parts, plane
       offset -> [r0] -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
-      column word, per-bank next row / next column flags, padding mask, lane column / row banks -> [r2]
-      -> per-bank address, crossbar selects -> [r3] -> bank reads -> [r4: bank data] -> crossbar, mask -> [o]
+      column word, per-bank next row / next column flags, padding mask, rotation parts, per-lane column wrap
+      -> [r2] -> per-bank address, rotation R, per-lane position code -> [r3] -> bank reads -> [r4: bank data]
+      -> rotation by R's low bits -> [r5] -> by its high bits, per-lane position (or 0) -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout,
                                           write_layout)
+from sparsegate.hw.engine.tiling import lane_sources
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 
 __all__ = ["ActBuffer", "LATENCY"]
 
 #: Cycles from an element on ``i`` to its activations on ``o``.
-LATENCY = 7
+LATENCY = 8
 
 
 class ActBuffer(wiring.Component):
@@ -144,28 +151,43 @@ class ActBuffer(wiring.Component):
         next_col = Signal(nb)
         next_row = Signal(nb)
         bad = Signal(p)
-        sels = [Signal(lgb, name=f"sel{j}") for j in range(p)]
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
                      row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane1 + (yq[:aw] << cfg.in_wb))]
         for b in range(nb):
             m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]),
                          next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
-        # lane j's bank: its column bank and its input row (r2); the row shifted into bank-index position beside it (r3)
-        row_banks = [Signal(lgb, name=f"row_bank{j}") for j in range(p)]
+        # the element's rotation R = (base mod cols) | (y mod Ty) << cx (fc: none), in two steps (r2, r3); per
+        # lane whether its column wrapped past the tile's column banks (its rotated position one row back)
+        rot_x = Signal(lgb)
+        rot_y = Signal(lgb)
+        carry = Signal(p)
+        m.d.sync += [rot_x.eq(Mux(cfg.fc, 0, base[:lgb] & cmask)), rot_y.eq(Mux(cfg.fc, 0, y[:lgb] & rmask))]
         for j in range(p):
             xj = base + lane_dx[j]
             yj = y + lane_dy[j]
             m.d.sync += [bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
-                         sels[j].eq((base[:lgb] + lane_dx[j]) & cmask),
-                         row_banks[j].eq(y[:lgb] + lane_dy[j])]
+                         carry[j].eq((((base[:lgb] & cmask) + lane_dx[j]) & ~cmask).any())]
 
-        # ---- r3: one address per bank; then the bank reads
+        # ---- r3: one address per bank; then the bank reads. Per lane the code of its rotated position
+        # (hw/engine/tiling.py lane_sources), or of 0 (padding): one of the layer's two (column wrapped or not)
         r3_valid = Signal()
         r3 = Signal.like(el)
-        r3_bad = Signal(p)
-        r3_sels = [Signal(lgb, name=f"r3_sel{j}") for j in range(p)]
-        m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_bad.eq(bad)] + \
-            [r3_sels[j].eq(Mux(cfg.fc, j, sels[j] | (row_banks[j] << cx)[:lgb])) for j in range(p)]
+        r3_rot = Signal(lgb)
+        sources = [lane_sources(p, g.bank_ratio, j) for j in range(p)]
+        cands = [sorted(set(src.values())) for src in sources]
+        zero = max(len(c) for c in cands)                 # the code that reads 0
+        code_bits = zero.bit_length()
+        codes = [Signal(code_bits, name=f"code{j}") for j in range(p)]
+        for j in range(p):
+            layer_code = [Signal(code_bits, name=f"code{j}_wrap{c}") for c in (0, 1)]    # static while a layer runs
+            with m.Switch(Cat(cfg.stride2 & ~cfg.fc, Mux(cfg.fc, g.lg_lanes, cfg.tlx))):
+                for tlx in range(p.bit_length()):
+                    stride2s = sorted({s2 for (t, s2, _) in sources[j] if t == tlx})
+                    for stride2 in stride2s:
+                        with m.Case(stride2 | tlx << 1):
+                            m.d.sync += [layer_code[c].eq(cands[j].index(sources[j][tlx, stride2, c])) for c in (0, 1)]
+            m.d.sync += codes[j].eq(Mux(bad[j], zero, Mux(carry[j], layer_code[1], layer_code[0])))
+        m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_rot.eq(rot_x | (rot_y << cx)[:lgb])]
         datas = []
         for b in range(nb):
             mem = Memory(shape=unsigned(8), depth=g.act_depth, init=[], attrs=READ_WRITE_DISJOINT)
@@ -187,26 +209,38 @@ class ActBuffer(wiring.Component):
             datas.append(rp.data)
 
         # ---- r4: bank data registered (r3's context follows the read)
-        r4_valid = Signal()
-        r5_valid = Signal()
-        r4, r5 = Signal.like(el), Signal.like(el)
-        r4_bad = Signal(p)
-        r5_bad = Signal(p)
-        r4_sels = [Signal(lgb, name=f"r4_sel{j}") for j in range(p)]
-        r5_sels = [Signal(lgb, name=f"r5_sel{j}") for j in range(p)]
+        r4_valid, r5_valid, r6_valid = Signal(), Signal(), Signal()
+        r4, r5, r6 = Signal.like(el), Signal.like(el), Signal.like(el)
+        r4_rot, r5_rot, r6_rot = Signal(lgb), Signal(lgb), Signal(lgb)
+        r4_codes = [Signal(code_bits, name=f"r4_code{j}") for j in range(p)]
+        r5_codes = [Signal(code_bits, name=f"r5_code{j}") for j in range(p)]
+        r6_codes = [Signal(code_bits, name=f"r6_code{j}") for j in range(p)]
         # reset-less: nothing but the data, so the build moves them into the DP16KDs (hw/platform/bram_outreg.py)
         bank_data = [Signal(8, name=f"bank_data{b}", reset_less=True) for b in range(nb)]
-        m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_bad.eq(r3_bad),
-                     r5_valid.eq(r4_valid), r5.eq(r4), r5_bad.eq(r4_bad)]
-        m.d.sync += [r4_sels[j].eq(r3_sels[j]) for j in range(p)] + [r5_sels[j].eq(r4_sels[j]) for j in range(p)]
+        m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_rot.eq(r3_rot),
+                     r5_valid.eq(r4_valid), r5.eq(r4), r5_rot.eq(r4_rot),
+                     r6_valid.eq(r5_valid), r6.eq(r5), r6_rot.eq(r5_rot)]
+        m.d.sync += [r4_codes[j].eq(codes[j]) for j in range(p)] + [r5_codes[j].eq(r4_codes[j]) for j in range(p)]
+        m.d.sync += [r6_codes[j].eq(r5_codes[j]) for j in range(p)]
         m.d.sync += [bank_data[b].eq(datas[b]) for b in range(nb)]
 
-        # ---- o: rotation crossbar and zero padding
+        # ---- r6: the banks rotated by R's low bits (log depth: one 2:1 step per bit); o: by its high bits, then
+        # each lane takes its position (or 0) from its handful of candidates
+        def rotate(words, amount, bits):
+            for k in bits:
+                words = [Mux(amount[k], words[(i + (1 << k)) % nb], words[i]) for i in range(nb)]
+            return words
+
+        low = range((lgb + 1) // 2)
+        half = [Signal(8, name=f"rot_half{b}") for b in range(nb)]
+        m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, r5_rot, low))]
+        rotated = rotate(half, r6_rot, range(len(low), lgb))
         out = Signal(mac_in_layout(g))
-        banks = Array(bank_data)
         for j in range(p):
-            m.d.comb += out.a[j].eq(Mux(r5_bad[j], 0, banks[r5_sels[j]]))
-        m.d.comb += [out.w.eq(r5.w), out.first.eq(r5.first), out.last.eq(r5.last), out.ctx.eq(r5.ctx)]
-        m.d.sync += [self.o.valid.eq(r5_valid), self.o.payload.eq(out)]
-        m.d.comb += self.busy.eq(r0_valid | r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | self.o.valid)
+            choices = Array([rotated[i] for i in cands[j]] + [C(0, 8)] * ((1 << code_bits) - len(cands[j])))
+            m.d.comb += out.a[j].eq(choices[r6_codes[j]])
+        m.d.comb += [out.w.eq(r6.w), out.first.eq(r6.first), out.last.eq(r6.last), out.ctx.eq(r6.ctx)]
+        m.d.sync += [self.o.valid.eq(r6_valid), self.o.payload.eq(out)]
+        m.d.comb += self.busy.eq(r0_valid | r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | r6_valid |
+                                 self.o.valid)
         return m

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sparsegate.sw.ir.golden import index_width
 
-__all__ = ["Tiling", "TILINGS", "choose_tiling", "conv_layout", "conv_place"]
+__all__ = ["Tiling", "TILINGS", "choose_tiling", "conv_layout", "conv_place", "lane_sources"]
 
 #: ``compile_program(..., tiling=...)``: per-layer 2-D tiles, or every conv layer ``Tx = P, Ty = 1``.
 TILINGS = ("2d", "rows")
@@ -90,3 +90,23 @@ def conv_place(tiling: Tiling, hb: int, wb: int, c: int, y: int, x: int) -> tupl
     """``(bank, word)`` of pixel ``(c, y, x)`` (word relative to the tensor's region)."""
     bank = (x % tiling.cols) | (y % tiling.ty) << tiling.cx
     return bank, (c << (hb + wb)) | ((y >> tiling.ry) << wb) | (x >> tiling.cx)
+
+
+def lane_sources(lanes: int, ratio: int, j: int) -> dict[tuple[int, int, int], int]:
+    """Where lane ``j`` finds its pixel in the banks rotated by the element's ``R = (base mod cols) +
+    (y mod Ty) * cols`` (``base``, ``y``: the tile's first input column and row; ``A[i] = bank[(i + R) mod nb]``):
+    ``{(tlx, stride2, carry): i}`` over every tile ``Tx = 2**tlx`` of ``lanes`` and stride, ``carry`` whether
+    ``base mod cols + jx * stride`` reaches ``cols``. The pixel sits in bank ``(jx*s + base) mod cols`` of row
+    ``(jy + y) mod Ty``: position ``jx*s + jy*cols``, one row back when the column wrapped (``cols * Ty`` is the
+    bank count, so the rows wrap with the rotation). A handful of positions per lane: the activation buffer's
+    crossbar is a log-depth rotator shared by all lanes and a small per-lane select, not a full ``nb:1`` mux."""
+    nb = ratio * lanes
+    out = {}
+    for tlx in range(lanes.bit_length()):
+        tx, ty = 1 << tlx, lanes >> tlx
+        cols = ratio * tx
+        jx, jy = j % tx, j // tx
+        for stride2 in (0, 1) if ratio == 2 and ty == 1 else (0,):
+            for carry in (0, 1):
+                out[tlx, stride2, carry] = ((jx << stride2) + jy * cols - carry * cols) % nb
+    return out

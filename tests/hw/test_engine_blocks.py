@@ -117,17 +117,20 @@ def test_weight_decoder_random_gaps():
 
 # ------------------------------------------------------------------------------------ activation buffer
 
-@pytest.mark.parametrize("lanes,stride,pad,fc,tx", [(4, 1, 2, False, 4), (4, 2, 1, False, 4), (1, 2, 3, False, 1),
-                                                    (8, 1, 0, True, 8), (4, 1, 2, False, 2), (8, 1, 1, False, 2),
-                                                    (16, 1, 3, False, 4), (16, 2, 2, False, 16)])
-def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx):
-    """Tiles of ``lanes / tx`` rows x ``tx`` columns read from the 2-D bank layout (``tx = lanes``: one row)."""
+@pytest.mark.parametrize("lanes,stride,pad,fc,tx,ratio", [
+    (4, 1, 2, False, 4, 2), (4, 2, 1, False, 4, 2), (1, 2, 3, False, 1, 2), (8, 1, 0, True, 8, 2),
+    (4, 1, 2, False, 2, 2), (8, 1, 1, False, 2, 2), (16, 1, 3, False, 4, 2), (16, 2, 2, False, 16, 2),
+    (32, 1, 1, False, 8, 2), (32, 2, 1, False, 32, 2), (32, 1, 2, False, 2, 2), (16, 1, 2, False, 4, 1),
+    (8, 1, 1, False, 8, 1), (8, 1, 0, True, 8, 1)])
+def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
+    """Tiles of ``lanes / tx`` rows x ``tx`` columns read from the 2-D bank layout (``tx = lanes``: one row),
+    in ``2P`` banks or (``ratio`` 1, stride 1) ``P``: every lane's rotated position and the zero padding."""
     from sparsegate.hw.engine.layouts import elem_layout, wide_write_layout
     from sparsegate.hw.engine.tiling import Tiling, conv_layout, conv_place
-    g = EngineGeometry(lanes=lanes, act_depth=256)
+    g = EngineGeometry(lanes=lanes, act_depth=256, bank_ratio=ratio)
     nb = g.banks
-    tile = Tiling(tx, lanes // tx)
-    rng = np.random.default_rng(lanes + stride + pad + tx)
+    tile = Tiling(tx, lanes // tx, ratio)
+    rng = np.random.default_rng(lanes + stride + pad + tx + ratio)
     c, h, w = 3, 7, 13
     fmap = rng.integers(-128, 128, size=(c, h, w))
     vec = rng.integers(-128, 128, size=100)
@@ -146,7 +149,7 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx):
                     mem[addr, bank] = int(fmap[ci, y, x]) & 0xFF
         for a in range(words):
             writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
-                           "mask": int(rng.integers(0, 1 << nb)) | 1})
+                           "mask": int.from_bytes(rng.bytes(8), "little") % (1 << nb) | 1})
             writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
                            "mask": (1 << nb) - 1})
     desc = dict(fc=fc, stride2=stride == 2, pad=pad, in_base=base, in_h=h, in_w=w, in_hb=hb, in_wb=wb,

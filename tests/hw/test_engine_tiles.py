@@ -9,7 +9,7 @@ import pytest
 
 from sparsegate.hw.engine.cycle_model import program_cycles
 from sparsegate.hw.engine.program import compile_program, input_tiling, layer_tilings
-from sparsegate.hw.engine.tiling import Tiling, choose_tiling
+from sparsegate.hw.engine.tiling import Tiling, choose_tiling, conv_place, lane_sources
 from sparsegate.sim.engine.amaranth_sim import check_run, random_inputs, random_network, run_amaranth
 
 from support.int_networks import mixed_readers_network, residual_network
@@ -44,6 +44,25 @@ def _run(prog):
         assert [regs[f"layer{i}.cycles"] for i in range(len(prog.layers))] == program_cycles(prog)
         assert [regs[f"layer{i}.active"] for i in range(len(prog.layers))] == [p.nonzero_macs for p in prog.layers]
     return runs
+
+
+@pytest.mark.parametrize("lanes,ratio", [(p, r) for p in (1, 2, 4, 8, 16, 32, 64) for r in (1, 2) if p > 1 or r == 2])
+def test_lane_sources_match_the_bank_layout(lanes, ratio):
+    """The activation buffer's crossbar: banks rotated by R, lane j at its ``lane_sources`` position, is the
+    bank ``conv_place`` stores lane j's pixel in — every tile, stride and window offset."""
+    nb = ratio * lanes
+    sources = [lane_sources(lanes, ratio, j) for j in range(lanes)]
+    for tlx in range(lanes.bit_length()):
+        t = Tiling(1 << tlx, lanes >> tlx, ratio)
+        for stride in (1, 2) if ratio == 2 and t.ty == 1 else (1,):
+            for base in range(3 * t.cols):
+                for y in range(2 * t.ty):
+                    rot = base % t.cols + (y % t.ty) * t.cols
+                    for j in range(lanes):
+                        jy, jx = divmod(j, t.tx)
+                        want, _ = conv_place(t, 4, 4, 0, y + jy, base + jx * stride)
+                        wrap = base % t.cols + jx * stride >= t.cols
+                        assert (sources[j][tlx, stride - 1, wrap] + rot) % nb == want, (t, stride, base, y, j)
 
 
 def test_choice_rule():
