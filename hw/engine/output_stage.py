@@ -279,12 +279,13 @@ class OutputStage(wiring.Component):
             m.d.comb += addr.eq(cfg.out_base + counter)
         with m.Else():
             m.d.comb += addr.eq(q9["plane"] + q9["row"] + q9["col"])
-        m.d.sync += self.o.valid.eq(q9["valid"] & emit)
-        with m.If(q9["valid"] & emit):
-            m.d.sync += [self.o.payload.addr.eq(addr), self.o.payload.data.eq(value),
-                         self.o.payload.bank.eq(q9["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
-            with m.If(~cfg.fc & cfg.out_repl):
-                m.d.sync += counter.eq(counter + 1)
+        # the write registered without an enable (``valid`` qualifies it): no clock-enable logic behind the
+        # vertical pool's compare
+        m.d.sync += [self.o.valid.eq(q9["valid"] & emit), self.o.payload.addr.eq(addr),
+                     self.o.payload.data.eq(value), self.o.payload.bank.eq(q9["bank"]),
+                     self.o.payload.bcast.eq(cfg.out_repl)]
+        with m.If(q9["valid"] & emit & ~cfg.fc & cfg.out_repl):
+            m.d.sync += counter.eq(counter + 1)
 
         # way 1's own write (two a cycle, unpooled, into a conv layout: a different bank from way 0's)
         stages = [st for way in finals for st in way] + [q9]

@@ -140,6 +140,12 @@ class Executor(wiring.Component):
             for i, (bits, _) in enumerate(self.mems):
                 with m.Case(i):
                     m.d.comb += wbytes.eq(word_bytes(bits))
+        # the FSM's loop ends as registers: the word's last byte index (``mem`` is set two cycles before
+        # W_PUT), the last word (set with ``left``), the payload's end (``idx`` and ``rlen`` settle in SELECT)
+        wbytes_m1 = Signal.like(wbytes)
+        left_last = Signal()
+        idx_end = Signal()
+        m.d.sync += [wbytes_m1.eq(wbytes - 1), idx_end.eq(idx == rlen)]
         m.d.comb += [host.wr_data.eq(word), host.wr_mem.eq(mem), host.wr_addr.eq(waddr), self.buf.addr.eq(cnt)]
 
         # ---- READ_REGS / READ_OUTPUTS / ID: payload bytes
@@ -163,7 +169,8 @@ class Executor(wiring.Component):
         abort = Signal()        # registered pulse to the core
         m.d.sync += abort.eq(0)
         m.d.comb += host.abort.eq(abort)
-        reset_req = self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"])
+        reset_req = Signal()    # registered: a RESET frame waits while a RUN runs (taken a cycle later)
+        m.d.sync += reset_req.eq(self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"]))
 
         # ---- the verdict: the command's checks decided one register ahead of EXEC, so the FSM's next
         # state and the reply registers' enables hang off a few registered bits, not the compare tree
@@ -179,53 +186,56 @@ class Executor(wiring.Component):
 
         m.d.sync += [v_action.eq(_REPLY), v_abort.eq(0)]
         verdict(STATUS["UNKNOWN_CMD"])
-        with m.Switch(req.cmd):
-            with m.Case(CMD["ID"]):
-                with m.If(~len_is0):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Else():
-                    verdict(STATUS["OK"], 1, 0, len(self.ident))
-            with m.Case(CMD["WRITE_MEM"]):
-                with m.If(len_short):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Elif(~mem_ok):
-                    verdict(STATUS["BAD_ARG"])
-                with m.Elif(~len_match):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Elif(~range_ok):
-                    verdict(STATUS["BAD_ARG"])
-                with m.Elif(count == 0):
-                    verdict(STATUS["OK"])
-                with m.Else():
-                    m.d.sync += v_action.eq(_WRITE)
-            with m.Case(CMD["RUN"]):
-                with m.If(~len_is2):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Elif(~sample_ok):
-                    verdict(STATUS["BAD_ARG"])
-                with m.Else():
-                    m.d.sync += v_action.eq(_RUN)
-            with m.Case(CMD["RESET"]):
-                with m.If(~len_is0):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Else():
-                    m.d.sync += v_abort.eq(1)
-                    verdict(STATUS["OK"])
-            with m.Case(CMD["READ_REGS"]):
-                with m.If(~len_is2):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Elif(~regs_ok):
-                    verdict(STATUS["BAD_ARG"])
-                with m.Else():
-                    verdict(STATUS["OK"], 2, args[0], args[1] << 2)
-            with m.Case(CMD["READ_OUTPUTS"]):
-                with m.If(~len_is0):
-                    verdict(STATUS["BAD_LEN"])
-                with m.Else():
-                    if self.result_bytes == 4:
-                        verdict(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
-                    else:
-                        verdict(STATUS["OK"], 3, self.result_base, self.n_results)
+        with m.If(req.status != STATUS["OK"]):     # a framing error: its own reply
+            verdict(req.status)
+        with m.Else():
+            with m.Switch(req.cmd):
+                with m.Case(CMD["ID"]):
+                    with m.If(~len_is0):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Else():
+                        verdict(STATUS["OK"], 1, 0, len(self.ident))
+                with m.Case(CMD["WRITE_MEM"]):
+                    with m.If(len_short):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Elif(~mem_ok):
+                        verdict(STATUS["BAD_ARG"])
+                    with m.Elif(~len_match):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Elif(~range_ok):
+                        verdict(STATUS["BAD_ARG"])
+                    with m.Elif(count == 0):
+                        verdict(STATUS["OK"])
+                    with m.Else():
+                        m.d.sync += v_action.eq(_WRITE)
+                with m.Case(CMD["RUN"]):
+                    with m.If(~len_is2):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Elif(~sample_ok):
+                        verdict(STATUS["BAD_ARG"])
+                    with m.Else():
+                        m.d.sync += v_action.eq(_RUN)
+                with m.Case(CMD["RESET"]):
+                    with m.If(~len_is0):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Else():
+                        m.d.sync += v_abort.eq(1)
+                        verdict(STATUS["OK"])
+                with m.Case(CMD["READ_REGS"]):
+                    with m.If(~len_is2):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Elif(~regs_ok):
+                        verdict(STATUS["BAD_ARG"])
+                    with m.Else():
+                        verdict(STATUS["OK"], 2, args[0], args[1] << 2)
+                with m.Case(CMD["READ_OUTPUTS"]):
+                    with m.If(~len_is0):
+                        verdict(STATUS["BAD_LEN"])
+                    with m.Else():
+                        if self.result_bytes == 4:
+                            verdict(STATUS["OK"], 2, self.result_base, 4 * self.n_results)
+                        else:
+                            verdict(STATUS["OK"], 3, self.result_base, self.n_results)
 
         wait = Signal(range(CHECK_CYCLES))
         with m.FSM():
@@ -233,11 +243,8 @@ class Executor(wiring.Component):
                 m.d.comb += self.idle.eq(1)
                 m.d.sync += [rcmd.eq(req.cmd), released.eq(0)]
                 with m.If(self.i.valid):
-                    with m.If(req.status != STATUS["OK"]):
-                        reply(req.status)
-                    with m.Else():
-                        m.d.sync += wait.eq(CHECK_CYCLES - 1)
-                        m.next = "CHECK"
+                    m.d.sync += wait.eq(CHECK_CYCLES - 1)
+                    m.next = "CHECK"
             with m.State("CHECK"):          # the pipelined checks settle
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
@@ -247,8 +254,8 @@ class Executor(wiring.Component):
                     m.d.sync += abort.eq(1)
                 with m.Switch(v_action):
                     with m.Case(_WRITE):
-                        m.d.sync += [mem.eq(args[0]), waddr.eq(addr0), left.eq(count), cnt.eq(ARG_BYTES),
-                                     k.eq(0)]
+                        m.d.sync += [mem.eq(args[0]), waddr.eq(addr0), left.eq(count), left_last.eq(count == 1),
+                                     cnt.eq(ARG_BYTES), k.eq(0)]
                         m.next = "W_READ"
                     with m.Case(_RUN):
                         m.d.sync += run_sample.eq(sample)
@@ -263,15 +270,15 @@ class Executor(wiring.Component):
                 m.next = "W_PUT"
             with m.State("W_PUT"):          # into the word
                 m.d.sync += word.word_select(k, 8).eq(rd_byte)
-                with m.If(k == wbytes - 1):
+                with m.If(k == wbytes_m1):
                     m.next = "W_WRITE"
                 with m.Else():
                     m.d.sync += k.eq(k + 1)
                     m.next = "W_READ"
             with m.State("W_WRITE"):
                 m.d.comb += host.wr_en.eq(1)
-                m.d.sync += [waddr.eq(waddr + 1), left.eq(left - 1), k.eq(0)]
-                with m.If(left == 1):
+                m.d.sync += [waddr.eq(waddr + 1), left.eq(left - 1), left_last.eq(left == 2), k.eq(0)]
+                with m.If(left_last):
                     reply(STATUS["OK"])
                 with m.Else():
                     m.next = "W_READ"
@@ -307,7 +314,7 @@ class Executor(wiring.Component):
             with m.State("SETTLE2"):
                 m.next = "FETCH"
             with m.State("FETCH"):          # debug register read (registered), then the byte look-up
-                with m.If(idx == rlen):
+                with m.If(idx_end):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += dbg_word.eq(host.dbg_data)
