@@ -14,7 +14,8 @@ write port is always ready). Arithmetic is the golden model's (docs/arithmetic.m
 register so every stage closes at 100 MHz on ECP5 (the 33 x 16-bit product is split into two
 MULT18X18D-sized halves)::
 
-    walk: acc[i], parameter read -> [q1] -> [q2: parameters] -> acc + bias -> [q3: DSP operand regs]
+    walk: lane's accumulator among its group of 8, parameter address -> [q0] -> the group's, parameter read
+      -> [q1] -> [q2: parameters] -> acc + bias -> [q3: DSP operand regs]
       -> sum[17:] * mult, sum[:17] * mult -> [q4: DSP product regs] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
       -> vertical pool (row register, read into q9), address -> [o: write]
@@ -32,8 +33,8 @@ slot's ``dest`` neuron (fc).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -45,7 +46,10 @@ from sparsegate.hw.platform.memory_hints import read_write_disjoint
 __all__ = ["OutputStage", "LATENCY"]
 
 #: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
-LATENCY = 10
+LATENCY = 11
+#: Lanes whose accumulators the first step of the select chooses among (q0); the second picks the group.
+GROUP = 8
+GROUP_BITS = 3
 
 
 class OutputStage(wiring.Component):
@@ -129,18 +133,25 @@ class OutputStage(wiring.Component):
         step = Mux(pair, 2, 1)
         last_px = Mux(pair, pass_left <= 2, pass_left <= 1)
         row_end = Mux(pair, row_left <= 2, col_1)
-        lane = row_lane | jx
+        # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
+        lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
             with m.If(last_px):
                 m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0), fresh.eq(1)]
+                m.d.sync += [lanes[w].eq(w % p) for w in range(ways)]
             with m.Elif(row_end):
                 m.d.sync += [cnt.eq(cnt + step), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
                              row_left_r.eq(ctx.vx), pass_left_r.eq(pass_left - step)]
+                m.d.sync += [lanes[w].eq(row_lane + tx + w) for w in range(ways)]
             with m.Else():
                 m.d.sync += [cnt.eq(cnt + step), jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
                              pass_left_r.eq(pass_left - step)]
-        m.d.comb += [prd.en.eq(1), prd.addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))]
+                m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
+        # the parameter read follows the accumulator select's extra stage (q0): its address registered
+        prm_addr = Signal.like(prd.addr)
+        m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))
+        m.d.comb += [prd.en.eq(1), prd.addr.eq(prm_addr)]
 
         def stage(name, fields, prev=None):
             """A pipeline register: ``valid`` and ``fields`` ({name: shape}); ``valid`` and the pixel's
@@ -164,12 +175,19 @@ class OutputStage(wiring.Component):
         finals = []
         for w in range(ways):
             n = f"w{w}_" if ways > 1 else ""
-            q1 = stage(f"{n}q1", {"acc": signed(32), **pos})
-            k = (lane + w)[:max(1, lg)]
-            acc_sel = self.i.payload.acc[k] if p > 1 else self.i.payload.acc[0]
+            # the lane's accumulator in two steps: within groups of GROUP lanes (q0), then the group (q1)
+            groups = -(-p // GROUP)
+            q0 = stage(f"{n}q0", {"part": data.ArrayLayout(signed(32), groups), "group": range(groups), **pos})
+            acc = self.i.payload.acc
+            low, high = lanes[w][:min(lg, GROUP_BITS)], lanes[w][GROUP_BITS:]
             valid = self.i.valid if w == 0 else self.i.valid & pair
-            m.d.sync += [q1["valid"].eq(valid), q1["acc"].eq(acc_sel), q1["x"].eq(ctx.x0 + jx + w),
-                         q1["y"].eq(ctx.oy + jy), q1["co"].eq(ctx.tile)]
+            m.d.sync += [q0["valid"].eq(valid), q0["group"].eq(high), q0["x"].eq(ctx.x0 + jx + w),
+                         q0["y"].eq(ctx.oy + jy), q0["co"].eq(ctx.tile)]
+            for grp in range(groups):
+                members = [acc[j] for j in range(grp * GROUP, min(p, (grp + 1) * GROUP))]
+                m.d.sync += q0["part"][grp].eq(Array(members)[low] if len(members) > 1 else members[0])
+            q1 = stage(f"{n}q1", {"acc": signed(32), **pos}, q0)
+            m.d.sync += q1["acc"].eq(q0["part"][q0["group"]] if groups > 1 else q0["part"][0])
 
             q2 = stage(f"{n}q2", {"acc": signed(32), "bias": signed(32), "mult": unsigned(16), **tail, **pos}, q1)
             m.d.sync += [q2["acc"].eq(q1["acc"]), q2["bias"].eq(prm.bias), q2["mult"].eq(prm.mult),
@@ -212,7 +230,7 @@ class OutputStage(wiring.Component):
             q8 = stage(f"{n}q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
             m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
             carry(q8, q7, ("dest",))
-            finals.append((q1, q2, q3, q4, q5, q6, q7, q8))
+            finals.append((q0, q1, q2, q3, q4, q5, q6, q7, q8))
 
         a8 = finals[0][-1]                      # way 0: pixel x (even when two a cycle)
         b8 = finals[-1][-1]                     # way 1: pixel x + 1 (way 0 itself with one way)

@@ -168,7 +168,7 @@ class Executor(wiring.Component):
         wd_out = Signal()       # registered: the budget is spent
         abort = Signal()        # registered pulse to the core
         m.d.sync += abort.eq(0)
-        m.d.comb += host.abort.eq(abort)
+        m.d.comb += [host.abort.eq(abort), host.sample.eq(run_sample)]   # the sample: a register, no state mux
         reset_req = Signal()    # registered: a RESET frame waits while a RUN runs (taken a cycle later)
         m.d.sync += reset_req.eq(self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"]))
 
@@ -284,11 +284,10 @@ class Executor(wiring.Component):
                     m.next = "W_READ"
 
             with m.State("RUN_START"):
-                m.d.comb += [host.start.eq(1), host.sample.eq(run_sample), self.i.ready.eq(1)]
+                m.d.comb += [host.start.eq(1), self.i.ready.eq(1)]
                 m.d.sync += [released.eq(1), wd.eq(self.run_budget), wd_out.eq(0)]
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):       # every exit is bounded by the watchdog
-                m.d.comb += host.sample.eq(run_sample)
                 m.d.sync += [wd.eq(wd - 1), wd_out.eq(wd == 1)]
                 with m.If(~host.busy):
                     with m.If(host.fault):
