@@ -225,6 +225,10 @@ class Sequencer(wiring.Component):
         ]
         if lg:
             m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
+        # in ISSUE, as a flip-flop set and cleared with the state's transitions: the command's `valid` (the
+        # queue's write enable, into its LUT RAM) comes from one register, not the state decode
+        issuing = Signal()
+        m.d.comb += self.cmd.valid.eq(issuing)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -281,9 +285,10 @@ class Sequencer(wiring.Component):
                              n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
                              d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),
                              d_fl.eq((vy_last << cfg.tlx) >> 1)]
+                m.d.sync += issuing.eq(1)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [self.in_layer.eq(1), self.cmd.valid.eq(1), self.stall.eq(~self.cmd.ready)]
+                m.d.comb += [self.in_layer.eq(1), self.stall.eq(~self.cmd.ready)]
                 with m.If(self.cmd.ready):
                     with m.If(~last_elem):
                         m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0),
@@ -294,8 +299,10 @@ class Sequencer(wiring.Component):
                         with m.If(cfg.fc):
                             m.d.sync += outer.eq(outer + 1)
                             with m.If(last_outer):
+                                m.d.sync += issuing.eq(0)
                                 m.next = "DRAIN0"
                             with m.Else():
+                                m.d.sync += issuing.eq(0)
                                 m.next = "CHAN"
                         with m.Else():
                             with m.If(~last_x):
@@ -308,8 +315,10 @@ class Sequencer(wiring.Component):
                                     m.d.sync += [oy.eq(0), outer.eq(outer + 1), y_left.eq(y_tiles_m1),
                                                  last_y.eq(one_row)]
                                     with m.If(last_outer):
+                                        m.d.sync += issuing.eq(0)
                                         m.next = "DRAIN0"
                                     with m.Else():
+                                        m.d.sync += issuing.eq(0)
                                         m.next = "CHAN"
             with m.State("DRAIN0"):         # `pipe_idle` (registered) does not yet see the last command
                 m.d.comb += self.in_layer.eq(1)
