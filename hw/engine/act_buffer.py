@@ -162,11 +162,14 @@ class ActBuffer(wiring.Component):
         rot_y = Signal(lgb)
         carry = Signal(p)
         m.d.sync += [rot_x.eq(Mux(cfg.fc, 0, base[:lgb] & cmask)), rot_y.eq(Mux(cfg.fc, 0, y[:lgb] & rmask))]
+        # lane j's column wraps where base mod cols >= cols - jx*s: a compare with a per-layer register
+        wrap_at = [Signal(lgb + 1, name=f"wrap_at{j}") for j in range(p)]
         for j in range(p):
             xj = base + lane_dx[j]
             yj = y + lane_dy[j]
-            m.d.sync += [bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
-                         carry[j].eq((((base[:lgb] & cmask) + lane_dx[j]) & ~cmask).any())]
+            m.d.sync += [wrap_at[j].eq(cmask + 1 - lane_dx[j]),
+                         bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
+                         carry[j].eq((base[:lgb] & cmask) >= wrap_at[j])]
 
         # ---- r3: one address per bank; then the bank reads. Per lane the code of its rotated position
         # (hw/engine/tiling.py lane_sources), or of 0 (padding): one of the layer's two (column wrapped or not)
