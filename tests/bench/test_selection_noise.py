@@ -1,0 +1,45 @@
+"""The selection-rule simulation on the measured LeNet-5 paths (docs/results/prune_lenet5.json): with the
+noise gone every rule that fits monotone picks the oracle's round, the figures are the seed's, and the
+Markdown shows the JSON's figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sparsegate.sw.bench.selection_noise import RULES, measured_paths, run_selection_benchmark, simulate
+
+SOURCE = Path(__file__).resolve().parents[2] / "docs" / "results" / "prune_lenet5.json"
+
+
+@pytest.fixture(scope="module")
+def paths():
+    return measured_paths(json.loads(SOURCE.read_text()))
+
+
+def test_the_paths_are_the_iterative_methods_of_each_fold(paths):
+    d = json.loads(SOURCE.read_text())
+    assert len(paths) == sum(len([n for n in j["results"] if n != "SRA+NRP"]) for j in d["jobs"])
+    for p in paths:
+        assert p["compressions"][0] == 1.0 and all(a < b for a, b in zip(p["compressions"], p["compressions"][1:]))
+        assert all(a >= b - 1e-12 for a, b in zip(p["accuracy"], p["accuracy"][1:]))  # the truth never rises
+
+
+def test_without_noise_the_monotone_fits_pick_the_oracle(paths):
+    for rule in ("isotonic", "fitted"):
+        exact = simulate(paths, rule, 0.003, scale=1e7, draws=1)
+        if rule == "isotonic":  # the truth is isotonic: its fit is the truth
+            assert exact["compression_vs_oracle"] == pytest.approx(1.0) and exact["over_budget_share"] == 0
+        assert exact["true_drop_mean"] <= 0.003 + 0.002
+
+
+def test_the_report_is_the_seeds_and_shows_its_json(tmp_path):
+    first = run_selection_benchmark(tmp_path / "a", quick=True, source=SOURCE, scales=(1, 2))
+    again = run_selection_benchmark(tmp_path / "b", quick=True, source=SOURCE, scales=(1, 2))
+    assert first.data == again.data == json.loads(first.json_path.read_text())
+    assert [(r["rule"], r["val_scale"]) for r in first.data["rows"]] == [(r, s) for s in (1, 2) for r in RULES]
+    for r in first.data["rows"]:
+        assert f"| {r['rule']} | {r['val_scale']:g}x | {100 * r['true_drop_mean']:+.2f} |" in first.markdown
+    assert run_selection_benchmark(tmp_path / "c", quick=True, source=SOURCE, scales=(1,), seed=1).data["rows"] \
+        != first.data["rows"][:3]
