@@ -16,6 +16,8 @@ whose fitted drop from the fitted start is within the budget) and ``fitted`` (th
 :func:`~sparsegate.sw.prune.iterative.select_fitted`: the same with a concave, non-increasing fit in log
 compression). Independent draws overstate the noise of drops between similar models read on the same digits,
 and the truth carries the test digits' own noise: the figures rank the rules, they do not predict a run.
+Where the source run recorded its validation readings along each path, every rule is also applied to those
+real readings (:func:`recorded_picks`) and read on the recorded test curve.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.ml.stats import fitted_drop, isotonic
 from sparsegate.sw.prune.iterative import select_fitted, select_windowed
 
-__all__ = ["RULES", "measured_paths", "run_selection_benchmark", "simulate"]
+__all__ = ["RULES", "measured_paths", "recorded_picks", "run_selection_benchmark", "simulate"]
 
 SKIP = ("SRA+NRP",)  # continues from SRA's selected round on SRA's path: SRA's path stands for it
 
@@ -59,6 +61,29 @@ def measured_paths(source: dict) -> list[dict]:
             paths.append({"method": name, "fold": job["fold"], "seed": job["seed"], "compressions": compressions,
                           "accuracy": truth.tolist(), "val_digits": job["digits"]["val"]})
     return paths
+
+
+def recorded_picks(source: dict, budget: float) -> dict:
+    """Each rule applied to the validation readings a run recorded along each path (``path_val_accuracy``;
+    none in runs before it was recorded): per method, the rounds picked and, at the pick, the weight
+    compression and the paired test drop before the final fine-tune, folds x seeds pooled."""
+    out: dict[str, dict] = {}
+    for job in source["jobs"]:
+        for name, r in job["results"].items():
+            if name in SKIP or "path_val_accuracy" not in r:
+                continue
+            curve = r["curve"][:r["rounds"] + 1]
+            for rule, pick in RULES.items():
+                i = pick(np.asarray(r["path_val_accuracy"]), np.asarray([c for c, _ in curve]), budget)
+                row = out.setdefault(name, {}).setdefault(rule, {"rounds": [], "compression": [], "test_drop": []})
+                row["rounds"].append(i)
+                row["compression"].append(curve[i][0])
+                row["test_drop"].append(curve[i][1])
+    for rules in out.values():
+        for row in rules.values():
+            row["compression_geomean"] = float(np.exp(np.mean(np.log(row["compression"]))))
+            row["test_drop_mean"] = float(np.mean(row["test_drop"]))
+    return out
 
 
 def simulate(paths: list[dict], rule: str, budget: float, scale: float, draws: int, seed: int = 0) -> dict:
@@ -92,7 +117,8 @@ def run_selection_benchmark(out_dir: str | Path, quick: bool = False,
         p["accuracy"]) <= budget + 1e-9)[0][-1]]) for p in paths]
     result = {"source": str(source), "source_command": data.get("command"), "budget": budget, "seed": seed,
               "paths": len(paths), "val_digits": sorted({p["val_digits"] for p in paths}), "quick": quick,
-              "oracle_compression_geomean": float(np.exp(np.mean(np.log(oracle)))), "rows": rows}
+              "oracle_compression_geomean": float(np.exp(np.mean(np.log(oracle)))), "rows": rows,
+              "recorded": recorded_picks(data, budget)}
     return write_results("prune_selection", _markdown(result), result, out_dir)
 
 
@@ -110,4 +136,15 @@ def _markdown(d: dict) -> str:
     for r in d["rows"]:
         lines.append(f"| {r['rule']} | {r['val_scale']:g}x | {100 * r['true_drop_mean']:+.2f} "
                      f"| {100 * r['over_budget_share']:.0f}% | {r['compression_vs_oracle']:.2f}x | {r['draws']:,} |")
+    if d["recorded"]:
+        lines += ["", "On the validation readings the run recorded along the same paths (real, not simulated): each "
+                  "rule's rounds per fold, and at its pick the weight compression (geometric mean) and the paired "
+                  "test drop before the final fine-tune (mean). Only the source run's own rule went on to the "
+                  "final fine-tune.", "",
+                  "| method | rule | rounds | weight compression | test drop at the pick (points) |",
+                  "|---|---|---|---:|---:|"]
+        for name, rules in d["recorded"].items():
+            for rule, r in rules.items():
+                lines.append(f"| {name} | {rule} | {', '.join(map(str, r['rounds']))} "
+                             f"| {r['compression_geomean']:.1f}x | {100 * r['test_drop_mean']:+.2f} |")
     return "\n".join(lines) + "\n"

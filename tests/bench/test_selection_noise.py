@@ -1,14 +1,16 @@
 """The selection-rule simulation on the measured LeNet-5 paths (docs/results/prune_lenet5.json): with the
-noise gone every rule that fits monotone picks the oracle's round, the figures are the seed's, and the
-Markdown shows the JSON's figures."""
+noise gone the isotonic fit picks the oracle's round, the figures are the seed's, the Markdown shows the
+JSON's figures, and on the run's recorded readings the rules pick what the run recorded."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sparsegate.sw.bench.selection_noise import RULES, measured_paths, run_selection_benchmark, simulate
+from sparsegate.sw.bench.selection_noise import RULES, measured_paths, recorded_picks, run_selection_benchmark, \
+    simulate
 
 SOURCE = Path(__file__).resolve().parents[2] / "docs" / "results" / "prune_lenet5.json"
 
@@ -27,11 +29,12 @@ def test_the_paths_are_the_iterative_methods_of_each_fold(paths):
 
 
 def test_without_noise_the_monotone_fits_pick_the_oracle(paths):
-    for rule in ("isotonic", "fitted"):
-        exact = simulate(paths, rule, 0.003, scale=1e7, draws=1)
-        if rule == "isotonic":  # the truth is isotonic: its fit is the truth
-            assert exact["compression_vs_oracle"] == pytest.approx(1.0) and exact["over_budget_share"] == 0
-        assert exact["true_drop_mean"] <= 0.003 + 0.002
+    for p in paths:
+        truth, c = np.asarray(p["accuracy"]), np.asarray(p["compressions"])
+        oracle = int(np.nonzero(truth[0] - truth <= 0.003 + 1e-9)[0][-1])
+        assert RULES["isotonic"](truth, c, 0.003) == oracle  # the truth is isotonic: its fit is the truth
+    noisy = simulate(paths, "windowed", 0.003, scale=1, draws=50)
+    assert noisy["draws"] == 50 * len(paths) and noisy["true_drop_mean"] > 0  # noise moves picks off the start
 
 
 def test_the_report_is_the_seeds_and_shows_its_json(tmp_path):
@@ -43,3 +46,16 @@ def test_the_report_is_the_seeds_and_shows_its_json(tmp_path):
         assert f"| {r['rule']} | {r['val_scale']:g}x | {100 * r['true_drop_mean']:+.2f} |" in first.markdown
     assert run_selection_benchmark(tmp_path / "c", quick=True, source=SOURCE, scales=(1,), seed=1).data["rows"] \
         != first.data["rows"][:3]
+
+
+def test_the_recorded_readings_give_the_runs_own_picks():
+    """On the readings the run recorded, the fitted rule picks the rounds the run selected and the windowed
+    rule those it recorded for the previous rule."""
+    d = json.loads(SOURCE.read_text())
+    recorded = recorded_picks(d, d["settings"]["max_drop"])
+    for name, rules in recorded.items():
+        rows = [j["results"][name] for j in d["jobs"] if name in j["results"]]
+        assert rules["fitted"]["rounds"] == [r["selected_round"] for r in rows]
+        assert rules["windowed"]["rounds"] == [r["selected_round_windowed"] for r in rows]
+        assert rules["fitted"]["test_drop"] == [r["curve"][r["selected_round"]][1] for r in rows]
+    assert set(recorded) == {"torch global L1", "SRA"}
