@@ -12,6 +12,8 @@ accuracy-vs-compression curve at a given drop, and the paired test of two method
 * :func:`paired_test` — a paired t-test of the per-fold log ratio of two methods' compressions (mean log
   ratio = 0), with the Wilcoxon signed-rank p-value beside it; the ratio is the geometric mean with its t
   interval.
+* :func:`concave_nonincreasing` — the least-squares concave, non-increasing fit the pruning loop selects its
+  round with (:func:`sparsegate.sw.prune.iterative.select_fitted`).
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "PairedTest", "compression_at_drop", "concave_nonincreasing", "fitted_drop", "geometric_ci", "isotonic", "mean_ci",
-           "paired_test"]
+__all__ = ["Interval", "PairedTest", "compression_at_drop", "concave_nonincreasing", "fitted_drop", "geometric_ci",
+           "isotonic", "mean_ci", "paired_test"]
 
 
 @dataclass(frozen=True)
