@@ -30,10 +30,11 @@ within the budget of the *fitted* start is chosen. A validation split of a few h
 model to +-0.7 points (one standard error at 98%, 417 digits) while the budget is 0.3 points. The previous
 rule (:func:`select_windowed`: each round averaged with its two neighbours, against one raw reading of the
 start) let one high start reading end every method's path at its fourth round, and, taking the last of many
-noisy rounds that passes, overshot the budget on average. An isotonic (non-increasing only) fit does not
-help: its start value is the largest mean of the leading readings, so a high start stays high. Concavity
-(accuracy falls ever faster with log compression, as pruning paths do until far past any budget) ties the
-start to the trend of every round after it. docs/pruning.md has the measurements.
+noisy rounds that passes, often picked rounds far past the budget. An isotonic (non-increasing only) fit
+does not help: its start value is the largest mean of the leading readings, so a high start stays high.
+Concavity (accuracy falls ever faster with log compression, as pruning paths do until far past any budget)
+ties the start to the trend of every round after it. Measured on real paths it is robust but conservative
+(it leaves part of the budget unused); docs/pruning.md has the measurements.
 
 The validation split is carved from the training set (:func:`split_validation`); the test set is only
 ever used for reporting (``monitor_ds``).
