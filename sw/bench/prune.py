@@ -48,7 +48,7 @@ from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, p
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
 from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
-from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune
+from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
            "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
@@ -142,7 +142,8 @@ def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -
             "nonzero_params": t.nonzero_params, "params": t.params, "mac_reduction": t.mac_reduction,
             "test_accuracy": acc, "drop": dense_test - acc, "val_accuracy": accuracy(m, val_ds),
             "rounds": len(rounds), "selected_round": selected,
-            "path_sparsity": [r["sparsity"] for r in rounds],
+            "path_sparsity": [r["sparsity"] for r in rounds], "path_val_accuracy": path_val,
+            "selected_round_windowed": select_windowed(path_val, path_val[0], s.max_drop),
             "curve": _curve(rounds, dense_test, (weight_c, dense_test - acc)),
             "wall_time_s": time.perf_counter() - t_start, **(extra or {})}
 
@@ -150,6 +151,7 @@ def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -
     m, t0 = copy.deepcopy(base), time.perf_counter()
     res = prune_model(m, PruneOptions(method, schedule, **common), fit_ds, val_ds, monitor_ds=test_ds)
     selected = sum(1 for r in res.history if r["accepted"])
+    path_val = [res.info["val_start_accuracy"]] + [r["val_accuracy"] for r in res.history]  # start first
     if method != "sra":
         result(JOB_METHODS[method][0], m, res.masks, res.history, selected, t0)
         return out
@@ -192,13 +194,37 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
                 "compression_mean": (ci := geometric_ci(v[0] for v in at[name][drop].values())).mean,
                 "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
                 for drop in drops}}
+    return {"methods": methods, "comparison": _comparison(at, drops), "selection": _selection_rules(jobs)}
+
+
+def _comparison(at: dict[str, dict[float, dict]], drops) -> dict:
     comparison = {}
     if GOAL in at and BASELINE in at:
         for drop in drops:
             keys = sorted(set(at[GOAL][drop]) & set(at[BASELINE][drop]))
             test = paired_test([at[GOAL][drop][k][0] for k in keys], [at[BASELINE][drop][k][0] for k in keys])
             comparison[f"{100 * drop:.1f}"] = test.to_dict()
-    return {"methods": methods, "comparison": comparison}
+    return comparison
+
+
+def _selection_rules(jobs: list[dict]) -> dict:
+    """The fitted-path rule (the loop's) beside the previous windowed rule on the same paths, per iterative
+    method: the round each picks, its weight compression and its paired test drop before the final fine-tune
+    (the path point of the curve), over folds x seeds. Empty for jobs that did not record their validation
+    path."""
+    out = {}
+    for name, by_key in _rows(jobs).items():
+        rs = [by_key[k] for k in sorted(by_key) if "path_val_accuracy" in by_key[k]]
+        if not rs or name == GOAL:  # SRA+NRP continues from SRA's selected round: SRA's row says it
+            continue
+        out[name] = {}
+        for rule, key in (("fitted", "selected_round"), ("windowed", "selected_round_windowed")):
+            points = [r["curve"][r[key]] for r in rs]  # curve: the start, then one point per path round
+            c, d = geometric_ci(p[0] for p in points), mean_ci(p[1] for p in points)
+            out[name][rule] = {"rounds": [r[key] for r in rs], "weight_compression_mean": c.mean,
+                               "weight_compression_ci95": c.as_pair(), "path_drop_mean": d.mean,
+                               "path_drop_ci95": d.as_pair()}
+    return out
 
 
 def _ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
@@ -231,8 +257,12 @@ def _markdown(model: str, d: dict, command: str) -> str:
         f"is paired: dense minus pruned accuracy on the same test digits of the same fold. Iterative methods share "
         f"one path schedule: each round removes {s['step'] * 100:.0f}% of the kept weights "
         f"({s['late_step'] * 100:.0f}% once 10% are left) and fine-tunes {s['epochs_per_round']} epochs; the result "
-        f"is the sparsest round whose validation accuracy, averaged with its two path neighbours, is within "
-        f"{s['max_drop'] * 100:.1f} points of the dense model. SRA+NRP: neuron re-pruning of the SRA result (guard "
+        + (f"is picked by the fitted-path rule (validation accuracy of the whole path, the dense start included, "
+           f"fitted concave and non-increasing in log compression; the sparsest round whose fitted accuracy is "
+           f"within {s['max_drop'] * 100:.1f} points of the fitted start)" if summary.get("selection") else
+           f"is the sparsest round whose validation accuracy, averaged with its two path neighbours, is within "
+           f"{s['max_drop'] * 100:.1f} points of the dense model (the previous rule)")
+        + f". SRA+NRP: neuron re-pruning of the SRA result (guard "
         f"{s['nrp_drop'] * 100:.1f} points on validation), then {s['epochs_per_round']} fine-tune epochs. Every "
         f"result gets the same final fine-tune of {s['final_epochs']} epochs"
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
@@ -271,6 +301,22 @@ def _markdown(model: str, d: dict, command: str) -> str:
         for h, c in comparison.items():
             lines.append(f"| {h} | {_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
                          f"| {_p(c['paired_t_p'])} | {_p(c['wilcoxon_p'])} | {c['n']} |")
+    if summary.get("selection"):
+        lines += ["", "## Selection rule on the same paths", "",
+                  f"The loop's rule (fitted path: validation accuracy over the whole path, the dense start "
+                  f"included, fitted concave and non-increasing in log compression; the sparsest round whose fitted "
+                  f"accuracy is within {s['max_drop'] * 100:.1f} points of the fitted start) beside the previous one (windowed: "
+                  f"validation accuracy averaged with its two path neighbours, within {s['max_drop'] * 100:.1f} "
+                  f"points of the dense model's single reading), each applied to the same validation path of each "
+                  f"fold; read at the selected round before the final fine-tune: weight compression and paired "
+                  f"test drop, mean [95% CI]. Only the fitted choice goes on to the final fine-tune (and NRP).", "",
+                  "| method | rule | selected rounds (per fold) | weight compression | test drop at the round "
+                  "(points) |", "|---|---|---|---:|---:|"]
+        for name, rules in summary["selection"].items():
+            for rule, r in rules.items():
+                lines.append(f"| {name} | {rule} | {', '.join(map(str, r['rounds']))} "
+                             f"| {_ci(r['weight_compression_mean'], r['weight_compression_ci95'], unit='x')} "
+                             f"| {_ci(r['path_drop_mean'], r['path_drop_ci95'], 100, '+.2f')} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "", PUBLISHED[model], ""]
     goal, cmp3 = methods.get(GOAL), comparison.get("0.3")
     if model in ("lenet5", "lenet300") and goal and cmp3:

@@ -57,6 +57,11 @@ def _recovery():
     return run_recovery_benchmark
 
 
+def _selection():
+    from sparsegate.sw.bench.selection_noise import run_selection_benchmark
+    return run_selection_benchmark
+
+
 def _snn():
     from sparsegate.sw.bench.snn import run_snn_benchmark
     return run_snn_benchmark
@@ -102,6 +107,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("prune-lenet300", "pruning methods cross-validated on LeNet-300-100", _prune, {"model": "lenet300"}),
     Benchmark("prune-recovery", "recovery in SRA's loop (distillation, lr rewinding, longer fine-tune)", _recovery,
               {"model": "lenet5"}),
+    Benchmark("prune-selection", "the pruning path's selection rules under validation noise, simulated on the "
+              "measured LeNet-5 paths", _selection, {"source": "docs/results/prune_lenet5.json"}),
     Benchmark("snn", "spike-count neuron pruning of the SNN on the LIF core", _snn),
     Benchmark("engine", "sparse engine cycles, energy estimate and simulator speeds", _engine),
     Benchmark("structured", "structured pruning: KEP, coarse, filter-level, task-guided, shrinking", _structured),

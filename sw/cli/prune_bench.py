@@ -1,7 +1,8 @@
 """``sparsegate prune-bench``: the cross-validated pruning benchmark with the folds, seeds, methods and data
 set chosen on the command line (``sparsegate bench`` runs it with its defaults); ``--recovery`` runs the
 recovery study of SRA's loop instead. Writes ``OUT/prune_<model>.md`` / ``.json`` and the trade-off plot
-(``prune_recovery_<model>.*`` with ``--recovery``)."""
+(``prune_recovery_<model>.*`` with ``--recovery``). ``--workers N`` runs the jobs on the Dask job runner with
+a result cache, so an interrupted run resumes."""
 from __future__ import annotations
 
 import argparse
@@ -26,28 +27,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", type=Path, default=None, help="folder of the MNIST IDX files (--dataset mnist)")
     parser.add_argument("--recovery", nargs="+", choices=list(RECOVERY), default=None,
                         help="run these recovery variants of SRA's loop instead (include 'default' to compare)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="validation share of the non-test digits (default 0.125 on mnist5k, 0.1 on mnist)")
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
     parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
+    parser.add_argument("--workers", type=int, default=None,
+                        help="run the jobs on a local Dask cluster of this many worker processes, one core each, "
+                             "caching every finished job in --cache (default: in order, in this process)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="with --workers: folder of finished jobs, reused by a re-run (default OUT/job-cache)")
 
 
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.bench.prune import BenchSettings, run_prune_benchmark, run_recovery_benchmark
+    from sparsegate.sw.jobs import RunnerOptions
     from sparsegate.sw.ml.data import DataError
 
     if args.dataset == "mnist" and args.data_path is None:
         raise DataError("--dataset mnist needs --data-path pointing at the MNIST IDX files")
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        raise DataError(f"--val-fraction: expected a fraction in (0, 1), got {args.val_fraction}")
     if args.folds < 2:
         raise DataError(f"--folds: expected at least 2, got {args.folds}")
+    jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
+                                                          workers=args.workers, log=print)
     base = BenchSettings.quick() if args.quick else BenchSettings()
     s = replace(base, folds=args.folds, seeds=tuple(args.seeds), methods=tuple(args.methods), dataset=args.dataset,
                 data_path=None if args.data_path is None else str(args.data_path),
-                val_fraction=base.val_fraction if args.dataset == "mnist5k" else 0.1)
+                val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1))
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
     if args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),
-                                        command=command)
+                                        command=command, jobs=jobs)
     else:
-        result = run_prune_benchmark(args.out, args.model, args.quick, settings=s, command=command)
+        result = run_prune_benchmark(args.out, args.model, args.quick, settings=s, command=command, jobs=jobs)
     print(result.markdown)
     print(f"wrote {result.markdown_path} and {result.json_path}")
     return 0

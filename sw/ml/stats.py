@@ -12,6 +12,8 @@ accuracy-vs-compression curve at a given drop, and the paired test of two method
 * :func:`paired_test` — a paired t-test of the per-fold log ratio of two methods' compressions (mean log
   ratio = 0), with the Wilcoxon signed-rank p-value beside it; the ratio is the geometric mean with its t
   interval.
+* :func:`concave_nonincreasing` — the least-squares concave, non-increasing fit the pruning loop selects its
+  round with (:func:`sparsegate.sw.prune.iterative.select_fitted`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "PairedTest", "compression_at_drop", "fitted_drop", "geometric_ci", "mean_ci", "paired_test"]
+__all__ = ["Interval", "PairedTest", "compression_at_drop", "concave_nonincreasing", "fitted_drop", "geometric_ci",
+           "isotonic", "mean_ci", "paired_test"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def geometric_ci(values, level: float = 0.95) -> Interval:
     return Interval(math.exp(ci.mean), math.exp(ci.low), math.exp(ci.high), ci.n)
 
 
-def _isotonic(y: np.ndarray) -> np.ndarray:
+def isotonic(y: np.ndarray) -> np.ndarray:
     """Least-squares non-decreasing fit of ``y`` (pool adjacent violators)."""
     blocks: list[list[float]] = []  # [mean, count]
     for v in y:
@@ -69,6 +72,29 @@ def _isotonic(y: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(n, m) for m, n in blocks])
 
 
+def concave_nonincreasing(x, y) -> np.ndarray:
+    """Least-squares fit of ``y`` at increasing ``x`` by a non-increasing concave piecewise-linear function
+    (slopes <= 0, each at most the one before): ``f = a - A u`` with ``u >= 0`` the slope decrements, solved
+    exactly by bounded-variable least squares. Unlike :func:`isotonic`, whose first value is the largest mean
+    of the leading readings (it rises with one high first reading), the first value here is held to the trend
+    of all the points after it."""
+    from scipy.optimize import lsq_linear
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size != y.size or x.size == 0 or np.any(np.diff(x) <= 0):
+        raise ValueError("concave_nonincreasing: needs as many x as y, x strictly increasing")
+    if x.size == 1:
+        return y.copy()
+    dx = np.diff(x)
+    # f(x_k) = a - sum_{i<k} dx_i * sum_{j<=i} u_j: column 1 + j carries u_j into every segment i >= j
+    design = np.zeros((x.size, x.size))
+    design[:, 0] = 1.0
+    for j in range(x.size - 1):
+        design[j + 1:, j + 1] = -np.cumsum(dx[j:])
+    lower = np.r_[-np.inf, np.zeros(x.size - 1)]
+    return design @ lsq_linear(design, y, bounds=(lower, np.inf), method="bvls").x
+
+
 def compression_at_drop(points, drop: float) -> tuple[float, bool]:
     """(compression, censored) where the monotone fit of ``points`` = [(compression, drop), ...] reaches
     ``drop`` (module docstring); ``censored`` when the curve ends below ``drop`` (a lower bound)."""
@@ -76,7 +102,7 @@ def compression_at_drop(points, drop: float) -> tuple[float, bool]:
     if not pts:
         raise ValueError("compression_at_drop: no points")
     x = np.log([c for c, _ in pts])
-    fit = _isotonic(np.array([d for _, d in pts]))
+    fit = isotonic(np.array([d for _, d in pts]))
     above = np.nonzero(fit > drop + 1e-12)[0]
     if above.size == 0:
         return float(np.exp(x[-1])), True
@@ -118,7 +144,7 @@ def fitted_drop(points, compressions) -> np.ndarray:
     compression between points); NaN beyond the curve's measured range."""
     pts = sorted((float(c), float(d)) for c, d in points)
     x = np.log([c for c, _ in pts])
-    fit = _isotonic(np.array([d for _, d in pts]))
+    fit = isotonic(np.array([d for _, d in pts]))
     q = np.log(np.asarray(compressions, dtype=float))
     out = np.interp(q, x, fit)
     out[(q < x[0] - 1e-12) | (q > x[-1] + 1e-12)] = np.nan

@@ -14,6 +14,7 @@ from sparsegate.sw.bench import prune as bench
 from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, BenchSettings, prune_job, rerender_markdown,
                                        run_prune_benchmark, run_recovery_benchmark)
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
+from sparsegate.sw.prune.iterative import select_fitted, select_windowed
 
 from support.job_log import calls, recording
 
@@ -140,3 +141,28 @@ def test_the_jobs_go_through_the_dask_runner_and_its_cache(tmp_path, monkeypatch
     again = run_prune_benchmark(tmp_path / "b", "lenet5", settings=s, jobs=options)
     assert calls(log) == []
     assert json.loads(again.json_path.read_text())["methods"] == json.loads(first.json_path.read_text())["methods"]
+
+
+def test_the_recorded_validation_path_gives_both_rules_picks(quick_sra_job):
+    for r in quick_sra_job["results"].values():
+        val = r["path_val_accuracy"]
+        assert len(val) == r["rounds"] + 1
+        compressions = [1 / (1 - s) for s in [0.0] + r["path_sparsity"]]
+        assert select_fitted(val, compressions, QUICK.max_drop) == r["selected_round"]
+        assert select_windowed(val, val[0], QUICK.max_drop) == r["selected_round_windowed"]
+
+
+def test_the_selection_table_reads_each_rules_round_on_the_path(tmp_path):
+    jobs = [_fake_job("lenet5", fold, 0, method, BenchSettings()) for fold in range(2) for method in ("torch-l1", "sra")]
+    for job in jobs:
+        for r in job["results"].values():
+            r.update(path_val_accuracy=[0.98, 0.98, 0.97, 0.95], selected_round_windowed=2)
+    table = bench.aggregate(jobs)["selection"]
+    assert list(table) == ["torch global L1", "SRA"]  # SRA+NRP runs on SRA's path
+    fitted, windowed = table["SRA"]["fitted"], table["SRA"]["windowed"]
+    assert fitted["rounds"] == [1, 1] and fitted["weight_compression_mean"] == pytest.approx(15.0)
+    assert windowed["weight_compression_mean"] == pytest.approx(30.0) and windowed["path_drop_mean"] == \
+        pytest.approx(0.004)
+    result = bench.write_prune_report(tmp_path, "lenet5", jobs, replace(BenchSettings(), folds=2, seeds=(0,)))
+    assert "| SRA | windowed | 2, 2 | 30.0x [30.0, 30.0] | +0.40 [+0.40, +0.40] |" in result.markdown
+    assert "picked by the fitted-path rule" in result.markdown

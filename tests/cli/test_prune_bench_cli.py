@@ -12,8 +12,9 @@ from sparsegate.sw.cli.main import main
 def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--dataset", "mnist"]) == 2
     assert main(["prune-bench", "--folds", "1", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--val-fraction", "1.5", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--data-path" in err[0] and "--folds" in err[1]
+    assert len(err) == 3 and "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -28,8 +29,9 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(rng.integers(0, 10, n)))
     out = tmp_path / "out"
     assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
-                 "--folds", "2", "--seeds", "0", "--methods", "torch-l1", "--quick", "--out", str(out)]) == 0
+                 "--folds", "2", "--seeds", "0", "--methods", "torch-l1", "--quick", "--val-fraction", "0.2",
+                 "--out", str(out)]) == 0
     d = json.loads((out / "prune_lenet300.json").read_text())
     assert d["settings"]["dataset"] == "mnist" and [j["digits"] for j in d["jobs"]] == [
-        {"fit": 36, "val": 4, "test": 40}] * 2
+        {"fit": 32, "val": 8, "test": 40}] * 2
     assert d["methods"]["torch global L1"]["folds"] == [0, 1]

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from sparsegate.sw.prune.masks import PruneError, RatioError, global_magnitude_masks, verify_masks, weight_sparsity
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, kept_fraction_schedule, select_on_path, split_validation
+from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, kept_fraction_schedule, select_windowed, split_validation
 from sparsegate.sw.prune.magnitude import magnitude_prune, torch_global_l1_masks
 
 
@@ -74,13 +74,13 @@ def test_path_mode_picks_sparsest_round_within_budget(small_data):
     verify_masks(model, res.masks)
 
 
-def test_select_on_path_smooths_noise():
+def test_select_windowed_smooths_noise():
     #            start  r1    r2    r3    r4    r5
     accs = [0.98, 0.98, 0.97, 0.985, 0.96, 0.95]
     # r3 alone is within 0.5 points, but its window (0.97, 0.985, 0.96) averages 0.9717: r2 is the last pass
-    assert select_on_path(accs, 0.98, 0.005) == 2
-    assert select_on_path(accs, 0.98, 0.02) == 4
-    assert select_on_path(accs, 0.98, 0.0) == 0
+    assert select_windowed(accs, 0.98, 0.005) == 2
+    assert select_windowed(accs, 0.98, 0.02) == 4
+    assert select_windowed(accs, 0.98, 0.0) == 0
 
 
 def test_schedule_and_argument_errors(small_data):
