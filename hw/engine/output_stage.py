@@ -240,8 +240,8 @@ class OutputStage(wiring.Component):
         hold = Signal(signed(8))
         with m.If(a8["valid"] & ~a8["x"][0]):
             m.d.sync += hold.eq(a8["act"])
-        left = Mux(dual, a8["act"], hold)
-        right = Mux(dual, b8["act"], a8["act"])
+        # both pairs' maxima side by side, the layer's mode selecting after the compares (not in front of them)
+        hmax = Mux(dual, Mux(a8["act"] > b8["act"], a8["act"], b8["act"]), Mux(hold > a8["act"], hold, a8["act"]))
         pool_x = Mux(dual, b8["x"], a8["x"])    # the pair's odd pixel decides when the pair is complete
         plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
         out_cmask = Signal(lgb)                 # column / row bank masks)
@@ -266,7 +266,7 @@ class OutputStage(wiring.Component):
                           "row": unsigned(aw), "col": unsigned(aw)}, a8)
         bank, plane, row, col = address_fields(a8, Mux(cfg.pool, pool_x, a8["x"]), a8["y"])
         m.d.sync += [
-            q9["act"].eq(a8["act"]), q9["hmax"].eq(Mux(left > right, left, right)),
+            q9["act"].eq(a8["act"]), q9["hmax"].eq(hmax),
             q9["odd_x"].eq(pool_x[0]), q9["odd_y"].eq(a8["y"][0]), q9["bank"].eq(bank),
             q9["above"].eq(above), q9["dest"].eq(a8["dest"]),
             q9["plane"].eq(plane), q9["row"].eq(row), q9["col"].eq(col),
