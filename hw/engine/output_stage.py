@@ -128,11 +128,13 @@ class OutputStage(wiring.Component):
         pass_left_r = Signal.like(ctx.nvalid)
         row_left = Mux(fresh, ctx.vx, row_left_r)
         pass_left = Mux(fresh, ctx.nvalid, pass_left_r)
-        col_1 = row_left <= 1                   # jx + 1 >= vx
+        # the compares on the registers themselves, `fresh` choosing after them (not a mux in front of each)
+        col_1 = Mux(fresh, ctx.vx <= 1, row_left_r <= 1)            # jx + 1 >= vx
         pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
-        last_px = Mux(pair, pass_left <= 2, pass_left <= 1)
-        row_end = Mux(pair, row_left <= 2, col_1)
+        last_px = Mux(pair, Mux(fresh, ctx.nvalid <= 2, pass_left_r <= 2),
+                      Mux(fresh, ctx.nvalid <= 1, pass_left_r <= 1))
+        row_end = Mux(pair, Mux(fresh, ctx.vx <= 2, row_left_r <= 2), col_1)
         # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
         lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
