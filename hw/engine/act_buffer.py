@@ -184,11 +184,9 @@ class ActBuffer(wiring.Component):
         for j in range(p):
             layer_code = [Signal(code_bits, name=f"code{j}_wrap{c}") for c in (0, 1)]    # static while a layer runs
             with m.Switch(Cat(cfg.stride2 & ~cfg.fc, Mux(cfg.fc, g.lg_lanes, cfg.tlx))):
-                for tlx in range(p.bit_length()):
-                    stride2s = sorted({s2 for (t, s2, _) in sources[j] if t == tlx})
-                    for stride2 in stride2s:
-                        with m.Case(stride2 | tlx << 1):
-                            m.d.sync += [layer_code[c].eq(cands[j].index(sources[j][tlx, stride2, c])) for c in (0, 1)]
+                for tlx, stride2 in sorted({key[:2] for key in sources[j]}):
+                    with m.Case(stride2 | tlx << 1):
+                        m.d.sync += [layer_code[c].eq(cands[j].index(sources[j][tlx, stride2, c])) for c in (0, 1)]
             m.d.sync += codes[j].eq(Mux(bad[j], zero, Mux(carry[j], layer_code[1], layer_code[0])))
         m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_rot.eq(rot_x | (rot_y << cx)[:lgb])]
         datas = []

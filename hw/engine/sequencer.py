@@ -297,12 +297,10 @@ class Sequencer(wiring.Component):
                         m.d.sync += [k1.eq(1), fresh.eq(1),       # the next pass of this channel re-walks it
                                      next_is_count.eq(0)]
                         with m.If(cfg.fc):
-                            m.d.sync += outer.eq(outer + 1)
+                            m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
                             with m.If(last_outer):
-                                m.d.sync += issuing.eq(0)
                                 m.next = "DRAIN0"
                             with m.Else():
-                                m.d.sync += issuing.eq(0)
                                 m.next = "CHAN"
                         with m.Else():
                             with m.If(~last_x):
@@ -313,12 +311,10 @@ class Sequencer(wiring.Component):
                                     m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), last_y.eq(y_left == 1)]
                                 with m.Else():
                                     m.d.sync += [oy.eq(0), outer.eq(outer + 1), y_left.eq(y_tiles_m1),
-                                                 last_y.eq(one_row)]
+                                                 last_y.eq(one_row), issuing.eq(0)]
                                     with m.If(last_outer):
-                                        m.d.sync += issuing.eq(0)
                                         m.next = "DRAIN0"
                                     with m.Else():
-                                        m.d.sync += issuing.eq(0)
                                         m.next = "CHAN"
             with m.State("DRAIN0"):         # `pipe_idle` (registered) does not yet see the last command
                 m.d.comb += self.in_layer.eq(1)
