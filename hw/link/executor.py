@@ -169,6 +169,9 @@ class Executor(wiring.Component):
         abort = Signal()        # registered pulse to the core
         m.d.sync += abort.eq(0)
         m.d.comb += [host.abort.eq(abort), host.sample.eq(run_sample)]   # the sample: a register, no state mux
+        core_busy = Signal()    # the core's busy and fault, registered: its state decode stays out of the
+        core_fault = Signal()   # reply registers' enables
+        m.d.sync += [core_busy.eq(host.busy), core_fault.eq(host.fault)]
         reset_req = Signal()    # registered: a RESET frame waits while a RUN runs (taken a cycle later)
         m.d.sync += reset_req.eq(self.i.valid & (req.status == STATUS["OK"]) & (req.cmd == CMD["RESET"]))
 
@@ -286,11 +289,14 @@ class Executor(wiring.Component):
             with m.State("RUN_START"):
                 m.d.comb += [host.start.eq(1), self.i.ready.eq(1)]
                 m.d.sync += [released.eq(1), wd.eq(self.run_budget), wd_out.eq(0)]
+                m.next = "RUN_SETTLE"
+            with m.State("RUN_SETTLE"):     # the core's busy, a cycle after start, reaches its register
+                m.d.sync += [wd.eq(wd - 1), wd_out.eq(wd == 1)]
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):       # every exit is bounded by the watchdog
                 m.d.sync += [wd.eq(wd - 1), wd_out.eq(wd == 1)]
-                with m.If(~host.busy):
-                    with m.If(host.fault):
+                with m.If(~core_busy):
+                    with m.If(core_fault):
                         reply(STATUS["BAD_DESC"], 4, 0, 1)
                     with m.Else():
                         reply(STATUS["OK"], 2, 0, 4)     # total.cycles
