@@ -17,7 +17,8 @@ MULT18X18D-sized halves)::
     walk: lane's accumulator among its group of 8, parameter address -> [q0] -> the group's, parameter read
       -> [q1] -> [q2: parameters] -> acc + bias -> [q3: DSP operand regs]
       -> sum[17:] * mult, sum[:17] * mult -> [q4: DSP product regs] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
-      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool, address fields -> [q9]
+      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool's compares -> [p8]
+      -> horizontal pool's select, address fields -> [q9]
       -> vertical pool (row register, read into q9), address -> [o: write]
 
 A pass is a tile of ``vy`` rows x ``vx`` columns (hw/engine/tiling.py): it drains row by row, pixel
@@ -46,7 +47,7 @@ from sparsegate.hw.platform.memory_hints import read_write_disjoint
 __all__ = ["OutputStage", "LATENCY"]
 
 #: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
-LATENCY = 11
+LATENCY = 12
 #: Lanes whose accumulators the first step of the select chooses among (q0); the second picks the group.
 GROUP = 8
 GROUP_BITS = 3
@@ -242,9 +243,16 @@ class OutputStage(wiring.Component):
         hold = Signal(signed(8))
         with m.If(a8["valid"] & ~a8["x"][0]):
             m.d.sync += hold.eq(a8["act"])
-        # both pairs' maxima side by side, the layer's mode selecting after the compares (not in front of them)
-        hmax = Mux(dual, Mux(a8["act"] > b8["act"], a8["act"], b8["act"]), Mux(hold > a8["act"], hold, a8["act"]))
-        pool_x = Mux(dual, b8["x"], a8["x"])    # the pair's odd pixel decides when the pair is complete
+        # both pairs' compares side by side, registered with their operands (p8); the layer's mode and the
+        # compares select after the register (no carry chain in front of the muxes)
+        p8 = stage("p8", {"act": signed(8), "b_act": signed(8), "hold": signed(8), "a_gt_b": 1, "hold_gt_a": 1,
+                          "b_x": 11, "dest": unsigned(16), **pos}, a8)
+        m.d.sync += [p8["act"].eq(a8["act"]), p8["b_act"].eq(b8["act"]), p8["hold"].eq(hold),
+                     p8["a_gt_b"].eq(a8["act"] > b8["act"]), p8["hold_gt_a"].eq(hold > a8["act"]),
+                     p8["b_x"].eq(b8["x"])]
+        carry(p8, a8, ("dest",))
+        hmax = Mux(dual, Mux(p8["a_gt_b"], p8["act"], p8["b_act"]), Mux(p8["hold_gt_a"], p8["hold"], p8["act"]))
+        pool_x = Mux(dual, p8["b_x"], p8["x"])  # the pair's odd pixel decides when the pair is complete
         plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
         out_cmask = Signal(lgb)                 # column / row bank masks)
         out_rmask = Signal(lgb)
@@ -265,12 +273,12 @@ class OutputStage(wiring.Component):
         above = Signal(signed(8))               # the row register's entry for this pair's pooled column
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
                           "above": signed(8), "dest": unsigned(aw), "plane": unsigned(aw),
-                          "row": unsigned(aw), "col": unsigned(aw)}, a8)
-        bank, plane, row, col = address_fields(a8, Mux(cfg.pool, pool_x, a8["x"]), a8["y"])
+                          "row": unsigned(aw), "col": unsigned(aw)}, p8)
+        bank, plane, row, col = address_fields(p8, Mux(cfg.pool, pool_x, p8["x"]), p8["y"])
         m.d.sync += [
-            q9["act"].eq(a8["act"]), q9["hmax"].eq(hmax),
-            q9["odd_x"].eq(pool_x[0]), q9["odd_y"].eq(a8["y"][0]), q9["bank"].eq(bank),
-            q9["above"].eq(above), q9["dest"].eq(a8["dest"]),
+            q9["act"].eq(p8["act"]), q9["hmax"].eq(hmax),
+            q9["odd_x"].eq(pool_x[0]), q9["odd_y"].eq(p8["y"][0]), q9["bank"].eq(bank),
+            q9["above"].eq(above), q9["dest"].eq(p8["dest"]),
             q9["plane"].eq(plane), q9["row"].eq(row), q9["col"].eq(col),
         ]
 
@@ -308,12 +316,15 @@ class OutputStage(wiring.Component):
             m.d.sync += counter.eq(counter + 1)
 
         # way 1's own write (two a cycle, unpooled, into a conv layout: a different bank from way 0's)
-        stages = [st for way in finals for st in way] + [q9]
+        stages = [st for way in finals for st in way] + [p8, q9]
         if ways == 2:
+            r8 = stage("r8", {"act": signed(8), **pos}, b8)       # in step with way 0's p8
+            m.d.sync += r8["act"].eq(b8["act"])
             r9 = stage("r9", {"act": signed(8), "bank": unsigned(lgb), "plane": unsigned(aw), "row": unsigned(aw),
-                              "col": unsigned(aw)}, b8)
-            bank, plane, row, col = address_fields(b8, b8["x"], b8["y"])
-            m.d.sync += [r9["act"].eq(b8["act"]), r9["bank"].eq(bank), r9["plane"].eq(plane), r9["row"].eq(row),
+                              "col": unsigned(aw)}, r8)
+            bank, plane, row, col = address_fields(r8, r8["x"], r8["y"])
+            stages.append(r8)
+            m.d.sync += [r9["act"].eq(r8["act"]), r9["bank"].eq(bank), r9["plane"].eq(plane), r9["row"].eq(row),
                          r9["col"].eq(col)]
             second = r9["valid"] & ~cfg.pool
             m.d.sync += self.o2.valid.eq(second)
