@@ -35,6 +35,7 @@ from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
            "QUEUE_DEPTH", "CORE_NAME", "INPUT_LUTRAM_BITS", "input_in_lutram"]
@@ -317,11 +318,11 @@ class SparseEngine(wiring.Component):
             return m
         # abort (the link's watchdog, RESET; a host-loaded engine is the one behind a link): every register
         # back to its reset value a cycle later, the memories keep what the host loaded. Each block resets
-        # from its own registered copy of `abort` (one flip-flop driving every register's reset was the 85F's
-        # critical path)
+        # from its own registered copy of `abort`, kept a copy through synthesis (one flip-flop driving every
+        # register's reset was the 85F's critical path)
         top = Module()
         for name, block in (*blocks.items(), ("core", m)):
-            reset = Signal(name=f"abort_{name}")
+            reset = Signal(name=f"abort_{name}", attrs=REPLICA)
             top.d.sync += reset.eq(self.abort)
             top.submodules[name] = ResetInserter({"sync": reset})(block)
         return top

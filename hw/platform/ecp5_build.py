@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from sparsegate.hw.platform.bram_outreg import absorb_output_registers
-from sparsegate.hw.platform.memory_hints import YOSYS_COMMANDS
+from sparsegate.hw.platform import memory_hints, replicated_registers
 from sparsegate.sw.util.toolchain import yowasp_env
 from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
@@ -311,8 +311,10 @@ def _place_only_script(script: str, name: str) -> str:
 #: Amaranth names the elements of array-layout views so (``abuf.o__payload.a[14]``), and the engine at 16 lanes
 #: came back with bit k of lane 1's activation joined to bit 0 of lane 8 + k (multiply driven nets nextpnr
 #: refuses), or with the ABC_OPS_REINTEGRATE assertion below. Such wires get private names before synthesis.
-#: Then the memories' synthesis hints (:mod:`~sparsegate.hw.platform.memory_hints`).
-SCRIPT_AFTER_READ = "\n".join(("rename -hide w:*]", *YOSYS_COMMANDS))
+#: Then the memories' synthesis hints (:mod:`~sparsegate.hw.platform.memory_hints`) and the registers kept as
+#: copies (:mod:`~sparsegate.hw.platform.replicated_registers`).
+SCRIPT_AFTER_READ = "\n".join(("rename -hide w:*]", *memory_hints.YOSYS_COMMANDS,
+                               *replicated_registers.YOSYS_COMMANDS))
 
 #: Yosys 0.70's abc9 asserts while reintegrating some netlists (the engine top at 8 lanes: "Assert
 #: `GetSize(conn.first) == GetSize(conn.second)'" after ABC_OPS_REINTEGRATE); ``abc9 -dff`` takes another

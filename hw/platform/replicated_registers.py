@@ -1,0 +1,20 @@
+"""Registers kept as copies through synthesis, so one copy drives each part of a high-fanout net.
+
+Yosys merges flip-flops with the same input (``opt_merge``): the engine's per-block copies of ``abort``
+became one flip-flop driving every register's reset across the chip (the 85F's critical path: 2 logic
+levels, 8.5 ns of routing). A signal carrying :data:`REPLICA` is a copy on purpose; the build marks the
+flip-flop behind it ``keep`` (:data:`YOSYS_COMMANDS`), which ``opt_merge`` leaves alone. Simulation is
+unaffected.
+"""
+from __future__ import annotations
+
+__all__ = ["REPLICA", "YOSYS_COMMANDS"]
+
+_ATTRIBUTE = "sparsegate_replica"
+
+#: Attributes of a signal whose register is one of several deliberate copies.
+REPLICA = {_ATTRIBUTE: 1}
+
+#: Yosys commands, run after reading the design (after ``proc``, which turns sync statements into ``$dff``
+#: cells), that mark the flip-flops driving a :data:`REPLICA` signal ``keep``.
+YOSYS_COMMANDS = (f"setattr -set keep 1 a:{_ATTRIBUTE} %ci1:+$dff[Q] t:$dff %i",)

@@ -1,0 +1,72 @@
+"""Registers marked REPLICA stay separate flip-flops through the build's Yosys script; unmarked copies merge."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal
+
+from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.platform.ecp5_build import SCRIPT_AFTER_READ
+from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.sim.engine.amaranth_sim import small_program
+from sparsegate.sw.util.toolchain import yowasp_available, yowasp_env
+
+needs_yowasp = pytest.mark.skipif(not yowasp_available(), reason="YoWASP Yosys is not installed")
+
+COPIES = 4
+
+
+def _copies_top(attrs: dict | None) -> str:
+    """RTLIL of COPIES registered copies of one input, each the synchronous clear of its own 8-bit counter."""
+    m = Module()
+    go = Signal()
+    total = Signal(8)
+    counts = []
+    for i in range(COPIES):
+        clear = Signal(name=f"clear_{i}", attrs=attrs or {})
+        count = Signal(8, name=f"count_{i}")
+        m.d.sync += [clear.eq(go), count.eq(count + i + 1)]
+        with m.If(clear):
+            m.d.sync += count.eq(0)
+        counts.append(count)
+    m.d.comb += total.eq(counts[0] ^ counts[1] ^ counts[2] ^ counts[3])
+    return rtlil.convert(m, ports=[go, total])
+
+
+def _clear_flops(tmp_path, attrs: dict | None) -> int:
+    """Flip-flops left driving a ``clear_*`` net after the build's script-after-read and ``synth_ecp5``."""
+    (tmp_path / "top.il").write_text(_copies_top(attrs))
+    (tmp_path / "top.ys").write_text(f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\nsynth_ecp5 -top top\n"
+                                     "write_json out.json\n")
+    subprocess.run([yowasp_env()["YOSYS"], "-q", "top.ys"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=300)
+    top = json.loads((tmp_path / "out.json").read_text())["modules"]["top"]
+    clear_bits = {b for name, net in top["netnames"].items() if name.startswith("clear_") for b in net["bits"]}
+    return sum(1 for c in top["cells"].values()
+               if c["type"] == "TRELLIS_FF" and c["connections"]["Q"][0] in clear_bits)
+
+
+@needs_yowasp
+def test_replicas_survive_synthesis_where_plain_copies_merge(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "replica").mkdir()
+    assert _clear_flops(tmp_path / "plain", None) == 1
+    assert _clear_flops(tmp_path / "replica", REPLICA) == COPIES
+
+
+def test_engine_resets_each_block_from_its_own_replica():
+    text = rtlil.convert(SparseEngine(small_program(lanes=4).contents, host_write=True))
+    attribute = f"attribute \\{next(iter(REPLICA))} 1"
+    replicas = set()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == attribute:
+            wire = next(ln for ln in lines[i:] if ln.strip().startswith("wire"))
+            replicas.add(wire.split()[-1])
+    # one copy of `abort` per block (weight decoder, activation buffer, MAC array, output stage,
+    # sequencer) and one for the engine's own registers
+    assert {name for name in replicas if "abort_" in name} == replicas
+    assert len(replicas) == 6
