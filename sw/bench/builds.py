@@ -240,10 +240,13 @@ def _markdown(data: dict) -> str:
         mode = ("**mixed: the points marked `routed` were placed and routed (Fmax post-route, sign-off, bitstream "
                 "written); those marked `placed` were placed only and their Fmax is nextpnr's post-placement "
                 "estimate, not a sign-off figure**")
+    cached = [p for p in points if p.get("job", {}).get("cached")]
+    reused = (f" ({len(cached)} of {len(points)} points from the runner's cache, built by an earlier run; their "
+              f"jobs' own wall times sum to {sum(p['job']['wall_s'] for p in cached):.0f} s)") if cached else ""
     return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
             f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
-            f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s"
+            f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s{reused}"
             + (f" (gateware {data['sources']})" if data.get("sources") else "") + f".\n\n{table}\n"
             + ("\nCritical path of each point (nextpnr's worst register-to-register path; signal names as "
                "Yosys left them on the cells):\n\n"

@@ -139,6 +139,9 @@ def test_a_placement_only_build_point_runs_on_the_cluster_and_comes_back_from_th
     assert {k: v for k, v in cached.items() if k != "job"} == {k: v for k, v in point.items() if k != "job"}
     table = lambda md: [line for line in md.splitlines() if line.startswith("|")]  # noqa: E731
     assert table(again.markdown) == table(first.markdown)
+    assert "from the runner's cache" not in first.markdown      # a re-run says where its points came from
+    assert (f"1 of 1 points from the runner's cache, built by an earlier run; their jobs' own wall times sum to "
+            f"{point['job']['wall_s']:.0f} s") in again.markdown
     for name in ("report.json", "report.md"):
         assert ((tmp_path / "two" / "ulx3s-25f-p1" / name).read_bytes()
                 == (tmp_path / "one" / "ulx3s-25f-p1" / name).read_bytes())
