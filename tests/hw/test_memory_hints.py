@@ -3,18 +3,17 @@ in front of its first register), an unmarked one keeps Yosys's emulation, and th
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
 from amaranth.lib.memory import Memory
+from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.engine import SparseEngine
-from sparsegate.hw.platform.ecp5_build import SCRIPT_AFTER_READ
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT, read_write_disjoint
 from sparsegate.sim.engine.amaranth_sim import small_program
-from sparsegate.sw.util.toolchain import yowasp_available, yowasp_env
+from sparsegate.sw.util.toolchain import yowasp_available
 
 needs_yowasp = pytest.mark.skipif(not yowasp_available(), reason="YoWASP Yosys is not installed")
 
@@ -32,11 +31,7 @@ def _ram_top(attrs: dict | None) -> str:
 
 def _cells(tmp_path, attrs: dict | None) -> dict[str, int]:
     """Cell counts of the RAM top after the build's script-after-read and ``synth_ecp5``."""
-    (tmp_path / "top.il").write_text(_ram_top(attrs))
-    (tmp_path / "top.ys").write_text(f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\nsynth_ecp5 -top top\n"
-                                     "tee -q -o stat.json stat -json\n")
-    yosys = yowasp_env()["YOSYS"]
-    subprocess.run([yosys, "-q", "top.ys"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    synthesize_like_the_build(tmp_path, _ram_top(attrs), "tee -q -o stat.json stat -json")
     stat = json.loads((tmp_path / "stat.json").read_text())
     return stat["modules"]["\\top"]["num_cells_by_type"]
 

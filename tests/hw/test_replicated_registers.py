@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
+from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.engine import SparseEngine
-from sparsegate.hw.platform.ecp5_build import SCRIPT_AFTER_READ
 from sparsegate.hw.platform.replicated_registers import REPLICA
 from sparsegate.sim.engine.amaranth_sim import small_program
-from sparsegate.sw.util.toolchain import yowasp_available, yowasp_env
+from sparsegate.sw.util.toolchain import yowasp_available
 
 needs_yowasp = pytest.mark.skipif(not yowasp_available(), reason="YoWASP Yosys is not installed")
 
@@ -38,11 +37,7 @@ def _copies_top(attrs: dict | None) -> str:
 
 def _clear_flops(tmp_path, attrs: dict | None) -> int:
     """Flip-flops left driving a ``clear_*`` net after the build's script-after-read and ``synth_ecp5``."""
-    (tmp_path / "top.il").write_text(_copies_top(attrs))
-    (tmp_path / "top.ys").write_text(f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\nsynth_ecp5 -top top\n"
-                                     "write_json out.json\n")
-    subprocess.run([yowasp_env()["YOSYS"], "-q", "top.ys"], cwd=tmp_path, check=True, capture_output=True,
-                   timeout=300)
+    synthesize_like_the_build(tmp_path, _copies_top(attrs), "write_json out.json")
     top = json.loads((tmp_path / "out.json").read_text())["modules"]["top"]
     clear_bits = {b for name, net in top["netnames"].items() if name.startswith("clear_") for b in net["bits"]}
     return sum(1 for c in top["cells"].values()
