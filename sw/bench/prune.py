@@ -45,6 +45,7 @@ from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
+from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
 from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
@@ -87,6 +88,7 @@ class BenchSettings:
     rewind: bool = False  # recovery: fine-tunes restart the base training's peak learning rate
     dataset: str = "mnist5k"
     data_path: str | None = None
+    threads: int | None = JOB_THREADS  # torch threads per job (sw/ml/threads.py: results must not follow the machine)
 
     @classmethod
     def quick(cls) -> "BenchSettings":
@@ -113,7 +115,13 @@ def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | N
 
 def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -> dict:
     """One fold x seed x method of the benchmark (a pure function of its arguments; a plain dict back):
-    train the fold's dense model, prune a copy, fine-tune, read both on the fold's test digits."""
+    train the fold's dense model, prune a copy, fine-tune, read both on the fold's test digits; at
+    ``s.threads`` torch threads, whatever the machine."""
+    with pinned_threads(s.threads) as threads:
+        return {**_prune_job(model, fold, seed, method, s), "threads": threads}
+
+
+def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -> dict:
     pool = digit_pool(s.dataset, s.data_path)
     f = kfold(len(pool), s.folds, seed, s.val_fraction)[fold]
     fit_ds, val_ds, test_ds = fold_datasets(pool, f)
@@ -338,7 +346,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
             path_c = 1 / max(1e-12, 1 - r["path_sparsity"][sel - 1]) if sel else 1.0
             lines.append(f"| {job['seed']} | {job['fold']} | {name} | {r['compression']:.1f}x | "
                          f"{100 * r['drop']:+.2f} | {sel} of {r['rounds']} | {path_c:.1f}x |")
-    lines += ["", f"Wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()} ({d['threads']} torch threads).",
+    lines += ["", f"Wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()} ({d['threads']} torch thread(s) per job).",
               ""]
     return "\n".join(lines)
 
@@ -358,7 +366,7 @@ def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: Ben
     plot_tradeoff(curves, summary["methods"], out_dir / plot,
                   f"{model}: paired test drop vs compression, mean and 95% band over folds x seeds")
     d = {"model": model, "quick": quick, "command": command, "settings": asdict(s), "summary": summary,
-         "methods": summary["methods"], "wall_time_s": wall_time_s, "threads": torch.get_num_threads(),
+         "methods": summary["methods"], "wall_time_s": wall_time_s, "threads": s.threads or torch.get_num_threads(),
          "plot": plot, "jobs": jobs}
     if recovery is not None:
         d["recovery"] = recovery
@@ -448,7 +456,7 @@ def _recovery_markdown(model: str, d: dict) -> str:
                      f"| {_ci(vd['ratio_geomean'], vd['ratio_ci95'], fmt='.2f', unit='x') if vd else '—'} "
                      f"| {_p(vd['paired_t_p']) if vd else '—'} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "",
-              f"Wall time {d['wall_time_s'] / 60:.1f} min ({d['threads']} torch threads).", ""]
+              f"Wall time {d['wall_time_s'] / 60:.1f} min ({d['threads']} torch thread(s) per job).", ""]
     return "\n".join(lines)
 
 

@@ -54,6 +54,7 @@ from sparsegate.sw.ml.data import to_rgb32
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import mean_ci
+from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import TrainConfig, train
 from sparsegate.sw.prune.coarse import CoarseConfig, coarse_masks, coarse_step, ratios_for_sparsity
 from sparsegate.sw.prune.counting import layer_table
@@ -139,7 +140,7 @@ class StructuredSettings:
     seeds: tuple = (0,)
     val_fraction: float = 0.25  # 5,000 digits, 3 folds: 2,500 fit / 833 validation / 1,667 test per fold
     pool_size: int | None = None
-    threads: int | None = 1
+    threads: int | None = JOB_THREADS
 
     @classmethod
     def quick(cls) -> "StructuredSettings":
@@ -383,19 +384,14 @@ def structured_job(model: str, fold: int, seed: int, s: StructuredSettings) -> d
     """One model x fold x seed of the benchmark (a pure function of its arguments; a plain dict back): the
     fold's dense base and every method's rows, read on the fold's test digits; for LeNet-5 also the
     task-guided section on the same fold."""
-    old_threads = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    try:
+    with pinned_threads(s.threads) as threads:
         fit_ds, val_ds, test_ds = fold_data(model, fold, seed, s)
         out = run_model(s.model(model), seed, fit_ds, val_ds, test_ds)
         base = out.pop("base")
         out["task"] = run_task(s.task, base, seed, fit_ds, val_ds, test_ds) \
             if model == "lenet5" and s.task is not None else None
-    finally:
-        torch.set_num_threads(old_threads)
-    return {**out, "fold": fold, "seed": seed, "threads": s.threads or old_threads,
+    return {**out, "fold": fold, "seed": seed, "threads": threads,
             "digits": {"fit": len(fit_ds), "val": len(val_ds), "test": len(test_ds)},
             "job_wall_time_s": time.perf_counter() - t0, "job_cpu_time_s": time.process_time() - cpu0}
 
