@@ -42,11 +42,14 @@ from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layo
                                           write_layout)
 from sparsegate.hw.engine.tiling import lane_sources
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
 __all__ = ["ActBuffer", "LATENCY"]
 
 #: Cycles from an element on ``i`` to its activations on ``o``.
 LATENCY = 8
+#: Lanes whose padding compares share one copy of the window's row and column (r1)
+LANES_PER_COPY = 4
 
 
 class ActBuffer(wiring.Component):
@@ -140,6 +143,10 @@ class ActBuffer(wiring.Component):
             plane1.eq(cfg.in_base + plane_off + row_step),
             y.eq(oy_s + ky_p), yq.eq(Mux(cfg.stride2, oy_s + ky_p, oy_q + ky_q)), base.eq(x0_s + kx_p),
         ]
+        # the padding compares' own copies of y and base, one per LANES_PER_COPY lanes (kept apart: REPLICA)
+        y_copies = [Signal.like(y, name=f"y_pad{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_COPY))]
+        base_copies = [Signal.like(base, name=f"base_pad{k}", attrs=REPLICA) for k in range(len(y_copies))]
+        m.d.sync += [c.eq(oy_s + ky_p) for c in y_copies] + [c.eq(x0_s + kx_p) for c in base_copies]
 
         # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
         # per bank whether it reads the next row / column word (the 2-D rotation), padding mask
@@ -150,7 +157,7 @@ class ActBuffer(wiring.Component):
         q = Signal(signed(14))
         next_col = Signal(nb)
         next_row = Signal(nb)
-        bad = Signal(p)
+        bad = [Signal(4, name=f"bad{j}") for j in range(p)]
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
                      row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane1 + (yq[:aw] << cfg.in_wb))]
         for b in range(nb):
@@ -164,11 +171,18 @@ class ActBuffer(wiring.Component):
         m.d.sync += [rot_x.eq(Mux(cfg.fc, 0, base[:lgb] & cmask)), rot_y.eq(Mux(cfg.fc, 0, y[:lgb] & rmask))]
         # lane j's column wraps where base mod cols >= cols - jx*s: a compare with a per-layer register
         wrap_at = [Signal(lgb + 1, name=f"wrap_at{j}") for j in range(p)]
+        # lane j reads padding where y + dy_j or base + dx_j leaves the image: four compares of y and base with
+        # per-layer bounds less the lane's offsets (registers; fc: bounds nothing crosses), not a sum then a
+        # compare; each group of four lanes compares its own copy of y and base (one copy drove 16 lanes' compares
+        # across the die: the 85F's critical path at 125 MHz), and r3 ORs the four results
+        never = 1 << 14
         for j in range(p):
-            xj = base + lane_dx[j]
-            yj = y + lane_dy[j]
+            y_lo, y_hi, x_lo, x_hi = (Signal(signed(16), name=f"{n}{j}") for n in ("y_lo", "y_hi", "x_lo", "x_hi"))
+            m.d.sync += [y_lo.eq(Mux(cfg.fc, -never, -lane_dy[j])), y_hi.eq(Mux(cfg.fc, never, cfg.in_h - lane_dy[j])),
+                         x_lo.eq(Mux(cfg.fc, -never, -lane_dx[j])), x_hi.eq(Mux(cfg.fc, never, cfg.in_w - lane_dx[j]))]
+            y_j, base_j = y_copies[j // LANES_PER_COPY], base_copies[j // LANES_PER_COPY]
             m.d.sync += [wrap_at[j].eq(cmask + 1 - lane_dx[j]),
-                         bad[j].eq(~cfg.fc & ((yj < 0) | (yj >= cfg.in_h) | (xj < 0) | (xj >= cfg.in_w))),
+                         bad[j].eq(Cat(y_j < y_lo, y_j >= y_hi, base_j < x_lo, base_j >= x_hi)),
                          carry[j].eq((base[:lgb] & cmask) >= wrap_at[j])]
 
         # ---- r3: one address per bank; then the bank reads. Per lane the code of its rotated position
@@ -187,7 +201,7 @@ class ActBuffer(wiring.Component):
                 for tlx, stride2 in sorted({key[:2] for key in sources[j]}):
                     with m.Case(stride2 | tlx << 1):
                         m.d.sync += [layer_code[c].eq(cands[j].index(sources[j][tlx, stride2, c])) for c in (0, 1)]
-            m.d.sync += codes[j].eq(Mux(bad[j], zero, Mux(carry[j], layer_code[1], layer_code[0])))
+            m.d.sync += codes[j].eq(Mux(bad[j].any(), zero, Mux(carry[j], layer_code[1], layer_code[0])))
         m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_rot.eq(rot_x | (rot_y << cx)[:lgb])]
         datas = []
         for b in range(nb):

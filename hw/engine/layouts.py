@@ -123,10 +123,11 @@ def param_layout(g: EngineGeometry) -> data.StructLayout:
 def tile_layout(g: EngineGeometry) -> data.StructLayout:
     """Context of one pass (a tile of Ty x Tx output pixels at ``(oy, x0)``, or P neurons): travels with its
     elements. ``vx`` x ``vy`` is the tile's valid rectangle, ``nvalid = vx * vy`` (fc: ``vx = nvalid``);
-    ``ndrain`` the output stage's cycles for it (``nvalid``, or ``vy * ceil(vx / 2)`` two a cycle)."""
+    ``ndrain`` the output stage's cycles for it (``nvalid``, or ``vy * ceil(vx / 2)`` two a cycle);
+    ``vx_le1`` .. ``nvalid_le2``: ``vx`` / ``nvalid`` <= 1 and <= 2, the output stage's first decisions."""
     return data.StructLayout({"tile": TILE_BITS, "oy": DIM_BITS, "x0": DIM_BITS,
                               "nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vy": g.nvalid_bits,
-                              "ndrain": g.nvalid_bits})
+                              "ndrain": g.nvalid_bits, "vx_le1": 1, "vx_le2": 1, "nvalid_le1": 1, "nvalid_le2": 1})
 
 
 def cmd_layout(g: EngineGeometry) -> data.StructLayout:

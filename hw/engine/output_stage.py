@@ -109,15 +109,15 @@ class OutputStage(wiring.Component):
         row_wr = rowbuf.write_port()
 
         # ---- walker: the pass's valid rectangle in raster order within the tile: tile row `jy` (lanes from
-        # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row); `cnt` pixels taken before this cycle.
+        # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row: `jx` is the pixels taken before this cycle).
         # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
-        # The decisions read down-counters, the pixels left in the row (vx - jx) and in the pass (nvalid - cnt),
+        # The decisions read down-counters, the pixels left in the row (vx - jx) and in the pass,
         # compared with constants: no adder or comparator chain between the walker's registers (they were the
-        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`: cnt == 0, kept as a flip-flop so no
-        # zero test sits in front of the muxes) both come from the pass's context.
+        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`, a flip-flop so no zero test sits in
+        # front of the muxes) the decisions come from the pass's context, whose compares with 1 and 2 the
+        # sequencer made (``le1``/``le2`` fields: no compare between the MAC array's output register and here).
         dual = Signal()                         # static while a layer runs: registered
         m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
-        cnt = Signal(range(p + 2))
         jx = Signal(range(p + 2))
         jy = Signal(range(p + 1))
         row_lane = Signal(range(p + 1))
@@ -130,30 +130,29 @@ class OutputStage(wiring.Component):
         row_left = Mux(fresh, ctx.vx, row_left_r)
         pass_left = Mux(fresh, ctx.nvalid, pass_left_r)
         # the compares on the registers themselves, `fresh` choosing after them (not a mux in front of each)
-        col_1 = Mux(fresh, ctx.vx <= 1, row_left_r <= 1)            # jx + 1 >= vx
+        col_1 = Mux(fresh, ctx.vx_le1, row_left_r <= 1)             # jx + 1 >= vx
         pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
-        last_px = Mux(pair, Mux(fresh, ctx.nvalid <= 2, pass_left_r <= 2),
-                      Mux(fresh, ctx.nvalid <= 1, pass_left_r <= 1))
-        row_end = Mux(pair, Mux(fresh, ctx.vx <= 2, row_left_r <= 2), col_1)
+        last_px = Mux(pair, Mux(fresh, ctx.nvalid_le2, pass_left_r <= 2), Mux(fresh, ctx.nvalid_le1, pass_left_r <= 1))
+        row_end = Mux(pair, Mux(fresh, ctx.vx_le2, row_left_r <= 2), col_1)
         # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
         lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
             with m.If(last_px):
-                m.d.sync += [cnt.eq(0), jx.eq(0), jy.eq(0), row_lane.eq(0), fresh.eq(1)]
+                m.d.sync += [jx.eq(0), jy.eq(0), row_lane.eq(0), fresh.eq(1)]
                 m.d.sync += [lanes[w].eq(w % p) for w in range(ways)]
             with m.Elif(row_end):
-                m.d.sync += [cnt.eq(cnt + step), jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
+                m.d.sync += [jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
                              row_left_r.eq(ctx.vx), pass_left_r.eq(pass_left - step)]
                 m.d.sync += [lanes[w].eq(row_lane + tx + w) for w in range(ways)]
             with m.Else():
-                m.d.sync += [cnt.eq(cnt + step), jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
+                m.d.sync += [jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
                              pass_left_r.eq(pass_left - step)]
                 m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = Signal.like(prd.addr)
-        m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | cnt, ctx.tile))
+        m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | jx, ctx.tile))
         m.d.comb += [prd.en.eq(1), prd.addr.eq(prm_addr)]
 
         def stage(name, fields, prev=None):

@@ -150,8 +150,6 @@ class Sequencer(wiring.Component):
         # channel table's entry is latched into `count` with its `count <= 1` zero test beside it
         last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
         count_le1 = Signal()                # count <= 1 (set with count)
-        next_is_count = Signal()            # k1 == count, for count >= 2 (set with k1)
-        m.d.comb += last_elem.eq(count_le1 | next_is_count)
         # the pass is in the last tile column / row band (x0 + Tx >= wo; oy + Ty >= ho), kept by down-counters of
         # the tiles left after it (compared with 1, not a sum with wo); the last channel
         last_x = Signal()
@@ -222,6 +220,10 @@ class Sequencer(wiring.Component):
             self.cmd.payload.ctx.vx.eq(vx),
             self.cmd.payload.ctx.vy.eq(vy),
             self.cmd.payload.ctx.ndrain.eq(ndrain),
+            self.cmd.payload.ctx.vx_le1.eq(vx <= 1),
+            self.cmd.payload.ctx.vx_le2.eq(vx <= 2),
+            self.cmd.payload.ctx.nvalid_le1.eq(nvalid <= 1),
+            self.cmd.payload.ctx.nvalid_le2.eq(nvalid <= 2),
         ]
         if lg:
             m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))
@@ -229,6 +231,41 @@ class Sequencer(wiring.Component):
         # queue's write enable, into its LUT RAM) comes from one register, not the state decode
         issuing = Signal()
         m.d.comb += self.cmd.valid.eq(issuing)
+
+        # ISSUE's counters, outside the FSM: each step is `issuing & cmd.ready & last_elem & <a flag>`, one LUT4
+        # of flip-flops. The flags say what the pass's end does (next tile column, next row band, next channel)
+        # and are set wherever `last_x` / `last_y` change. Written as nested decisions, the enables had grown
+        # into a chain of four LUTs from the queue's room across the sequencer (85F, 9.0 ns at 125 MHz).
+        x_next = Signal()           # conv, not the last tile column: the pass's end moves right
+        row_next = Signal()         # conv, the last column but not the last row band: down a band
+        chan_next = Signal()        # fc, or the last tile of the channel: the next channel / round
+        row_end = Signal()          # conv, the last column (x goes back to 0)
+
+        def set_tile_flags(lx, ly):
+            m.d.sync += [last_x.eq(lx), last_y.eq(ly), x_next.eq(~cfg.fc & ~lx), row_end.eq(~cfg.fc & lx),
+                         row_next.eq(~cfg.fc & lx & ~ly), chan_next.eq(cfg.fc | (lx & ly))]
+
+        advance = issuing & self.cmd.ready
+        step, pass_end = advance & ~last_elem, advance & last_elem
+        chan_end = pass_end & chan_next
+        with m.If(step):
+            m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(count_le1 | (k1 + 1 == count))]
+        with m.If(pass_end):        # the next pass of this channel re-walks it
+            m.d.sync += [k1.eq(1), fresh.eq(1), last_elem.eq(count_le1)]
+        with m.If(pass_end & x_next):
+            m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1)]
+            set_tile_flags(x_left == 1, last_y)
+        with m.If(pass_end & row_end):
+            m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1)]
+        with m.If(pass_end & row_next):
+            m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1)]
+            set_tile_flags(one_col, y_left == 1)
+        with m.If(chan_end):
+            m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
+        with m.If(chan_end & row_end):
+            m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1)]
+            set_tile_flags(one_col, one_row)
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -279,9 +316,11 @@ class Sequencer(wiring.Component):
                 m.next = "CHAN3"
             with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)
                 m.d.comb += self.in_layer.eq(1)
-                m.d.sync += [last_x.eq(one_col), last_y.eq(one_row), x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1)]
+                set_tile_flags(one_col, one_row)
+                m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1)]
                 m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
-                             fresh.eq(1), k1.eq(1), next_is_count.eq(0), fc_nvalid.eq(Mux(rest >= p, p, rest)),
+                             fresh.eq(1), k1.eq(1), last_elem.eq(chan_q.count[1:] == 0),
+                             fc_nvalid.eq(Mux(rest >= p, p, rest)),
                              n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
                              d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),
                              d_fl.eq((vy_last << cfg.tlx) >> 1)]
@@ -289,33 +328,11 @@ class Sequencer(wiring.Component):
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.in_layer.eq(1), self.stall.eq(~self.cmd.ready)]
-                with m.If(self.cmd.ready):
-                    with m.If(~last_elem):
-                        m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0),
-                                     next_is_count.eq(k1 + 1 == count)]
+                with m.If(chan_end):
+                    with m.If(last_outer):
+                        m.next = "DRAIN0"
                     with m.Else():
-                        m.d.sync += [k1.eq(1), fresh.eq(1),       # the next pass of this channel re-walks it
-                                     next_is_count.eq(0)]
-                        with m.If(cfg.fc):
-                            m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
-                            with m.If(last_outer):
-                                m.next = "DRAIN0"
-                            with m.Else():
-                                m.next = "CHAN"
-                        with m.Else():
-                            with m.If(~last_x):
-                                m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), last_x.eq(x_left == 1)]
-                            with m.Else():
-                                m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), last_x.eq(one_col)]
-                                with m.If(~last_y):
-                                    m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), last_y.eq(y_left == 1)]
-                                with m.Else():
-                                    m.d.sync += [oy.eq(0), outer.eq(outer + 1), y_left.eq(y_tiles_m1),
-                                                 last_y.eq(one_row), issuing.eq(0)]
-                                    with m.If(last_outer):
-                                        m.next = "DRAIN0"
-                                    with m.Else():
-                                        m.next = "CHAN"
+                        m.next = "CHAN"
             with m.State("DRAIN0"):         # `pipe_idle` (registered) does not yet see the last command
                 m.d.comb += self.in_layer.eq(1)
                 m.next = "DRAIN"

@@ -5,8 +5,10 @@ Flow: ``platform.build(..., do_build=False)`` renders Amaranth's build plan (RTL
 programmer (``openFPGALoader`` for the ULX3S) although nothing is programmed. The plan is extracted
 to ``<build_dir>/work`` and its script run with ``YOSYS``/``NEXTPNR_ECP5``/``ECPPACK`` pointing at
 the YoWASP executables (:func:`sparsegate.sw.util.toolchain.yowasp_env`). nextpnr runs with
-``--report <name>.report.json`` (machine-readable utilisation and Fmax: the primary source) and
-``--timing-allow-fail`` (a slow design still gets a report; :func:`build_ecp5` then decides).
+``--report <name>.report.json`` (machine-readable utilisation and Fmax: the primary source; with
+``--detailed-timing-report`` the arrival at every register input, from which a routed build lists its
+:class:`LateRegister` s) and ``--timing-allow-fail`` (a slow design still gets a report; :func:`build_ecp5`
+then decides).
 Its log (``<name>.tim``) is the fallback source, and the only one when placement fails, since the
 utilisation table is printed before placement: that is how a design that does not fit is reported
 as :class:`DesignDoesNotFit` with its numbers.
@@ -37,7 +39,8 @@ from sparsegate.sw.util.atomic_io import write_bytes, write_json
 
 __all__ = [
     "CellUsage", "ClockFmax", "CriticalPath", "BuildReport", "BuildFailed", "DesignDoesNotFit", "TimingNotMet",
-    "CELL_ALIASES", "parse_nextpnr_report", "parse_critical_paths", "saved_critical_path", "parse_nextpnr_log",
+    "CELL_ALIASES", "parse_nextpnr_report", "parse_critical_paths", "saved_critical_path",
+    "LateRegister", "LATE_REGISTERS_KEPT", "parse_late_registers", "saved_late_registers", "parse_nextpnr_log",
     "check_fits", "build_ecp5", "synthesize", "Synthesis",
 ]
 
@@ -173,6 +176,53 @@ def saved_critical_path(report: dict) -> CriticalPath | None:
 
 
 @dataclass(frozen=True)
+class LateRegister:
+    """A signal whose flip-flop (or block-RAM / DSP) inputs miss their clock's target after routing: how many
+    inputs, and the latest arrival among them. Fmax names one path; these name every register a faster clock
+    must fix (nextpnr's ``--detailed-timing-report``)."""
+
+    signal: str
+    clock: str
+    endpoints: int
+    worst_ns: float       # latest arrival (clock-to-out, logic and routing) at one of its inputs
+    period_ns: float      # the clock's target period
+
+    def to_dict(self) -> dict:
+        return {"signal": self.signal, "clock": self.clock, "endpoints": self.endpoints,
+                "worst_ns": round(self.worst_ns, 3), "period_ns": round(self.period_ns, 3)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LateRegister:
+        return cls(**{k: d[k] for k in ("signal", "clock", "endpoints", "worst_ns", "period_ns")})
+
+
+#: At most this many late registers are kept in a report (the worst first).
+LATE_REGISTERS_KEPT = 60
+
+
+def parse_late_registers(report: str | dict, clocks: dict[str, ClockFmax]) -> tuple[LateRegister, ...]:
+    """The signals with inputs arriving after their clock's target period, grouped from the ``detailed_net_timings``
+    of nextpnr's ``--report`` JSON, latest first (at most :data:`LATE_REGISTERS_KEPT`); ``()`` without them."""
+    data = json.loads(report) if isinstance(report, str) else report
+    period = {name: 1000.0 / c.constraint_mhz for name, c in clocks.items() if c.constraint_mhz}
+    late: dict[tuple[str, str], list[float]] = {}
+    for net in (data.get("detailed_net_timings") or []) if isinstance(data, dict) else []:
+        for end in net.get("endpoints") or []:
+            clock = str(end.get("event", "")).split(" ")[-1]
+            arrival = float((end.get("delay") or [0.0, 0.0])[-1])
+            if clock in period and arrival > period[clock]:
+                late.setdefault((_signal_of(str(end.get("cell", ""))), clock), []).append(arrival)
+    rows = [LateRegister(signal, clock, len(times), max(times), period[clock]) for (signal, clock), times in late.items()]
+    return tuple(sorted(rows, key=lambda r: (-r.worst_ns, r.signal))[:LATE_REGISTERS_KEPT])
+
+
+def saved_late_registers(report: dict) -> tuple[LateRegister, ...]:
+    """:attr:`BuildReport.late_registers` of a report saved with :meth:`BuildReport.to_dict` (``()`` for one from
+    before they were recorded)."""
+    return tuple(LateRegister.from_dict(d) for d in report.get("late_registers", []))
+
+
+@dataclass(frozen=True)
 class BuildReport:
     """What a finished ECP5 build produced and measured."""
 
@@ -190,6 +240,7 @@ class BuildReport:
     synth_opts: str = ""  # extra ``synth_ecp5`` options the build needed (see :data:`ABC9_WORKAROUND`)
     netlist: Path | None = None  # the synthesized netlist (``write_netlist``)
     critical_paths: tuple[CriticalPath, ...] = ()  # from nextpnr's report, worst first
+    late_registers: tuple[LateRegister, ...] = ()  # registers missing their clock's target, latest first
 
     @property
     def critical_path(self) -> CriticalPath | None:
@@ -233,6 +284,7 @@ class BuildReport:
             "routed": self.routed, "synth_opts": self.synth_opts,
             "netlist": str(self.netlist) if self.netlist else None,
             "critical_paths": [path.to_dict() for path in self.critical_paths],
+            "late_registers": [late.to_dict() for late in self.late_registers],
         }
 
 
@@ -458,7 +510,7 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         stale.unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
 
-    opts = ["--report", f"{name}.report.json", "--timing-allow-fail", *nextpnr_opts]
+    opts = ["--report", f"{name}.report.json", "--detailed-timing-report", "--timing-allow-fail", *nextpnr_opts]
     plan = platform.build(design, name=name, do_build=False, do_program=False, nextpnr_opts=" ".join(opts),
                           script_after_read=SCRIPT_AFTER_READ)
     plan.extract(str(work))
@@ -501,10 +553,11 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         source = "report"
     else:  # e.g. nextpnr options overridden through AMARANTH_nextpnr_opts
         util, clocks = parse_nextpnr_log(log_text)
-        critical = ()
+        report_text, critical = "{}", ()
         source = "log"
     if not clocks:  # nextpnr's --report has no Fmax without routing: take the post-placement figure from the log
         clocks = parse_nextpnr_log(log_text)[1]
+    late = parse_late_registers(report_text, clocks) if not place_only else ()
     if not util:
         raise BuildFailed(f"ECP5 build of '{name}' finished but nextpnr reported no utilisation (see {work})")
     check_fits(util, design=name, device=device)
@@ -521,7 +574,7 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
                          source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,
-                         netlist=netlist, critical_paths=critical)
+                         netlist=netlist, critical_paths=critical, late_registers=late)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

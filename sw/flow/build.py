@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
-from sparsegate.hw.platform.ecp5_build import saved_critical_path
+from sparsegate.hw.platform.ecp5_build import saved_critical_path, saved_late_registers
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
            "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_IMAGE_NAME"]
@@ -178,11 +178,30 @@ def format_report(result: BuildResult) -> str:
                f"{'would be met' if rep['timing_met'] else 'NOT met'} by that estimate.\n" if placed else
                f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
             + (f"\nCritical path (nextpnr, {critical.from_clock}): {critical.describe()}.\n" if critical else "")
+            + _late_registers_section(saved_late_registers(rep))
             + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
                f"{result.netlist_sim['netlist_cycles_per_s']:,} cycles/s vs {result.netlist_sim['rtl_cycles_per_s']:,} "
                f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s"
                + (f", alongside place and route: {result.netlist_sim['added_s']:.0f} s added"
                   if result.netlist_sim.get("overlapped") else "") + ").\n" if result.netlist_sim else ""))
+
+
+#: Late registers listed in a build's report.md (report.json keeps up to LATE_REGISTERS_KEPT).
+LATE_REGISTERS_SHOWN = 15
+
+
+def _late_registers_section(late) -> str:
+    """report.md's table of the registers whose inputs miss the target clock (routed builds that fail timing)."""
+    if not late:
+        return ""
+    rows = [f"| `{r.signal}` | {r.endpoints} | {r.worst_ns:.2f} | {r.worst_ns - r.period_ns:+.2f} |"
+            for r in late[:LATE_REGISTERS_SHOWN]]
+    more = f" (the {LATE_REGISTERS_SHOWN} latest of {len(late)} listed in report.json)" if len(late) > LATE_REGISTERS_SHOWN else ""
+    targets = " / ".join(sorted({f"{1000 / r.period_ns:.1f} MHz" for r in late}))
+    return (f"\nRegisters missing the {targets} target{more}: every one a faster clock has "
+            "to fix, not only the critical path's end (nextpnr's arrival at each input):\n\n"
+            "| register | late inputs | latest arrival (ns) | over the period (ns) |\n|---|---:|---:|---:|\n"
+            + "\n".join(rows) + "\n")
 
 
 def _quiet(_: str) -> None:

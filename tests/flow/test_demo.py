@@ -90,7 +90,9 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
             baud=115200, image=image_name, digest="abc", tools={}, geometry={"lanes": lanes}, estimate={},
             report={"device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "utilisation": util,
                     "clocks": {"sync": {"achieved_mhz": 51.5, "constraint_mhz": 100.0, "met": False}},
-                    "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0},
+                    "fmax_mhz": 51.5, "timing_met": False, "elapsed_s": 841.0,
+                    "late_registers": [{"signal": "top.seq.y_left", "clock": "sync", "endpoints": 10,
+                                        "worst_ns": 19.42, "period_ns": 10.0}]},
             bitstream=str(out / "top.bit"), cache_hit=True, out=out, netlist_sim=dict(netlist))
 
     monkeypatch.setattr(build_flow, "build_board", fake_build)
@@ -101,6 +103,7 @@ def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
     assert r["resources"]["DP16KD"] == {"used": 46, "available": 56} and r["resources"]["LUT4"]["used"] == 8325
     assert r["fmax_mhz"] == 51.5 and r["timing_met"] is False and r["cache_hit"]
     assert "4 lanes" in r["report_md"] and r["log"] == ["[3/4] cache hit: somewhere"]
+    assert "missing the 100.0 MHz target" in r["report_md"] and "| `top.seq.y_left` | 10 | 19.42 | +9.42 |" in r["report_md"]
     section = "\n".join(demo_report._build_section(r))
     assert "| DP16KD | 46 | 56 | 82.1 |" in section and "| `sync` | 51.5 | 100.0 | **NO** |" in section
     assert "timing **NOT met**" in section

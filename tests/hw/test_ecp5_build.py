@@ -11,7 +11,8 @@ from amaranth.sim import Simulator
 
 from sparsegate.hw.platform.ecp5_build import (
     BuildReport, CellUsage, ClockFmax, CriticalPath, DesignDoesNotFit, build_ecp5, check_fits, parse_critical_paths,
-    parse_nextpnr_log, parse_nextpnr_report, saved_critical_path, SCRIPT_AFTER_READ,
+    parse_late_registers, parse_nextpnr_log, parse_nextpnr_report, saved_critical_path, saved_late_registers,
+    SCRIPT_AFTER_READ,
 )
 from sparsegate.hw.platform.smoke_top import LFSR_TAPS, SmokeTop
 from sparsegate.sw.util import toolchain
@@ -103,6 +104,35 @@ def test_critical_paths_name_their_signals_worst_first():
                          critical_paths=(async_path, worst))
     assert report.critical_path is worst
     assert parse_critical_paths(SMOKE_REPORT) == ()        # a report without the section has none
+
+
+# The shape of nextpnr 0.11's ``detailed_net_timings`` (--detailed-timing-report; cut from the 85F P=16 engine's
+# report at 125 MHz): per net, the arrival [min, max] at each register input it reaches.
+DETAILED_REPORT = {"detailed_net_timings": [
+    {"net": "top.seq.last_y_TRELLIS_FF_Q_CE", "driver": "top.seq.last_y_TRELLIS_FF_Q_CE_LUT4_Z", "port": "F",
+     "endpoints": [{"cell": f"top.seq.y_left_TRELLIS_FF_Q_{k}", "port": "CE", "event": "posedge $glbnet$clk",
+                    "delay": [8.3, 9.01 - k / 100]} for k in range(3)]
+     + [{"cell": "top.seq.last_y_TRELLIS_FF_Q", "port": "CE", "event": "posedge $glbnet$clk", "delay": [7.2, 7.9]}]},
+    {"net": "top.abuf.bank8_ADA5", "driver": "top.abuf.bank8_ADA5_LUT4_Z", "port": "F",
+     "endpoints": [{"cell": "top.abuf.bank8.0.0", "port": "ADA5", "event": "posedge $glbnet$clk",
+                    "delay": [6.0, 8.16]}]},
+    {"net": "uart_rx", "driver": "uart_rx.buf", "port": "O",   # not timed against the clock's period
+     "endpoints": [{"cell": "top.urx.sync1_TRELLIS_FF_Q", "port": "M", "event": "<async>", "delay": [9.5, 9.5]}]},
+]}
+
+
+def test_late_registers_list_every_input_past_the_target_latest_first():
+    clocks = {"$glbnet$clk": ClockFmax(111.0, 125.0)}
+    y_left, bank = parse_late_registers(json.dumps(DETAILED_REPORT), clocks)
+    assert (y_left.signal, y_left.endpoints, y_left.worst_ns) == ("top.seq.y_left", 3, pytest.approx(9.01))
+    assert (bank.signal, bank.endpoints, bank.period_ns) == ("top.abuf.bank8.0.0", 1, pytest.approx(8.0))
+    assert parse_late_registers(DETAILED_REPORT, {"$glbnet$clk": ClockFmax(111.0, 100.0)}) == ()   # 10 ns: in time
+    assert parse_late_registers(SMOKE_REPORT, clocks) == ()     # a report without the section has none
+    report = BuildReport(design="top", device="LFE5U-85F", package="BG381", speed="6", utilisation={},
+                         clocks=clocks, bitstream=None, build_dir=None, source="report", elapsed_s=0.0,
+                         late_registers=(y_left, bank))
+    assert saved_late_registers(json.loads(json.dumps(report.to_dict()))) == (y_left, bank)
+    assert saved_late_registers({}) == ()
 
 
 def _report(**clocks: ClockFmax) -> BuildReport:
@@ -244,6 +274,9 @@ def test_smoke_report_utilisation_and_fmax(smoke_build):
     assert 1000 / report.critical_path.delay_ns == pytest.approx(clock.achieved_mhz, rel=0.01)
     assert saved["critical_paths"][0]["delay_ns"] == pytest.approx(report.critical_paths[0].delay_ns, abs=1e-3)
     assert saved_critical_path(saved).end == report.critical_path.end
+    # nextpnr timed every register input (--detailed-timing-report); at 25 MHz none is late
+    assert "detailed_net_timings" in json.loads((report.build_dir / "work" / "top.report.json").read_text())
+    assert report.late_registers == () and saved["late_registers"] == []
 
 
 class ManyMultipliers(Elaboratable):

@@ -196,6 +196,12 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
 
 # ------------------------------------------------------------------------------------------ output stage
 
+def _pass_context(**fields) -> dict:
+    """A pass's context as the sequencer issues it: the fields, and its compares of ``vx`` / ``nvalid`` with 1, 2."""
+    return {**fields, "vx_le1": fields["vx"] <= 1, "vx_le2": fields["vx"] <= 2,
+            "nvalid_le1": fields["nvalid"] <= 1, "nvalid_le2": fields["nvalid"] <= 2}
+
+
 @pytest.mark.parametrize("mode", ["conv", "conv_pool_flat", "tile", "tile_pool", "fc"])
 def test_output_stage_random_gaps(mode):
     """One-row passes (``conv``), 2x2 tiles cut at the map's edges (``tile``: 5x5) and pooled 2x2 tiles
@@ -226,7 +232,7 @@ def test_output_stage_random_gaps(mode):
             nvalid = min(lanes, n_out - r * lanes)
             a = [int(v) for v in acc[r * lanes:r * lanes + lanes]] + [0] * (lanes - nvalid)
             a = a[:lanes]
-            tiles.append({"acc": a, "ctx": {"tile": r, "nvalid": nvalid, "vx": nvalid, "vy": 1}})
+            tiles.append({"acc": a, "ctx": _pass_context(tile=r, nvalid=nvalid, vx=nvalid, vy=1)})
             for lane in range(nvalid):
                 s = r * lanes + lane
                 y = requantize(np.array([[a[lane] + bias[s]]]), mult[s], shift[s])[0, 0]
@@ -260,8 +266,7 @@ def test_output_stage_random_gaps(mode):
                                 counter += 1
                             else:
                                 expected.append(conv_place(consumer, out_hb, out_wb, co, py, px) + (v,))
-                    tiles.append({"acc": a, "ctx": {"tile": co, "oy": oy, "x0": x0, "nvalid": vx * vy, "vx": vx,
-                                                    "vy": vy}})
+                    tiles.append({"acc": a, "ctx": _pass_context(tile=co, oy=oy, x0=x0, nvalid=vx * vy, vx=vx, vy=vy)})
         desc = dict(fc=0, relu=relu, pool=pool, out_repl=flat, out_base=37, out_hb=out_hb, out_wb=out_wb,
                     prm_base=0, tlx=tile.tlx, tly=tile.tly, out_cx=0 if flat else consumer.cx,
                     out_ry=0 if flat else consumer.ry)
