@@ -321,7 +321,7 @@ def _plot(points, path: Path):
         ax.set_xlabel("lanes P")
         ax.legend(fontsize=7)
     ax1.set_ylabel("cells")
-    ax2.set_ylabel(f"Fmax (MHz; filled: routed, open: placement estimate, x: {OLD_ENGINE})")
+    ax2.set_ylabel(f"Fmax (MHz)\nfilled: routed, open: placement estimate, x: {OLD_ENGINE}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
