@@ -5,8 +5,10 @@
         [--out runs/bench/builds] [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
 
 By default the points that matter (builds.ROUTED_POINTS: 25F P=4 and the largest P that fits, 45F/85F P=16,
-85F P=32) are placed and routed (sign-off Fmax, bitstream) and the rest of the grid is placed only (Fmax =
-nextpnr's post-placement estimate, marked as such); --quick places every point, --route-all routes every point.
+85F P=32) are placed and routed (sign-off Fmax, bitstream), and so are the old engine's points
+(builds.V1_ROUTED_POINTS: 85F P=16, P=32, 25F P=4; rows of engine v1), and the rest of the grid is placed only
+(Fmax = nextpnr's post-placement estimate, marked as such); --quick places every point of the grid (no v1
+points), --route-all routes every point.
 Writes builds.md, builds.json (the same figures) and sweep.png in --out. The points run as jobs on a local Dask
 cluster (--workers, default one per core) or an existing one (--scheduler); finished points are cached in
 --cache (default OUT/job-cache), so a re-run or an interrupted sweep only builds what is missing.

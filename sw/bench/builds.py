@@ -18,11 +18,17 @@ most lanes whose block-RAM/DSP estimate fits the device.
 
 ``lanes`` / ``devices`` pick a slice of the grid.
 
+The grid is the current engine (``v2``, :data:`~sparsegate.sw.flow.build.ENGINE_VARIANTS`); ``routed_v1`` adds
+routed points of the old engine (``v1``; by default :data:`V1_ROUTED_POINTS`, none in quick mode), each its own row
+(``engine`` in the JSON, a column in the table), built from the same gateware sources, for the engine benchmark's
+new-vs-old throughput.
+
 The points are jobs of :mod:`sparsegate.sw.jobs` (a local Dask cluster by default, or the one ``jobs`` names):
 each one builds in a scratch folder of its worker and sends back its figures and files (``report.json``,
-``report.md``, ``top.bit``), which land in ``OUT/ulx3s-DEV-pP`` here; the table and JSON are the same rows in
-the same order whatever ran where, and the JSON adds each job's wall time, worker, attempts and whether it
-came from the runner's cache. A worker whose gateware sources differ from this checkout's refuses the point.
+``report.md``, ``top.bit``), which land in ``OUT/ulx3s-DEV-pP`` here (``OUT/ulx3s-DEV-pP-v1`` for the old
+engine); the table and JSON are the same rows in the same order whatever ran where, and the JSON adds each job's
+wall time, worker, attempts and whether it came from the runner's cache. A worker whose gateware sources differ
+from this checkout's refuses the point.
 """
 from __future__ import annotations
 
@@ -34,28 +40,32 @@ from pathlib import Path
 
 from sparsegate.hw.platform.ecp5_build import CriticalPath, saved_critical_path
 from sparsegate.sw.bench.results import BenchResult, write_results
+from sparsegate.sw.flow.build import DEFAULT_ENGINE, OLD_ENGINE
 from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
 
 __all__ = ["run_build_sweep", "sweep_point", "gateware_sources_digest", "largest_fitting_lanes", "LANES", "DEVICES",
-           "ROUTED_POINTS"]
+           "ROUTED_POINTS", "V1_ROUTED_POINTS"]
 
 LANES = (1, 4, 8, 16, 32, 64)
 DEVICES = ("25f", "45f", "85f")
 #: The points a sweep places and routes by default (sign-off Fmax); the rest of the grid is placed only.
 ROUTED_POINTS = (("25f", 4), ("25f", "largest"), ("45f", 16), ("85f", 16), ("85f", 32))
+#: The old engine's points a sweep places and routes too (its own rows): the engine benchmark's new vs old.
+V1_ROUTED_POINTS = (("85f", 16), ("85f", 32), ("25f", 4))
 
 
-def largest_fitting_lanes(dev: str, image, lanes=LANES) -> int | None:
-    """The most of ``lanes`` whose engine, with ``image``, fits the ULX3S ``dev`` by the build's block-RAM and
-    DSP estimate (the same numbers that stop a build before the tools run); None if none does."""
+def largest_fitting_lanes(dev: str, image, lanes=LANES, engine: str = DEFAULT_ENGINE) -> int | None:
+    """The most of ``lanes`` whose engine (the variant ``engine``), with ``image``, fits the ULX3S ``dev`` by the
+    build's block-RAM and DSP estimate (the same numbers that stop a build before the tools run); None if none
+    does."""
     from sparsegate.hw.platform.boards import DEVICE_RESOURCES, device_size, make_platform
     from sparsegate.sw.flow.build import ENGINE, board_program
 
     avail = DEVICE_RESOURCES[device_size(str(make_platform(f"ulx3s-{dev}").device))]
     fitting = [p for p in lanes
                if (lambda est: est.dp16kd <= avail["DP16KD"] and est.mult18x18d <= avail["MULT18X18D"])(
-                   ENGINE.estimate(board_program(ENGINE, image, lanes=p)))]
+                   ENGINE.estimate(board_program(ENGINE, image, lanes=p, engine=engine)))]
     return max(fitting, default=None)
 
 
@@ -73,11 +83,11 @@ def gateware_sources_digest() -> str:
 
 
 def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, place_only: bool, sources: str,
-                build_cache: str | None = None) -> dict:
+                build_cache: str | None = None, engine: str = DEFAULT_ENGINE) -> dict:
     """One sweep point as a pure job: build in a scratch folder, return ``{"point": figures, "files": {name:
     bytes}}``. ``sources`` is :func:`gateware_sources_digest` where the sweep was started; a worker with other
     gateware raises rather than report numbers of a different design. ``build_cache``: the bitstream cache
-    folder on the worker (default ``build/bitstreams`` under its working folder)."""
+    folder on the worker (default ``build/bitstreams`` under its working folder); ``engine``: the variant."""
     here = gateware_sources_digest()
     if here != sources:
         raise RuntimeError(f"this worker's gateware/tools (digest {here}) differ from the sweep's ({sources}); "
@@ -85,20 +95,20 @@ def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, pl
     with tempfile.TemporaryDirectory(prefix="sweep-point-") as scratch:
         out = Path(scratch) / f"{board}-p{lanes}"
         point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, place_only=place_only,
-                       build_cache=Path(build_cache) if build_cache else None)
+                       build_cache=Path(build_cache) if build_cache else None, engine=engine)
         files = {f.name: f.read_bytes() for f in sorted(out.glob("*")) if f.is_file()} if out.is_dir() else {}
     return {"point": point, "files": files}
 
 
 def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, place_only: bool,
-           build_cache: Path | None) -> dict:
+           build_cache: Path | None, engine: str) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
     from sparsegate.sw.flow.build import DEFAULT_CACHE, build_board
 
     point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if place_only else "routed"}
     try:
-        result = build_board(board, lanes, out, image=image, clock_mhz=clock_mhz, place_only=place_only,
-                             cache=build_cache or DEFAULT_CACHE)
+        result = build_board(board, lanes, out, image=image, engine=engine, clock_mhz=clock_mhz,
+                             place_only=place_only, cache=build_cache or DEFAULT_CACHE)
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
                      over={k: [u.used, u.available] for k, u in err.overused.items()})
@@ -124,11 +134,21 @@ def _mhz(value) -> str:
 def _row(p: dict) -> str:
     if p["status"] == "ok":
         fmax = _mhz(p["fmax"]) if _mode(p) == "routed" else f"{_mhz(p['fmax'])} (estimate)"
-        return (f"| {p['device']} | {p['lanes']} | {_mode(p)} | {p['lut']:,} | {p['ff']:,} | {p['dsp']} | {p['ebr']} | "
-                f"{fmax} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
+        return (f"| {p['device']} | {p['lanes']} | {p['engine']} | {_mode(p)} | {p['lut']:,} | {p['ff']:,} | "
+                f"{p['dsp']} | {p['ebr']} | {fmax} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
     over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in p.get("over", {}).items())
-    return (f"| {p['device']} | {p['lanes']} | {_mode(p)} | {p['status']}{': needs ' + over if over else ''} "
-            "| | | | | | |")
+    return (f"| {p['device']} | {p['lanes']} | {p['engine']} | {_mode(p)} | "
+            f"{p['status']}{': needs ' + over if over else ''} | | | | | | |")
+
+
+def _folder(board: str, lanes: int, engine: str) -> str:
+    """A point's output folder (and job key): ``ulx3s-DEV-pP``, with ``-ENGINE`` for other variants than v2."""
+    return f"{board}-p{lanes}" + ("" if engine == DEFAULT_ENGINE else f"-{engine}")
+
+
+def _label(device: str, lanes: int, engine: str) -> str:
+    """A point in the log and the notes: ``85F P=16``, ``85F P=16 v1`` for other variants than v2."""
+    return f"{device} P={lanes}" + ("" if engine == DEFAULT_ENGINE else f" {engine}")
 
 
 def _failed_point(board: str, dev: str, lanes: int, place_only: bool, reason: str) -> dict:
@@ -136,15 +156,15 @@ def _failed_point(board: str, dev: str, lanes: int, place_only: bool, reason: st
             "status": "failed", "detail": reason}
 
 
-def _routed_set(routed, devices, lanes_list, image) -> set[tuple[str, int]]:
-    """The ``(device, lanes)`` points of the grid to route (see the module)."""
+def _routed_set(routed, devices, lanes_list, image, engine: str = DEFAULT_ENGINE) -> set[tuple[str, int]]:
+    """The ``(device, lanes)`` points of the grid to route with ``engine`` (see the module)."""
     if routed == "all":
         return {(d, p) for d in devices for p in lanes_list}
     chosen = set()
     for dev, p in routed or ():
         dev = dev.lower()
         if p == "largest":
-            p = largest_fitting_lanes(dev, image, lanes_list)
+            p = largest_fitting_lanes(dev, image, lanes_list, engine)
             if p is None:
                 continue
         if dev not in DEVICES or p not in LANES:
@@ -154,16 +174,17 @@ def _routed_set(routed, devices, lanes_list, image) -> set[tuple[str, int]]:
     return chosen
 
 
-def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes=None, devices=None,
-                    clock_mhz: float = 100.0, image=None, log=print, jobs: RunnerOptions | None = None,
+def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, routed_v1=V1_ROUTED_POINTS, lanes=None,
+                    devices=None, clock_mhz: float = 100.0, image=None, log=print, jobs: RunnerOptions | None = None,
                     build_cache: Path | None = None) -> BenchResult:
     """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
     a local cluster); write ``builds.md`` and ``builds.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
     ``routed``: the ``(device, lanes)`` points to place and route (default :data:`ROUTED_POINTS`; the rest are
-    placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``quick``: every point placed only
-    (Fmax = post-placement estimate). ``build_cache``: the workers' bitstream cache (default
-    ``build/bitstreams`` in each worker's working folder)."""
+    placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``routed_v1``:
+    the points to place and route with the old engine too (default :data:`V1_ROUTED_POINTS`), each its own row;
+    ``quick``: the grid only, every point placed only (Fmax = post-placement estimate). ``build_cache``: the
+    workers' bitstream cache (default ``build/bitstreams`` in each worker's working folder)."""
     from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
@@ -177,36 +198,41 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, lanes
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
     image = image or default_image()
-    to_route = set() if quick else _routed_set(routed, devices, lanes_list, image)
+    to_route = set() if quick else (
+        {(dev, p, DEFAULT_ENGINE) for dev, p in _routed_set(routed, devices, lanes_list, image)}
+        | {(dev, p, OLD_ENGINE) for dev, p in _routed_set(routed_v1, devices, lanes_list, image, OLD_ENGINE)})
     sources = gateware_sources_digest()
-    grid = sorted({(dev, p) for dev in devices for p in lanes_list} | to_route,
-                  key=lambda point: (DEVICES.index(point[0]), point[1]))
-    grid = [(f"ulx3s-{dev}", dev, p, (dev, p) not in to_route) for dev, p in grid]
+    grid = sorted({(dev, p, DEFAULT_ENGINE) for dev in devices for p in lanes_list} | to_route,
+                  key=lambda point: (DEVICES.index(point[0]), point[1], point[2] != DEFAULT_ENGINE))
+    grid = [(f"ulx3s-{dev}", dev, p, (dev, p, engine) not in to_route, engine) for dev, p, engine in grid]
     order = sorted(range(len(grid)), key=lambda i: grid[i][3])   # routed points first: the longest, and the
-    todo = [Job(f"{board}-p{p}", sweep_point, (board, dev, p),    # ones an interrupted sweep should have
+    todo = [Job(_folder(board, p, engine), sweep_point, (board, dev, p),  # ones an interrupted sweep should have
                 {"image": image, "clock_mhz": clock_mhz, "place_only": placed, "sources": sources,
-                 "build_cache": str(build_cache) if build_cache else None})
-            for board, dev, p, placed in (grid[i] for i in order)]
+                 "build_cache": str(build_cache) if build_cache else None,
+                 # v2 keeps the arguments it had before the variants: the runner's cache key of its points
+                 **({} if engine == DEFAULT_ENGINE else {"engine": engine})})
+            for board, dev, p, placed, engine in (grid[i] for i in order)]
     data = {"quick": quick, "clock_mhz": clock_mhz, "sources": sources, "sweep_s": 0.0, "points": [], "plot": None}
     settled: dict[int, dict] = {}
 
     def arrived(k: int, job: JobResult) -> None:
         i = order[k]
-        board, dev, p, placed = grid[i]
+        board, dev, p, placed, engine = grid[i]
+        folder = out_dir / _folder(board, p, engine)
         if job.ok:
             point, files = job.value["point"], dict(job.value["files"])
             if "report.json" in files:      # it names the bitstream where the worker built it: name it here
                 report = json.loads(files["report.json"])
                 if report.get("bitstream"):
-                    report["bitstream"] = str(out_dir / f"{board}-p{p}" / "top.bit")
+                    report["bitstream"] = str(folder / "top.bit")
                 files["report.json"] = (json.dumps(report, indent=2) + "\n").encode()
             for name, blob in files.items():
-                write_bytes(out_dir / f"{board}-p{p}" / name, blob)
+                write_bytes(folder / name, blob)
         else:
             point = _failed_point(board, dev, p, placed, job.error)
-        settled[i] = {**point, "job": {"wall_s": round(job.wall_s, 1), "worker": job.worker,
-                                       "attempts": job.attempts, "cached": job.cached}}
-        log(f"[sweep] {board} P={p}: {point['status']}" + ("" if job.ok else f" ({job.error})"))
+        settled[i] = {**point, "engine": engine, "job": {"wall_s": round(job.wall_s, 1), "worker": job.worker,
+                                                         "attempts": job.attempts, "cached": job.cached}}
+        log(f"[sweep] {_label(board, p, engine)}: {point['status']}" + ("" if job.ok else f" ({job.error})"))
         data["points"] = [settled[k] for k in sorted(settled)]
         write_results("builds", _markdown(data), data, out_dir)
 
@@ -229,8 +255,8 @@ def _markdown(data: dict) -> str:
     """The sweep's table and notes, from its figures alone (so ``builds.md`` and ``builds.json`` cannot disagree)."""
     clock_mhz, points = data["clock_mhz"], data["points"]
     modes = {_mode(p) for p in points}
-    table = (f"| device | P | mode | LUT4 | FF | MULT18X18D | DP16KD | Fmax (MHz) | met at {clock_mhz:g} MHz | tool s |\n"
-             "|---|---:|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
+    table = (f"| device | P | engine | mode | LUT4 | FF | MULT18X18D | DP16KD | Fmax (MHz) | met at {clock_mhz:g} MHz "
+             "| tool s |\n|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
     if modes == {"placed"}:
         mode = ("**quick mode: placed only, no routing; every Fmax is nextpnr's post-placement estimate, not a "
                 "sign-off figure**")
@@ -244,18 +270,21 @@ def _markdown(data: dict) -> str:
     reused = (f" ({len(cached)} of {len(points)} points from the runner's cache, built by an earlier run; their "
               f"jobs' own wall times sum to {sum(p['job']['wall_s'] for p in cached):.0f} s)") if cached else ""
     return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
-            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. \"does not fit\" = the "
+            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. Engine `{DEFAULT_ENGINE}` is the "
+            f"current engine, `{OLD_ENGINE}` the old one (one-row passes, one pixel drained a cycle, 2P activation "
+            "banks: `sw/flow/build.py:ENGINE_VARIANTS`), built from the same gateware sources. \"does not fit\" = the "
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
             f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s{reused}"
             + (f" (gateware {data['sources']})" if data.get("sources") else "") + f".\n\n{table}\n"
             + ("\nCritical path of each point (nextpnr's worst register-to-register path; signal names as "
                "Yosys left them on the cells):\n\n"
-               + "".join(f"- {p['device']} P={p['lanes']} ({_mode(p)}): "
+               + "".join(f"- {_label(p['device'], p['lanes'], p['engine'])} ({_mode(p)}): "
                          f"{CriticalPath.from_dict(p['critical_path']).describe()}\n"
                          for p in points if p.get("critical_path"))
                if any(p.get("critical_path") for p in points) else "")
-            + "".join(f"\n{p['device']} P={p['lanes']} was synthesised with `synth_ecp5 {p['synth_opts']}` (the "
-                      "workaround for Yosys 0.70's abc9 assertion, `hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
+            + "".join(f"\n{_label(p['device'], p['lanes'], p['engine'])} was synthesised with "
+                      f"`synth_ecp5 {p['synth_opts']}` (the workaround for Yosys 0.70's abc9 assertion, "
+                      "`hw/platform/ecp5_build.py:ABC9_WORKAROUND`).\n"
                       for p in points if p.get("synth_opts"))
             + (f"\n![sweep]({data['plot']})\n" if data["plot"] else ""))
 
@@ -272,20 +301,27 @@ def _plot(points, path: Path):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for dev in sorted({p["device"] for p in ok}):
-        pts = sorted((p for p in ok if p["device"] == dev), key=lambda p: p["lanes"])
+        pts = sorted((p for p in ok if p["device"] == dev and p["engine"] == DEFAULT_ENGINE), key=lambda p: p["lanes"])
         x = [p["lanes"] for p in pts]
-        ax1.plot(x, [p["lut"] for p in pts], "o-", label=f"{dev} LUT4")
-        ax1.plot(x, [p["ebr"] * 100 for p in pts], "s--", label=f"{dev} DP16KD x100")
+        lut, = ax1.plot(x, [p["lut"] for p in pts], "o-", label=f"{dev} LUT4")
+        ebr, = ax1.plot(x, [p["ebr"] * 100 for p in pts], "s--", label=f"{dev} DP16KD x100")
         line, = ax2.plot(x, [p["fmax"] for p in pts], "-", label=dev)
         for p in pts:   # filled: routed (sign-off); open: placement estimate
             ax2.plot(p["lanes"], p["fmax"], "o", color=line.get_color(),
                      markerfacecolor=line.get_color() if _mode(p) == "routed" else "none")
+        old = [p for p in ok if p["device"] == dev and p["engine"] != DEFAULT_ENGINE]
+        if old:     # the old engine's points: crosses beside the grid's lines
+            x = [p["lanes"] for p in old]
+            ax1.plot(x, [p["lut"] for p in old], "x", color=lut.get_color(), label=f"{dev} LUT4, {OLD_ENGINE}")
+            ax1.plot(x, [p["ebr"] * 100 for p in old], "x", color=ebr.get_color(),
+                     label=f"{dev} DP16KD x100, {OLD_ENGINE}")
+            ax2.plot(x, [p["fmax"] for p in old], "x", color=line.get_color(), label=f"{dev} {OLD_ENGINE}")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("lanes P")
         ax.legend(fontsize=7)
     ax1.set_ylabel("cells")
-    ax2.set_ylabel("Fmax (MHz; filled: routed, open: placement estimate)")
+    ax2.set_ylabel(f"Fmax (MHz)\nfilled: routed, open: placement estimate, x: {OLD_ENGINE}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

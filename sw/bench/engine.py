@@ -2,12 +2,14 @@
 reference workload (:func:`~sparsegate.sw.flow.lenet.pruned_lenet5`) and SRA + NRP through the prune registry
 (:func:`~sparsegate.sw.flow.lenet.sra_nrp_lenet5`).
 
-Per network, per engine variant (:data:`ENGINES`) and per lane count P in :data:`LANE_COUNTS`: cycles —
+Per network, per engine variant (:data:`ENGINES`, the build's ``ENGINE_VARIANTS``) and per lane count P in
+:data:`LANE_COUNTS`: cycles —
 measured on Verilator (free-running whole-network runs, bit for bit against the golden model through the
 per-layer signatures) at :data:`MEASURED_LANES`, the analytical cycle model elsewhere —, ideal cycles (nonzero
 MACs / P), lane utilisation, dense cycles (the unpruned network on the same engine, cycle model), speed-up vs
 dense and the MAC reduction; the goals of issue #16 checked against those figures; effective throughput at the
-routed Fmax of the build sweep (:mod:`~sparsegate.sw.bench.routed_builds`) per MULT18X18D and per 1k LUT4. Also,
+routed Fmax of the build sweep (:mod:`~sparsegate.sw.bench.routed_builds`) per MULT18X18D and per 1k LUT4, each
+variant at its own routed build, new over old side by side. Also,
 on the new engine at the most measured lanes: cycles per layer, the energy estimate per inference, sparse vs
 dense (:mod:`sparsegate.hw.engine.energy_model`, its command counts checked against the hardware's counters), and
 the simulation speed of Verilator vs Icarus vs Amaranth's simulator on the same design, measured here.
@@ -19,17 +21,11 @@ import time
 from pathlib import Path
 
 from sparsegate.sw.bench.results import BenchResult, write_results
+from sparsegate.sw.flow.build import DEFAULT_ENGINE as NEW, ENGINE_VARIANTS as ENGINES, OLD_ENGINE as OLD
 
 __all__ = ["ENGINES", "LANE_COUNTS", "MEASURED_LANES", "NETWORKS", "NEW", "OLD", "energy_figures", "energy_section",
            "run_engine_benchmark"]
 
-#: The engine variants compared, as keyword arguments of ``compile_program``: the old engine and the new one.
-ENGINES = {
-    "v1": dict(tiling="rows", drains=1, bank_ratio=2),   # the old engine: one-row passes, one pixel drained a
-                                                         # cycle, 2P activation banks
-    "v2": {},                              # the new engine: compile_program's defaults (2-D tiles, two a cycle)
-}
-OLD, NEW = "v1", "v2"
 LANE_COUNTS = (1, 2, 4, 8, 16, 32)
 MEASURED_LANES = (4, 16)       # on Verilator; the cycle model for the other lane counts
 QUICK_MEASURED_LANES = (4,)
@@ -227,17 +223,23 @@ class _Runner:
                 for sim, (cyc, w, bs, d) in speeds.items()]
 
 
+#: The throughput figures compared new over old (:func:`throughput_figures`' ``comparison``).
+COMPARED = ("dense_macs_per_s", "per_dsp", "per_klut4")
+
+
 def throughput_figures(networks: dict, figures, sources: str) -> dict:
     """Dense-equivalent MACs per second at the routed Fmax, per MULT18X18D and per 1k LUT4, per network,
-    variant and routed point (the issue's and every routed point of the sweep at a benchmarked P). Only the
-    variants compiled with ``compile_program``'s defaults get the sweep's figures: those are what it built."""
+    variant and routed point (the issue's and every routed point of the sweep at a benchmarked P), each variant
+    at the sweep's routed build of that variant; and per network and point the new engine's figures over the old
+    engine's (:data:`COMPARED`; ``ratio`` None where either has no routed build)."""
     points = set(THROUGHPUT_POINTS)
     if figures is not None:
-        points |= {k for k in figures.routed if k[1] in LANE_COUNTS}
+        points |= {(device, lanes) for device, lanes, _ in figures.routed if lanes in LANE_COUNTS}
     points = sorted(points, key=lambda k: (k[0], k[1]))
-    rows = []
+    rows, comparison = [], []
     for name, net in networks.items():
         for device, lanes in points:
+            by_variant = {}
             for variant in ENGINES:
                 pt = next(p for p in net["engines"][variant]["points"] if p["lanes"] == lanes) \
                     if lanes in LANE_COUNTS else None
@@ -245,10 +247,8 @@ def throughput_figures(networks: dict, figures, sources: str) -> dict:
                        "cycles": pt["cycles"] if pt else None, "dense_macs": net["dense_macs"]}
                 if figures is None:
                     row["missing"] = "no build sweep JSON"
-                elif ENGINES[variant]:
-                    row["missing"] = "no routed build of this variant (the sweep builds compile_program's defaults)"
                 else:
-                    build = figures.lookup(device, lanes)
+                    build = figures.lookup(device, lanes, variant)
                     if isinstance(build, str):
                         row["missing"] = build
                     else:
@@ -258,10 +258,15 @@ def throughput_figures(networks: dict, figures, sources: str) -> dict:
                                    per_dsp=per_s * net["dense_macs"] / build.dsp,
                                    per_klut4=per_s * net["dense_macs"] / (build.lut4 / 1000))
                 rows.append(row)
+                by_variant[variant] = row
+            old, new = by_variant[OLD], by_variant[NEW]
+            comparison.append({"network": name, "device": device, "lanes": lanes, **{
+                key: {"old": old.get(key), "new": new.get(key),
+                      "ratio": new[key] / old[key] if key in old and key in new else None} for key in COMPARED}})
     sweep = None if figures is None else {"path": str(figures.path), "sources": figures.sources,
                                           "clock_mhz": figures.clock_mhz, "current_gateware": sources,
                                           "same_gateware": figures.sources == sources}
-    return {"sweep": sweep, "rows": rows}
+    return {"sweep": sweep, "rows": rows, "comparison": comparison}
 
 
 def goals(data: dict) -> list[dict]:
@@ -385,7 +390,7 @@ def _markdown(data: dict) -> str:
                      f"{b['outputs_checked']} | {b['mismatches']} | {b['predictions_equal_reference']}/{b['digits']} | "
                      f"{b['labels_correct']}/{b['digits']} | {b['identical_cycles']} | {b['model_exact']} | "
                      f"{p['load_cycles']} |")
-    lines += ["", *_throughput_section(data["throughput"])]
+    lines += ["", *_throughput_section(data["throughput"], data["old"], data["new"])]
     detail = data["detail_lanes"]
     for name, net in nets.items():
         lines += ["", *_layer_section(name, net, detail, data["new"])]
@@ -400,7 +405,7 @@ def _scaled(value: float | None, scale: float, digits: int = 1) -> str:
     return "—" if value is None else f"{value / scale:,.{digits}f}"
 
 
-def _throughput_section(tp: dict) -> list[str]:
+def _throughput_section(tp: dict, old: str, new: str) -> list[str]:
     sweep = tp["sweep"]
     if sweep is None:
         source = ("No build sweep JSON was found (`builds/builds.json` beside this run's folder, or "
@@ -428,6 +433,16 @@ def _throughput_section(tp: dict) -> list[str]:
                          f"{r['lut4']:,} | {r['dsp']} | {cycles} | {_scaled(r['inferences_per_s'], 1, 0)} | "
                          f"{_scaled(r['dense_macs_per_s'], 1e9, 2)} | {_scaled(r['per_dsp'], 1e6)} | "
                          f"{_scaled(r['per_klut4'], 1e6)} |")
+    lines += ["", f"New vs old engine side by side (`{new}` / `{old}`, each at its own routed build of the same "
+              "gateware; — where either has none):", "",
+              f"| network | device | P | dense-eq. GMAC/s {old} | {new} | {new}/{old} "
+              f"| MMAC/s per MULT18X18D {old} | {new} | {new}/{old} | MMAC/s per 1k LUT4 {old} | {new} | {new}/{old} |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in tp["comparison"]:
+        cells = [f"{_scaled(c[key]['old'], scale, digits)} | {_scaled(c[key]['new'], scale, digits)} | "
+                 + ("—" if c[key]["ratio"] is None else f"{c[key]['ratio']:.2f}x")
+                 for key, scale, digits in (("dense_macs_per_s", 1e9, 2), ("per_dsp", 1e6, 1), ("per_klut4", 1e6, 1))]
+        lines.append(f"| {c['network']} | {c['device']} | {c['lanes']} | {' | '.join(cells)} |")
     return lines
 
 

@@ -1,13 +1,16 @@
 """The routed figures of a build sweep (``builds.json``, written by :func:`sparsegate.sw.bench.builds.run_build_sweep`),
-for the benchmarks that price throughput per resource: per ``(device, lanes)`` point nextpnr's post-route Fmax
-and the LUT4 / MULT18X18D / DP16KD it used, or why the point has no such figure (placed only, does not fit,
-failed, not in the sweep). Post-placement estimates are never taken for routed figures.
+for the benchmarks that price throughput per resource: per ``(device, lanes, engine)`` point nextpnr's post-route
+Fmax and the LUT4 / MULT18X18D / DP16KD it used, or why the point has no such figure (placed only, does not fit,
+failed, not in the sweep). Post-placement estimates are never taken for routed figures. A point without an
+``engine`` (a sweep from before the variants) is the current engine's.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sparsegate.sw.flow.build import DEFAULT_ENGINE
 
 __all__ = ["RoutedBuild", "SweepFigures", "SweepFormatError", "find_sweep", "read_sweep"]
 
@@ -22,6 +25,7 @@ class RoutedBuild:
 
     device: str        # "25F", "45F", "85F"
     lanes: int
+    engine: str        # the variant (sw/flow/build.py:ENGINE_VARIANTS)
     fmax_mhz: float
     lut4: int
     ff: int
@@ -38,12 +42,12 @@ class SweepFigures:
     path: Path
     sources: str              # digest of the gateware sources and tools the sweep built
     clock_mhz: float
-    routed: dict = field(default_factory=dict)    # (device, lanes) -> RoutedBuild
-    missing: dict = field(default_factory=dict)   # (device, lanes) -> why there is no routed figure
+    routed: dict = field(default_factory=dict)    # (device, lanes, engine) -> RoutedBuild
+    missing: dict = field(default_factory=dict)   # (device, lanes, engine) -> why there is no routed figure
 
-    def lookup(self, device: str, lanes: int) -> RoutedBuild | str:
-        """The routed build at ``(device, lanes)``, or a short reason why there is none."""
-        key = (device.upper(), lanes)
+    def lookup(self, device: str, lanes: int, engine: str = DEFAULT_ENGINE) -> RoutedBuild | str:
+        """The routed build of ``engine`` at ``(device, lanes)``, or a short reason why there is none."""
+        key = (device.upper(), lanes, engine)
         return self.routed.get(key) or self.missing.get(key, "not in the sweep")
 
 
@@ -65,7 +69,7 @@ def read_sweep(path: str | Path) -> SweepFigures:
     routed, missing = {}, {}
     for i, p in enumerate(data["points"]):
         try:
-            key = (str(p["device"]).upper(), int(p["lanes"]))
+            key = (str(p["device"]).upper(), int(p["lanes"]), str(p.get("engine", DEFAULT_ENGINE)))
             if p["status"] != "ok":
                 missing[key] = str(p["status"])
             elif p.get("mode", "routed") != "routed":
@@ -73,7 +77,7 @@ def read_sweep(path: str | Path) -> SweepFigures:
             elif p.get("fmax") is None:
                 missing[key] = "routed, but nextpnr reported no Fmax"
             else:
-                routed[key] = RoutedBuild(key[0], key[1], float(p["fmax"]), int(p["lut"]), int(p["ff"]),
+                routed[key] = RoutedBuild(*key, float(p["fmax"]), int(p["lut"]), int(p["ff"]),
                                           int(p["dsp"]), int(p["ebr"]), bool(p["met"]), str(p.get("digest", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise SweepFormatError(f"{path}: points[{i}]: expected device, lanes, status, mode, fmax, lut, ff, dsp, "

@@ -1,13 +1,15 @@
 """``sparsegate build``: the board top level (engine + UART host link + PLL) as an ECP5 bitstream.
 
-    sparsegate build --board ulx3s-85f --lanes 16 [--image IMG] [--clock-mhz 100] --out DIR
+    sparsegate build --board ulx3s-85f --lanes 16 [--image IMG] [--engine v1|v2] [--clock-mhz 100] --out DIR
     sparsegate build --board ulx3s-85f --core lif --image SNN.npz [--units 20 --per-word 8] --out DIR
 
 Compiles the weight image (default: the pruned LeNet-5) into the engine's memories (the power-up
 contents; any image that fits the same geometry can be loaded at run time over the host link), checks
 an estimate of block RAM and DSP use against the device (a design that clearly cannot fit stops here,
-with the numbers), then runs Yosys -> nextpnr-ecp5 -> ecppack through YoWASP. Writes ``DIR/top.bit``,
-``DIR/report.json`` and ``DIR/report.md`` (LUT4, FF, MULT18X18D, DP16KD, Fmax per clock, timing met).
+with the numbers), then runs Yosys -> nextpnr-ecp5 -> ecppack through YoWASP. ``--engine v1`` builds the old
+engine (one-row passes, one pixel drained a cycle, 2P activation banks) instead of the current ``v2``, for
+comparisons. Writes ``DIR/top.bit``, ``DIR/report.json`` and ``DIR/report.md`` (LUT4, FF, MULT18X18D, DP16KD,
+Fmax per clock, timing met).
 ``--netlist-sim N`` also simulates the synthesized netlist through the UART pins on N held-out digits
 (Verilator, ECP5 cell models), bit for bit against the golden model and the RTL of the same top; the
 report says "netlist simulated: N digits bit-exact" or names the first difference (exit status 1).
@@ -29,11 +31,15 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     from sparsegate.hw.platform.boards import board_names
     from sparsegate.hw.platform.cores import CORES
-    from sparsegate.sw.flow.build import DEFAULT_CACHE
+    from sparsegate.sw.flow.build import DEFAULT_CACHE, DEFAULT_ENGINE, ENGINE_VARIANTS
     parser.add_argument("--board", required=True, choices=board_names(), help="target board")
     parser.add_argument("--core", choices=("auto", *CORES), default="auto",
                         help="device behind the host link: the sparse engine or the LIF core (default: from --image)")
     parser.add_argument("--lanes", type=int, default=16, help="MAC lanes P: a power of two (default 16)")
+    parser.add_argument("--engine", choices=tuple(ENGINE_VARIANTS), default=DEFAULT_ENGINE,
+                        help="engine variant: v2 the current engine (2-D tiles, two pixels drained a cycle), v1 "
+                             "the old one (one-row passes, one pixel a cycle, 2P activation banks); default "
+                             f"{DEFAULT_ENGINE}; --core engine only")
     parser.add_argument("--units", type=int, default=20, help="--core lif: neuron units (default 20)")
     parser.add_argument("--per-word", type=int, default=8, help="--core lif: weights per bank word (default 8)")
     parser.add_argument("--image", type=Path,
@@ -76,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         core = detect_core(args.core, args.image)
         image = read_image_bytes(args.image) if core is ENGINE and args.image else args.image
-        result = build_board(args.board, args.lanes, args.out, image=image, core=core, units=args.units,
-                             per_word=args.per_word, image_name=str(args.image) if args.image else DEFAULT_IMAGE_NAME,
+        result = build_board(args.board, args.lanes, args.out, image=image, engine=args.engine, core=core,
+                             units=args.units, per_word=args.per_word,
+                             image_name=str(args.image) if args.image else DEFAULT_IMAGE_NAME,
                              clock_mhz=args.clock_mhz, baud=args.baud, samples=args.samples, headroom=args.headroom,
                              uart_pins=uart, cache=args.cache, force=args.force, precheck=not args.no_precheck,
                              place_only=args.place_only, seed=args.seed, netlist_sim=args.netlist_sim, log=print)

@@ -5,8 +5,9 @@ a PLL) through Yosys -> nextpnr-ecp5 -> ecppack (YoWASP), with a fit pre-check a
 power-up contents; any image that fits the same geometry can be loaded at run time over the host link), or
 sizes the LIF core for an integer SNN (``core="lif"``); checks the core's block-RAM / DSP estimate against the
 device (a design that clearly cannot fit stops with :class:`~sparsegate.hw.platform.ecp5_build.DesignDoesNotFit`);
-then runs the tools. It writes ``OUT/top.bit``, ``OUT/report.json`` and ``OUT/report.md`` and returns a
-:class:`BuildResult`.
+then runs the tools. ``engine`` names the engine variant the image is compiled for (:data:`ENGINE_VARIANTS`:
+the current engine, or the old one for comparisons). It writes ``OUT/top.bit``, ``OUT/report.json`` and
+``OUT/report.md`` and returns a :class:`BuildResult`.
 
 ``netlist_sim=N`` also simulates the synthesized netlist of the top through its UART pins on ``N`` digits
 (:func:`~sparsegate.sw.flow.netlist_sim.netlist_check`, against the golden model and the RTL of the same top);
@@ -34,10 +35,21 @@ from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
 from sparsegate.hw.platform.ecp5_build import saved_critical_path, saved_late_registers
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
-           "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_IMAGE_NAME"]
+           "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_ENGINE", "DEFAULT_IMAGE_NAME",
+           "ENGINE_VARIANTS", "OLD_ENGINE"]
 
 DEFAULT_CACHE = Path("build/bitstreams")
 DEFAULT_IMAGE_NAME = "pruned LeNet-5"
+#: The engine variants, as keyword arguments of ``compile_program`` (they set the geometry the gateware is built
+#: with and the program it runs): ``v2`` the current engine, its defaults (per-layer 2-D tiles, two pixels drained
+#: a cycle, P activation banks for stride-1 images); ``v1`` the old one (one-row passes, one pixel drained a
+#: cycle, 2P banks), built from today's gateware for comparisons.
+ENGINE_VARIANTS = {
+    "v1": dict(tiling="rows", drains=1, bank_ratio=2),
+    "v2": {},
+}
+DEFAULT_ENGINE = "v2"
+OLD_ENGINE = "v1"
 
 
 class BuildError(ValueError):
@@ -62,6 +74,7 @@ class BuildResult:
     geometry: dict
     estimate: dict
     report: dict
+    engine: str | None = None   # the engine variant (:data:`ENGINE_VARIANTS`); None for other cores
     bitstream: str | None = None
     cache_hit: bool = False
     out: Path | None = None
@@ -92,13 +105,13 @@ class BuildResult:
         return {"board": self.board, "description": self.description, "core": self.core, "lanes": self.lanes,
                 "units": self.units, "clock_mhz": self.clock_mhz, "baud": self.baud, "image": self.image,
                 "digest": self.digest, "tools": self.tools, "geometry": self.geometry, "estimate": self.estimate,
-                "report": self.report, "bitstream": self.bitstream,
+                "report": self.report, "engine": self.engine, "bitstream": self.bitstream,
                 **({"netlist_sim": self.netlist_sim} if self.netlist_sim is not None else {})}
 
     @classmethod
     def from_dict(cls, info: dict, **extra) -> BuildResult:
         fields = ("board", "description", "core", "lanes", "units", "clock_mhz", "baud", "image", "digest", "tools",
-                  "geometry", "estimate", "report", "bitstream")
+                  "geometry", "estimate", "report", "engine", "bitstream")
         return cls(**{k: info.get(k) for k in fields}, **extra)
 
 
@@ -168,7 +181,7 @@ def format_report(result: BuildResult) -> str:
     for name, c in rep["clocks"].items():
         clocks.append(f"| `{name}` | {c['achieved_mhz']:.1f} | {c['constraint_mhz'] or '-'} | "
                       f"{'yes' if c['met'] else '**NO**'} |")
-    what = core_named(result.core).heading(result.geometry)
+    what = core_named(result.core).heading(result.geometry) + (f", engine {result.engine}" if result.engine else "")
     critical = saved_critical_path(rep)
     return (f"# {result.board}: {what} at {result.clock_mhz:.2f} MHz\n\n"
             f"Device {rep['device']} ({rep['package']}, speed {rep['speed']}); image `{result.image}`; "
@@ -208,12 +221,16 @@ def _quiet(_: str) -> None:
     """The default log: say nothing."""
 
 
-def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_word: int = 8, samples: int = 1,
-                  headroom: float = 0.0, image_name: str = DEFAULT_IMAGE_NAME, log: Callable[[str], None] = _quiet):
+def board_program(core: Core, image, *, lanes: int = 16, engine: str = DEFAULT_ENGINE, units: int = 20,
+                  per_word: int = 8, samples: int = 1, headroom: float = 0.0, image_name: str = DEFAULT_IMAGE_NAME,
+                  log: Callable[[str], None] = _quiet):
     """What a board top of ``core`` is built from: an engine program compiled from the weight image ``image``
-    (path, bytes or network; ``None``: the pruned LeNet-5) for ``lanes`` and repacked into its capacity geometry
-    (``headroom``, ``samples`` input slots); or a LIF design sizing the integer SNN ``image`` (an ``IntSNN`` or
-    an exported ``.npz``) to ``units`` x ``per_word``."""
+    (path, bytes or network; ``None``: the pruned LeNet-5) for ``lanes`` and the variant ``engine``
+    (:data:`ENGINE_VARIANTS`) and repacked into its capacity geometry (``headroom``, ``samples`` input slots); or a
+    LIF design sizing the integer SNN ``image`` (an ``IntSNN`` or an exported ``.npz``) to ``units`` x
+    ``per_word``. Raises :class:`BuildError` for a wrong request (unknown ``engine``, bad lane count, no SNN)."""
+    if engine not in ENGINE_VARIANTS:
+        raise BuildError(f"engine must be one of {', '.join(ENGINE_VARIANTS)}, got {engine!r}")
     if core is LIF:
         from sparsegate.hw.lif.design import LifDesign
         from sparsegate.sw.ir.snn_golden import IntSNN, load_int_snn
@@ -227,8 +244,8 @@ def board_program(core: Core, image, *, lanes: int = 16, units: int = 20, per_wo
     from sparsegate.hw.platform.board_top import capacity_geometry, retarget_program
     if lanes < 1 or lanes & (lanes - 1) or lanes > 64:
         raise BuildError(f"--lanes must be a power of two in 1..64, got {lanes}")
-    log(f"[1/4] compiling {image_name} for {lanes} lanes")
-    program = program_from_image(default_image() if image is None else image, lanes)
+    log(f"[1/4] compiling {image_name} for {lanes} lanes, engine {engine}")
+    program = program_from_image(default_image() if image is None else image, lanes, **ENGINE_VARIANTS[engine])
     return retarget_program(program, capacity_geometry(program, headroom=headroom, n_samples=samples))
 
 
@@ -260,10 +277,10 @@ def _netlist_check(program, image, platform, clock_mhz: float, clk_hz: float, ba
 
 
 def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: str = DEFAULT_IMAGE_NAME,
-                clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1, headroom: float = 0.0,
-                uart_pins: tuple[str, str] | None = None, cache: Path | None = DEFAULT_CACHE, force: bool = False,
-                precheck: bool = True, place_only: bool = False, core: Core | str = ENGINE, units: int = 20,
-                per_word: int = 8, seed: int = 1, netlist_sim: int = 0, netlist_load: bool = True,
+                engine: str = DEFAULT_ENGINE, clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1,
+                headroom: float = 0.0, uart_pins: tuple[str, str] | None = None, cache: Path | None = DEFAULT_CACHE,
+                force: bool = False, precheck: bool = True, place_only: bool = False, core: Core | str = ENGINE,
+                units: int = 20, per_word: int = 8, seed: int = 1, netlist_sim: int = 0, netlist_load: bool = True,
                 log: Callable[[str], None] = _quiet) -> BuildResult:
     """Build (or fetch from the cache) one board bitstream; writes ``out/top.bit``, ``report.json`` (the
     result's :meth:`~BuildResult.to_dict`) and ``report.md``.
@@ -274,8 +291,8 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     with the network the bitstream holds instead of loading it over the link.
     ``core``: a registry :class:`~sparsegate.hw.platform.cores.Core` or its name; for the LIF core ``image`` is
     an :class:`~sparsegate.sw.ir.snn_golden.IntSNN` or the path of one exported with ``sparsegate snn export``
-    (``units``/``per_word`` size it; ``lanes`` is ignored); for the engine, a weight image (path, bytes or
-    network; default the pruned LeNet-5).
+    (``units``/``per_word`` size it; ``lanes`` and ``engine`` are ignored); for the engine, a weight image (path,
+    bytes or network; default the pruned LeNet-5) compiled for the variant ``engine`` (:data:`ENGINE_VARIANTS`).
     Raises :class:`BuildError`, ``DesignDoesNotFit``, ``BuildFailed`` (``hw.platform.ecp5_build``) or
     ``ToolNotFoundError`` (``sw.util.toolchain``)."""
     from sparsegate.hw.platform.board_top import BoardTop, pll_params
@@ -295,8 +312,9 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     fin = platform.resources[platform.default_clk, 0].clock.frequency
     clk_hz = fin if abs(fin - clock_mhz * 1e6) < 1 else pll_params(fin, clock_mhz * 1e6)["fout_hz"]
     settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins, "seed": seed}
-    program = board_program(core, image, lanes=lanes, units=units, per_word=per_word, samples=samples,
-                            headroom=headroom, image_name=image_name, log=log)
+    program = board_program(core, image, lanes=lanes, engine=engine, units=units, per_word=per_word,
+                            samples=samples, headroom=headroom, image_name=image_name, log=log)
+    variant = engine if core is ENGINE else None
     geometry = core.identity(program)
     digest = build_digest(program, **settings)
     est = core.estimate(program)
@@ -320,6 +338,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     if have and not force:
         log(f"[3/4] cache hit: {cached}")
         result = BuildResult.from_dict(json.loads((cached / "report.json").read_text()), cache_hit=True)
+        result.engine = variant      # a build cached before the variants were recorded has none
         kept = cached / "build" / "work" / "top.netlist.v"     # written by that build if it had --netlist-sim
         netlist = kept if kept.is_file() else None
     else:
@@ -344,7 +363,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
                              lanes=lanes if core is ENGINE else None, units=units if core is LIF else None,
                              clock_mhz=clk_hz / 1e6, baud=baud, image=image_name, digest=digest,
                              tools=toolchain_versions(), geometry=geometry, estimate=est.to_dict(),
-                             report=report.to_dict())
+                             report=report.to_dict(), engine=variant)
         if cached is not None:
             if not place_only:
                 shutil.copyfile(report.bitstream, cached / "top.bit")

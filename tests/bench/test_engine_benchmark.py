@@ -144,3 +144,54 @@ def test_a_file_that_is_not_a_sweep_is_refused_naming_it(tmp_path):
     bad.write_text("not json")
     with pytest.raises(SweepFormatError, match="sweep.json: not a readable JSON file"):
         read_sweep(bad)
+
+
+def test_read_sweep_keys_points_by_engine_and_takes_a_point_without_one_for_v2(tmp_path):
+    path = tmp_path / "builds.json"
+    write_json(path, {"clock_mhz": 100.0, "sources": "s", "points": [
+        _sweep_point("85F", 16, "routed", fmax=100.0), {**_sweep_point("85F", 16, "routed", fmax=90.0), "engine": "v1"},
+        {**_sweep_point("85F", 32, "placed", fmax=80.0), "engine": "v1"}]})
+    figures = read_sweep(path)
+    assert figures.lookup("85f", 16).fmax_mhz == 100.0 and figures.lookup("85F", 16, "v2").engine == "v2"
+    assert figures.lookup("85F", 16, "v1").fmax_mhz == 90.0
+    assert figures.lookup("85F", 32, "v1") == "placed only (no routed Fmax)"
+    assert figures.lookup("85F", 32) == "not in the sweep"
+
+
+def _fake_networks(cycles: dict) -> dict:
+    """The part of the benchmark's ``networks`` that :func:`engine.throughput_figures` reads: per variant the
+    cycles at every benchmarked P (``cycles[variant](lanes)``)."""
+    return {"magnitude": {"dense_macs": 2_000_000, "engines": {
+        variant: {"points": [{"lanes": p, "cycles": cycles[variant](p)} for p in engine.LANE_COUNTS]}
+        for variant in engine.ENGINES}}}
+
+
+def test_throughput_prices_each_variant_at_its_own_routed_build_and_compares_them(tmp_path):
+    """Issue #16, new vs old: each variant's row comes from the sweep's routed build of that variant; the
+    comparison is new over old where both have one, and the Markdown shows both and the ratio."""
+    path = tmp_path / "builds.json"
+    write_json(path, {"clock_mhz": 100.0, "sources": "s", "points": [
+        _sweep_point("85F", 16, "routed", fmax=100.0), {**_sweep_point("85F", 16, "routed", fmax=90.0), "engine": "v1"},
+        _sweep_point("85F", 32, "routed", fmax=95.0), _sweep_point("25F", 4, "routed", fmax=110.0),
+        {**_sweep_point("25F", 4, "placed", fmax=80.0), "engine": "v1"}]})
+    networks = _fake_networks({engine.OLD: lambda p: 60_000 // p, engine.NEW: lambda p: 40_000 // p})
+    tp = engine.throughput_figures(networks, read_sweep(path), "s")
+    rows = {(r["device"], r["lanes"], r["variant"]): r for r in tp["rows"]}
+    old, new = rows[("85F", 16, engine.OLD)], rows[("85F", 16, engine.NEW)]
+    assert old["fmax_mhz"] == 90.0 and new["fmax_mhz"] == 100.0
+    assert old["per_dsp"] == pytest.approx(90e6 / (60_000 // 16) * 2_000_000 / 19)
+    assert rows[("85F", 32, engine.OLD)]["missing"] == "not in the sweep"
+    assert rows[("25F", 4, engine.OLD)]["missing"] == "placed only (no routed Fmax)"
+    compared = {(c["device"], c["lanes"]): c for c in tp["comparison"]}
+    for key in engine.COMPARED:
+        assert compared[("85F", 16)][key] == {"old": old[key], "new": new[key],
+                                              "ratio": pytest.approx(new[key] / old[key])}
+        assert compared[("85F", 32)][key]["ratio"] is None and compared[("25F", 4)][key]["old"] is None
+    md = "\n".join(engine._throughput_section(tp, engine.OLD, engine.NEW))
+    side = {(c[1], int(c[2])): c for c in _table(md, "New vs old engine side by side")}
+    cells = side[("85F", 16)]
+    assert _num(cells[6]) == pytest.approx(old["per_dsp"] / 1e6, abs=0.05)
+    assert _num(cells[7]) == pytest.approx(new["per_dsp"] / 1e6, abs=0.05)
+    assert _num(cells[8]) == pytest.approx(new["per_dsp"] / old["per_dsp"], abs=0.005)
+    assert _num(cells[11]) == pytest.approx(new["per_klut4"] / old["per_klut4"], abs=0.005)
+    assert side[("85F", 32)][8] == "—" and side[("85F", 32)][6] == "—"

@@ -48,6 +48,44 @@ def test_digest_tracks_image_and_settings():
     assert build_digest(pa, board="ulx3s-25f") != build_digest(pb, board="ulx3s-25f")
 
 
+def test_engine_variants_compile_their_options_and_differ_in_digest(image):
+    """Issue #16: each named variant is compiled with its ``compile_program`` options (the geometry the board is
+    built with says so), so its build has its own cache digest; an unknown name is a BuildError."""
+    from sparsegate.sw.flow.build import ENGINE_VARIANTS, BuildError, board_program
+
+    programs = {name: board_program(ENGINE, image, lanes=4, engine=name) for name in ENGINE_VARIANTS}
+    assert programs["v2"].geometry == board_program(ENGINE, image, lanes=4).geometry     # the default
+    for name, options in ENGINE_VARIANTS.items():
+        for key in ("drains", "bank_ratio"):
+            if key in options:
+                assert getattr(programs[name].geometry, key) == options[key], (name, key)
+    digests = {name: build_digest(prog, board="ulx3s-25f") for name, prog in programs.items()}
+    assert len(set(digests.values())) == len(ENGINE_VARIANTS)
+    with pytest.raises(BuildError, match="engine must be one of v1, v2, got 'v3'"):
+        board_program(ENGINE, image, lanes=4, engine="v3")
+
+
+def test_build_engine_option_reaches_the_build_and_a_bad_one_is_exit_2(tmp_path, image, capsys):
+    """``--engine v1`` compiles the old engine (2P activation banks: more block RAM in the fit check than v2's
+    P banks for this stride-1 image); a name that is not a variant is argparse's one error line, exit 2."""
+    import re
+
+    img = tmp_path / "tiny.bin"
+    img.write_bytes(image)
+    need = {}
+    for engine in ("v1", "v2"):
+        code = main(["build", "--board", "ulx3s-25f", "--lanes", "64", "--image", str(img), "--engine", engine,
+                     "--out", str(tmp_path / engine), "--cache", str(tmp_path / "cache")])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and "does not fit" in line
+        need[engine] = int(re.search(r"DP16KD (\d+)/", line).group(1))
+    assert need["v1"] > need["v2"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", "--board", "ulx3s-25f", "--engine", "v3", "--out", str(tmp_path / "o")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert exit_.value.code == 2 and len(errors) == 1 and "--engine: invalid choice: 'v3'" in errors[0]
+
+
 def test_estimate_scales_with_lanes():
     small = small_program(lanes=4, seed=1, n_samples=1)
     big = small_program(lanes=16, seed=1, n_samples=1)
@@ -127,8 +165,8 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
                          log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False)).markdown
     assert calls == [("ulx3s-25f", 1, True), ("ulx3s-25f", 4, True), ("ulx3s-25f", 16, True)]
     assert "quick mode: placed only" in md
-    assert "| 25F | 4 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 12 |" in md
-    assert "| 25F | 16 | placed | does not fit: needs DP16KD 80/56 |" in md
+    assert "| 25F | 4 | v2 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 12 |" in md
+    assert "| 25F | 16 | v2 | placed | does not fit: needs DP16KD 80/56 |" in md
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
     # each point names its worst register-to-register path (not the faster async one listed first)
     assert "- 25F P=4 (placed): `engine.l4` -> `engine.q`: 18.52 ns (54.0 MHz), 6 logic levels" in md
@@ -156,16 +194,81 @@ def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatc
             "timing_met": False, "elapsed_s": 3.0}})
 
     monkeypatch.setattr(fb, "build_board", fake_build)
-    sweep = run_build_sweep(tmp_path, routed=[("25F", 4), ("45f", 8)], lanes=(1, 4), devices=("25f", "45f"),
-                            image=b"x", log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False))
+    sweep = run_build_sweep(tmp_path, routed=[("25F", 4), ("45f", 8)], routed_v1=(), lanes=(1, 4),
+                            devices=("25f", "45f"), image=b"x", log=lambda s: None,
+                            jobs=RunnerOptions(workers=1, processes=False))
     assert calls == [("ulx3s-25f", 4, False), ("ulx3s-45f", 8, False),   # routed first, the table in grid order
                      ("ulx3s-25f", 1, True), ("ulx3s-45f", 1, True), ("ulx3s-45f", 4, True)]
     assert [p["mode"] for p in sweep.data["points"]] == ["placed", "routed", "placed", "placed", "routed"]
-    assert "| 25F | 4 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
-    assert "| 25F | 1 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 3 |" in sweep.markdown
+    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
+    assert "| 25F | 1 | v2 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 3 |" in sweep.markdown
     assert "**mixed:" in sweep.markdown
     with pytest.raises(ValueError, match="routed point must be"):
         run_build_sweep(tmp_path, routed=[("25f", 5)], lanes=(1,), devices=("25f",), image=b"x")
+
+
+def test_sweep_routes_old_engine_points_as_their_own_rows(tmp_path, monkeypatch):
+    """Issue #16: the old engine's routed points are built with ``engine="v1"`` beside the grid's v2 points, into
+    their own folders, each row and JSON point naming its engine; a quick sweep has none."""
+    import json
+
+    import sparsegate.sw.flow.build as fb
+    from sparsegate.sw.bench.builds import run_build_sweep
+    from sparsegate.sw.jobs import RunnerOptions
+
+    calls = []
+
+    def fake_build(board, lanes, out, *, place_only, engine, **kw):
+        calls.append((board, lanes, engine, place_only))
+        out.mkdir(parents=True)
+        (out / "report.md").write_text(engine)
+        return fb.BuildResult.from_dict({"digest": f"d{lanes}{engine}", "report": {
+            "utilisation": {"TRELLIS_COMB": {"used": 100 * lanes, "available": 99999}},
+            "fmax_mhz": 90.0 + lanes + (engine == "v1"), "timing_met": False, "elapsed_s": 3.0}})
+
+    monkeypatch.setattr(fb, "build_board", fake_build)
+    options = dict(lanes=(1, 4), devices=("25f",), image=b"x", log=lambda s: None,
+                   jobs=RunnerOptions(workers=1, processes=False))
+    sweep = run_build_sweep(tmp_path, routed=[("25f", 4)], routed_v1=[("25f", 4), ("45f", 16)], **options)
+    assert calls == [("ulx3s-25f", 4, "v2", False), ("ulx3s-25f", 4, "v1", False), ("ulx3s-45f", 16, "v1", False),
+                     ("ulx3s-25f", 1, "v2", True)]
+    assert [(p["device"], p["lanes"], p["engine"], p["mode"]) for p in sweep.data["points"]] == [
+        ("25F", 1, "v2", "placed"), ("25F", 4, "v2", "routed"), ("25F", 4, "v1", "routed"), ("45F", 16, "v1", "routed")]
+    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
+    assert "| 25F | 4 | v1 | routed | 400 | 0 | 0 | 0 | 95.0 | no | 3 |" in sweep.markdown
+    assert json.loads((tmp_path / "builds.json").read_text())["points"] == sweep.data["points"]
+    for folder, engine in (("ulx3s-25f-p4", "v2"), ("ulx3s-25f-p4-v1", "v1"), ("ulx3s-45f-p16-v1", "v1")):
+        assert (tmp_path / folder / "report.md").read_text() == engine
+    calls.clear()
+    quick = run_build_sweep(tmp_path / "quick", quick=True, **options)
+    assert {engine for _, _, engine, _ in calls} == {"v2"} and len(quick.data["points"]) == 2
+
+
+def test_the_v2_jobs_keep_their_runner_cache_keys(tmp_path, monkeypatch):
+    """The sweep's v2 jobs have the arguments they had before the engine variants (so the runner's cache still
+    serves every point built then); a v1 job at the same point has a key of its own."""
+    import sparsegate.sw.bench.builds as builds
+    from sparsegate.sw.jobs import SweepResult
+    from sparsegate.sw.jobs.digest import job_digest
+
+    jobs = []
+
+    def capture(todo, options, on_result):
+        jobs.extend(todo)
+        return SweepResult([], None, None, 0.0)
+
+    monkeypatch.setattr(builds, "run_jobs", capture)
+    builds.run_build_sweep(tmp_path, routed=[("25f", 4)], routed_v1=[("25f", 4)], lanes=(4,), devices=("25f",),
+                           image=b"x", log=lambda s: None)
+    by_key = {job.key: job for job in jobs}
+    assert set(by_key) == {"ulx3s-25f-p4", "ulx3s-25f-p4-v1"}
+    before = {"image": b"x", "clock_mhz": 100.0, "place_only": False, "sources": builds.gateware_sources_digest(),
+              "build_cache": None}
+    v2, v1 = by_key["ulx3s-25f-p4"], by_key["ulx3s-25f-p4-v1"]
+    assert v2.fn is builds.sweep_point and v2.args == ("ulx3s-25f", "25f", 4) and v2.kwargs == before
+    assert job_digest(v2.fn, v2.args, v2.kwargs) == job_digest(builds.sweep_point, ("ulx3s-25f", "25f", 4), before)
+    assert v1.kwargs == {**before, "engine": "v1"}
+    assert job_digest(v1.fn, v1.args, v1.kwargs) != job_digest(v2.fn, v2.args, v2.kwargs)
 
 
 def test_largest_fitting_lanes_is_the_last_that_the_estimate_lets_through():
