@@ -248,8 +248,8 @@ class Sequencer(wiring.Component):
         advance = issuing & self.cmd.ready
         step, pass_end = advance & ~last_elem, advance & last_elem
         chan_end = pass_end & chan_next
-        with m.If(step):
-            m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(count_le1 | (k1 + 1 == count))]
+        with m.If(step):            # (a step means count >= 2: `last_elem` holds whenever `count_le1` does)
+            m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(k1 + 1 == count)]
         with m.If(pass_end):        # the next pass of this channel re-walks it
             m.d.sync += [k1.eq(1), fresh.eq(1), last_elem.eq(count_le1)]
         with m.If(pass_end & x_next):

@@ -546,18 +546,18 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
                           f"logs in {work}:\n{_tail(proc.stdout or '')}")
 
     report_path = work / f"{name}.report.json"
-    if report_path.is_file():
-        report_text = report_path.read_text()
-        util, clocks = parse_nextpnr_report(report_text)
-        critical = parse_critical_paths(report_text)
+    if report_path.is_file():   # decoded once: with the detailed timings it is megabytes
+        report_data = json.loads(report_path.read_text())
+        util, clocks = parse_nextpnr_report(report_data)
+        critical = parse_critical_paths(report_data)
         source = "report"
     else:  # e.g. nextpnr options overridden through AMARANTH_nextpnr_opts
         util, clocks = parse_nextpnr_log(log_text)
-        report_text, critical = "{}", ()
+        report_data, critical = {}, ()
         source = "log"
     if not clocks:  # nextpnr's --report has no Fmax without routing: take the post-placement figure from the log
         clocks = parse_nextpnr_log(log_text)[1]
-    late = parse_late_registers(report_text, clocks) if not place_only else ()
+    late = parse_late_registers(report_data, clocks) if not place_only else ()
     if not util:
         raise BuildFailed(f"ECP5 build of '{name}' finished but nextpnr reported no utilisation (see {work})")
     check_fits(util, design=name, device=device)
