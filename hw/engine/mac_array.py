@@ -6,7 +6,10 @@ Items carry ``w[P]``, ``a[P]`` and the pass flags: ``first`` restarts every accu
 the P sums (with the pass context) into the output register, which doubles as the shadow bank the
 output stage drains while the next pass accumulates. The array never stalls (``i`` is ``always_ready``):
 the engine's command queue spaces ``last`` items so that one reaches the accumulators only when the
-output register is free or being read in that cycle (``o.ready``)::
+output register is free or being read in that cycle (``o.ready``). That load enables P x 32 sum bits and the
+context: it comes from flip-flops, one copy per ``LANES_PER_LOAD`` lanes and one for the context (kept apart
+through synthesis: ``REPLICA``), set a cycle ahead from ``s1``'s flags (one enable net had grown to ~600
+loads, late at 125 MHz on the 85F)::
 
     i -> [s1: w, a (DSP input regs)] -> w*a -> [s2: products (DSP output regs)] -> acc += -> [o: sums]
 """
@@ -18,11 +21,14 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
-__all__ = ["MacArray", "LATENCY"]
+__all__ = ["MacArray", "LATENCY", "LANES_PER_LOAD"]
 
 #: Cycles from an item on ``i`` to the cycle its ``last`` loads the output register (``o.valid`` one later).
 LATENCY = 2
+#: Lanes whose output registers one copy of the load enable drives.
+LANES_PER_LOAD = 4
 
 
 class MacArray(wiring.Component):
@@ -56,7 +62,6 @@ class MacArray(wiring.Component):
         s1_last = Signal()
         s2_valid = Signal()
         s2_first = Signal()
-        s2_last = Signal()
         s1_ctx, s2_ctx = Signal.like(i.ctx), Signal.like(i.ctx)
         s2_prod = []        # s1: the multipliers' operand registers, s2: their product registers
         for j in range(p):
@@ -66,18 +71,21 @@ class MacArray(wiring.Component):
         acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
 
         m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
-                     s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_ctx.eq(s1_ctx)]
+                     s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_ctx.eq(s1_ctx)]
+        # s2 ends its pass: the output register loads (copies: lane groups, then the context and `valid`)
+        loads = [Signal(name=f"load{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_LOAD) + 1)]
+        m.d.sync += [load.eq(s1_valid & s1_last) for load in loads]
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(s2_valid):
-            for j in range(p):
-                total = Signal(signed(ACC_BITS), name=f"total{j}")
-                m.d.comb += total.eq(Mux(s2_first, 0, acc[j]) + s2_prod[j])
+        for j in range(p):
+            total = Signal(signed(ACC_BITS), name=f"total{j}")
+            m.d.comb += total.eq(Mux(s2_first, 0, acc[j]) + s2_prod[j])
+            with m.If(s2_valid):
                 m.d.sync += acc[j].eq(total)
-                with m.If(s2_last):
-                    m.d.sync += self.o.payload.acc[j].eq(total)
-            with m.If(s2_last):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(s2_ctx)]
+            with m.If(loads[j // LANES_PER_LOAD]):
+                m.d.sync += self.o.payload.acc[j].eq(total)
+        with m.If(loads[-1]):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(s2_ctx)]
         m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
         return m

@@ -19,7 +19,7 @@ MULT18X18D-sized halves)::
       -> sum[17:] * mult, sum[:17] * mult -> [q4: DSP product regs] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
       -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool's compares -> [p8]
       -> horizontal pool's select, address fields -> [q9]
-      -> vertical pool (row register, read into q9), address -> [o: write]
+      -> vertical pool's compare (row register, read into q9), address -> [q10] -> value select -> [o: write]
 
 A pass is a tile of ``vy`` rows x ``vx`` columns (hw/engine/tiling.py): it drains row by row, pixel
 ``(jy, jx)`` from lane ``jy * Tx + jx`` at ``(oy + jy, x0 + jx)`` (two a cycle: ``jx`` and ``jx + 1``).
@@ -47,7 +47,7 @@ from sparsegate.hw.platform.memory_hints import read_write_disjoint
 __all__ = ["OutputStage", "LATENCY"]
 
 #: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
-LATENCY = 12
+LATENCY = 13
 #: Lanes whose accumulators the first step of the select chooses among (q0); the second picks the group.
 GROUP = 8
 GROUP_BITS = 3
@@ -129,12 +129,14 @@ class OutputStage(wiring.Component):
         pass_left_r = Signal.like(ctx.nvalid)
         row_left = Mux(fresh, ctx.vx, row_left_r)
         pass_left = Mux(fresh, ctx.nvalid, pass_left_r)
-        # the compares on the registers themselves, `fresh` choosing after them (not a mux in front of each)
-        col_1 = Mux(fresh, ctx.vx_le1, row_left_r <= 1)             # jx + 1 >= vx
+        # their compares with 1 and 2, flip-flops set with them; `fresh` chooses between them and the context's
+        row_le1, row_le2, pass_le1, pass_le2 = (Signal(name=n) for n in ("row_le1", "row_le2", "pass_le1", "pass_le2"))
+        col_1 = Mux(fresh, ctx.vx_le1, row_le1)             # jx + 1 >= vx
         pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
-        last_px = Mux(pair, Mux(fresh, ctx.nvalid_le2, pass_left_r <= 2), Mux(fresh, ctx.nvalid_le1, pass_left_r <= 1))
-        row_end = Mux(pair, Mux(fresh, ctx.vx_le2, row_left_r <= 2), col_1)
+        last_px = Mux(pair, Mux(fresh, ctx.nvalid_le2, pass_le2), Mux(fresh, ctx.nvalid_le1, pass_le1))
+        row_end = Mux(pair, Mux(fresh, ctx.vx_le2, row_le2), col_1)
+        pass_next, row_next = pass_left - step, row_left - step
         # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
         lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
@@ -144,11 +146,13 @@ class OutputStage(wiring.Component):
                 m.d.sync += [lanes[w].eq(w % p) for w in range(ways)]
             with m.Elif(row_end):
                 m.d.sync += [jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
-                             row_left_r.eq(ctx.vx), pass_left_r.eq(pass_left - step)]
+                             row_left_r.eq(ctx.vx), row_le1.eq(ctx.vx_le1), row_le2.eq(ctx.vx_le2),
+                             pass_left_r.eq(pass_next), pass_le1.eq(pass_next <= 1), pass_le2.eq(pass_next <= 2)]
                 m.d.sync += [lanes[w].eq(row_lane + tx + w) for w in range(ways)]
             with m.Else():
-                m.d.sync += [jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
-                             pass_left_r.eq(pass_left - step)]
+                m.d.sync += [jx.eq(jx + step), fresh.eq(0),
+                             row_left_r.eq(row_next), row_le1.eq(row_next <= 1), row_le2.eq(row_next <= 2),
+                             pass_left_r.eq(pass_next), pass_le1.eq(pass_next <= 1), pass_le2.eq(pass_next <= 2)]
                 m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = Signal.like(prd.addr)
@@ -286,15 +290,11 @@ class OutputStage(wiring.Component):
         # below follows the row above's pair at once: its write, in q9 now, is forwarded)
         m.d.comb += [row_rd.addr.eq(pool_x >> 1), row_wr.addr.eq(rowbuf_addr), row_wr.data.eq(q9["hmax"])]
         m.d.comb += above.eq(Mux(row_wr.en & (rowbuf_addr == pool_x >> 1), q9["hmax"], row_rd.data))
-        vmax = Signal(signed(8))
-        m.d.comb += vmax.eq(Mux(q9["above"] > q9["hmax"], q9["above"], q9["hmax"]))
         emit = Signal()
-        value = Signal(signed(8))
         with m.If(cfg.pool):
-            m.d.comb += [emit.eq(q9["odd_x"] & q9["odd_y"]), value.eq(vmax),
-                         row_wr.en.eq(q9["valid"] & q9["odd_x"] & ~q9["odd_y"])]
+            m.d.comb += [emit.eq(q9["odd_x"] & q9["odd_y"]), row_wr.en.eq(q9["valid"] & q9["odd_x"] & ~q9["odd_y"])]
         with m.Else():
-            m.d.comb += [emit.eq(1), value.eq(q9["act"])]
+            m.d.comb += emit.eq(1)
 
         counter = Signal(aw)
         with m.If(self.clear):
@@ -306,31 +306,40 @@ class OutputStage(wiring.Component):
             m.d.comb += addr.eq(cfg.out_base + counter)
         with m.Else():
             m.d.comb += addr.eq(q9["plane"] + q9["row"] + q9["col"])
-        # the write registered without an enable (``valid`` qualifies it): no clock-enable logic behind the
-        # vertical pool's compare
-        m.d.sync += [self.o.valid.eq(q9["valid"] & emit), self.o.payload.addr.eq(addr),
-                     self.o.payload.data.eq(value), self.o.payload.bank.eq(q9["bank"]),
-                     self.o.payload.bcast.eq(cfg.out_repl)]
+        # the vertical pool's compare registered with its operands (q10: the written value is one mux of
+        # registers, max(above, hmax) pooled, else the pixel); then the write, registered without an enable
+        # (``valid`` qualifies it)
+        q10 = stage("q10", {"first": signed(8), "hmax": signed(8), "take_hmax": 1, "addr": unsigned(aw),
+                            "bank": unsigned(lgb)})
+        m.d.sync += [q10["valid"].eq(q9["valid"] & emit), q10["first"].eq(Mux(cfg.pool, q9["above"], q9["act"])),
+                     q10["hmax"].eq(q9["hmax"]), q10["take_hmax"].eq(cfg.pool & ~(q9["above"] > q9["hmax"])),
+                     q10["addr"].eq(addr), q10["bank"].eq(q9["bank"])]
+        m.d.sync += [self.o.valid.eq(q10["valid"]), self.o.payload.addr.eq(q10["addr"]),
+                     self.o.payload.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["first"])),
+                     self.o.payload.bank.eq(q10["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
         with m.If(q9["valid"] & emit & ~cfg.fc & cfg.out_repl):
             m.d.sync += counter.eq(counter + 1)
 
         # way 1's own write (two a cycle, unpooled, into a conv layout: a different bank from way 0's)
-        stages = [st for way in finals for st in way] + [p8, q9]
+        stages = [st for way in finals for st in way] + [p8, q9, q10]
         if ways == 2:
-            r8 = stage("r8", {"act": signed(8), **pos}, b8)       # in step with way 0's p8
-            m.d.sync += r8["act"].eq(b8["act"])
+            # never pooled (o2 writes only unpooled layers): the address's row and column shifts split over
+            # r8 (>> the consumer's bank bits) and r9 (the row << its width), the sum in r10
+            r8 = stage("r8", {"act": signed(8), "row_hi": unsigned(10), "col": unsigned(aw), **pos}, b8)
+            m.d.sync += [r8["act"].eq(b8["act"]), r8["row_hi"].eq(b8["y"] >> cfg.out_ry),
+                         r8["col"].eq(b8["x"] >> cfg.out_cx)]
             r9 = stage("r9", {"act": signed(8), "bank": unsigned(lgb), "plane": unsigned(aw), "row": unsigned(aw),
                               "col": unsigned(aw)}, r8)
-            bank, plane, row, col = address_fields(r8, r8["x"], r8["y"])
-            stages.append(r8)
-            m.d.sync += [r9["act"].eq(r8["act"]), r9["bank"].eq(bank), r9["plane"].eq(plane), r9["row"].eq(row),
-                         r9["col"].eq(col)]
-            second = r9["valid"] & ~cfg.pool
-            m.d.sync += self.o2.valid.eq(second)
-            with m.If(second):
-                m.d.sync += [self.o2.payload.addr.eq(r9["plane"] + r9["row"] + r9["col"]),
-                             self.o2.payload.data.eq(r9["act"]),
-                             self.o2.payload.bank.eq(r9["bank"]), self.o2.payload.bcast.eq(0)]
-            stages.append(r9)
+            m.d.sync += [r9["act"].eq(r8["act"]), r9["row"].eq(r8["row_hi"] << cfg.out_wb), r9["col"].eq(r8["col"]),
+                         r9["bank"].eq((r8["x"][:lgb] & out_cmask) | ((r8["y"][:lgb] & out_rmask) << cfg.out_cx)[:lgb]),
+                         r9["plane"].eq(cfg.out_base + (r8["co"] << plane_shift))]
+            r10 = stage("r10", {"act": signed(8), "bank": unsigned(lgb), "addr": unsigned(aw)})
+            m.d.sync += [r10["valid"].eq(r9["valid"] & ~cfg.pool), r10["act"].eq(r9["act"]),
+                         r10["bank"].eq(r9["bank"]), r10["addr"].eq(r9["plane"] + r9["row"] + r9["col"])]
+            m.d.sync += self.o2.valid.eq(r10["valid"])
+            with m.If(r10["valid"]):
+                m.d.sync += [self.o2.payload.addr.eq(r10["addr"]), self.o2.payload.data.eq(r10["act"]),
+                             self.o2.payload.bank.eq(r10["bank"]), self.o2.payload.bcast.eq(0)]
+            stages += [r8, r9, r10]
         m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, self.o2.valid, *(q["valid"] for q in stages)).any())
         return m

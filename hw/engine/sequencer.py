@@ -135,7 +135,8 @@ class Sequencer(wiring.Component):
         fresh = Signal()                    # the next element is the pass's first: its address is `start`
         cur = Signal(len(chan.start))       # (so the channel table's block-RAM output only loads registers)
         m.d.comb += cur.eq(Mux(fresh, start, ptr))
-        k1 = Signal(16)                     # 1 + index of the next element within the pass
+        left = Signal(len(chan.count))      # the pass's elements after the next one (count - 1 - its index)
+        count_m1 = Signal(len(chan.count))  # count - 1: `left` at a pass's start
         scan = Signal(8)            # the descriptor being checked
         chk = Signal(dl)            # its registered copy
         bad = Signal()              # it cannot run (compares of registers with constants)
@@ -148,7 +149,7 @@ class Sequencer(wiring.Component):
         # the ISSUE state's decisions, registered one command ahead (set where their inputs change) so the
         # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares; the
         # channel table's entry is latched into `count` with its `count <= 1` zero test beside it
-        last_elem = Signal()                # the next command ends its pass: count <= 1 or k1 == count
+        last_elem = Signal()                # the next command ends its pass: count <= 1 or left == 0
         count_le1 = Signal()                # count <= 1 (set with count)
         # the pass is in the last tile column / row band (x0 + Tx >= wo; oy + Ty >= ho), kept by down-counters of
         # the tiles left after it (compared with 1, not a sum with wo); the last channel
@@ -157,6 +158,8 @@ class Sequencer(wiring.Component):
         last_outer = Signal()
         x_left = Signal(DIM_BITS)
         y_left = Signal(DIM_BITS)
+        x_left_1 = Signal()                 # x_left == 1, y_left == 1: set with them (no compare in front of
+        y_left_1 = Signal()                 # the tile flags)
         # per-layer constants of the tile, registered from the descriptor (static while a layer runs; valid
         # from CHAN2 of the layer's first channel, those derived from them from CHAN3): Tx, Ty, their masks,
         # the tiles per row / column less one, whether there is one only, the channel / round count less one
@@ -170,11 +173,14 @@ class Sequencer(wiring.Component):
         y_tiles_m1 = Signal(DIM_BITS)
         one_col = Signal()
         one_row = Signal()
+        x_tiles_2 = Signal()                # x_tiles_m1 == 1, y_tiles_m1 == 1 (valid from ISSUE): the flags above
+        y_tiles_2 = Signal()                # when a pass's end starts a row / channel
         outer_m1 = Signal(len(outer))
         m.d.sync += [tx.eq(1 << cfg.tlx), ty.eq(1 << cfg.tly), x_mask.eq((1 << cfg.tlx) - 1),
                      y_mask.eq((1 << cfg.tly) - 1), wo_m1.eq(cfg.wo - 1), ho_m1.eq(cfg.ho - 1),
                      x_tiles_m1.eq(wo_m1 >> cfg.tlx), y_tiles_m1.eq(ho_m1 >> cfg.tly),
-                     one_col.eq(cfg.wo <= tx), one_row.eq(cfg.ho <= ty), outer_m1.eq(cfg.n_outer - 1)]
+                     one_col.eq(cfg.wo <= tx), one_row.eq(cfg.ho <= ty), outer_m1.eq(cfg.n_outer - 1),
+                     x_tiles_2.eq(x_tiles_m1 == 1), y_tiles_2.eq(y_tiles_m1 == 1)]
         # the valid rectangles of the last column tile / last row band, with the pixel counts of the four kinds
         # of pass (set in CHAN2, CHAN3; the corner's vx * vy comes with the descriptor: no multiplier)
         vx_last = Signal(range(p + 1))
@@ -211,7 +217,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [
             self.cmd.payload.waddr.eq(Mux(cfg.fc, cur, cur >> lg)),
             self.cmd.payload.zero.eq(count == 0),
-            self.cmd.payload.first.eq(k1 == 1),
+            self.cmd.payload.first.eq(fresh),
             self.cmd.payload.last.eq(last_elem),
             self.cmd.payload.ctx.tile.eq(outer),
             self.cmd.payload.ctx.oy.eq(oy),
@@ -248,22 +254,24 @@ class Sequencer(wiring.Component):
         advance = issuing & self.cmd.ready
         step, pass_end = advance & ~last_elem, advance & last_elem
         chan_end = pass_end & chan_next
-        with m.If(step):            # (a step means count >= 2: `last_elem` holds whenever `count_le1` does)
-            m.d.sync += [k1.eq(k1 + 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(k1 + 1 == count)]
+        # (a step means count >= 2: `last_elem` holds whenever `count_le1` does; the next command is the last
+        # when one element is left after the current one: a compare of a register with a constant, no adder)
+        with m.If(step):
+            m.d.sync += [left.eq(left - 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(left == 1)]
         with m.If(pass_end):        # the next pass of this channel re-walks it
-            m.d.sync += [k1.eq(1), fresh.eq(1), last_elem.eq(count_le1)]
+            m.d.sync += [left.eq(count_m1), fresh.eq(1), last_elem.eq(count_le1)]
         with m.If(pass_end & x_next):
-            m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1)]
-            set_tile_flags(x_left == 1, last_y)
+            m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), x_left_1.eq(x_left == 2)]
+            set_tile_flags(x_left_1, last_y)
         with m.If(pass_end & row_end):
-            m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1)]
+            m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), x_left_1.eq(x_tiles_2)]
         with m.If(pass_end & row_next):
-            m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1)]
-            set_tile_flags(one_col, y_left == 1)
+            m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), y_left_1.eq(y_left == 2)]
+            set_tile_flags(one_col, y_left_1)
         with m.If(chan_end):
             m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
         with m.If(chan_end & row_end):
-            m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1)]
+            m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
             set_tile_flags(one_col, one_row)
 
         with m.FSM() as fsm:
@@ -317,9 +325,11 @@ class Sequencer(wiring.Component):
             with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)
                 m.d.comb += self.in_layer.eq(1)
                 set_tile_flags(one_col, one_row)
-                m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1)]
+                m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1), x_left_1.eq(x_tiles_m1 == 1),
+                             y_left_1.eq(y_tiles_m1 == 1)]  # (x_tiles_2, y_tiles_2 are valid from ISSUE)
                 m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
-                             fresh.eq(1), k1.eq(1), last_elem.eq(chan_q.count[1:] == 0),
+                             count_m1.eq(chan_q.count - 1), left.eq(chan_q.count - 1),
+                             fresh.eq(1), last_elem.eq(chan_q.count[1:] == 0),
                              fc_nvalid.eq(Mux(rest >= p, p, rest)),
                              n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
                              d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),

@@ -134,7 +134,11 @@ class Executor(wiring.Component):
         cnt = Signal(16)
         k = Signal(range(self.max_wb + 1))
         word = Signal(8 * self.max_wb)
-        rd_byte = Signal(8)
+        # the frame buffer's byte, registered every cycle without reset: a plain register the build moves
+        # into the block RAM's output register (hw/platform/bram_outreg.py; read straight out of the RAM it
+        # was late at 125 MHz on the 85F)
+        rd_byte = Signal(8, reset_less=True)
+        m.d.sync += rd_byte.eq(self.buf.data)
         wbytes = Signal(range(self.max_wb + 1))
         with m.Switch(mem):
             for i, (bits, _) in enumerate(self.mems):
@@ -272,7 +276,7 @@ class Executor(wiring.Component):
             with m.State("W_READ"):         # buffer address presented
                 m.next = "W_GET"
             with m.State("W_GET"):          # buffer byte available: registered next to the block RAM
-                m.d.sync += [rd_byte.eq(self.buf.data), cnt.eq(cnt + 1)]
+                m.d.sync += cnt.eq(cnt + 1)
                 m.next = "W_PUT"
             with m.State("W_PUT"):          # into the word
                 m.d.sync += word.word_select(k, 8).eq(rd_byte)

@@ -85,6 +85,9 @@ class FrameDecoder(wiring.Component):
             m.d.sync += [code_left.eq(0), zero_pending.eq(0), in_frame.eq(0)]
 
         cnt = Signal(16)            # byte index inside the header, the payload or the CRC
+        payload_left = Signal(16)   # payload bytes still to come, counting the one being taken
+        judge = Signal()            # the length has just come: PAYLOAD checks it before taking a byte (the
+                                    # compares then read a register, not the incoming byte)
         crc_lo = Signal(8)
         crc_hi = Signal(8)
 
@@ -114,29 +117,34 @@ class FrameDecoder(wiring.Component):
                     with m.If(cnt == 1):
                         m.d.sync += rec.length[:8].eq(d_byte)
                     with m.Else():
-                        length = Cat(rec.length[:8], d_byte)
                         m.d.sync += [rec.length[8:].eq(d_byte), cnt.eq(0)]
                         m.d.sync += [a.eq(0) for a in rec.args]
-                        with m.If(length > self.max_payload):
-                            m.next = "DISCARD"
-                        with m.Elif(length == 0):
-                            m.next = "CRC"
-                        with m.Else():
-                            m.next = "PAYLOAD"
+                        m.d.sync += judge.eq(1)
+                        m.next = "PAYLOAD"
                 with m.Elif(delim):         # not even a header: noise, dropped without a reply
                     m.next = "IDLE"
                 with m.Elif(timed_out):
                     resync()
                     finish("TIMEOUT")
-            with m.State("PAYLOAD"):
-                m.d.comb += [rx.ready.eq(1), crc.valid.eq(d_valid),
+            with m.State("PAYLOAD"):        # first (`judge`) the length, registered, is checked: no byte
+                m.d.comb += [rx.ready.eq(~judge), crc.valid.eq(d_valid),    # taken that cycle
                              self.buf.en.eq(d_valid), self.buf.addr.eq(cnt), self.buf.data.eq(d_byte)]
-                with m.If(d_valid):
+                with m.If(judge):
+                    m.d.sync += [judge.eq(0), payload_left.eq(rec.length)]
+                    with m.If(timed_out):
+                        resync()
+                        finish("TIMEOUT")
+                    with m.Elif(rec.length > self.max_payload):
+                        m.next = "DISCARD"
+                    with m.Elif(rec.length == 0):
+                        m.next = "CRC"
+                with m.Elif(d_valid):
                     m.d.sync += cnt.eq(cnt + 1)
                     for i, arg in enumerate(rec.args):
                         with m.If(cnt == i):
                             m.d.sync += arg.eq(d_byte)
-                    with m.If(cnt == rec.length - 1):
+                    m.d.sync += payload_left.eq(payload_left - 1)
+                    with m.If(payload_left == 1):   # (a down-counter against a constant, not cnt vs length - 1)
                         m.d.sync += cnt.eq(0)
                         m.next = "CRC"
                 with m.Else():

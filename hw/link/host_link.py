@@ -53,7 +53,7 @@ a reply. After any error the link is back in its idle state, ready for the next 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -118,7 +118,7 @@ class HostLink(wiring.Component):
     host : ``In(HostPortSignature(...))``
         The core's host port (``wiring.connect(m, link.host, core)``).
     frames_ok, frames_bad : ``Out(16)``
-        Replies sent with status OK / with an error status.
+        Replies sent with status OK / with an error status (each counted the cycle after it is taken).
     idle : ``Out(1)``
         No frame, command or reply in progress.
     """
@@ -157,9 +157,14 @@ class HostLink(wiring.Component):
         wiring.connect(m, enc.tx, wiring.flipped(self.tx))
         m.d.comb += self.idle.eq(dec.idle & exe.idle & enc.idle)
 
-        with m.If(exe.reply.valid & exe.reply.ready):
-            with m.If(exe.reply.payload.status == STATUS["OK"]):
-                m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
-            with m.Else():
-                m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
+        # each reply counted a cycle after it is taken: the handshake and the status compare into flip-flops,
+        # then the counters' enables (one logic level had grown to four in front of 32 enables)
+        replied_ok, replied_bad = Signal(), Signal()
+        reply_taken = exe.reply.valid & exe.reply.ready
+        is_ok = exe.reply.payload.status == STATUS["OK"]
+        m.d.sync += [replied_ok.eq(reply_taken & is_ok), replied_bad.eq(reply_taken & ~is_ok)]
+        with m.If(replied_ok):
+            m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
+        with m.If(replied_bad):
+            m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
         return m

@@ -10,6 +10,7 @@ from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.act_buffer import LANES_PER_COPY
 from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.engine.mac_array import LANES_PER_LOAD
 from sparsegate.hw.platform.replicated_registers import REPLICA
 from sparsegate.sim.engine.amaranth_sim import small_program
 from sparsegate.sw.util.toolchain import yowasp_available
@@ -64,8 +65,11 @@ def test_engine_resets_each_block_from_its_own_replica():
             replicas.add(wire.split()[-1])
     # one copy of `abort` per block (weight decoder, activation buffer, MAC array, output stage,
     # sequencer) and one for the engine's own registers; the activation buffer's padding compares read
-    # their own copies of the window's row and column, one pair per LANES_PER_COPY lanes
+    # their own copies of the window's row and column, one pair per LANES_PER_COPY lanes; the MAC array's
+    # output register loads from one enable per LANES_PER_LOAD lanes and one for the pass context
     aborts = {name for name in replicas if "abort_" in name}
+    loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
     assert len(aborts) == 6
-    assert {name.split("_pad")[0].lstrip("\\") for name in replicas - aborts} == {"y", "base"}
-    assert len(replicas - aborts) == 2 * -(-4 // LANES_PER_COPY)
+    assert len(loads) == -(-4 // LANES_PER_LOAD) + 1
+    assert {name.split("_pad")[0].lstrip("\\") for name in replicas - aborts - loads} == {"y", "base"}
+    assert len(replicas - aborts - loads) == 2 * -(-4 // LANES_PER_COPY)
