@@ -15,7 +15,7 @@ from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
 __all__ = ["EngineGeometry", "desc_layout", "chan_layout", "param_layout", "tile_layout", "cmd_layout",
-           "elem_layout", "mac_in_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
+           "elem_layout", "mac_in_layout", "walk_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
            "unpack", "mem_write_signature", "ACC_BITS", "SIG_ROT"]
 
 ACC_BITS = 32          # accumulator width (golden.ACC_BITS)
@@ -151,8 +151,18 @@ def mac_in_layout(g: EngineGeometry) -> data.StructLayout:
                               "first": 1, "last": 1, "ctx": tile_layout(g)})
 
 
+def walk_layout(g: EngineGeometry) -> data.StructLayout:
+    """The pass context's fields the output stage's walker decides on (``vx``, ``nvalid`` and their compares
+    with 1 and 2)."""
+    return data.StructLayout({"nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vx_le1": 1, "vx_le2": 1,
+                              "nvalid_le1": 1, "nvalid_le2": 1})
+
+
 def mac_out_layout(g: EngineGeometry) -> data.StructLayout:
-    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), g.lanes), "ctx": tile_layout(g)})
+    """MAC array -> output stage: a pass's sums and context; ``walk`` repeats the walker's fields of ``ctx``
+    in registers of their own (loaded by their own enable: placed by the walker, not by the sums)."""
+    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), g.lanes), "ctx": tile_layout(g),
+                              "walk": walk_layout(g)})
 
 
 def write_layout(g: EngineGeometry) -> data.StructLayout:

@@ -7,9 +7,9 @@ the P sums (with the pass context) into the output register, which doubles as th
 output stage drains while the next pass accumulates. The array never stalls (``i`` is ``always_ready``):
 the engine's command queue spaces ``last`` items so that one reaches the accumulators only when the
 output register is free or being read in that cycle (``o.ready``). That load enables P x 32 sum bits and the
-context: it comes from flip-flops, one copy per ``LANES_PER_LOAD`` lanes and one for the context (kept apart
-through synthesis: ``REPLICA``), set a cycle ahead from ``s1``'s flags (one enable net had grown to ~600
-loads, late at 125 MHz on the 85F)::
+context: it comes from flip-flops, one copy per ``LANES_PER_LOAD`` lanes, one for the context and one for
+the walker's copy of its fields (``walk``; kept apart through synthesis: ``REPLICA``), set a cycle ahead
+from ``s1``'s flags (one enable net had grown to ~600 loads, late at 125 MHz on the 85F)::
 
     i -> [s1: w, a (DSP input regs)] -> w*a -> [s2: products (DSP output regs)] -> acc += -> [o: sums]
 """
@@ -72,8 +72,9 @@ class MacArray(wiring.Component):
 
         m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
                      s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_ctx.eq(s1_ctx)]
-        # s2 ends its pass: the output register loads (copies: lane groups, then the context and `valid`)
-        loads = [Signal(name=f"load{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_LOAD) + 1)]
+        # s2 ends its pass: the output register loads (copies: lane groups, the context and `valid`, the
+        # walker's copy of its fields)
+        loads = [Signal(name=f"load{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_LOAD) + 2)]
         m.d.sync += [load.eq(s1_valid & s1_last) for load in loads]
 
         with m.If(self.o.ready):
@@ -85,7 +86,10 @@ class MacArray(wiring.Component):
                 m.d.sync += acc[j].eq(total)
             with m.If(loads[j // LANES_PER_LOAD]):
                 m.d.sync += self.o.payload.acc[j].eq(total)
-        with m.If(loads[-1]):
+        with m.If(loads[-2]):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(s2_ctx)]
+        walk = self.o.payload.walk
+        with m.If(loads[-1]):
+            m.d.sync += [getattr(walk, name).eq(getattr(s2_ctx, name)) for name, _ in walk.shape()]
         m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
         return m

@@ -196,10 +196,13 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
 
 # ------------------------------------------------------------------------------------------ output stage
 
-def _pass_context(**fields) -> dict:
-    """A pass's context as the sequencer issues it: the fields, and its compares of ``vx`` / ``nvalid`` with 1, 2."""
-    return {**fields, "vx_le1": fields["vx"] <= 1, "vx_le2": fields["vx"] <= 2,
-            "nvalid_le1": fields["nvalid"] <= 1, "nvalid_le2": fields["nvalid"] <= 2}
+def _mac_pass(acc: list[int], **fields) -> dict:
+    """A pass as the MAC array hands it on: its sums, its context as the sequencer issues it (the fields, and
+    the compares of ``vx`` / ``nvalid`` with 1, 2) and the walker's copy of those fields."""
+    ctx = {**fields, "vx_le1": fields["vx"] <= 1, "vx_le2": fields["vx"] <= 2,
+           "nvalid_le1": fields["nvalid"] <= 1, "nvalid_le2": fields["nvalid"] <= 2}
+    walk = {k: ctx[k] for k in ("vx", "nvalid", "vx_le1", "vx_le2", "nvalid_le1", "nvalid_le2")}
+    return {"acc": acc, "ctx": ctx, "walk": walk}
 
 
 @pytest.mark.parametrize("mode", ["conv", "conv_pool_flat", "tile", "tile_pool", "fc"])
@@ -232,7 +235,7 @@ def test_output_stage_random_gaps(mode):
             nvalid = min(lanes, n_out - r * lanes)
             a = [int(v) for v in acc[r * lanes:r * lanes + lanes]] + [0] * (lanes - nvalid)
             a = a[:lanes]
-            tiles.append({"acc": a, "ctx": _pass_context(tile=r, nvalid=nvalid, vx=nvalid, vy=1)})
+            tiles.append(_mac_pass(a, tile=r, nvalid=nvalid, vx=nvalid, vy=1))
             for lane in range(nvalid):
                 s = r * lanes + lane
                 y = requantize(np.array([[a[lane] + bias[s]]]), mult[s], shift[s])[0, 0]
@@ -266,7 +269,7 @@ def test_output_stage_random_gaps(mode):
                                 counter += 1
                             else:
                                 expected.append(conv_place(consumer, out_hb, out_wb, co, py, px) + (v,))
-                    tiles.append({"acc": a, "ctx": _pass_context(tile=co, oy=oy, x0=x0, nvalid=vx * vy, vx=vx, vy=vy)})
+                    tiles.append(_mac_pass(a, tile=co, oy=oy, x0=x0, nvalid=vx * vy, vx=vx, vy=vy))
         desc = dict(fc=0, relu=relu, pool=pool, out_repl=flat, out_base=37, out_hb=out_hb, out_wb=out_wb,
                     prm_base=0, tlx=tile.tlx, tly=tile.tly, out_cx=0 if flat else consumer.cx,
                     out_ry=0 if flat else consumer.ry)

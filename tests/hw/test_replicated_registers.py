@@ -66,10 +66,11 @@ def test_engine_resets_each_block_from_its_own_replica():
     # one copy of `abort` per block (weight decoder, activation buffer, MAC array, output stage,
     # sequencer) and one for the engine's own registers; the activation buffer's padding compares read
     # their own copies of the window's row and column, one pair per LANES_PER_COPY lanes; the MAC array's
-    # output register loads from one enable per LANES_PER_LOAD lanes and one for the pass context
+    # output register loads from one enable per LANES_PER_LOAD lanes, one for the pass context and one for
+    # the walker's copy of its fields
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
     assert len(aborts) == 6
-    assert len(loads) == -(-4 // LANES_PER_LOAD) + 1
+    assert len(loads) == -(-4 // LANES_PER_LOAD) + 2
     assert {name.split("_pad")[0].lstrip("\\") for name in replicas - aborts - loads} == {"y", "base"}
     assert len(replicas - aborts - loads) == 2 * -(-4 // LANES_PER_COPY)
