@@ -43,6 +43,7 @@ from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
                              write_layout)
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
 __all__ = ["OutputStage", "LATENCY"]
 
@@ -116,8 +117,10 @@ class OutputStage(wiring.Component):
         # 16-lane 25F's critical path). On a pass's first pixel (`fresh`, a flip-flop so no zero test sits in
         # front of the muxes) the decisions come from the pass's context, whose compares with 1 and 2 the
         # sequencer made (``le1``/``le2`` fields: no compare between the MAC array's output register and here).
-        dual = Signal()                         # static while a layer runs: registered
-        m.d.sync += dual.eq(cfg.drain2 if ways == 2 else 0)
+        # static while a layer runs: registered, one copy for the walker and one for the pooling
+        # (kept apart: REPLICA; one flip-flop between the two sat far from the walker's loop)
+        dual, pool_dual = Signal(name="dual", attrs=REPLICA), Signal(name="pool_dual", attrs=REPLICA)
+        m.d.sync += [copy.eq(cfg.drain2 if ways == 2 else 0) for copy in (dual, pool_dual)]
         jx = Signal(range(p + 2))
         jy = Signal(range(p + 1))
         row_lane = Signal(range(p + 1))
@@ -263,8 +266,8 @@ class OutputStage(wiring.Component):
                      p8["a_gt_b"].eq(a8["act"] > b8["act"]), p8["hold_gt_a"].eq(hold > a8["act"]),
                      p8["b_x"].eq(b8["x"])]
         carry(p8, a8, ("dest",))
-        hmax = Mux(dual, Mux(p8["a_gt_b"], p8["act"], p8["b_act"]), Mux(p8["hold_gt_a"], p8["hold"], p8["act"]))
-        pool_x = Mux(dual, p8["b_x"], p8["x"])  # the pair's odd pixel decides when the pair is complete
+        hmax = Mux(pool_dual, Mux(p8["a_gt_b"], p8["act"], p8["b_act"]), Mux(p8["hold_gt_a"], p8["hold"], p8["act"]))
+        pool_x = Mux(pool_dual, p8["b_x"], p8["x"])  # the pair's odd pixel decides when the pair is complete
         plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
         out_cmask = Signal(lgb)                 # column / row bank masks)
         out_rmask = Signal(lgb)

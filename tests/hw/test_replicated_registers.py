@@ -67,10 +67,14 @@ def test_engine_resets_each_block_from_its_own_replica():
     # sequencer) and one for the engine's own registers; the activation buffer's padding compares read
     # their own copies of the window's row and column, one pair per LANES_PER_COPY lanes; the MAC array's
     # output register loads from one enable per LANES_PER_LOAD lanes, one for the pass context and one for
-    # the walker's copy of its fields
+    # the walker's copy of its fields; the output stage's two-a-cycle flag has a copy for its walker and one
+    # for its pooling
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
+    duals = {name for name in replicas if name.lstrip("\\") in ("dual", "pool_dual")}
     assert len(aborts) == 6
     assert len(loads) == -(-4 // LANES_PER_LOAD) + 2
-    assert {name.split("_pad")[0].lstrip("\\") for name in replicas - aborts - loads} == {"y", "base"}
-    assert len(replicas - aborts - loads) == 2 * -(-4 // LANES_PER_COPY)
+    assert len(duals) == 2
+    pads = replicas - aborts - loads - duals
+    assert {name.split("_pad")[0].lstrip("\\") for name in pads} == {"y", "base"}
+    assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
