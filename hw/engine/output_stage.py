@@ -133,13 +133,21 @@ class OutputStage(wiring.Component):
         pass_left_r = Signal.like(walk.nvalid)
         row_left = Mux(fresh, walk.vx, row_left_r)
         pass_left = Mux(fresh, walk.nvalid, pass_left_r)
-        # the compares on the registers themselves, `fresh` choosing after them (not a mux in front of each)
-        col_1 = Mux(fresh, walk.vx_le1, row_left_r <= 1)            # jx + 1 >= vx
+        # their compares with 1 and 2, flip-flops set with them; `fresh` chooses between them and the context's.
+        # After a step, left - step <= c is left <= c + step: compares of the registers with constants, the
+        # step choosing after them (no subtraction in front of a compare)
+        row_le1, row_le2, pass_le1, pass_le2 = (Signal(name=n) for n in ("row_le1", "row_le2", "pass_le1", "pass_le2"))
+        col_1 = Mux(fresh, walk.vx_le1, row_le1)            # jx + 1 >= vx
         pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
-        last_px = Mux(pair, Mux(fresh, walk.nvalid_le2, pass_left_r <= 2),
-                      Mux(fresh, walk.nvalid_le1, pass_left_r <= 1))
-        row_end = Mux(pair, Mux(fresh, walk.vx_le2, row_left_r <= 2), col_1)
+        last_px = Mux(pair, Mux(fresh, walk.nvalid_le2, pass_le2), Mux(fresh, walk.nvalid_le1, pass_le1))
+        row_end = Mux(pair, Mux(fresh, walk.vx_le2, row_le2), col_1)
+
+        def after_step_le(field, reg, c):
+            """(left - step <= c) after this cycle's step, left being ``field`` (fresh) or ``reg``."""
+            return Mux(pair, Mux(fresh, field <= c + 2, reg <= c + 2), Mux(fresh, field <= c + 1, reg <= c + 1))
+        pass_flags = [pass_le1.eq(after_step_le(walk.nvalid, pass_left_r, 1)),
+                      pass_le2.eq(after_step_le(walk.nvalid, pass_left_r, 2))]
         # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
         lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
@@ -149,11 +157,14 @@ class OutputStage(wiring.Component):
                 m.d.sync += [lanes[w].eq(w % p) for w in range(ways)]
             with m.Elif(row_end):
                 m.d.sync += [jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
-                             row_left_r.eq(walk.vx), pass_left_r.eq(pass_left - step)]
+                             row_left_r.eq(walk.vx), row_le1.eq(walk.vx_le1), row_le2.eq(walk.vx_le2),
+                             pass_left_r.eq(pass_left - step), *pass_flags]
                 m.d.sync += [lanes[w].eq(row_lane + tx + w) for w in range(ways)]
             with m.Else():
                 m.d.sync += [jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
-                             pass_left_r.eq(pass_left - step)]
+                             row_le1.eq(after_step_le(walk.vx, row_left_r, 1)),
+                             row_le2.eq(after_step_le(walk.vx, row_left_r, 2)),
+                             pass_left_r.eq(pass_left - step), *pass_flags]
                 m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = Signal.like(prd.addr)
