@@ -274,14 +274,20 @@ class OutputStage(wiring.Component):
         m.d.sync += [plane_shift.eq(cfg.out_hb + cfg.out_wb), out_cmask.eq((1 << cfg.out_cx) - 1),
                      out_rmask.eq((1 << cfg.out_ry) - 1)]
 
+        def bank_of(px, py):
+            """The consumer's bank holding its pixel (px, py)."""
+            return (px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]
+
+        def plane_of(co):
+            """The first address of output channel ``co``'s plane in the layer's output region."""
+            return cfg.out_base + (co << plane_shift)
+
         def address_fields(q, x, y):
             """The write's bank and (plane, row, column) address parts for output pixel (x, y) of ``q``'s
             channel, in the consumer's layout (pooled: of the pooled pixel)."""
             px = Mux(cfg.pool, x >> 1, x)
             py = Mux(cfg.pool, y >> 1, y)
-            bank = (px[:lgb] & out_cmask) | ((py[:lgb] & out_rmask) << cfg.out_cx)[:lgb]
-            plane = cfg.out_base + (q["co"] << plane_shift)
-            return bank, plane, (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
+            return bank_of(px, py), plane_of(q["co"]), (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
 
         rowbuf_addr = Signal(range(max(2, g.pool_width)))
         m.d.sync += rowbuf_addr.eq(pool_x >> 1)
@@ -321,13 +327,13 @@ class OutputStage(wiring.Component):
         # the vertical pool's compare registered with its operands (q10: the written value is one mux of
         # registers, max(above, hmax) pooled, else the pixel); then the write, registered without an enable
         # (``valid`` qualifies it)
-        q10 = stage("q10", {"first": signed(8), "hmax": signed(8), "take_hmax": 1, "addr": unsigned(aw),
+        q10 = stage("q10", {"value": signed(8), "hmax": signed(8), "take_hmax": 1, "addr": unsigned(aw),
                             "bank": unsigned(lgb)})
-        m.d.sync += [q10["valid"].eq(q9["valid"] & emit), q10["first"].eq(Mux(cfg.pool, q9["above"], q9["act"])),
+        m.d.sync += [q10["valid"].eq(q9["valid"] & emit), q10["value"].eq(Mux(cfg.pool, q9["above"], q9["act"])),
                      q10["hmax"].eq(q9["hmax"]), q10["take_hmax"].eq(cfg.pool & ~(q9["above"] > q9["hmax"])),
                      q10["addr"].eq(addr), q10["bank"].eq(q9["bank"])]
         m.d.sync += [self.o.valid.eq(q10["valid"]), self.o.payload.addr.eq(q10["addr"]),
-                     self.o.payload.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["first"])),
+                     self.o.payload.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["value"])),
                      self.o.payload.bank.eq(q10["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
         with m.If(q9["valid"] & emit & ~cfg.fc & cfg.out_repl):
             m.d.sync += counter.eq(counter + 1)
@@ -343,8 +349,7 @@ class OutputStage(wiring.Component):
             r9 = stage("r9", {"act": signed(8), "bank": unsigned(lgb), "plane": unsigned(aw), "row": unsigned(aw),
                               "col": unsigned(aw)}, r8)
             m.d.sync += [r9["act"].eq(r8["act"]), r9["row"].eq(r8["row_hi"] << cfg.out_wb), r9["col"].eq(r8["col"]),
-                         r9["bank"].eq((r8["x"][:lgb] & out_cmask) | ((r8["y"][:lgb] & out_rmask) << cfg.out_cx)[:lgb]),
-                         r9["plane"].eq(cfg.out_base + (r8["co"] << plane_shift))]
+                         r9["bank"].eq(bank_of(r8["x"], r8["y"])), r9["plane"].eq(plane_of(r8["co"]))]
             r10 = stage("r10", {"act": signed(8), "bank": unsigned(lgb), "addr": unsigned(aw)})
             m.d.sync += [r10["valid"].eq(r9["valid"] & ~cfg.pool), r10["act"].eq(r9["act"]),
                          r10["bank"].eq(r9["bank"]), r10["addr"].eq(r9["plane"] + r9["row"] + r9["col"])]
