@@ -40,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout,
                                           write_layout)
+from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.engine.tiling import lane_sources
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 from sparsegate.hw.platform.replicated_registers import REPLICA
@@ -92,34 +93,34 @@ class ActBuffer(wiring.Component):
 
         # per-layer constants of the tile (static while a layer runs: registered): column-bank mask and row-bank
         # mask, lane j's tile column / row offsets, bank b's column / row within the 2-D bank grid
-        cmask = Signal(lgb)
-        rmask = Signal(lgb)
-        cx = Signal(3)
+        cmask = pipeline_register(lgb)
+        rmask = pipeline_register(lgb)
+        cx = pipeline_register(3)
         wide = g.bank_ratio - 1                 # 2P banks: 2Tx column banks; P banks (stride 1 only): Tx
         m.d.sync += [cx.eq(cfg.tlx + wide), cmask.eq((g.bank_ratio << cfg.tlx) - 1), rmask.eq((1 << cfg.tly) - 1)]
-        lane_dx = [Signal(lgb, name=f"lane_dx{j}") for j in range(p)]     # jx * stride
-        lane_dy = [Signal(lgb, name=f"lane_dy{j}") for j in range(p)]     # jy
+        lane_dx = [pipeline_register(lgb, name=f"lane_dx{j}") for j in range(p)]     # jx * stride
+        lane_dy = [pipeline_register(lgb, name=f"lane_dy{j}") for j in range(p)]     # jy
         for j in range(p):
             jx = j & ((1 << cfg.tlx) - 1)
             m.d.sync += [lane_dx[j].eq(Mux(cfg.stride2, jx << 1, jx)), lane_dy[j].eq(j >> cfg.tlx)]
-        bank_x = [Signal(lgb, name=f"bank_x{b}") for b in range(nb)]
-        bank_y = [Signal(lgb, name=f"bank_y{b}") for b in range(nb)]
+        bank_x = [pipeline_register(lgb, name=f"bank_x{b}") for b in range(nb)]
+        bank_y = [pipeline_register(lgb, name=f"bank_y{b}") for b in range(nb)]
         for b in range(nb):
             m.d.sync += [bank_x[b].eq(b & cmask), bank_y[b].eq(b >> cx)]
 
         # ---- r0: the element's offsets apart: the output row / column scaled by the stride, the kernel
         # offsets less the padding, the output row in row words, the channel plane's offset
         r0_valid = Signal()
-        r0 = Signal.like(el)
-        oy_s = Signal(signed(14))
-        x0_s = Signal(signed(14))
-        ky_p = Signal(signed(14))
-        kx_p = Signal(signed(14))
-        oy_q = Signal(signed(14))
-        ky_q = Signal(signed(14))
-        plane_off = Signal(unsigned(aw))
-        plane_shift = Signal(5)                # static while a layer runs: registered
-        row_step = Signal(unsigned(aw))
+        r0 = pipeline_register_like(el)
+        oy_s = pipeline_register(signed(14))
+        x0_s = pipeline_register(signed(14))
+        ky_p = pipeline_register(signed(14))
+        kx_p = pipeline_register(signed(14))
+        oy_q = pipeline_register(signed(14))
+        ky_q = pipeline_register(signed(14))
+        plane_off = pipeline_register(unsigned(aw))
+        plane_shift = pipeline_register(5)                # static while a layer runs: registered
+        row_step = pipeline_register(unsigned(aw))
         m.d.sync += [plane_shift.eq(cfg.in_hb + cfg.in_wb), row_step.eq(1 << cfg.in_wb)]
         m.d.sync += [
             r0_valid.eq(self.i.valid), r0.eq(el),
@@ -132,32 +133,32 @@ class ActBuffer(wiring.Component):
         # starts on a multiple of Ty: (oy >> ry) + ((ky - pad) >> ry); stride 2 has ry = 0), the channel plane and
         # the plane one row word on (so r2 only shifts and adds)
         r1_valid = Signal()
-        r1 = Signal.like(el)
-        y = Signal(signed(14))
-        yq = Signal(signed(14))
-        base = Signal(signed(14))
-        plane = Signal(unsigned(aw))
-        plane1 = Signal(unsigned(aw))
+        r1 = pipeline_register_like(el)
+        y = pipeline_register(signed(14))
+        yq = pipeline_register(signed(14))
+        base = pipeline_register(signed(14))
+        plane = pipeline_register(unsigned(aw))
+        plane1 = pipeline_register(unsigned(aw))
         m.d.sync += [
             r1_valid.eq(r0_valid), r1.eq(r0), plane.eq(cfg.in_base + plane_off),
             plane1.eq(cfg.in_base + plane_off + row_step),
             y.eq(oy_s + ky_p), yq.eq(Mux(cfg.stride2, oy_s + ky_p, oy_q + ky_q)), base.eq(x0_s + kx_p),
         ]
         # the padding compares' own copies of y and base, one per LANES_PER_COPY lanes (kept apart: REPLICA)
-        y_copies = [Signal.like(y, name=f"y_pad{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_COPY))]
-        base_copies = [Signal.like(base, name=f"base_pad{k}", attrs=REPLICA) for k in range(len(y_copies))]
+        y_copies = [pipeline_register_like(y, name=f"y_pad{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_COPY))]
+        base_copies = [pipeline_register_like(base, name=f"base_pad{k}", attrs=REPLICA) for k in range(len(y_copies))]
         m.d.sync += [c.eq(oy_s + ky_p) for c in y_copies] + [c.eq(x0_s + kx_p) for c in base_copies]
 
         # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
         # per bank whether it reads the next row / column word (the 2-D rotation), padding mask
         r2_valid = Signal()
-        r2 = Signal.like(el)
-        row0 = Signal(unsigned(aw))
-        row1 = Signal(unsigned(aw))
-        q = Signal(signed(14))
-        next_col = Signal(nb)
-        next_row = Signal(nb)
-        bad = [Signal(4, name=f"bad{j}") for j in range(p)]
+        r2 = pipeline_register_like(el)
+        row0 = pipeline_register(unsigned(aw))
+        row1 = pipeline_register(unsigned(aw))
+        q = pipeline_register(signed(14))
+        next_col = pipeline_register(nb)
+        next_row = pipeline_register(nb)
+        bad = [pipeline_register(4, name=f"bad{j}") for j in range(p)]
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
                      row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane1 + (yq[:aw] << cfg.in_wb))]
         for b in range(nb):
@@ -165,19 +166,19 @@ class ActBuffer(wiring.Component):
                          next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
         # the element's rotation R = (base mod cols) | (y mod Ty) << cx (fc: none), in two steps (r2, r3); per
         # lane whether its column wrapped past the tile's column banks (its rotated position one row back)
-        rot_x = Signal(lgb)
-        rot_y = Signal(lgb)
-        carry = Signal(p)
+        rot_x = pipeline_register(lgb)
+        rot_y = pipeline_register(lgb)
+        carry = pipeline_register(p)
         m.d.sync += [rot_x.eq(Mux(cfg.fc, 0, base[:lgb] & cmask)), rot_y.eq(Mux(cfg.fc, 0, y[:lgb] & rmask))]
         # lane j's column wraps where base mod cols >= cols - jx*s: a compare with a per-layer register
-        wrap_at = [Signal(lgb + 1, name=f"wrap_at{j}") for j in range(p)]
+        wrap_at = [pipeline_register(lgb + 1, name=f"wrap_at{j}") for j in range(p)]
         # lane j reads padding where y + dy_j or base + dx_j leaves the image: four compares of y and base with
         # per-layer bounds less the lane's offsets (registers; fc: bounds nothing crosses), not a sum then a
         # compare; each group of four lanes compares its own copy of y and base (one copy drove 16 lanes' compares
         # across the die: the 85F's critical path at 125 MHz), and r3 ORs the four results
         never = 1 << 14
         for j in range(p):
-            y_lo, y_hi, x_lo, x_hi = (Signal(signed(16), name=f"{n}{j}") for n in ("y_lo", "y_hi", "x_lo", "x_hi"))
+            y_lo, y_hi, x_lo, x_hi = (pipeline_register(signed(16), name=f"{n}{j}") for n in ("y_lo", "y_hi", "x_lo", "x_hi"))
             m.d.sync += [y_lo.eq(Mux(cfg.fc, -never, -lane_dy[j])), y_hi.eq(Mux(cfg.fc, never, cfg.in_h - lane_dy[j])),
                          x_lo.eq(Mux(cfg.fc, -never, -lane_dx[j])), x_hi.eq(Mux(cfg.fc, never, cfg.in_w - lane_dx[j]))]
             y_j, base_j = y_copies[j // LANES_PER_COPY], base_copies[j // LANES_PER_COPY]
@@ -188,15 +189,15 @@ class ActBuffer(wiring.Component):
         # ---- r3: one address per bank; then the bank reads. Per lane the code of its rotated position
         # (hw/engine/tiling.py lane_sources), or of 0 (padding): one of the layer's two (column wrapped or not)
         r3_valid = Signal()
-        r3 = Signal.like(el)
-        r3_rot = Signal(lgb)
+        r3 = pipeline_register_like(el)
+        r3_rot = pipeline_register(lgb)
         sources = [lane_sources(p, g.bank_ratio, j) for j in range(p)]
         cands = [sorted(set(src.values())) for src in sources]
         zero = max(len(c) for c in cands)                 # the code that reads 0
         code_bits = zero.bit_length()
-        codes = [Signal(code_bits, name=f"code{j}") for j in range(p)]
+        codes = [pipeline_register(code_bits, name=f"code{j}") for j in range(p)]
         for j in range(p):
-            layer_code = [Signal(code_bits, name=f"code{j}_wrap{c}") for c in (0, 1)]    # static while a layer runs
+            layer_code = [pipeline_register(code_bits, name=f"code{j}_wrap{c}") for c in (0, 1)]    # static while a layer runs
             with m.Switch(Cat(cfg.stride2 & ~cfg.fc, Mux(cfg.fc, g.lg_lanes, cfg.tlx))):
                 for tlx, stride2 in sorted({key[:2] for key in sources[j]}):
                     with m.Case(stride2 | tlx << 1):
@@ -209,7 +210,7 @@ class ActBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()
-            addr = Signal(aw, name=f"addr{b}")
+            addr = pipeline_register(aw, name=f"addr{b}")
             conv_addr = (Mux(next_row[b], row1, row0) + q + next_col[b])[:aw]
             fc_addr = (cfg.in_base + r2.idx[b][:aw])[:aw] if b < p else 0
             m.d.sync += addr.eq(Mux(cfg.fc, fc_addr, conv_addr))
@@ -225,11 +226,11 @@ class ActBuffer(wiring.Component):
 
         # ---- r4: bank data registered (r3's context follows the read)
         r4_valid, r5_valid, r6_valid = Signal(), Signal(), Signal()
-        r4, r5, r6 = Signal.like(el), Signal.like(el), Signal.like(el)
-        r4_rot, r5_rot, r6_rot = Signal(lgb), Signal(lgb), Signal(lgb)
-        r4_codes = [Signal(code_bits, name=f"r4_code{j}") for j in range(p)]
-        r5_codes = [Signal(code_bits, name=f"r5_code{j}") for j in range(p)]
-        r6_codes = [Signal(code_bits, name=f"r6_code{j}") for j in range(p)]
+        r4, r5, r6 = pipeline_register_like(el), pipeline_register_like(el), pipeline_register_like(el)
+        r4_rot, r5_rot, r6_rot = pipeline_register(lgb), pipeline_register(lgb), pipeline_register(lgb)
+        r4_codes = [pipeline_register(code_bits, name=f"r4_code{j}") for j in range(p)]
+        r5_codes = [pipeline_register(code_bits, name=f"r5_code{j}") for j in range(p)]
+        r6_codes = [pipeline_register(code_bits, name=f"r6_code{j}") for j in range(p)]
         # reset-less: nothing but the data, so the build moves them into the DP16KDs (hw/platform/bram_outreg.py)
         bank_data = [Signal(8, name=f"bank_data{b}", reset_less=True) for b in range(nb)]
         m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_rot.eq(r3_rot),
@@ -247,7 +248,7 @@ class ActBuffer(wiring.Component):
             return words
 
         low = range((lgb + 1) // 2)
-        half = [Signal(8, name=f"rot_half{b}") for b in range(nb)]
+        half = [pipeline_register(8, name=f"rot_half{b}") for b in range(nb)]
         m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, r5_rot, low))]
         rotated = rotate(half, r6_rot, range(len(low), lgb))
         out = Signal(mac_in_layout(g))
@@ -255,7 +256,9 @@ class ActBuffer(wiring.Component):
             choices = Array([rotated[i] for i in cands[j]] + [C(0, 8)] * ((1 << code_bits) - len(cands[j])))
             m.d.comb += out.a[j].eq(choices[r6_codes[j]])
         m.d.comb += [out.w.eq(r6.w), out.first.eq(r6.first), out.last.eq(r6.last), out.ctx.eq(r6.ctx)]
-        m.d.sync += [self.o.valid.eq(r6_valid), self.o.payload.eq(out)]
+        out_q = pipeline_register(mac_in_layout(g))
+        m.d.sync += [self.o.valid.eq(r6_valid), out_q.eq(out)]
+        m.d.comb += self.o.payload.eq(out_q)
         m.d.comb += self.busy.eq(r0_valid | r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | r6_valid |
                                  self.o.valid)
         return m

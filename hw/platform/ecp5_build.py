@@ -17,6 +17,11 @@ as :class:`DesignDoesNotFit` with its numbers.
 after ``synth_ecp5``: the gate-level netlist of exactly the synthesis the bitstream comes from, for
 post-synthesis simulation (:mod:`sparsegate.sim.netlist_sim`).
 
+``seeds`` places and routes the one synthesized netlist once per nextpnr placer seed, as many at a time as there
+are cores (each in its own folder beside the netlist), and keeps the fastest: Fmax moves by several percent from
+seed to seed on a full device, more than many design changes buy. The report names the seed it kept and every
+seed's Fmax.
+
 Outputs in ``build_dir``, each written atomically and removed before a rebuild so a failed build
 never leaves a stale one: ``<name>.bit`` and ``<name>.build.json`` (the :class:`BuildReport`).
 """
@@ -28,9 +33,10 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from sparsegate.hw.platform.bram_outreg import absorb_output_registers
 from sparsegate.hw.platform import memory_hints, replicated_registers
@@ -241,6 +247,8 @@ class BuildReport:
     netlist: Path | None = None  # the synthesized netlist (``write_netlist``)
     critical_paths: tuple[CriticalPath, ...] = ()  # from nextpnr's report, worst first
     late_registers: tuple[LateRegister, ...] = ()  # registers missing their clock's target, latest first
+    seed: int | None = None  # nextpnr's placer seed of this placement
+    seed_fmax: dict[int, float | None] = field(default_factory=dict)  # every seed tried: its Fmax (None: failed)
 
     @property
     def critical_path(self) -> CriticalPath | None:
@@ -270,7 +278,9 @@ class BuildReport:
         clocks = "; ".join(f"{name}: {c.achieved_mhz:.2f} MHz ({'met' if c.met else 'FAILED'} "
                            f"{c.constraint_mhz if c.constraint_mhz is not None else '-'} MHz)"
                            for name, c in self.clocks.items()) or "no clocks"
-        return f"{self.design} on {self.device}: {cells}; {clocks}"
+        seeds = (f"; fastest of {len(self.seed_fmax)} placer seeds (seed {self.seed})"
+                 if len(self.seed_fmax) > 1 else "")
+        return f"{self.design} on {self.device}: {cells}; {clocks}{seeds}"
 
     def to_dict(self) -> dict:
         return {
@@ -285,6 +295,7 @@ class BuildReport:
             "netlist": str(self.netlist) if self.netlist else None,
             "critical_paths": [path.to_dict() for path in self.critical_paths],
             "late_registers": [late.to_dict() for late in self.late_registers],
+            "seed": self.seed, "seed_fmax": {str(k): v for k, v in self.seed_fmax.items()},
         }
 
 
@@ -430,6 +441,50 @@ def _after_yosys(work: Path, name: str, tools: dict, netlist: Path | None) -> in
     return moved
 
 
+def _seeded_script(script: str, seed: int) -> str:
+    """The place-and-route script with nextpnr's placer seed set."""
+    if not re.search(r'^"\$NEXTPNR_ECP5"', script, flags=re.M):
+        raise BuildFailed("cannot set the placer seed: no nextpnr-ecp5 line in the place-and-route script")
+    return re.sub(r'^("\$NEXTPNR_ECP5")', rf"\1 --seed {seed}", script, flags=re.M)
+
+
+def _log_fmax(log: Path) -> float | None:
+    """The slowest clock's Fmax in a nextpnr log (post-route, or the placement estimate); None without one."""
+    clocks = parse_nextpnr_log(log.read_text(errors="replace"))[1] if log.is_file() else {}
+    return min((c.achieved_mhz for c in clocks.values()), default=None)
+
+
+def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None, seeds: Sequence[int]):
+    """Run ``pnr_<name>.sh`` once per placer seed on the synthesized netlist in ``work``, each seed in its own
+    folder, as many at a time as there are cores, and move the fastest successful run's outputs into ``work``.
+    Returns that run's process, its seed and every seed's Fmax (None where nextpnr failed)."""
+    script = (work / f"pnr_{name}.sh").read_text()
+    inputs = (f"{name}.json", f"{name}.lpf")
+
+    def run(seed: int) -> subprocess.CompletedProcess:
+        folder = work / f"seed-{seed}"
+        folder.mkdir()
+        for file in inputs:         # nextpnr (WASI) opens files only inside its working folder
+            try:
+                os.link(work / file, folder / file)
+            except OSError:
+                shutil.copyfile(work / file, folder / file)
+        (folder / f"pnr_{name}.sh").write_text(_seeded_script(script, seed))
+        return _run_flow(folder, name, tools, timeout_s, f"pnr_{name}.sh")[0]
+
+    with ThreadPoolExecutor(max(1, min(len(seeds), os.cpu_count() or 1))) as pool:
+        procs = dict(zip(seeds, pool.map(run, seeds)))
+    fmax = {seed: _log_fmax(work / f"seed-{seed}" / f"{name}.tim") if procs[seed].returncode == 0 else None
+            for seed in seeds}
+    best = max((s for s in seeds if fmax[s] is not None), key=lambda s: fmax[s], default=seeds[0])
+    for file in (work / f"seed-{best}").iterdir():
+        if file.name not in inputs:
+            file.replace(work / file.name)
+    for seed in seeds:
+        shutil.rmtree(work / f"seed-{seed}")
+    return procs[best], best, fmax
+
+
 def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None, script: str | None = None):
     """Run ``script`` (default ``build_<name>.sh``) once, and once more with :data:`ABC9_WORKAROUND` when
     synthesis hit that assertion; returns the finished process and the extra synthesis options used."""
@@ -482,14 +537,15 @@ def synthesize(design, *, build_dir: str | Path, platform=None, name: str = "top
 def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top",
                require_timing: bool = True, nextpnr_opts: tuple[str, ...] = (),
                timeout_s: float | None = None, place_only: bool = False, write_netlist: bool = False,
-               after_synthesis: Callable[[Path], None] | None = None) -> BuildReport:
+               after_synthesis: Callable[[Path], None] | None = None, seeds: Sequence[int] = (1,)) -> BuildReport:
     """Synthesise, place, route and pack ``design`` for an ECP5 board; return its :class:`BuildReport`.
 
     ``place_only`` stops after placement (nextpnr ``--no-route``, no bitstream): utilisation is final,
     Fmax is nextpnr's post-placement estimate (``report.routed`` is False), in a fraction of the time.
     ``write_netlist`` also writes Yosys's gate-level netlist (``report.netlist``); ``after_synthesis(netlist)``
     is then called between Yosys and nextpnr (the flow runs as two scripts), so work on the netlist (its simulation)
-    can overlap place and route.
+    can overlap place and route. ``seeds``: nextpnr's placer seeds; more than one places and routes once per seed
+    and keeps the fastest (see the module).
 
     ``platform`` is an amaranth-boards ECP5 platform instance or class (default: ULX3S 25F,
     LFE5U-25F); an instance can be built only once. Raises
@@ -497,6 +553,9 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     :class:`DesignDoesNotFit`, :class:`TimingNotMet` (only if ``require_timing``) or
     :class:`BuildFailed`. Nothing is programmed.
     """
+    seeds = tuple(dict.fromkeys(seeds))
+    if not seeds:
+        raise ValueError("build_ecp5 needs at least one placer seed")
     tools = yowasp_env()
     if platform is None:
         platform = _default_platform()
@@ -530,8 +589,10 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         if netlist is not None and after_synthesis is not None:
             after_synthesis(netlist)
         synth_log = proc.stdout or ""
-        proc = _run_flow(work, name, tools, timeout_s, f"pnr_{name}.sh")[0]
+        proc, seed, seed_fmax = _place_and_route(work, name, tools, timeout_s, seeds)
         proc.stdout = synth_log + (proc.stdout or "")
+    else:
+        seed, seed_fmax = None, {}
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"
@@ -574,7 +635,8 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
                          source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,
-                         netlist=netlist, critical_paths=critical, late_registers=late)
+                         netlist=netlist, critical_paths=critical, late_registers=late, seed=seed,
+                         seed_fmax=seed_fmax)
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

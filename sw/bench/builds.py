@@ -18,6 +18,10 @@ most lanes whose block-RAM/DSP estimate fits the device.
 
 ``lanes`` / ``devices`` pick a slice of the grid.
 
+``seeds``: nextpnr's placer seeds for the routed points (default :data:`ROUTED_SEEDS`): each is placed and routed
+once per seed and keeps the fastest (:func:`~sparsegate.sw.flow.build.build_board`); the table gives the kept
+Fmax and every seed's, since on a full device the seeds differ by several percent. Placed-only points use seed 1.
+
 The grid is the current engine (``v2``, :data:`~sparsegate.sw.flow.build.ENGINE_VARIANTS`); ``routed_v1`` adds
 routed points of the old engine (``v1``; by default :data:`V1_ROUTED_POINTS`, none in quick mode), each its own row
 (``engine`` in the JSON, a column in the table), built from the same gateware sources, for the engine benchmark's
@@ -45,12 +49,14 @@ from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
 
 __all__ = ["run_build_sweep", "sweep_point", "gateware_sources_digest", "largest_fitting_lanes", "LANES", "DEVICES",
-           "ROUTED_POINTS", "V1_ROUTED_POINTS"]
+           "ROUTED_POINTS", "ROUTED_SEEDS", "V1_ROUTED_POINTS"]
 
 LANES = (1, 4, 8, 16, 32, 64)
 DEVICES = ("25f", "45f", "85f")
 #: The points a sweep places and routes by default (sign-off Fmax); the rest of the grid is placed only.
 ROUTED_POINTS = (("25f", 4), ("25f", "largest"), ("45f", 16), ("85f", 16), ("85f", 32))
+#: The placer seeds of a routed point: the Fmax kept is the fastest, the table lists each.
+ROUTED_SEEDS = (1, 2, 3)
 #: The old engine's points a sweep places and routes too (its own rows): the engine benchmark's new vs old.
 V1_ROUTED_POINTS = (("85f", 16), ("85f", 32), ("25f", 4))
 
@@ -83,11 +89,12 @@ def gateware_sources_digest() -> str:
 
 
 def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, place_only: bool, sources: str,
-                build_cache: str | None = None, engine: str = DEFAULT_ENGINE) -> dict:
+                build_cache: str | None = None, engine: str = DEFAULT_ENGINE, seeds: tuple[int, ...] = (1,)) -> dict:
     """One sweep point as a pure job: build in a scratch folder, return ``{"point": figures, "files": {name:
     bytes}}``. ``sources`` is :func:`gateware_sources_digest` where the sweep was started; a worker with other
     gateware raises rather than report numbers of a different design. ``build_cache``: the bitstream cache
-    folder on the worker (default ``build/bitstreams`` under its working folder); ``engine``: the variant."""
+    folder on the worker (default ``build/bitstreams`` under its working folder); ``engine``: the variant;
+    ``seeds``: nextpnr's placer seeds (the fastest is kept)."""
     here = gateware_sources_digest()
     if here != sources:
         raise RuntimeError(f"this worker's gateware/tools (digest {here}) differ from the sweep's ({sources}); "
@@ -95,20 +102,20 @@ def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, pl
     with tempfile.TemporaryDirectory(prefix="sweep-point-") as scratch:
         out = Path(scratch) / f"{board}-p{lanes}"
         point = _point(board, dev, lanes, out, image=image, clock_mhz=clock_mhz, place_only=place_only,
-                       build_cache=Path(build_cache) if build_cache else None, engine=engine)
+                       build_cache=Path(build_cache) if build_cache else None, engine=engine, seeds=seeds)
         files = {f.name: f.read_bytes() for f in sorted(out.glob("*")) if f.is_file()} if out.is_dir() else {}
     return {"point": point, "files": files}
 
 
 def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: float, place_only: bool,
-           build_cache: Path | None, engine: str) -> dict:
+           build_cache: Path | None, engine: str, seeds: tuple[int, ...]) -> dict:
     from sparsegate.hw.platform.ecp5_build import BuildFailed, DesignDoesNotFit
     from sparsegate.sw.flow.build import DEFAULT_CACHE, build_board
 
     point = {"board": board, "device": dev.upper(), "lanes": lanes, "mode": "placed" if place_only else "routed"}
     try:
         result = build_board(board, lanes, out, image=image, engine=engine, clock_mhz=clock_mhz,
-                             place_only=place_only, cache=build_cache or DEFAULT_CACHE)
+                             place_only=place_only, cache=build_cache or DEFAULT_CACHE, seeds=seeds)
     except DesignDoesNotFit as err:
         point.update(status="does not fit", detail=str(err),
                      over={k: [u.used, u.available] for k, u in err.overused.items()})
@@ -120,7 +127,8 @@ def _point(board: str, dev: str, lanes: int, out: Path, *, image, clock_mhz: flo
     get = lambda kind: result.utilisation.get(kind, {}).get("used", 0)  # noqa: E731
     point.update(status="ok", lut=get("TRELLIS_COMB"), ff=get("TRELLIS_FF"), dsp=get("MULT18X18D"),
                  ebr=get("DP16KD"), fmax=result.fmax_mhz, met=result.timing_met, seconds=rep["elapsed_s"],
-                 digest=result.digest, synth_opts=rep.get("synth_opts", ""))
+                 digest=result.digest, synth_opts=rep.get("synth_opts", ""), seed=rep.get("seed"),
+                 seed_fmax=rep.get("seed_fmax") or {})
     critical = saved_critical_path(rep)
     if critical:
         point["critical_path"] = critical.to_dict()
@@ -131,14 +139,25 @@ def _mhz(value) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def _seeds(p: dict) -> str:
+    """A point's placer seeds: each seed's Fmax and their mean when several ran, else the one seed."""
+    tried = {s: f for s, f in (p.get("seed_fmax") or {}).items()}
+    if len(tried) < 2:
+        return str(p.get("seed", "")) if p.get("seed") is not None else ""
+    done = [f for f in tried.values() if f is not None]
+    mean = f" (mean {sum(done) / len(done):.1f})" if done else ""
+    return ", ".join(f"{s}: {_mhz(f)}" for s, f in tried.items()) + mean
+
+
 def _row(p: dict) -> str:
     if p["status"] == "ok":
         fmax = _mhz(p["fmax"]) if _mode(p) == "routed" else f"{_mhz(p['fmax'])} (estimate)"
         return (f"| {p['device']} | {p['lanes']} | {p['engine']} | {_mode(p)} | {p['lut']:,} | {p['ff']:,} | "
-                f"{p['dsp']} | {p['ebr']} | {fmax} | {'yes' if p['met'] else 'no'} | {p['seconds']:.0f} |")
+                f"{p['dsp']} | {p['ebr']} | {fmax} | {'yes' if p['met'] else 'no'} | {_seeds(p)} | "
+                f"{p['seconds']:.0f} |")
     over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in p.get("over", {}).items())
     return (f"| {p['device']} | {p['lanes']} | {p['engine']} | {_mode(p)} | "
-            f"{p['status']}{': needs ' + over if over else ''} | | | | | | |")
+            f"{p['status']}{': needs ' + over if over else ''} | | | | | | | |")
 
 
 def _folder(board: str, lanes: int, engine: str) -> str:
@@ -176,7 +195,7 @@ def _routed_set(routed, devices, lanes_list, image, engine: str = DEFAULT_ENGINE
 
 def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, routed_v1=V1_ROUTED_POINTS, lanes=None,
                     devices=None, clock_mhz: float = 100.0, image=None, log=print, jobs: RunnerOptions | None = None,
-                    build_cache: Path | None = None) -> BenchResult:
+                    build_cache: Path | None = None, seeds=ROUTED_SEEDS) -> BenchResult:
     """Build every (device, lanes) point as a job of the runner (``jobs``: which cluster, cache, workers; default
     a local cluster); write ``builds.md`` and ``builds.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
@@ -184,7 +203,8 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, route
     placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``routed_v1``:
     the points to place and route with the old engine too (default :data:`V1_ROUTED_POINTS`), each its own row;
     ``quick``: the grid only, every point placed only (Fmax = post-placement estimate). ``build_cache``: the
-    workers' bitstream cache (default ``build/bitstreams`` in each worker's working folder)."""
+    workers' bitstream cache (default ``build/bitstreams`` in each worker's working folder); ``seeds``: the routed
+    points' placer seeds (default :data:`ROUTED_SEEDS`; the fastest is kept)."""
     from sparsegate.sw.flow.build import default_image
 
     out_dir = Path(out_dir)
@@ -197,6 +217,9 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, route
     for p in lanes_list:
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
+    seeds = tuple(sorted(set(seeds)))
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"placer seeds must be non-negative integers, got {seeds!r}")
     image = image or default_image()
     to_route = set() if quick else (
         {(dev, p, DEFAULT_ENGINE) for dev, p in _routed_set(routed, devices, lanes_list, image)}
@@ -210,9 +233,11 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, route
                 {"image": image, "clock_mhz": clock_mhz, "place_only": placed, "sources": sources,
                  "build_cache": str(build_cache) if build_cache else None,
                  # v2 keeps the arguments it had before the variants: the runner's cache key of its points
-                 **({} if engine == DEFAULT_ENGINE else {"engine": engine})})
+                 **({} if engine == DEFAULT_ENGINE else {"engine": engine}),
+                 **({} if placed or seeds == (1,) else {"seeds": seeds})})
             for board, dev, p, placed, engine in (grid[i] for i in order)]
-    data = {"quick": quick, "clock_mhz": clock_mhz, "sources": sources, "sweep_s": 0.0, "points": [], "plot": None}
+    data = {"quick": quick, "clock_mhz": clock_mhz, "seeds": list(seeds), "sources": sources, "sweep_s": 0.0,
+            "points": [], "plot": None}
     settled: dict[int, dict] = {}
 
     def arrived(k: int, job: JobResult) -> None:
@@ -256,7 +281,12 @@ def _markdown(data: dict) -> str:
     clock_mhz, points = data["clock_mhz"], data["points"]
     modes = {_mode(p) for p in points}
     table = (f"| device | P | engine | mode | LUT4 | FF | MULT18X18D | DP16KD | Fmax (MHz) | met at {clock_mhz:g} MHz "
-             "| tool s |\n|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|\n" + "\n".join(_row(p) for p in points))
+             "| placer seeds (MHz) | tool s |\n|---|---:|---|---|---:|---:|---:|---:|---:|---|---|---:|\n"
+             + "\n".join(_row(p) for p in points))
+    seeds = [1] if modes == {"placed"} else data.get("seeds") or [1]
+    seed_note = ("seed 1" if seeds == [1] else
+                 f"routed points placed and routed with seeds {', '.join(map(str, seeds))}, the fastest kept: Fmax "
+                 "is that seed's, each seed's beside it; placed-only points seed 1")
     if modes == {"placed"}:
         mode = ("**quick mode: placed only, no routing; every Fmax is nextpnr's post-placement estimate, not a "
                 "sign-off figure**")
@@ -270,7 +300,7 @@ def _markdown(data: dict) -> str:
     reused = (f" ({len(cached)} of {len(points)} points from the runner's cache, built by an earlier run; their "
               f"jobs' own wall times sum to {sum(p['job']['wall_s'] for p in cached):.0f} s)") if cached else ""
     return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
-            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 (seed 1); {mode}. Engine `{DEFAULT_ENGINE}` is the "
+            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 ({seed_note}); {mode}. Engine `{DEFAULT_ENGINE}` is the "
             f"current engine, `{OLD_ENGINE}` the old one (one-row passes, one pixel drained a cycle, 2P activation "
             "banks: `sw/flow/build.py:ENGINE_VARIANTS`), built from the same gateware sources. \"does not fit\" = the "
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "

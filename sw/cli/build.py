@@ -55,7 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"build cache (default {DEFAULT_CACHE})")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has this design")
     parser.add_argument("--no-precheck", action="store_true", help="run the tools even when the estimate says it cannot fit")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[1], metavar="SEED",
+                        help="nextpnr placer seed (default 1); several (--seed 1 2 3) place and route once per seed, "
+                             "as many at a time as there are cores, and keep the fastest")
     parser.add_argument("--place-only", action="store_true",
                         help="stop after placement: resources and a post-placement Fmax estimate, no bitstream")
     parser.add_argument("--netlist-sim", type=int, default=0, metavar="N",
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                              image_name=str(args.image) if args.image else DEFAULT_IMAGE_NAME,
                              clock_mhz=args.clock_mhz, baud=args.baud, samples=args.samples, headroom=args.headroom,
                              uart_pins=uart, cache=args.cache, force=args.force, precheck=not args.no_precheck,
-                             place_only=args.place_only, seed=args.seed, netlist_sim=args.netlist_sim, log=print)
+                             place_only=args.place_only, seeds=args.seed, netlist_sim=args.netlist_sim, log=print)
     except (BuildError, DesignDoesNotFit, NetlistSimError) as err:
         raise CliError(str(err)) from None
     except (BuildFailed, ToolNotFoundError, SimulationFailed) as err:

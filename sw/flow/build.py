@@ -29,7 +29,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
 from sparsegate.hw.platform.ecp5_build import saved_critical_path, saved_late_registers
@@ -190,6 +190,7 @@ def format_report(result: BuildResult) -> str:
             + (f"Placed only (no routing, no bitstream): Fmax is nextpnr's post-placement estimate; timing "
                f"{'would be met' if rep['timing_met'] else 'NOT met'} by that estimate.\n" if placed else
                f"Timing {'met' if rep['timing_met'] else 'NOT met'}.\n")
+            + _seeds_line(rep)
             + (f"\nCritical path (nextpnr, {critical.from_clock}): {critical.describe()}.\n" if critical else "")
             + _late_registers_section(saved_late_registers(rep))
             + (f"\n{result.netlist_sim['line']} (Verilator, through the UART pins; "
@@ -197,6 +198,17 @@ def format_report(result: BuildResult) -> str:
                f"for the RTL; {result.netlist_sim['elapsed_s']:.0f} s"
                + (f", alongside place and route: {result.netlist_sim['added_s']:.0f} s added"
                   if result.netlist_sim.get("overlapped") else "") + ").\n" if result.netlist_sim else ""))
+
+
+def _seeds_line(rep: dict) -> str:
+    """report.md's line on the placer seeds: which one the bitstream is, and every seed's Fmax when several ran."""
+    tried = rep.get("seed_fmax") or {}
+    if len(tried) < 2:
+        return f"\nnextpnr placer seed {rep['seed']}.\n" if rep.get("seed") is not None else ""
+    each = ", ".join(f"seed {s}: {f:.1f}" if f is not None else f"seed {s}: failed" for s, f in tried.items())
+    done = [f for f in tried.values() if f is not None]
+    return (f"\nFastest of {len(tried)} placer seeds: seed {rep['seed']} ({each} MHz; mean "
+            f"{sum(done) / len(done):.1f}).\n")
 
 
 #: Late registers listed in a build's report.md (report.json keeps up to LATE_REGISTERS_KEPT).
@@ -280,13 +292,16 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
                 engine: str = DEFAULT_ENGINE, clock_mhz: float = 100.0, baud: int = 115200, samples: int = 1,
                 headroom: float = 0.0, uart_pins: tuple[str, str] | None = None, cache: Path | None = DEFAULT_CACHE,
                 force: bool = False, precheck: bool = True, place_only: bool = False, core: Core | str = ENGINE,
-                units: int = 20, per_word: int = 8, seed: int = 1, netlist_sim: int = 0, netlist_load: bool = True,
+                units: int = 20, per_word: int = 8, seeds: Sequence[int] = (1,), netlist_sim: int = 0,
+                netlist_load: bool = True,
                 log: Callable[[str], None] = _quiet) -> BuildResult:
     """Build (or fetch from the cache) one board bitstream; writes ``out/top.bit``, ``report.json`` (the
     result's :meth:`~BuildResult.to_dict`) and ``report.md``.
 
     ``place_only``: stop after placement (no ``.bit``; Fmax is nextpnr's placement estimate, cached apart).
-    ``seed``: nextpnr's placer seed (Fmax varies by a few percent between seeds).
+    ``seeds``: nextpnr's placer seeds (Fmax varies by a few percent between seeds): more than one places and routes
+    the one netlist once per seed, as many at a time as there are cores, and keeps the fastest (the report lists
+    every seed's Fmax).
     ``netlist_sim``: simulate the synthesized netlist on that many digits (see the module); ``netlist_load=False``:
     with the network the bitstream holds instead of loading it over the link.
     ``core``: a registry :class:`~sparsegate.hw.platform.cores.Core` or its name; for the LIF core ``image`` is
@@ -311,7 +326,12 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     device = str(platform.device)
     fin = platform.resources[platform.default_clk, 0].clock.frequency
     clk_hz = fin if abs(fin - clock_mhz * 1e6) < 1 else pll_params(fin, clock_mhz * 1e6)["fout_hz"]
-    settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins, "seed": seed}
+    seeds = sorted(set(seeds))
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise BuildError(f"placer seeds must be non-negative integers, got {seeds!r}")
+    # one seed keeps the key it always had, so cached single-seed builds stay valid
+    settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins,
+                "seed": seeds[0] if len(seeds) == 1 else seeds}
     program = board_program(core, image, lanes=lanes, engine=engine, units=units, per_word=per_word,
                             samples=samples, headroom=headroom, image_name=image_name, log=log)
     variant = engine if core is ENGINE else None
@@ -353,7 +373,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
                                       netlist_sim, netlist_load, log))
         try:
             report = build_ecp5(top, build_dir=work, platform=platform, require_timing=False,
-                                nextpnr_opts=("--seed", str(seed)), place_only=place_only,
+                                seeds=seeds, place_only=place_only,
                                 write_netlist=bool(netlist_sim), after_synthesis=overlap if netlist_sim else None)
         finally:
             if pool is not None:

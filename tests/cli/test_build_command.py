@@ -86,6 +86,40 @@ def test_build_engine_option_reaches_the_build_and_a_bad_one_is_exit_2(tmp_path,
     assert exit_.value.code == 2 and len(errors) == 1 and "--engine: invalid choice: 'v3'" in errors[0]
 
 
+def test_build_takes_several_placer_seeds_and_refuses_a_negative_one(tmp_path, image, capsys, monkeypatch):
+    """``--seed 3 1 2`` hands every seed to the build (which keeps the fastest); a negative seed is one error line,
+    exit 2, before any tool runs; report.md lists each seed's Fmax."""
+    import sparsegate.sw.flow.build as fb
+
+    img = tmp_path / "tiny.bin"
+    img.write_bytes(image)
+    args = ["build", "--board", "ulx3s-25f", "--lanes", "1", "--image", str(img), "--out", str(tmp_path / "o"),
+            "--cache", str(tmp_path / "cache")]
+    assert main([*args, "--seed", "2", "-1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "placer seeds must be non-negative integers" in line and not (tmp_path / "o").exists()
+    seen = []
+    monkeypatch.setattr(fb, "build_board", lambda *a, seeds, **kw: seen.append(seeds) or _seeded_result(image))
+    assert main([*args, "--seed", "3", "1", "2"]) == 1      # timing not met in the stand-in's report
+    assert seen == [[3, 1, 2]]
+    out = capsys.readouterr().out
+    assert "Fastest of 3 placer seeds: seed 2 (seed 1: 101.5, seed 2: 110.2, seed 3: failed MHz; mean 105.8)" in out
+
+
+def _seeded_result(image):
+    """A build result as a three-seed build leaves it (seed 3's nextpnr failed)."""
+    from sparsegate.sw.flow.build import BuildResult, board_program
+
+    geometry = ENGINE.identity(board_program(ENGINE, image, lanes=1))
+    return BuildResult.from_dict({
+        "board": "ulx3s-25f", "core": ENGINE.name, "lanes": 1, "clock_mhz": 100.0, "image": "tiny", "digest": "d",
+        "tools": {}, "geometry": geometry, "report": {
+            "device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "elapsed_s": 9.0, "fmax_mhz": 110.2,
+            "timing_met": False, "utilisation": {"TRELLIS_COMB": {"used": 10, "available": 24288}},
+            "clocks": {"clk": {"achieved_mhz": 110.2, "constraint_mhz": 125.0, "met": False}},
+            "seed": 2, "seed_fmax": {"1": 101.5, "2": 110.2, "3": None}}})
+
+
 def test_estimate_scales_with_lanes():
     small = small_program(lanes=4, seed=1, n_samples=1)
     big = small_program(lanes=16, seed=1, n_samples=1)
@@ -149,7 +183,7 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
         util = {k: {"used": lanes * n, "available": 99999} for k, n in
                 (("TRELLIS_COMB", 1000), ("TRELLIS_FF", 500), ("MULT18X18D", 1), ("DP16KD", 10))}
         return fb.BuildResult.from_dict({"digest": f"d{lanes}", "report": {
-            "utilisation": util, "fmax_mhz": 50.0 + lanes, "timing_met": False, "elapsed_s": 12.0,
+            "utilisation": util, "fmax_mhz": 50.0 + lanes, "timing_met": False, "elapsed_s": 12.0, "seed": 1,
             "synth_opts": "-dff" if lanes == 4 else "",
             "critical_paths": [{"from_clock": "<async>", "to_clock": "posedge clk", "delay_ns": 9.0, "logic_ns": 0.0,
                                 "routing_ns": 9.0, "levels": 0, "start": "uart_rx", "end": "sync1"},
@@ -165,7 +199,8 @@ def test_sweep_reports_points_that_do_not_fit_and_labels_quick_mode(tmp_path, mo
                          log=lambda s: None, jobs=RunnerOptions(workers=1, processes=False)).markdown
     assert calls == [("ulx3s-25f", 1, True), ("ulx3s-25f", 4, True), ("ulx3s-25f", 16, True)]
     assert "quick mode: placed only" in md
-    assert "| 25F | 4 | v2 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 12 |" in md
+    assert "| 25F | 4 | v2 | placed | 4,000 | 2,000 | 4 | 40 | 54.0 (estimate) | no | 1 | 12 |" in md
+    assert "(seed 1); **quick mode" in md
     assert "| 25F | 16 | v2 | placed | does not fit: needs DP16KD 80/56 |" in md
     assert "25F P=4 was synthesised with `synth_ecp5 -dff`" in md and "P=1 was" not in md
     # each point names its worst register-to-register path (not the faster async one listed first)
@@ -185,13 +220,15 @@ def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatc
     from sparsegate.sw.bench.builds import run_build_sweep
     from sparsegate.sw.jobs import RunnerOptions
 
-    calls = []
+    calls, seeded = [], []
 
-    def fake_build(board, lanes, out, *, place_only, **kw):
+    def fake_build(board, lanes, out, *, place_only, seeds=(1,), **kw):
         calls.append((board, lanes, place_only))
+        seeded.append(tuple(seeds))
+        tried = {str(s): 90.0 + lanes + s - 1 for s in seeds}
         return fb.BuildResult.from_dict({"digest": f"d{lanes}", "report": {
-            "utilisation": {"TRELLIS_COMB": {"used": 100 * lanes, "available": 99999}}, "fmax_mhz": 90.0 + lanes,
-            "timing_met": False, "elapsed_s": 3.0}})
+            "utilisation": {"TRELLIS_COMB": {"used": 100 * lanes, "available": 99999}}, "fmax_mhz": max(tried.values()),
+            "timing_met": False, "elapsed_s": 3.0, "seed": max(seeds), "seed_fmax": tried}})
 
     monkeypatch.setattr(fb, "build_board", fake_build)
     sweep = run_build_sweep(tmp_path, routed=[("25F", 4), ("45f", 8)], routed_v1=(), lanes=(1, 4),
@@ -200,8 +237,12 @@ def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatc
     assert calls == [("ulx3s-25f", 4, False), ("ulx3s-45f", 8, False),   # routed first, the table in grid order
                      ("ulx3s-25f", 1, True), ("ulx3s-45f", 1, True), ("ulx3s-45f", 4, True)]
     assert [p["mode"] for p in sweep.data["points"]] == ["placed", "routed", "placed", "placed", "routed"]
-    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
-    assert "| 25F | 1 | v2 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 3 |" in sweep.markdown
+    # routed points: one build per placer seed, the fastest kept, each seed's Fmax in the table; placed: seed 1
+    assert seeded == [(1, 2, 3), (1, 2, 3), (1,), (1,), (1,)]
+    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 96.0 | no | 1: 94.0, 2: 95.0, 3: 96.0 (mean 95.0) | 3 |" in \
+        sweep.markdown
+    assert "| 25F | 1 | v2 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 1 | 3 |" in sweep.markdown
+    assert "seeds 1, 2, 3, the fastest kept" in sweep.markdown
     assert "**mixed:" in sweep.markdown
     with pytest.raises(ValueError, match="routed point must be"):
         run_build_sweep(tmp_path, routed=[("25f", 5)], lanes=(1,), devices=("25f",), image=b"x")
@@ -224,18 +265,18 @@ def test_sweep_routes_old_engine_points_as_their_own_rows(tmp_path, monkeypatch)
         (out / "report.md").write_text(engine)
         return fb.BuildResult.from_dict({"digest": f"d{lanes}{engine}", "report": {
             "utilisation": {"TRELLIS_COMB": {"used": 100 * lanes, "available": 99999}},
-            "fmax_mhz": 90.0 + lanes + (engine == "v1"), "timing_met": False, "elapsed_s": 3.0}})
+            "fmax_mhz": 90.0 + lanes + (engine == "v1"), "timing_met": False, "elapsed_s": 3.0, "seed": 1}})
 
     monkeypatch.setattr(fb, "build_board", fake_build)
-    options = dict(lanes=(1, 4), devices=("25f",), image=b"x", log=lambda s: None,
+    options = dict(lanes=(1, 4), devices=("25f",), image=b"x", log=lambda s: None, seeds=(1,),
                    jobs=RunnerOptions(workers=1, processes=False))
     sweep = run_build_sweep(tmp_path, routed=[("25f", 4)], routed_v1=[("25f", 4), ("45f", 16)], **options)
     assert calls == [("ulx3s-25f", 4, "v2", False), ("ulx3s-25f", 4, "v1", False), ("ulx3s-45f", 16, "v1", False),
                      ("ulx3s-25f", 1, "v2", True)]
     assert [(p["device"], p["lanes"], p["engine"], p["mode"]) for p in sweep.data["points"]] == [
         ("25F", 1, "v2", "placed"), ("25F", 4, "v2", "routed"), ("25F", 4, "v1", "routed"), ("45F", 16, "v1", "routed")]
-    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 3 |" in sweep.markdown
-    assert "| 25F | 4 | v1 | routed | 400 | 0 | 0 | 0 | 95.0 | no | 3 |" in sweep.markdown
+    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 1 | 3 |" in sweep.markdown
+    assert "| 25F | 4 | v1 | routed | 400 | 0 | 0 | 0 | 95.0 | no | 1 | 3 |" in sweep.markdown
     assert json.loads((tmp_path / "builds.json").read_text())["points"] == sweep.data["points"]
     for folder, engine in (("ulx3s-25f-p4", "v2"), ("ulx3s-25f-p4-v1", "v1"), ("ulx3s-45f-p16-v1", "v1")):
         assert (tmp_path / folder / "report.md").read_text() == engine
@@ -245,8 +286,9 @@ def test_sweep_routes_old_engine_points_as_their_own_rows(tmp_path, monkeypatch)
 
 
 def test_the_v2_jobs_keep_their_runner_cache_keys(tmp_path, monkeypatch):
-    """The sweep's v2 jobs have the arguments they had before the engine variants (so the runner's cache still
-    serves every point built then); a v1 job at the same point has a key of its own."""
+    """The sweep's single-seed v2 jobs have the arguments they had before the engine variants and the placer seeds
+    (so the runner's cache still serves every point built then); a v1 job at the same point, or a routed point
+    with several seeds, has a key of its own."""
     import sparsegate.sw.bench.builds as builds
     from sparsegate.sw.jobs import SweepResult
     from sparsegate.sw.jobs.digest import job_digest
@@ -258,8 +300,9 @@ def test_the_v2_jobs_keep_their_runner_cache_keys(tmp_path, monkeypatch):
         return SweepResult([], None, None, 0.0)
 
     monkeypatch.setattr(builds, "run_jobs", capture)
-    builds.run_build_sweep(tmp_path, routed=[("25f", 4)], routed_v1=[("25f", 4)], lanes=(4,), devices=("25f",),
-                           image=b"x", log=lambda s: None)
+    sweep = dict(routed=[("25f", 4)], routed_v1=[("25f", 4)], lanes=(4,), devices=("25f",), image=b"x",
+                 log=lambda s: None)
+    builds.run_build_sweep(tmp_path, seeds=(1,), **sweep)
     by_key = {job.key: job for job in jobs}
     assert set(by_key) == {"ulx3s-25f-p4", "ulx3s-25f-p4-v1"}
     before = {"image": b"x", "clock_mhz": 100.0, "place_only": False, "sources": builds.gateware_sources_digest(),
@@ -269,6 +312,13 @@ def test_the_v2_jobs_keep_their_runner_cache_keys(tmp_path, monkeypatch):
     assert job_digest(v2.fn, v2.args, v2.kwargs) == job_digest(builds.sweep_point, ("ulx3s-25f", "25f", 4), before)
     assert v1.kwargs == {**before, "engine": "v1"}
     assert job_digest(v1.fn, v1.args, v1.kwargs) != job_digest(v2.fn, v2.args, v2.kwargs)
+    jobs.clear()
+    builds.run_build_sweep(tmp_path, **sweep)       # the default: three placer seeds on routed points
+    seeded = {job.key: job for job in jobs}["ulx3s-25f-p4"]
+    assert seeded.kwargs == {**before, "seeds": builds.ROUTED_SEEDS} and builds.ROUTED_SEEDS == (1, 2, 3)
+    assert job_digest(seeded.fn, seeded.args, seeded.kwargs) != job_digest(v2.fn, v2.args, v2.kwargs)
+    with pytest.raises(ValueError, match="placer seeds"):
+        builds.run_build_sweep(tmp_path, seeds=(), **sweep)
 
 
 def test_largest_fitting_lanes_is_the_last_that_the_estimate_lets_through():

@@ -333,6 +333,17 @@ def test_flow_splits_after_synthesis():
     assert "YOSYS" not in pnr and "NEXTPNR_ECP5" in pnr and "ECPPACK" in pnr and pnr.startswith("set -e")
 
 
+def test_seeded_script_sets_the_placer_seed_on_nextpnr_only():
+    from sparsegate.hw.platform.ecp5_build import BuildFailed, _seeded_script
+    script = ('set -e\n"$NEXTPNR_ECP5" --quiet --json top.json --textcfg top.config\n'
+              '"$ECPPACK" --compress --input top.config --bit top.bit\n')
+    out = _seeded_script(script, 7).splitlines()
+    assert out[1] == '"$NEXTPNR_ECP5" --seed 7 --quiet --json top.json --textcfg top.config'
+    assert out[0] == "set -e" and out[2].startswith('"$ECPPACK"') and "--seed" not in out[2]
+    with pytest.raises(BuildFailed, match="placer seed"):
+        _seeded_script('"$YOSYS" -q top.ys\n', 7)
+
+
 def test_abc9_assertion_is_recognised_and_worked_around(tmp_path):
     """Yosys 0.70's abc9 reintegration assertion (hit by the 8-lane engine top) triggers one more synthesis
     with ``-dff``; other synthesis failures do not."""
@@ -359,11 +370,17 @@ def test_abc9_assertion_is_recognised_and_worked_around(tmp_path):
 @pytest.mark.synthesis
 @needs_yowasp
 def test_place_only_build_reports_a_placement_estimate(tmp_path):
-    """``place_only``: no bitstream, real utilisation, Fmax from the post-placement timing analysis."""
-    report = build_ecp5(SmokeTop(), build_dir=tmp_path, place_only=True)
+    """``place_only``: no bitstream, real utilisation, Fmax from the post-placement timing analysis; with several
+    placer seeds, each is placed and the fastest kept (its log and report are the build's)."""
+    report = build_ecp5(SmokeTop(), build_dir=tmp_path, place_only=True, seeds=(3, 1, 2, 1))
     assert report.bitstream is None and not report.routed and not (tmp_path / "top.bit").exists()
     assert report.cell("MULT").used >= 1 and report.cell("LUT4").used > 0
     (clock,) = report.clocks.values()
     assert clock.constraint_mhz == 25.0 and clock.achieved_mhz > 0
+    assert list(report.seed_fmax) == [3, 1, 2] and all(f > 0 for f in report.seed_fmax.values())
+    assert report.seed_fmax[report.seed] == max(report.seed_fmax.values()) == pytest.approx(clock.achieved_mhz, abs=0.01)
+    work = tmp_path / "work"
+    assert not list(work.glob("seed-*")) and f"--seed {report.seed} " in (work / "pnr_top.sh").read_text()
     saved = json.loads((tmp_path / "top.build.json").read_text())
     assert saved["routed"] is False and saved["bitstream"] is None
+    assert saved["seed"] == report.seed and saved["seed_fmax"] == {str(s): f for s, f in report.seed_fmax.items()}
