@@ -31,6 +31,7 @@ from sparsegate.hw.engine.contents import EngineContents
 from sparsegate.hw.engine.layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
 from sparsegate.hw.engine.mac_array import MacArray
 from sparsegate.hw.engine.output_stage import OutputStage
+from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
@@ -146,7 +147,7 @@ class SparseEngine(wiring.Component):
             in_wr = inmem.write_port()
             ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
             wr_sel = Signal(len(ports))
-            wr_addr, wr_data = Signal.like(self.wr_addr), Signal.like(self.wr_data)
+            wr_addr, wr_data = pipeline_register_like(self.wr_addr), pipeline_register_like(self.wr_data)
             m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
                          wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
             for k, port in enumerate(ports):
@@ -181,8 +182,10 @@ class SparseEngine(wiring.Component):
         wiring.connect(m, mac.o, ostage.i)
         # each block gets its own registered copy of the layer descriptor (static while a layer runs; the
         # first command reaches a block several cycles after the descriptor is latched): local fanout
-        for block in (wdec, abuf, ostage):
-            m.d.sync += block.cfg.eq(seq.cfg)
+        for name, block in (("wdec", wdec), ("abuf", abuf), ("ostage", ostage)):
+            cfg = pipeline_register_like(seq.cfg, name=f"cfg_{name}")
+            m.d.sync += cfg.eq(seq.cfg)
+            m.d.comb += block.cfg.eq(cfg)
         m.d.comb += [
                      ostage.clear.eq(seq.clear), seq.start.eq(self.start), seq.sample.eq(self.sample),
                      self.done.eq(seq.done), self.busy.eq(seq.busy | seq.checking),
@@ -195,11 +198,11 @@ class SparseEngine(wiring.Component):
         load_v = Signal()
         load_v2 = Signal()
         load_v3 = Signal()
-        load_i = Signal(aw)
-        load_i2 = Signal(aw)
-        load_i3 = Signal(aw)
-        load_data = Signal(8 * nb)
-        load_data3 = Signal(8 * nb)
+        load_i = pipeline_register(aw)
+        load_i2 = pipeline_register(aw)
+        load_i3 = pipeline_register(aw)
+        load_data = pipeline_register(8 * nb)
+        load_data3 = pipeline_register(8 * nb)
         m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
                      load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
                      load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
@@ -229,8 +232,8 @@ class SparseEngine(wiring.Component):
         active_v1 = Signal()
         active_v = Signal()
         mi = mac.i.payload
-        lane_x = [Signal(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
-        lane_y = [Signal(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
+        lane_x = [pipeline_register(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
+        lane_y = [pipeline_register(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
         for j in range(g.lanes):
             m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
         m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.vx > lane_x[j]) & (mi.ctx.vy > lane_y[j])
@@ -242,7 +245,8 @@ class SparseEngine(wiring.Component):
         # the output stage's writes as seen by the signatures and the result capture (registered copy)
         out_v = Signal()
         out2_v = Signal()
-        seen, seen2 = Signal.like(ostage.o.payload), Signal.like(ostage.o2.payload)
+        seen = pipeline_register_like(ostage.o.payload)
+        seen2 = pipeline_register_like(ostage.o2.payload)
         m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload),
                      out2_v.eq(ostage.o2.valid), seen2.eq(ostage.o2.payload)]
 
@@ -290,10 +294,10 @@ class SparseEngine(wiring.Component):
         # address compared: a map smaller than the result registers writes fewer of them). The addresses are
         # per-layer constants (registered), so the output stage's write is compared with registers and the
         # capture enables are registered with the byte: no subtraction, and decode and capture in their own cycles
-        targets = [Signal(aw, name=f"result{k}_addr") for k in range(g.n_results)]
+        targets = [pipeline_register(aw, name=f"result{k}_addr") for k in range(g.n_results)]
         m.d.sync += [targets[k].eq(seq.cfg.out_base + k) for k in range(g.n_results)]
         capture = Signal(g.n_results)
-        captured = Signal(8)
+        captured = pipeline_register(8)
         m.d.sync += [captured.eq(ostage.o.payload.data),
                      capture.eq(Cat(ostage.o.valid & last & (ostage.o.payload.addr == targets[k])
                                     for k in range(g.n_results)))]

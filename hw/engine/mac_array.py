@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
+from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.platform.replicated_registers import REPLICA
 
 __all__ = ["MacArray", "LATENCY", "LANES_PER_LOAD"]
@@ -58,17 +59,18 @@ class MacArray(wiring.Component):
         i = self.i.payload
 
         s1_valid = Signal()
-        s1_first = Signal()
-        s1_last = Signal()
+        s1_first = pipeline_register()
+        s1_last = pipeline_register()
         s2_valid = Signal()
-        s2_first = Signal()
-        s1_ctx, s2_ctx = Signal.like(i.ctx), Signal.like(i.ctx)
+        s2_first = pipeline_register()
+        s1_ctx = pipeline_register_like(i.ctx)
+        s2_ctx = pipeline_register_like(i.ctx)
         s2_prod = []        # s1: the multipliers' operand registers, s2: their product registers
         for j in range(p):
             mul = m.submodules[f"mul{j}"] = DspMultiplier(signed(8), signed(8))
             m.d.comb += [mul.a.eq(i.w[j]), mul.b.eq(i.a[j])]
             s2_prod.append(mul.p)
-        acc = [Signal(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
+        acc = [pipeline_register(signed(ACC_BITS), name=f"acc{j}") for j in range(p)]
 
         m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(i.first), s1_last.eq(i.last), s1_ctx.eq(i.ctx),
                      s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_ctx.eq(s1_ctx)]
@@ -77,6 +79,9 @@ class MacArray(wiring.Component):
         loads = [Signal(name=f"load{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_LOAD) + 2)]
         m.d.sync += [load.eq(s1_valid & s1_last) for load in loads]
 
+        # the output register: data held for the output stage, read only under `o.valid`
+        out = pipeline_register(mac_out_layout(self.g))
+        m.d.comb += self.o.payload.eq(out)
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         for j in range(p):
@@ -85,10 +90,10 @@ class MacArray(wiring.Component):
             with m.If(s2_valid):
                 m.d.sync += acc[j].eq(total)
             with m.If(loads[j // LANES_PER_LOAD]):
-                m.d.sync += self.o.payload.acc[j].eq(total)
+                m.d.sync += out.acc[j].eq(total)
         with m.If(loads[-2]):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.ctx.eq(s2_ctx)]
-        walk = self.o.payload.walk
+            m.d.sync += [self.o.valid.eq(1), out.ctx.eq(s2_ctx)]
+        walk = out.walk
         with m.If(loads[-1]):
             m.d.sync += [getattr(walk, name).eq(getattr(s2_ctx, name)) for name, _ in walk.shape()]
         m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)

@@ -42,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_layout, mem_write_signature, param_layout,
                              write_layout)
+from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
 from sparsegate.hw.platform.replicated_registers import REPLICA
 
@@ -124,7 +125,7 @@ class OutputStage(wiring.Component):
         jx = Signal(range(p + 2))
         jy = Signal(range(p + 1))
         row_lane = Signal(range(p + 1))
-        tx = Signal(range(p + 1))              # static while a layer runs: registered
+        tx = pipeline_register(range(p + 1))    # static while a layer runs: registered
         m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
         walk = self.i.payload.walk              # the walker's own copy of ctx's vx, nvalid and their compares
@@ -167,15 +168,16 @@ class OutputStage(wiring.Component):
                              pass_left_r.eq(pass_left - step), *pass_flags]
                 m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
-        prm_addr = Signal.like(prd.addr)
+        prm_addr = pipeline_register_like(prd.addr)
         m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | jx, ctx.tile))
         m.d.comb += [prd.en.eq(1), prd.addr.eq(prm_addr)]
 
         def stage(name, fields, prev=None):
-            """A pipeline register: ``valid`` and ``fields`` ({name: shape}); ``valid`` and the pixel's
-            position (``x``, ``y``, ``co`` where both have them) follow from ``prev``."""
+            """A pipeline register: ``valid`` and ``fields`` ({name: shape}, reset-less: read only under
+            ``valid``); ``valid`` and the pixel's position (``x``, ``y``, ``co`` where both have them) follow from
+            ``prev``."""
             regs = {"valid": Signal(name=f"{name}_valid")}
-            regs.update({k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()})
+            regs.update({k: pipeline_register(v, name=f"{name}_{k}") for k, v in fields.items()})
             if prev is not None:
                 m.d.sync += regs["valid"].eq(prev["valid"])
                 for k in ("x", "y", "co"):
@@ -255,7 +257,7 @@ class OutputStage(wiring.Component):
 
         # horizontal pool. One a cycle: pixel x even holds, x odd takes the pair maximum. Two a cycle: the
         # pair arrives together (tiles start at even columns), the maximum is taken at once.
-        hold = Signal(signed(8))
+        hold = pipeline_register(signed(8))
         with m.If(a8["valid"] & ~a8["x"][0]):
             m.d.sync += hold.eq(a8["act"])
         # both pairs' compares side by side, registered with their operands (p8); the layer's mode and the
@@ -268,9 +270,9 @@ class OutputStage(wiring.Component):
         carry(p8, a8, ("dest",))
         hmax = Mux(pool_dual, Mux(p8["a_gt_b"], p8["act"], p8["b_act"]), Mux(p8["hold_gt_a"], p8["hold"], p8["act"]))
         pool_x = Mux(pool_dual, p8["b_x"], p8["x"])  # the pair's odd pixel decides when the pair is complete
-        plane_shift = Signal(5)                # static while a layer runs: registered (with the consumer's
-        out_cmask = Signal(lgb)                 # column / row bank masks)
-        out_rmask = Signal(lgb)
+        plane_shift = pipeline_register(5)      # static while a layer runs: registered (with the consumer's
+        out_cmask = pipeline_register(lgb)      # column / row bank masks)
+        out_rmask = pipeline_register(lgb)
         m.d.sync += [plane_shift.eq(cfg.out_hb + cfg.out_wb), out_cmask.eq((1 << cfg.out_cx) - 1),
                      out_rmask.eq((1 << cfg.out_ry) - 1)]
 
@@ -289,7 +291,7 @@ class OutputStage(wiring.Component):
             py = Mux(cfg.pool, y >> 1, y)
             return bank_of(px, py), plane_of(q["co"]), (py >> cfg.out_ry) << cfg.out_wb, px >> cfg.out_cx
 
-        rowbuf_addr = Signal(range(max(2, g.pool_width)))
+        rowbuf_addr = pipeline_register(range(max(2, g.pool_width)))
         m.d.sync += rowbuf_addr.eq(pool_x >> 1)
         above = Signal(signed(8))               # the row register's entry for this pair's pooled column
         q9 = stage("q9", {"act": signed(8), "hmax": signed(8), "odd_x": 1, "odd_y": 1, "bank": unsigned(lgb),
@@ -332,9 +334,12 @@ class OutputStage(wiring.Component):
         m.d.sync += [q10["valid"].eq(q9["valid"] & emit), q10["value"].eq(Mux(cfg.pool, q9["above"], q9["act"])),
                      q10["hmax"].eq(q9["hmax"]), q10["take_hmax"].eq(cfg.pool & ~(q9["above"] > q9["hmax"])),
                      q10["addr"].eq(addr), q10["bank"].eq(q9["bank"])]
-        m.d.sync += [self.o.valid.eq(q10["valid"]), self.o.payload.addr.eq(q10["addr"]),
-                     self.o.payload.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["value"])),
-                     self.o.payload.bank.eq(q10["bank"]), self.o.payload.bcast.eq(cfg.out_repl)]
+        out = pipeline_register(write_layout(g))     # the writes: data, read only under their valid
+        out2 = pipeline_register(write_layout(g))
+        m.d.comb += [self.o.payload.eq(out), self.o2.payload.eq(out2)]
+        m.d.sync += [self.o.valid.eq(q10["valid"]), out.addr.eq(q10["addr"]),
+                     out.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["value"])),
+                     out.bank.eq(q10["bank"]), out.bcast.eq(cfg.out_repl)]
         with m.If(q9["valid"] & emit & ~cfg.fc & cfg.out_repl):
             m.d.sync += counter.eq(counter + 1)
 
@@ -355,8 +360,8 @@ class OutputStage(wiring.Component):
                          r10["bank"].eq(r9["bank"]), r10["addr"].eq(r9["plane"] + r9["row"] + r9["col"])]
             m.d.sync += self.o2.valid.eq(r10["valid"])
             with m.If(r10["valid"]):
-                m.d.sync += [self.o2.payload.addr.eq(r10["addr"]), self.o2.payload.data.eq(r10["act"]),
-                             self.o2.payload.bank.eq(r10["bank"]), self.o2.payload.bcast.eq(0)]
+                m.d.sync += [out2.addr.eq(r10["addr"]), out2.data.eq(r10["act"]),
+                             out2.bank.eq(r10["bank"]), out2.bcast.eq(0)]
             stages += [r8, r9, r10]
         m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, self.o2.valid, *(q["valid"] for q in stages)).any())
         return m

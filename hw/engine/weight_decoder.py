@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparsegate.hw.engine.layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
+from sparsegate.hw.engine.pipeline_registers import pipeline_register
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
 
 __all__ = ["WeightDecoder", "LATENCY"]
@@ -98,14 +99,14 @@ class WeightDecoder(wiring.Component):
         s3_valid = Signal()
         s4_valid = Signal()
         s5_valid = Signal()
-        s1 = Signal(cl)
-        s2 = Signal(cl)
-        s3 = Signal(cl)
-        s4 = Signal(cl)
-        s5 = Signal(cl)
-        word3 = Signal(word_layout)      # s3: the addressed bank's word
-        word4 = Signal(word_layout)
-        entry = Signal(sb)               # s4: the conv command's slot
+        s1 = pipeline_register(cl)
+        s2 = pipeline_register(cl)
+        s3 = pipeline_register(cl)
+        s4 = pipeline_register(cl)
+        s5 = pipeline_register(cl)
+        word3 = pipeline_register(word_layout)      # s3: the addressed bank's word
+        word4 = pipeline_register(word_layout)
+        entry = pipeline_register(sb)               # s4: the conv command's slot
         bank = (s2.waddr >> low) if n_banks > 1 else 0
         m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
                      s2_valid.eq(s1_valid), s2.eq(s1),
@@ -118,16 +119,16 @@ class WeightDecoder(wiring.Component):
         # s5: records split into value and index (variable field widths from the descriptor, whose derived
         # masks and shift are registered: the descriptor is static while a layer runs)
         cfg = self.cfg
-        ib_mask = Signal(sb)
-        ky_mask = Signal(3)
-        kx_mask = Signal(3)
-        ci_shift = Signal(4)
+        ib_mask = pipeline_register(sb)
+        ky_mask = pipeline_register(3)
+        kx_mask = pipeline_register(3)
+        ci_shift = pipeline_register(4)
         m.d.sync += [ib_mask.eq((Const(1, sb + 1) << cfg.ib) - 1), ci_shift.eq(cfg.kyb + cfg.kxb),
                      ky_mask.eq((Const(1, 4) << cfg.kyb) - 1), kx_mask.eq((Const(1, 4) << cfg.kxb) - 1)]
-        value = Signal(signed(8))
-        index = Signal(sb)
-        lane_values = [Signal(signed(8), name=f"value{lane}") for lane in range(p)]
-        lane_index = [Signal(sb, name=f"index{lane}") for lane in range(p)]
+        value = pipeline_register(signed(8))
+        index = pipeline_register(sb)
+        lane_values = [pipeline_register(signed(8), name=f"value{lane}") for lane in range(p)]
+        lane_index = [pipeline_register(sb, name=f"index{lane}") for lane in range(p)]
         m.d.sync += [value.eq((entry >> cfg.ib)[:8]), index.eq(entry & ib_mask)]
         for lane in range(p):
             m.d.sync += [lane_values[lane].eq((word4[lane] >> cfg.ib)[:8]), lane_index[lane].eq(word4[lane] & ib_mask)]
@@ -144,6 +145,8 @@ class WeightDecoder(wiring.Component):
         for lane in range(p):
             m.d.comb += [out.w[lane].eq(Mux(s5.zero, 0, Mux(cfg.fc, lane_values[lane], value))),
                          out.idx[lane].eq(lane_index[lane])]
-        m.d.sync += [self.o.valid.eq(s5_valid), self.o.payload.eq(out)]
+        out_q = pipeline_register(elem_layout(g))
+        m.d.sync += [self.o.valid.eq(s5_valid), out_q.eq(out)]
+        m.d.comb += self.o.payload.eq(out_q)
         m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | self.o.valid)
         return m
