@@ -267,7 +267,7 @@ class SparseEngine(wiring.Component):
             with m.If(mac_fire):
                 m.d.sync += totals["active"].eq(totals["active"] + active)
             for i, c in enumerate(per_layer):
-                with m.If(seq.layer == i):
+                with m.If(seq.layer_hot[i]):
                     with m.If(seq.in_layer):
                         m.d.sync += c["cycles"].eq(c["cycles"] + 1)
                     with m.If(seq.stall):

@@ -54,6 +54,9 @@ class Sequencer(wiring.Component):
         One-cycle pulse when a layer's descriptor is latched.
     layer, in_layer : ``Out``
         The current layer's index; it is running (descriptor read .. drained).
+    layer_hot : ``Out(n_layers)``
+        The current layer one-hot (bit i: layer i), set with ``layer``: the per-layer counters' enables are
+        flip-flops, not compares of ``layer`` (one was the 85F's critical path at 125 MHz).
     load_en, load_addr, load_index : ``Out``
         The input load: input memory address and activation index of each word.
     stall : ``Out(1)``
@@ -84,6 +87,7 @@ class Sequencer(wiring.Component):
             "pipe_idle": In(1),
             "clear": Out(1),
             "layer": Out(8),
+            "layer_hot": Out(max(1, g.n_layers)),
             "in_layer": Out(1),
             "load_en": Out(1),
             "load_addr": Out(range(max(2, g.input_depth * g.n_samples))),
@@ -124,6 +128,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [sample_base.a.eq(self.sample), sample_base.b.eq(g.input_depth)]
 
         layer = Signal(8)
+        layer_hot = Signal(max(1, g.n_layers), init=1)     # `layer` one-hot
         load_ptr = Signal(range(max(2, g.input_depth * g.n_samples)))   # input-memory word being copied
         load_i = Signal(range(max(2, g.input_depth)))
         outer = Signal(16)          # conv: output channel; fc: round
@@ -141,7 +146,7 @@ class Sequencer(wiring.Component):
         chk = Signal(dl)            # its registered copy
         bad = Signal()              # it cannot run (compares of registers with constants)
         bad_r = Signal()            # the same, registered
-        m.d.comb += [self.layer.eq(layer), desc_rd.addr.eq(Mux(self.checking, scan, layer)),
+        m.d.comb += [self.layer.eq(layer), self.layer_hot.eq(layer_hot), desc_rd.addr.eq(Mux(self.checking, scan, layer)),
                      chan_rd.addr.eq(cfg.chan_base + outer)]
         m.d.comb += bad.eq((chk.n_outer == 0) | Mux(chk.fc, chk.n_out == 0, (chk.ho == 0) | (chk.wo == 0))
                            | (~chk.last & (scan == desc_depth - 1)))
@@ -277,7 +282,8 @@ class Sequencer(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [load_i.eq(0), layer.eq(0), self.done.eq(0), scan.eq(0), self.fault.eq(0)]
+                    m.d.sync += [load_i.eq(0), layer.eq(0), layer_hot.eq(1), self.done.eq(0), scan.eq(0),
+                                 self.fault.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):           # descriptor `scan` presented
                 m.d.comb += self.checking.eq(1)
@@ -349,7 +355,7 @@ class Sequencer(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += self.in_layer.eq(1)
                 with m.If(self.pipe_idle):
-                    m.d.sync += layer.eq(layer + 1)
+                    m.d.sync += [layer.eq(layer + 1), layer_hot.eq(layer_hot << 1)]
                     with m.If(cfg.last):
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
