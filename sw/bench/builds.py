@@ -16,7 +16,7 @@ that matter, with the rest of the grid placed (a whole routed grid is hours on a
 (``"all"``), or none (``quick``). ``lanes`` may be ``"largest"``: the
 most lanes whose block-RAM/DSP estimate fits the device.
 
-``lanes`` / ``devices`` pick a slice of the grid.
+``lanes`` / ``devices`` pick a slice of the grid; routed points on other devices are left out.
 
 ``seeds``: nextpnr's placer seeds for the routed points (default :data:`ROUTED_SEEDS`): each is placed and routed
 once per seed and keeps the fastest (:func:`~sparsegate.sw.flow.build.build_board`); the table gives the kept
@@ -176,12 +176,15 @@ def _failed_point(board: str, dev: str, lanes: int, place_only: bool, reason: st
 
 
 def _routed_set(routed, devices, lanes_list, image, engine: str = DEFAULT_ENGINE) -> set[tuple[str, int]]:
-    """The ``(device, lanes)`` points of the grid to route with ``engine`` (see the module)."""
+    """The ``(device, lanes)`` points of the grid to route with ``engine`` (see the module): only on ``devices``
+    (a sweep of one device routes none of another's points)."""
     if routed == "all":
         return {(d, p) for d in devices for p in lanes_list}
     chosen = set()
     for dev, p in routed or ():
         dev = dev.lower()
+        if dev in DEVICES and dev not in devices:
+            continue
         if p == "largest":
             p = largest_fitting_lanes(dev, image, lanes_list, engine)
             if p is None:
@@ -200,8 +203,9 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, route
     a local cluster); write ``builds.md`` and ``builds.json`` with its figures (both rewritten as each point
     arrives, in grid order, so an interrupted sweep keeps what it built) and ``sweep.png`` under ``out_dir``.
     ``routed``: the ``(device, lanes)`` points to place and route (default :data:`ROUTED_POINTS`; the rest are
-    placed only; a routed point outside ``lanes`` x ``devices`` is added to the grid) or ``"all"``; ``routed_v1``:
-    the points to place and route with the old engine too (default :data:`V1_ROUTED_POINTS`), each its own row;
+    placed only; a routed point outside ``lanes`` on one of ``devices`` is added to the grid, one on another device
+    left out) or ``"all"``; ``routed_v1``: the points to place and route with the old engine too (default
+    :data:`V1_ROUTED_POINTS`), each its own row;
     ``quick``: the grid only, every point placed only (Fmax = post-placement estimate). ``build_cache``: the
     workers' bitstream cache (default ``build/bitstreams`` in each worker's working folder); ``seeds``: the routed
     points' placer seeds (default :data:`ROUTED_SEEDS`; the fastest is kept)."""

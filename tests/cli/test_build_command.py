@@ -250,7 +250,8 @@ def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatc
 
 def test_sweep_routes_old_engine_points_as_their_own_rows(tmp_path, monkeypatch):
     """Issue #16: the old engine's routed points are built with ``engine="v1"`` beside the grid's v2 points, into
-    their own folders, each row and JSON point naming its engine; a quick sweep has none."""
+    their own folders, each row and JSON point naming its engine; a quick sweep has none, and a sweep of one
+    device routes no point of another."""
     import json
 
     import sparsegate.sw.flow.build as fb
@@ -271,15 +272,15 @@ def test_sweep_routes_old_engine_points_as_their_own_rows(tmp_path, monkeypatch)
     options = dict(lanes=(1, 4), devices=("25f",), image=b"x", log=lambda s: None, seeds=(1,),
                    jobs=RunnerOptions(workers=1, processes=False))
     sweep = run_build_sweep(tmp_path, routed=[("25f", 4)], routed_v1=[("25f", 4), ("45f", 16)], **options)
-    assert calls == [("ulx3s-25f", 4, "v2", False), ("ulx3s-25f", 4, "v1", False), ("ulx3s-45f", 16, "v1", False),
-                     ("ulx3s-25f", 1, "v2", True)]
+    assert calls == [("ulx3s-25f", 4, "v2", False), ("ulx3s-25f", 4, "v1", False), ("ulx3s-25f", 1, "v2", True)]
     assert [(p["device"], p["lanes"], p["engine"], p["mode"]) for p in sweep.data["points"]] == [
-        ("25F", 1, "v2", "placed"), ("25F", 4, "v2", "routed"), ("25F", 4, "v1", "routed"), ("45F", 16, "v1", "routed")]
+        ("25F", 1, "v2", "placed"), ("25F", 4, "v2", "routed"), ("25F", 4, "v1", "routed")]
     assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 94.0 | no | 1 | 3 |" in sweep.markdown
     assert "| 25F | 4 | v1 | routed | 400 | 0 | 0 | 0 | 95.0 | no | 1 | 3 |" in sweep.markdown
     assert json.loads((tmp_path / "builds.json").read_text())["points"] == sweep.data["points"]
-    for folder, engine in (("ulx3s-25f-p4", "v2"), ("ulx3s-25f-p4-v1", "v1"), ("ulx3s-45f-p16-v1", "v1")):
+    for folder, engine in (("ulx3s-25f-p4", "v2"), ("ulx3s-25f-p4-v1", "v1")):
         assert (tmp_path / folder / "report.md").read_text() == engine
+    assert not (tmp_path / "ulx3s-45f-p16-v1").exists()
     calls.clear()
     quick = run_build_sweep(tmp_path / "quick", quick=True, **options)
     assert {engine for _, _, engine, _ in calls} == {"v2"} and len(quick.data["points"]) == 2
