@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sparsegate.sw.bench.results import BenchResult, write_results
+from sparsegate.sw.ml.threads import pinned_threads
 
 SPARSITIES = (0.6, 0.8, 0.9, 0.95)
 METHOD_ORDER = ("structured", "neurons", "weights", "magnitude")
@@ -200,11 +201,11 @@ def _test_before(base, ranks, test_ds, masks=None) -> float:
     return accuracy(factorize(copy.deepcopy(base), ranks, masks), test_ds)
 
 
+@pinned_threads(1)      # small models: one thread is as fast, and far faster on a shared machine
 def run_rnn_benchmark(out_dir, quick: bool = False, log=print) -> BenchResult:
     """Run both parts; write ``rnn.md`` and ``rnn.json`` with its figures into ``out_dir``."""
     from sparsegate.sw.ml.text_data import load_corpus
 
-    torch.set_num_threads(1)
     out = Path(out_dir)
     corpus = load_corpus()
     summary = corpus.summary()

@@ -16,6 +16,7 @@ import torch
 
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.ml.threads import pinned_threads
 from sparsegate.sw.snn.model import SNNConfig, SNNTrainConfig, SpikingMLP, encode, evaluate_snn, load_snn, save_snn, to_pixels, train_snn
 from sparsegate.sw.ir.snn_golden import quantize_snn
 from sparsegate.sim.lif import DEFAULT_PER_WORD, DEFAULT_UNITS, hidden_cycles_model, simulate_network
@@ -46,6 +47,7 @@ def _evaluate(model: SpikingMLP, test_ds, units: int, per_word: int) -> dict:
     }
 
 
+@pinned_threads(1)      # small models: one thread is as fast, and far faster on a shared machine
 def run_snn_benchmark(out_dir: str | Path, quick: bool = False, targets: tuple[int, ...] = (400, 480, 560),
                       verilator_samples: int = 20, verilator: bool = True, hw_target: int = 480,
                       progress: bool = False, log=print) -> BenchResult:
@@ -58,7 +60,6 @@ def run_snn_benchmark(out_dir: str | Path, quick: bool = False, targets: tuple[i
         targets = targets[:1]
         verilator_samples = min(verilator_samples, 10)
     train_ds, test_ds = mnist_embedded(0)
-    torch.set_num_threads(1)  # small models: one thread is as fast, and far faster on a shared machine
     start = time.perf_counter()
 
     dense_path = out / "dense.pt"

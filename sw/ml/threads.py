@@ -19,7 +19,8 @@ JOB_THREADS = 1
 
 @contextmanager
 def pinned_threads(threads: int | None = JOB_THREADS):
-    """Run the body with ``threads`` torch threads (``None``: leave the count as it is), then restore it."""
+    """Run the body with ``threads`` torch threads (``None``: leave the count as it is), then restore it; also a
+    decorator (``@pinned_threads(1)``: each call of the function)."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
