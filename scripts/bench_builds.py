@@ -2,7 +2,7 @@
 """A slice of the design-space sweep (sw/bench/builds.py); the whole grid is `sparsegate bench --only builds`.
 
     .venv/bin/python scripts/bench_builds.py [--quick | --route-all] [--lanes 1,4] [--devices 25f]
-        [--seeds 1 2 3] [--out runs/bench/builds] [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
+        [--seeds 1 2 3 4] [--out runs/bench/builds] [--scheduler tcp://HOST:8786] [--workers N] [--cache DIR]
 
 By default the points that matter (builds.ROUTED_POINTS: 25F P=4 and the largest P that fits, 45F/85F P=16,
 85F P=32) are placed and routed (sign-off Fmax, bitstream), and so are the old engine's points

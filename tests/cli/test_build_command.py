@@ -238,11 +238,11 @@ def test_sweep_routes_the_chosen_points_and_places_the_rest(tmp_path, monkeypatc
                      ("ulx3s-25f", 1, True), ("ulx3s-45f", 1, True), ("ulx3s-45f", 4, True)]
     assert [p["mode"] for p in sweep.data["points"]] == ["placed", "routed", "placed", "placed", "routed"]
     # routed points: one build per placer seed, the fastest kept, each seed's Fmax in the table; placed: seed 1
-    assert seeded == [(1, 2, 3), (1, 2, 3), (1,), (1,), (1,)]
-    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 96.0 | no | 1: 94.0, 2: 95.0, 3: 96.0 (mean 95.0) | 3 |" in \
+    assert seeded == [(1, 2, 3, 4), (1, 2, 3, 4), (1,), (1,), (1,)]
+    assert "| 25F | 4 | v2 | routed | 400 | 0 | 0 | 0 | 97.0 | no | 1: 94.0, 2: 95.0, 3: 96.0, 4: 97.0 (mean 95.5) | 3 |" in \
         sweep.markdown
     assert "| 25F | 1 | v2 | placed | 100 | 0 | 0 | 0 | 91.0 (estimate) | no | 1 | 3 |" in sweep.markdown
-    assert "seeds 1, 2, 3, the fastest kept" in sweep.markdown
+    assert "seeds 1, 2, 3, 4, the fastest kept" in sweep.markdown
     assert "**mixed:" in sweep.markdown
     with pytest.raises(ValueError, match="routed point must be"):
         run_build_sweep(tmp_path, routed=[("25f", 5)], lanes=(1,), devices=("25f",), image=b"x")
@@ -316,7 +316,7 @@ def test_the_v2_jobs_keep_their_runner_cache_keys(tmp_path, monkeypatch):
     jobs.clear()
     builds.run_build_sweep(tmp_path, **sweep)       # the default: three placer seeds on routed points
     seeded = {job.key: job for job in jobs}["ulx3s-25f-p4"]
-    assert seeded.kwargs == {**before, "seeds": builds.ROUTED_SEEDS} and builds.ROUTED_SEEDS == (1, 2, 3)
+    assert seeded.kwargs == {**before, "seeds": builds.ROUTED_SEEDS} and builds.ROUTED_SEEDS == (1, 2, 3, 4)
     assert job_digest(seeded.fn, seeded.args, seeded.kwargs) != job_digest(v2.fn, v2.args, v2.kwargs)
     with pytest.raises(ValueError, match="placer seeds"):
         builds.run_build_sweep(tmp_path, seeds=(), **sweep)
