@@ -42,11 +42,11 @@ def test_snn_and_sweep_reports_read_the_same_from_their_json():
     sweep = {"quick": True, "clock_mhz": 100.0, "sweep_s": 12.0, "plot": None, "points": [
         {"board": "ulx3s-25f", "device": "25F", "lanes": 1, "mode": "placed", "status": "ok", "lut": 1000, "ff": 500,
          "dsp": 1, "ebr": 10, "fmax": 51.0, "met": False, "seconds": 12.0, "digest": "d", "synth_opts": "",
-         "engine": "v2"}]}
+         "engine": "v2", "seed": 1}]}
     for render, data in ((snn._markdown, snn_data), (builds._markdown, sweep)):
         assert render(json.loads(json.dumps(data))) == render(data)
     assert "| pruned 400 | 400 of 800 | 310 KiB | 2.00x |" in snn._markdown(snn_data)
-    assert "| 25F | 1 | v2 | placed | 1,000 | 500 | 1 | 10 | 51.0 (estimate) | no | 12 |" in builds._markdown(sweep)
+    assert "| 25F | 1 | v2 | placed | 1,000 | 500 | 1 | 10 | 51.0 (estimate) | no | 1 | 12 |" in builds._markdown(sweep)
 
 
 def test_scaling_report_reads_the_same_from_its_json():
