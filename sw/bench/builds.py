@@ -142,7 +142,7 @@ def _mhz(value) -> str:
 
 def _seeds(p: dict) -> str:
     """A point's placer seeds: each seed's Fmax and their mean when several ran, else the one seed."""
-    tried = {s: f for s, f in (p.get("seed_fmax") or {}).items()}
+    tried = p.get("seed_fmax") or {}
     if len(tried) < 2:
         return str(p.get("seed", "")) if p.get("seed") is not None else ""
     done = [f for f in tried.values() if f is not None]
