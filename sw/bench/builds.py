@@ -44,7 +44,7 @@ from pathlib import Path
 
 from sparsegate.hw.platform.ecp5_build import CriticalPath, saved_critical_path
 from sparsegate.sw.bench.results import BenchResult, write_results
-from sparsegate.sw.flow.build import DEFAULT_ENGINE, OLD_ENGINE
+from sparsegate.sw.flow.build import DEFAULT_ENGINE, OLD_ENGINE, placer_seeds
 from sparsegate.sw.jobs import Job, JobResult, RunnerOptions, run_jobs
 from sparsegate.sw.util.atomic_io import write_bytes
 
@@ -222,9 +222,7 @@ def run_build_sweep(out_dir, quick: bool = False, *, routed=ROUTED_POINTS, route
     for p in lanes_list:
         if p not in LANES:
             raise ValueError(f"sweep lanes must be among {LANES}, got {p}")
-    seeds = tuple(sorted(set(seeds)))
-    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"placer seeds must be non-negative integers, got {seeds!r}")
+    seeds = placer_seeds(seeds)
     image = image or default_image()
     to_route = set() if quick else (
         {(dev, p, DEFAULT_ENGINE) for dev, p in _routed_set(routed, devices, lanes_list, image)}
@@ -305,8 +303,8 @@ def _markdown(data: dict) -> str:
     reused = (f" ({len(cached)} of {len(points)} points from the runner's cache, built by an earlier run; their "
               f"jobs' own wall times sum to {sum(p['job']['wall_s'] for p in cached):.0f} s)") if cached else ""
     return (f"Board top level (engine + UART host link + PLL) with the pruned LeNet-5 baked in, ULX3S boards, "
-            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 ({seed_note}); {mode}. Engine `{DEFAULT_ENGINE}` is the "
-            f"current engine, `{OLD_ENGINE}` the old one (one-row passes, one pixel drained a cycle, 2P activation "
+            f"{clock_mhz:g} MHz target, YoWASP Yosys/nextpnr-ecp5 ({seed_note}); {mode}. "
+            f"Engine `{DEFAULT_ENGINE}` is the current engine, `{OLD_ENGINE}` the old one (one-row passes, one pixel drained a cycle, 2P activation "
             "banks: `sw/flow/build.py:ENGINE_VARIANTS`), built from the same gateware sources. \"does not fit\" = the "
             f"block-RAM/DSP estimate exceeds the device by more than 10% (no tool run) or nextpnr could not "
             f"place it; the numbers are what it needs. Sweep time {data['sweep_s']:.0f} s{reused}"

@@ -35,8 +35,8 @@ from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
 from sparsegate.hw.platform.ecp5_build import saved_critical_path, saved_late_registers
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
-           "format_report", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_ENGINE", "DEFAULT_IMAGE_NAME",
-           "ENGINE_VARIANTS", "OLD_ENGINE"]
+           "format_report", "placer_seeds", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_ENGINE",
+           "DEFAULT_IMAGE_NAME", "ENGINE_VARIANTS", "OLD_ENGINE"]
 
 DEFAULT_CACHE = Path("build/bitstreams")
 DEFAULT_IMAGE_NAME = "pruned LeNet-5"
@@ -113,6 +113,15 @@ class BuildResult:
         fields = ("board", "description", "core", "lanes", "units", "clock_mhz", "baud", "image", "digest", "tools",
                   "geometry", "estimate", "report", "engine", "bitstream")
         return cls(**{k: info.get(k) for k in fields}, **extra)
+
+
+def placer_seeds(seeds) -> tuple[int, ...]:
+    """``seeds`` as nextpnr placer seeds, each once, in ascending order (the order a build digest and a sweep job
+    key see); :class:`BuildError` unless there is at least one and all are non-negative integers."""
+    seeds = tuple(sorted(set(seeds)))
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise BuildError(f"placer seeds must be non-negative integers, got {list(seeds)!r}")
+    return seeds
 
 
 def default_image(cache: Path = Path("build/engine")) -> bytes:
@@ -326,9 +335,7 @@ def build_board(board: str, lanes: int, out: Path, *, image=None, image_name: st
     device = str(platform.device)
     fin = platform.resources[platform.default_clk, 0].clock.frequency
     clk_hz = fin if abs(fin - clock_mhz * 1e6) < 1 else pll_params(fin, clock_mhz * 1e6)["fout_hz"]
-    seeds = sorted(set(seeds))
-    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise BuildError(f"placer seeds must be non-negative integers, got {seeds!r}")
+    seeds = list(placer_seeds(seeds))
     # one seed keeps the key it always had, so cached single-seed builds stay valid
     settings = {"board": board, "clock_hz": clk_hz, "baud": baud, "uart_pins": uart_pins,
                 "seed": seeds[0] if len(seeds) == 1 else seeds}
