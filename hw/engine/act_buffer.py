@@ -51,6 +51,8 @@ __all__ = ["ActBuffer", "LATENCY"]
 LATENCY = 8
 #: Lanes whose padding compares share one copy of the window's row and column (r1)
 LANES_PER_COPY = 4
+#: Output banks of a rotation step whose 2:1 muxes share one copy of the rotation amount (r5, r6)
+BANKS_PER_ROT_COPY = 8
 
 
 class ActBuffer(wiring.Component):
@@ -227,7 +229,7 @@ class ActBuffer(wiring.Component):
         # ---- r4: bank data registered (r3's context follows the read)
         r4_valid, r5_valid, r6_valid = Signal(), Signal(), Signal()
         r4, r5, r6 = pipeline_register_like(el), pipeline_register_like(el), pipeline_register_like(el)
-        r4_rot, r5_rot, r6_rot = pipeline_register(lgb), pipeline_register(lgb), pipeline_register(lgb)
+        r4_rot, r5_rot = pipeline_register(lgb), pipeline_register(lgb)     # (r5, r6: copies per bank group below)
         r4_codes = [pipeline_register(code_bits, name=f"r4_code{j}") for j in range(p)]
         r5_codes = [pipeline_register(code_bits, name=f"r5_code{j}") for j in range(p)]
         r6_codes = [pipeline_register(code_bits, name=f"r6_code{j}") for j in range(p)]
@@ -235,22 +237,31 @@ class ActBuffer(wiring.Component):
         bank_data = [Signal(8, name=f"bank_data{b}", reset_less=True) for b in range(nb)]
         m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_rot.eq(r3_rot),
                      r5_valid.eq(r4_valid), r5.eq(r4), r5_rot.eq(r4_rot),
-                     r6_valid.eq(r5_valid), r6.eq(r5), r6_rot.eq(r5_rot)]
+                     r6_valid.eq(r5_valid), r6.eq(r5)]
         m.d.sync += [r4_codes[j].eq(codes[j]) for j in range(p)] + [r5_codes[j].eq(r4_codes[j]) for j in range(p)]
         m.d.sync += [r6_codes[j].eq(r5_codes[j]) for j in range(p)]
         m.d.sync += [bank_data[b].eq(datas[b]) for b in range(nb)]
 
         # ---- r6: the banks rotated by R's low bits (log depth: one 2:1 step per bit); o: by its high bits, then
-        # each lane takes its position (or 0) from its handful of candidates
-        def rotate(words, amount, bits):
+        # each lane takes its position (or 0) from its handful of candidates. Every step's 2:1 muxes of a group of
+        # BANKS_PER_ROT_COPY output banks read their own copy of R (kept apart: REPLICA): one copy of a bit drove
+        # all 8 x 2P muxes of its step, across the die (the 85F's critical path at 125 MHz)
+        def rotate(words, amounts, bits):
             for k in bits:
-                words = [Mux(amount[k], words[(i + (1 << k)) % nb], words[i]) for i in range(nb)]
+                words = [Mux(amounts[i // BANKS_PER_ROT_COPY][k], words[(i + (1 << k)) % nb], words[i])
+                         for i in range(nb)]
             return words
+
+        def copies(rot, name):
+            regs = [pipeline_register(lgb, name=f"{name}_copy{k}", attrs=REPLICA)
+                    for k in range(-(-nb // BANKS_PER_ROT_COPY))]
+            m.d.sync += [r.eq(rot) for r in regs]
+            return regs
 
         low = range((lgb + 1) // 2)
         half = [pipeline_register(8, name=f"rot_half{b}") for b in range(nb)]
-        m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, r5_rot, low))]
-        rotated = rotate(half, r6_rot, range(len(low), lgb))
+        m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, copies(r4_rot, "r5_rot"), low))]
+        rotated = rotate(half, copies(r5_rot, "r6_rot"), range(len(low), lgb))
         out = Signal(mac_in_layout(g))
         for j in range(p):
             choices = Array([rotated[i] for i in cands[j]] + [C(0, 8)] * ((1 << code_bits) - len(cands[j])))

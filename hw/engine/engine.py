@@ -250,6 +250,12 @@ class SparseEngine(wiring.Component):
         m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload),
                      out2_v.eq(ostage.o2.valid), seen2.eq(ostage.o2.payload)]
 
+        # the sequencer's command and stall flags, registered: they come from its issue logic, and every counter of
+        # the layer enables on them (a layer's issue ends cycles before it drains, so the counts end the same)
+        issued = Signal()
+        stalled = Signal()
+        m.d.sync += [issued.eq(seq.cmd.valid & seq.cmd.ready), stalled.eq(seq.stall)]
+
         with m.If(self.start & ~seq.busy):
             for sig in totals.values():
                 m.d.sync += sig.eq(0)
@@ -260,9 +266,9 @@ class SparseEngine(wiring.Component):
             m.d.sync += totals["cycles"].eq(totals["cycles"] + 1)
             with m.If(seq.load_en):
                 m.d.sync += totals["load_cycles"].eq(totals["load_cycles"] + 1)
-            with m.If(seq.stall):
+            with m.If(stalled):
                 m.d.sync += totals["stalls"].eq(totals["stalls"] + 1)
-            with m.If(seq.cmd.valid & seq.cmd.ready):
+            with m.If(issued):
                 m.d.sync += totals["issued"].eq(totals["issued"] + 1)
             with m.If(mac_fire):
                 m.d.sync += totals["active"].eq(totals["active"] + active)
@@ -270,9 +276,9 @@ class SparseEngine(wiring.Component):
                 with m.If(seq.layer_hot[i]):
                     with m.If(seq.in_layer):
                         m.d.sync += c["cycles"].eq(c["cycles"] + 1)
-                    with m.If(seq.stall):
+                    with m.If(stalled):
                         m.d.sync += c["stalls"].eq(c["stalls"] + 1)
-                    with m.If(seq.cmd.valid & seq.cmd.ready):
+                    with m.If(issued):
                         m.d.sync += c["issued"].eq(c["issued"] + 1)
                     with m.If(mac_fire):
                         m.d.sync += c["active"].eq(c["active"] + active)

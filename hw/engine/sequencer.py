@@ -39,7 +39,8 @@ class Sequencer(wiring.Component):
     start, sample : ``In``
         Pulse ``start`` to run input slot ``sample``.
     busy, done : ``Out(1)``
-        Running; the last layer is written.
+        Running (input load .. last layer drained; a flip-flop set and cleared with the FSM's state, so the
+        counters' enables hang off it directly); the last layer is written.
     checking : ``Out(1)``
         The descriptors are being checked (before ``busy``).
     fault, fault_layer : ``Out``
@@ -53,7 +54,7 @@ class Sequencer(wiring.Component):
     clear : ``Out(1)``
         One-cycle pulse when a layer's descriptor is latched.
     layer, in_layer : ``Out``
-        The current layer's index; it is running (descriptor read .. drained).
+        The current layer's index; it is running (descriptor read .. drained; a flip-flop, like ``busy``).
     layer_hot : ``Out(n_layers)``
         The current layer one-hot (bit i: layer i), set with ``layer``: the per-layer counters' enables are
         flip-flops, not compares of ``layer`` (one was the 85F's critical path at 125 MHz).
@@ -279,7 +280,7 @@ class Sequencer(wiring.Component):
             m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
             set_tile_flags(one_col, one_row)
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [load_i.eq(0), layer.eq(0), layer_hot.eq(1), self.done.eq(0), scan.eq(0),
@@ -302,7 +303,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.fault.eq(1), self.fault_layer.eq(scan)]
                     m.next = "IDLE"
                 with m.Elif(chk.last):
-                    m.d.sync += load_ptr.eq(sample_base.p)
+                    m.d.sync += [load_ptr.eq(sample_base.p), self.busy.eq(1)]
                     m.next = "LOAD"
                 with m.Else():
                     m.d.sync += scan.eq(scan + 1)
@@ -311,25 +312,23 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.load_en.eq(1), self.load_index.eq(load_i)]
                 m.d.sync += [load_i.eq(load_i + 1), load_ptr.eq(load_ptr + 1)]
                 with m.If(load_i == g.input_depth - 1):
+                    m.d.sync += self.in_layer.eq(1)
                     m.next = "DESC"
             with m.State("DESC"):           # descriptor address presented
-                m.d.comb += self.in_layer.eq(1)
                 m.next = "DESC2"
             with m.State("DESC2"):          # descriptor data available: latch it
-                m.d.comb += self.in_layer.eq(1)
                 m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0)]
                 m.d.comb += self.clear.eq(1)
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
-                m.d.comb += self.in_layer.eq(1)
                 m.next = "CHAN2"
-            with m.State("CHAN2"):          # channel-table entry available: into `chan_q` only (a block RAM's
-                m.d.comb += self.in_layer.eq(1)     # output is too slow to feed logic at speed)
+            # CHAN2: the channel-table entry is available, into `chan_q` only (a block RAM's output is too slow
+            # to feed logic at speed)
+            with m.State("CHAN2"):
                 m.d.sync += [last_outer.eq(outer == outer_m1), rest.eq(cfg.n_out - (outer << lg)),
                              vx_last.eq((wo_m1 & x_mask) + 1), vy_last.eq((ho_m1 & y_mask) + 1)]
                 m.next = "CHAN3"
             with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)
-                m.d.comb += self.in_layer.eq(1)
                 set_tile_flags(one_col, one_row)
                 m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1), x_left_1.eq(x_tiles_m1 == 1),
                              y_left_1.eq(y_tiles_m1 == 1)]  # (x_tiles_2, y_tiles_2 are valid from ISSUE)
@@ -343,23 +342,20 @@ class Sequencer(wiring.Component):
                 m.d.sync += issuing.eq(1)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [self.in_layer.eq(1), self.stall.eq(~self.cmd.ready)]
+                m.d.comb += self.stall.eq(~self.cmd.ready)
                 with m.If(chan_end):
                     with m.If(last_outer):
                         m.next = "DRAIN0"
                     with m.Else():
                         m.next = "CHAN"
             with m.State("DRAIN0"):         # `pipe_idle` (registered) does not yet see the last command
-                m.d.comb += self.in_layer.eq(1)
                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += self.in_layer.eq(1)
                 with m.If(self.pipe_idle):
                     m.d.sync += [layer.eq(layer + 1), layer_hot.eq(layer_hot << 1)]
                     with m.If(cfg.last):
-                        m.d.sync += self.done.eq(1)
+                        m.d.sync += [self.done.eq(1), self.busy.eq(0), self.in_layer.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "DESC"
-        m.d.comb += self.busy.eq(~(fsm.ongoing("IDLE") | self.checking))
         return m
