@@ -49,6 +49,11 @@ QUEUE_DEPTH = 16
 
 TOTAL_COUNTERS = ("cycles", "load_cycles", "stalls", "issued", "active")
 LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
+#: Lanes whose activity flags are counted in one step before the sum (a 32-lane count in one cycle was on the
+#: 85F's late list)
+LANES_PER_COUNT = 8
+#: Activation banks whose write data share one copy of the input load's flag
+BANKS_PER_LOAD_COPY = 8
 
 
 def rotl(sig):
@@ -207,16 +212,18 @@ class SparseEngine(wiring.Component):
                      load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
                      load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
         m.d.comb += in_rd.addr.eq(seq.load_addr)
+        # the banks' write data and masks choose between the load and the output stage by their own copy of the
+        # load flag, one per BANKS_PER_LOAD_COPY banks (kept apart: REPLICA; one copy reached every bank's write
+        # data across the die: on the 85F's late list at 32 lanes)
+        load_sel = [Signal(name=f"input_load_copy{k}", attrs=REPLICA) for k in range(-(-nb // BANKS_PER_LOAD_COPY))]
+        m.d.sync += [copy.eq(load_v2) for copy in load_sel]
         wr = abuf.wr.payload
         ow = ostage.o.payload
-        with m.If(load_v3):
-            m.d.comb += [abuf.wr.valid.eq(1), wr.addr.eq(load_i3), wr.mask.eq((1 << nb) - 1)]
-            for b in range(nb):
-                m.d.comb += wr.data[b].eq(load_data3[8 * b:8 * b + 8])
-        with m.Else():
-            m.d.comb += [abuf.wr.valid.eq(ostage.o.valid), wr.addr.eq(ow.addr)]
-            for b in range(nb):
-                m.d.comb += [wr.data[b].eq(ow.data), wr.mask[b].eq(ow.bcast | (ow.bank == b))]
+        m.d.comb += [abuf.wr.valid.eq(load_v3 | ostage.o.valid), wr.addr.eq(Mux(load_v3, load_i3, ow.addr))]
+        for b in range(nb):
+            sel = load_sel[b // BANKS_PER_LOAD_COPY]
+            m.d.comb += [wr.data[b].eq(Mux(sel, load_data3[8 * b:8 * b + 8], ow.data)),
+                         wr.mask[b].eq(sel | ow.bcast | (ow.bank == b))]
         wiring.connect(m, ostage.o2, abuf.wr2)
 
         # ---- counters, signatures, results
@@ -225,11 +232,13 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
-        # lanes doing useful work in a MAC-array cycle (the lane flags, then their count, registered): lane
-        # j = jy * Tx + jx is inside the pass's valid rectangle vx x vy (its jx, jy per layer: registered)
+        # lanes doing useful work in a MAC-array cycle (the lane flags, their count per group of
+        # LANES_PER_COUNT lanes, the sum; each registered): lane j = jy * Tx + jx is inside the pass's valid
+        # rectangle vx x vy (its jx, jy per layer: registered)
         active = Signal(range(g.lanes + 1))
         lane_bits = Signal(g.lanes)
         active_v1 = Signal()
+        active_v2 = Signal()
         active_v = Signal()
         mi = mac.i.payload
         lane_x = [pipeline_register(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
@@ -238,8 +247,11 @@ class SparseEngine(wiring.Component):
             m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
         m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.vx > lane_x[j]) & (mi.ctx.vy > lane_y[j])
                                       for j in range(g.lanes))),
-                     active_v1.eq(mac.i.valid),
-                     active.eq(sum(lane_bits[j] for j in range(g.lanes))), active_v.eq(active_v1)]
+                     active_v1.eq(mac.i.valid), active_v2.eq(active_v1), active_v.eq(active_v2)]
+        groups = range(0, g.lanes, LANES_PER_COUNT)
+        counts = [pipeline_register(range(LANES_PER_COUNT + 1), name=f"active_group{i}") for i in range(len(groups))]
+        m.d.sync += [c.eq(sum(lane_bits[k:k + LANES_PER_COUNT])) for c, k in zip(counts, groups)]
+        m.d.sync += active.eq(sum(counts))
         mac_fire = active_v
 
         # the output stage's writes as seen by the signatures and the result capture (registered copy)

@@ -184,12 +184,13 @@ class Executor(wiring.Component):
 
         # ---- the verdict: the command's checks decided one register ahead of EXEC, so the FSM's next
         # state and the reply registers' enables hang off a few registered bits, not the compare tree
-        v_action = Signal(2)
-        v_abort = Signal()
-        v_status = Signal(8)
-        v_kind = Signal(3)
-        v_first = Signal(8)
-        v_rlen = Signal(16)
+        # (written every cycle, read only in EXEC: no reset, off the power-up reset's net)
+        v_action = Signal(2, reset_less=True)
+        v_abort = Signal(reset_less=True)
+        v_status = Signal(8, reset_less=True)
+        v_kind = Signal(3, reset_less=True)
+        v_first = Signal(8, reset_less=True)
+        v_rlen = Signal(16, reset_less=True)
 
         def verdict(st, kind_=0, first_=0, rlen_=0):
             m.d.sync += [v_status.eq(st), v_kind.eq(kind_), v_first.eq(first_), v_rlen.eq(rlen_)]

@@ -62,6 +62,7 @@ from sparsegate.hw.link.executor import Executor
 from sparsegate.hw.link.frame_decoder import FrameDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import STATUS, word_bytes
+from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 from sparsegate.hw.link.reply_encoder import ReplyEncoder
 
 __all__ = ["HostLink", "LinkedCoreSignature"]
@@ -143,7 +144,10 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
+        # the decoder rewrites the buffer only after the executor took its record, which it does once it has
+        # read the payload: no read meets a write (READ_WRITE_DISJOINT: no collision bypass between the block
+        # RAM and the executor's byte register, which was late at 125 MHz on the 85F)
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=READ_WRITE_DISJOINT)
         m.submodules.decoder = dec = FrameDecoder(max_payload=self.max_payload, timeout=self.timeout)
         m.submodules.executor = exe = self.executor
         m.submodules.encoder = enc = ReplyEncoder()

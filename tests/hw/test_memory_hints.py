@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.link.host_link import HostLink
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT, read_write_disjoint
 from sparsegate.sim.engine.amaranth_sim import small_program
 from sparsegate.sw.util.toolchain import yowasp_available
@@ -61,3 +62,12 @@ def test_engine_marks_its_banked_and_host_written_memories(host_write):
     # the activation banks always; with host writes also the weight bank(s), parameters, channel table,
     # descriptors and the input memory (read-only memories have no collision to declare)
     assert marked == n_banks if not host_write else marked >= n_banks + 5
+
+
+def test_link_marks_its_frame_buffer():
+    """The executor reads the frame buffer only before it takes the decoder's record, and the decoder rewrites it
+    only after: the hint holds, and the buffer's read reaches the executor's byte register without a bypass."""
+    link = HostLink(mems=[(8, 4)], n_samples=2, n_regs=2, result_base=1, n_results=1, ident=b"STUB", timeout=64,
+                    max_payload=16)
+    text = rtlil.convert(link)
+    assert text.count(f"attribute \\{next(iter(READ_WRITE_DISJOINT))} 1") == 1

@@ -9,7 +9,7 @@ from amaranth.hdl import Module, Signal
 from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.act_buffer import BANKS_PER_ROT_COPY, LANES_PER_COPY
-from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.engine.engine import BANKS_PER_LOAD_COPY, SparseEngine
 from sparsegate.hw.engine.mac_array import LANES_PER_LOAD
 from sparsegate.hw.platform.replicated_registers import REPLICA
 from sparsegate.sim.engine.amaranth_sim import small_program
@@ -69,7 +69,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     # output register loads from one enable per LANES_PER_LOAD lanes, one for the pass context and one for
     # the walker's copy of its fields; the output stage's two-a-cycle flag has a copy for its walker and one
     # for its pooling; the activation buffer's rotation steps read a copy of the rotation amount per
-    # BANKS_PER_ROT_COPY output banks (r5 and r6)
+    # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' write data choose the input load by a copy
+    # of its flag per BANKS_PER_LOAD_COPY banks
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
     duals = {name for name in replicas if name.lstrip("\\") in ("dual", "pool_dual")}
@@ -79,6 +80,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     rots = {name for name in replicas if "_rot_copy" in name}
     assert {name.lstrip("\\").split("_copy")[0] for name in rots} == {"r5_rot", "r6_rot"}
     assert len(rots) == 2 * -(-2 * 4 // BANKS_PER_ROT_COPY)
-    pads = replicas - aborts - loads - duals - rots
+    input_loads = {name for name in replicas if "input_load_copy" in name}
+    assert len(input_loads) == -(-2 * 4 // BANKS_PER_LOAD_COPY)
+    pads = replicas - aborts - loads - duals - rots - input_loads
     assert {name.split("_pad")[0].lstrip("\\") for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
