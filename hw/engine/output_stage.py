@@ -122,8 +122,8 @@ class OutputStage(wiring.Component):
         # (kept apart: REPLICA; one flip-flop between the two sat far from the walker's loop)
         dual, pool_dual = Signal(name="dual", attrs=REPLICA), Signal(name="pool_dual", attrs=REPLICA)
         m.d.sync += [copy.eq(cfg.drain2 if ways == 2 else 0) for copy in (dual, pool_dual)]
-        jx = Signal(range(p + 2))
-        jy = Signal(range(p + 1))
+        jx = Signal(range(p + 2), attrs=REPLICA)      # (REPLICA: see `move` below)
+        jy = Signal(range(p + 1), attrs=REPLICA)
         row_lane = Signal(range(p + 1))
         tx = pipeline_register(range(p + 1))    # static while a layer runs: registered
         m.d.sync += tx.eq(1 << cfg.tlx)
@@ -149,27 +149,38 @@ class OutputStage(wiring.Component):
             return Mux(pair, Mux(fresh, field <= c + 2, reg <= c + 2), Mux(fresh, field <= c + 1, reg <= c + 1))
         pass_flags = [pass_le1.eq(after_step_le(walk.nvalid, pass_left_r, 1)),
                       pass_le2.eq(after_step_le(walk.nvalid, pass_left_r, 2))]
-        # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select)
-        lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}") for w in range(ways)]
+        # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select).
+        # The pixel's position (jx, jy, the ways' lanes) is kept twice: the walker's loop reads its own copy, the
+        # accumulator select and the pixel coordinates theirs (kept apart: REPLICA), so the loop's flip-flops are
+        # not pulled across the die towards the P accumulators (the loop was the 85F's late path at 125 MHz)
+        lanes = [Signal(max(1, lg), init=w % p, name=f"lane{w}", attrs=REPLICA) for w in range(ways)]
+        lanes_out = [Signal(max(1, lg), init=w % p, name=f"lane_out{w}", attrs=REPLICA) for w in range(ways)]
+        jx_out = Signal.like(jx, name="jx_out", attrs=REPLICA)
+        jy_out = Signal.like(jy, name="jy_out", attrs=REPLICA)
+
+        def move(jx_next, jy_next, lanes_next):
+            pairs = ((jx, jx_out, jx_next), (jy, jy_out, jy_next), *zip(lanes, lanes_out, lanes_next))
+            m.d.sync += [reg.eq(value) for loop, copy, value in pairs for reg in (loop, copy)]
+
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
             with m.If(last_px):
-                m.d.sync += [jx.eq(0), jy.eq(0), row_lane.eq(0), fresh.eq(1)]
-                m.d.sync += [lanes[w].eq(w % p) for w in range(ways)]
+                m.d.sync += [row_lane.eq(0), fresh.eq(1)]
+                move(0, 0, [w % p for w in range(ways)])
             with m.Elif(row_end):
-                m.d.sync += [jx.eq(0), jy.eq(jy + 1), row_lane.eq(row_lane + tx), fresh.eq(0),
+                m.d.sync += [row_lane.eq(row_lane + tx), fresh.eq(0),
                              row_left_r.eq(walk.vx), row_le1.eq(walk.vx_le1), row_le2.eq(walk.vx_le2),
                              pass_left_r.eq(pass_left - step), *pass_flags]
-                m.d.sync += [lanes[w].eq(row_lane + tx + w) for w in range(ways)]
+                move(0, jy + 1, [row_lane + tx + w for w in range(ways)])
             with m.Else():
-                m.d.sync += [jx.eq(jx + step), fresh.eq(0), row_left_r.eq(row_left - step),
+                m.d.sync += [fresh.eq(0), row_left_r.eq(row_left - step),
                              row_le1.eq(after_step_le(walk.vx, row_left_r, 1)),
                              row_le2.eq(after_step_le(walk.vx, row_left_r, 2)),
                              pass_left_r.eq(pass_left - step), *pass_flags]
-                m.d.sync += [lanes[w].eq(lanes[w] + step) for w in range(ways)]
+                move(jx + step, jy, [lanes[w] + step for w in range(ways)])
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = pipeline_register_like(prd.addr)
-        m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | jx, ctx.tile))
+        m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | jx_out, ctx.tile))
         m.d.comb += [prd.en.eq(1), prd.addr.eq(prm_addr)]
 
         def stage(name, fields, prev=None):
@@ -199,10 +210,10 @@ class OutputStage(wiring.Component):
             groups = -(-p // GROUP)
             q0 = stage(f"{n}q0", {"part": data.ArrayLayout(signed(32), groups), "group": range(groups), **pos})
             acc = self.i.payload.acc
-            low, high = lanes[w][:min(lg, GROUP_BITS)], lanes[w][GROUP_BITS:]
+            low, high = lanes_out[w][:min(lg, GROUP_BITS)], lanes_out[w][GROUP_BITS:]
             valid = self.i.valid if w == 0 else self.i.valid & pair
-            m.d.sync += [q0["valid"].eq(valid), q0["group"].eq(high), q0["x"].eq(ctx.x0 + jx + w),
-                         q0["y"].eq(ctx.oy + jy), q0["co"].eq(ctx.tile)]
+            m.d.sync += [q0["valid"].eq(valid), q0["group"].eq(high), q0["x"].eq(ctx.x0 + jx_out + w),
+                         q0["y"].eq(ctx.oy + jy_out), q0["co"].eq(ctx.tile)]
             for grp in range(groups):
                 members = [acc[j] for j in range(grp * GROUP, min(p, (grp + 1) * GROUP))]
                 m.d.sync += q0["part"][grp].eq(Array(members)[low] if len(members) > 1 else members[0])

@@ -70,7 +70,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     # the walker's copy of its fields; the output stage's two-a-cycle flag has a copy for its walker and one
     # for its pooling; the activation buffer's rotation steps read a copy of the rotation amount per
     # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' write data choose the input load by a copy
-    # of its flag per BANKS_PER_LOAD_COPY banks
+    # of its flag per BANKS_PER_LOAD_COPY banks; the output stage's walker keeps the pixel's position (jx, jy,
+    # the way's lane) once for its loop and once for the accumulator select
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
     duals = {name for name in replicas if name.lstrip("\\") in ("dual", "pool_dual")}
@@ -82,6 +83,11 @@ def test_engine_resets_each_block_from_its_own_replica():
     assert len(rots) == 2 * -(-2 * 4 // BANKS_PER_ROT_COPY)
     input_loads = {name for name in replicas if "input_load_copy" in name}
     assert len(input_loads) == -(-2 * 4 // BANKS_PER_LOAD_COPY)
-    pads = replicas - aborts - loads - duals - rots - input_loads
+    walker = {name for name in replicas if name.lstrip("\\").startswith(("jx", "jy", "lane"))}
+    ways = small_program(lanes=4).contents.geometry.ways
+    assert {name.lstrip("\\") for name in walker} == {"jx", "jx_out", "jy", "jy_out",
+                                                      *(f"lane{w}" for w in range(ways)),
+                                                      *(f"lane_out{w}" for w in range(ways))}
+    pads = replicas - aborts - loads - duals - rots - input_loads - walker
     assert {name.split("_pad")[0].lstrip("\\") for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
