@@ -254,13 +254,16 @@ class SparseEngine(wiring.Component):
         m.d.sync += active.eq(sum(counts))
         mac_fire = active_v
 
-        # the output stage's writes as seen by the signatures and the result capture (registered copy)
+        # the output stage's writes as the signatures see them: each write's 32-bit word (data, bank or 0xFF for
+        # every bank, address), registered
         out_v = Signal()
         out2_v = Signal()
-        seen = pipeline_register_like(ostage.o.payload)
-        seen2 = pipeline_register_like(ostage.o2.payload)
-        m.d.sync += [out_v.eq(ostage.o.valid), seen.eq(ostage.o.payload),
-                     out2_v.eq(ostage.o2.valid), seen2.eq(ostage.o2.payload)]
+        word = pipeline_register(32)
+        word2 = pipeline_register(32)
+        ow2 = ostage.o2.payload
+        m.d.sync += [out_v.eq(ostage.o.valid), word.eq(Cat(ow.data, Mux(ow.bcast, 0xFF, ow.bank), ow.addr)),
+                     out2_v.eq(ostage.o2.valid),
+                     word2.eq(Cat(ow2.data, ow2.bank, Const(0, 8 - len(ow2.bank)), ow2.addr))]
 
         # the sequencer's command and stall flags, registered: they come from its issue logic, and every counter of
         # the layer enables on them (a layer's issue ends cycles before it drains, so the counts end the same)
@@ -296,8 +299,6 @@ class SparseEngine(wiring.Component):
                         m.d.sync += c["active"].eq(c["active"] + active)
                     # the writes in order: `o`'s, then `o2`'s (its pixel is the next one)
                     sig = c["signature"]
-                    word = Cat(seen.data, Mux(seen.bcast, 0xFF, seen.bank), seen.addr)
-                    word2 = Cat(seen2.data, seen2.bank, Const(0, 8 - len(seen2.bank)), seen2.addr)
                     after = Signal(32, name=f"layer{i}_sig_after")
                     m.d.comb += after.eq(Mux(out_v, rotl(sig) ^ word, sig))
                     with m.If(out2_v):
