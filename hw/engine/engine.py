@@ -5,7 +5,7 @@ fused output stage, with an input memory holding ``n_samples`` images, all built
 
 Host interface: set ``sample``, pulse ``start``; ``done`` rises when the last layer's outputs are written
 (``busy`` meanwhile). Performance counters, per-layer output signatures and the last layer's outputs are
-read through ``dbg_sel`` -> ``dbg_data`` (registered: two cycles; register map :func:`dbg_map`).
+read through ``dbg_sel`` -> ``dbg_data`` (registered: three cycles; register map :func:`dbg_map`).
 
 Stream chain (``lib.stream`` valid/ready everywhere)::
 
@@ -113,7 +113,7 @@ class SparseEngine(wiring.Component):
     fault, fault_layer : ``Out``
         The last ``start`` was refused: layer descriptor ``fault_layer`` cannot run (:class:`Sequencer`).
     dbg_sel : ``In(8)``, dbg_data : ``Out(32)``
-        Debug register read, two cycles after ``dbg_sel`` (two registered mux stages; :func:`dbg_map`).
+        Debug register read, three cycles after ``dbg_sel`` (three registered mux stages; :func:`dbg_map`).
     wr_en, wr_mem, wr_addr, wr_data : ``In``
         ``host_write=True`` only: ``wr_mem`` = index in :data:`HOST_MEMS`, ``wr_data`` LSB-aligned.
     """
@@ -328,13 +328,16 @@ class SparseEngine(wiring.Component):
         for c in per_layer:
             regs += [c[n] for n in LAYER_COUNTERS]
         regs += results
-        # the debug read in two registered stages (the one-stage mux over every counter was the 85F's critical
-        # path): a word of each group of 8 by the select's low bits, then the group by its high bits
-        groups = [regs[i:i + 8] for i in range(0, len(regs), 8)]
-        picked = [Signal(32, name=f"dbg_group{i}") for i in range(len(groups))]
-        group_sel = Signal(8 - 3)
-        m.d.sync += [*(picked[i].eq(Array(group)[self.dbg_sel[:3]]) for i, group in enumerate(groups)),
-                     group_sel.eq(self.dbg_sel[3:]), self.dbg_data.eq(Array(picked)[group_sel])]
+        # the debug read in three registered stages (one stage over every counter, then two, were the 85F's
+        # critical path): a word of each group of 8 by the select's bits 0-2, of each 4 groups by bits 3-4, then
+        # the rest by the high bits (the host reads it well after: hw/link/executor.py)
+        picked = [pipeline_register(32, name=f"dbg_group{i}") for i in range(-(-len(regs) // 8))]
+        picked2 = [pipeline_register(32, name=f"dbg_quad{i}") for i in range(-(-len(picked) // 4))]
+        sel2 = pipeline_register(8 - 3)
+        sel3 = pipeline_register(8 - 5)
+        m.d.sync += [*(word.eq(Array(regs[8 * i:8 * i + 8])[self.dbg_sel[:3]]) for i, word in enumerate(picked)),
+                     *(word.eq(Array(picked[4 * i:4 * i + 4])[sel2[:2]]) for i, word in enumerate(picked2)),
+                     sel2.eq(self.dbg_sel[3:]), sel3.eq(sel2[2:]), self.dbg_data.eq(Array(picked2)[sel3])]
         if not hw:
             for name, block in blocks.items():
                 m.submodules[name] = block

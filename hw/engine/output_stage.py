@@ -142,7 +142,9 @@ class OutputStage(wiring.Component):
         pair = dual & ~col_1                    # this cycle takes two pixels
         step = Mux(pair, 2, 1)
         last_px = Mux(pair, Mux(fresh, walk.nvalid_le2, pass_le2), Mux(fresh, walk.nvalid_le1, pass_le1))
-        row_end = Mux(pair, Mux(fresh, walk.vx_le2, row_le2), col_1)
+        # the row ends after this cycle: with two a cycle, two or fewer pixels left (one left is a lone pixel, and
+        # left <= 1 implies left <= 2); otherwise one or fewer. Written without `pair`: one LUT level less
+        row_end = Mux(dual, Mux(fresh, walk.vx_le2, row_le2), col_1)
 
         def after_step_le(field, reg, c):
             """(left - step <= c) after this cycle's step, left being ``field`` (fresh) or ``reg``."""

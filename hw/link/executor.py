@@ -7,7 +7,7 @@ at most ``run_budget`` cycles: the watchdog then aborts the core and answers ``R
 frame meanwhile aborts it too (the RUN is answered ``ABORTED``, then the RESET ``OK``); a core that refused
 the run (``fault``: a bad layer descriptor) is answered ``BAD_DESC`` with the layer index; ``RESET`` pulses
 ``abort``; ``READ_REGS`` / ``READ_OUTPUTS`` read debug registers through
-``dbg_sel`` → ``dbg_data`` (which a core may register in up to two stages: it is read three cycles after ``dbg_sel`` is set). Before that, every argument is checked (``BAD_LEN``, ``BAD_ARG``,
+``dbg_sel`` → ``dbg_data`` (which a core may register in up to three stages: it is read four cycles after ``dbg_sel`` is set). Before that, every argument is checked (``BAD_LEN``, ``BAD_ARG``,
 ``UNKNOWN_CMD``); a framing error from the decoder becomes its error reply. The checks are pipelined over
 four registers (the record is stable while it is offered), then decided into a registered verdict (the
 action and the reply header) that the FSM only selects: the multiply, the compares and their decision tree
@@ -322,9 +322,11 @@ class Executor(wiring.Component):
             with m.State("SELECT"):         # register select and byte look-up: short paths at 100+ MHz
                 m.d.sync += sel.eq(Mux(kind == 2, first + (idx >> 2), first + idx))
                 m.next = "SETTLE"
-            with m.State("SETTLE"):         # the core may register its debug read in two stages (`dbg_data`
-                m.next = "SETTLE2"          # two cycles late)
+            with m.State("SETTLE"):         # the core may register its debug read in three stages (`dbg_data`
+                m.next = "SETTLE2"          # three cycles late)
             with m.State("SETTLE2"):
+                m.next = "SETTLE3"
+            with m.State("SETTLE3"):
                 m.next = "FETCH"
             with m.State("FETCH"):          # debug register read (registered), then the byte look-up
                 with m.If(idx_end):

@@ -32,7 +32,7 @@ class HostPortSignature(wiring.Signature):
     dbg_sel : ``In(8)``
         Debug register index (the core's register map).
     dbg_data : ``Out(32)``
-        The selected debug register, at most two cycles after ``dbg_sel`` (combinational or registered).
+        The selected debug register, at most three cycles after ``dbg_sel`` (combinational or registered).
     wr_en, wr_mem, wr_addr, wr_data : ``In``
         With ``addr_width``/``data_width`` only: write ``wr_data`` (LSB-aligned) at ``wr_addr`` of host memory
         ``wr_mem`` (the core's host-memory order) while the core is idle.

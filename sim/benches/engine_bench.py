@@ -46,8 +46,8 @@ async def run_samples(dut):
         regs = {}
         for name, index in names.items():
             dut.dbg_sel.value = index
-            await RisingEdge(dut.clk)           # the engine registers its debug read in two stages
-            await RisingEdge(dut.clk)
+            for _ in range(3):                  # the engine registers its debug read in three stages
+                await RisingEdge(dut.clk)
             await Timer(1, "ns")
             regs[name] = int(dut.dbg_data.value.to_unsigned())
         runs.append(regs)

@@ -87,7 +87,7 @@ def run_amaranth(program: EngineProgram, samples=None, *, vcd: str | None = None
             regs = {}
             for name, index in names.items():
                 ctx.set(dut.dbg_sel, index)
-                await ctx.tick().repeat(2)      # the engine registers its debug read in two stages
+                await ctx.tick().repeat(3)      # the engine registers its debug read in three stages
                 regs[name] = ctx.get(dut.dbg_data)
             state["cycles"] += regs["total.cycles"]
             results.append(regs)

@@ -57,7 +57,8 @@ int main(int argc, char** argv) {{
         std::printf(a > 3 ? ", [" : "[");
         for (int r = 0; r < n_regs; ++r) {{
             top.dbg_sel = r;
-            tick();                              // the engine registers its debug read in two stages
+            tick();                              // the engine registers its debug read in three stages
+            tick();
             tick();
             std::printf(r ? ", %u" : "%u", (unsigned)top.dbg_data);
         }}
