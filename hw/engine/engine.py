@@ -335,8 +335,8 @@ class SparseEngine(wiring.Component):
         picked2 = [pipeline_register(32, name=f"dbg_quad{i}") for i in range(-(-len(picked) // 4))]
         sel2 = pipeline_register(8 - 3)
         sel3 = pipeline_register(8 - 5)
-        m.d.sync += [*(word.eq(Array(regs[8 * i:8 * i + 8])[self.dbg_sel[:3]]) for i, word in enumerate(picked)),
-                     *(word.eq(Array(picked[4 * i:4 * i + 4])[sel2[:2]]) for i, word in enumerate(picked2)),
+        m.d.sync += [*(reg.eq(Array(regs[8 * i:8 * i + 8])[self.dbg_sel[:3]]) for i, reg in enumerate(picked)),
+                     *(reg.eq(Array(picked[4 * i:4 * i + 4])[sel2[:2]]) for i, reg in enumerate(picked2)),
                      sel2.eq(self.dbg_sel[3:]), sel3.eq(sel2[2:]), self.dbg_data.eq(Array(picked2)[sel3])]
         if not hw:
             for name, block in blocks.items():
