@@ -229,14 +229,14 @@ class ActBuffer(wiring.Component):
         # ---- r4: bank data registered (r3's context follows the read)
         r4_valid, r5_valid, r6_valid = Signal(), Signal(), Signal()
         r4, r5, r6 = pipeline_register_like(el), pipeline_register_like(el), pipeline_register_like(el)
-        r4_rot, r5_rot = pipeline_register(lgb), pipeline_register(lgb)     # (r5, r6: copies per bank group below)
+        r4_rot = pipeline_register(lgb)                     # (r5, r6: copies per bank group below)
         r4_codes = [pipeline_register(code_bits, name=f"r4_code{j}") for j in range(p)]
         r5_codes = [pipeline_register(code_bits, name=f"r5_code{j}") for j in range(p)]
         r6_codes = [pipeline_register(code_bits, name=f"r6_code{j}") for j in range(p)]
         # reset-less: nothing but the data, so the build moves them into the DP16KDs (hw/platform/bram_outreg.py)
         bank_data = [Signal(8, name=f"bank_data{b}", reset_less=True) for b in range(nb)]
         m.d.sync += [r4_valid.eq(r3_valid), r4.eq(r3), r4_rot.eq(r3_rot),
-                     r5_valid.eq(r4_valid), r5.eq(r4), r5_rot.eq(r4_rot),
+                     r5_valid.eq(r4_valid), r5.eq(r4),
                      r6_valid.eq(r5_valid), r6.eq(r5)]
         m.d.sync += [r4_codes[j].eq(codes[j]) for j in range(p)] + [r5_codes[j].eq(r4_codes[j]) for j in range(p)]
         m.d.sync += [r6_codes[j].eq(r5_codes[j]) for j in range(p)]
@@ -252,15 +252,16 @@ class ActBuffer(wiring.Component):
                          for i in range(nb)]
             return words
 
-        def copies(rot, name):
-            regs = [pipeline_register(lgb, name=f"{name}_copy{k}", attrs=REPLICA)
-                    for k in range(-(-nb // BANKS_PER_ROT_COPY))]
-            m.d.sync += [r.eq(rot) for r in regs]
+        def copies(sources, name):
+            """R a stage later, one register per bank group, group k's from ``sources[k]``."""
+            regs = [pipeline_register(lgb, name=f"{name}_copy{k}", attrs=REPLICA) for k in range(len(sources))]
+            m.d.sync += [reg.eq(source) for reg, source in zip(regs, sources)]
             return regs
 
         low = range((lgb + 1) // 2)
         half = [pipeline_register(8, name=f"rot_half{b}") for b in range(nb)]
-        m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, copies(r4_rot, "r5_rot"), low))]
+        r5_rot = copies([r4_rot] * -(-nb // BANKS_PER_ROT_COPY), "r5_rot")
+        m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, r5_rot, low))]
         rotated = rotate(half, copies(r5_rot, "r6_rot"), range(len(low), lgb))
         out = Signal(mac_in_layout(g))
         for j in range(p):

@@ -62,8 +62,8 @@ from sparsegate.hw.link.executor import Executor
 from sparsegate.hw.link.frame_decoder import FrameDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import STATUS, word_bytes
-from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 from sparsegate.hw.link.reply_encoder import ReplyEncoder
+from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
 
 __all__ = ["HostLink", "LinkedCoreSignature"]
 
