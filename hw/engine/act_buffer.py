@@ -29,7 +29,9 @@ arithmetic step and every block-RAM output ends in a register::
       -> rotation by R's low bits -> [r5] -> by its high bits, per-lane position (or 0) -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
-(the output stage's second pixel of a cycle). Both always ready.
+(the output stage's second pixel of a cycle). Both always ready; a bank writes where its mask bit (``wr``) or
+hit bit (``wr2``) is set, which their writers set only while valid, and reads the address (and ``wr2``'s
+data) from its group's copy (``BANKS_PER_WRITE_COPY``, hw/engine/layouts.py).
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, elem_layout, mac_in_layout, wide_write_layout,
-                                          write_layout)
+from sparsegate.hw.engine.layouts import (BANKS_PER_WRITE_COPY, EngineGeometry, desc_layout, elem_layout,
+                                          mac_in_layout, wide_write_layout, write_layout)
 from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.engine.tiling import lane_sources
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
@@ -67,7 +69,8 @@ class ActBuffer(wiring.Component):
     o : ``Out(stream.Signature(mac_in_layout), always_ready=True)``
         The element's weights with the P activations read for it (fixed latency; never waits).
     wr : ``In(stream.Signature(wide_write_layout), always_ready=True)``
-        Writes: an address, a byte per bank and a bank mask (input load and the output stage's results).
+        Writes: an address, a byte per bank and a bank mask set only while valid (input load and the output
+        stage's results).
     wr2 : ``In(stream.Signature(write_layout), always_ready=True)``
         A second write in the same cycle, one byte into one bank (the output stage's second pixel): never
         into a bank ``wr`` writes in that cycle.
@@ -216,13 +219,15 @@ class ActBuffer(wiring.Component):
             conv_addr = (Mux(next_row[b], row1, row0) + q + next_col[b])[:aw]
             fc_addr = (cfg.in_base + r2.idx[b][:aw])[:aw] if b < p else 0
             m.d.sync += addr.eq(Mux(cfg.fc, fc_addr, conv_addr))
-            second = self.wr2.valid & (self.wr2.payload.bank == b)
+            # the write ports read their group's copy of the address (and wr2's data) and their own mask bits,
+            # which the writers set only while valid
+            second, k = self.wr2.payload.hit[b], b // BANKS_PER_WRITE_COPY
             m.d.comb += [
                 rp.addr.eq(addr),
                 rp.en.eq(1),
-                wp.addr.eq(Mux(second, self.wr2.payload.addr, self.wr.payload.addr)),
-                wp.data.eq(Mux(second, self.wr2.payload.data, self.wr.payload.data[b])),
-                wp.en.eq((self.wr.valid & self.wr.payload.mask[b]) | second),
+                wp.addr.eq(Mux(second, self.wr2.payload.addr[k], self.wr.payload.addr[k])),
+                wp.data.eq(Mux(second, self.wr2.payload.data[k], self.wr.payload.data[b])),
+                wp.en.eq(self.wr.payload.mask[b] | second),
             ]
             datas.append(rp.data)
 

@@ -22,13 +22,14 @@ pixel. The queue absorbs the sequencer's channel-table bubbles.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 
 from sparsegate.hw.engine.act_buffer import ActBuffer
 from sparsegate.hw.engine.contents import EngineContents
-from sparsegate.hw.engine.layouts import SIG_ROT, EngineGeometry, chan_layout, cmd_layout, desc_layout, param_layout
+from sparsegate.hw.engine.layouts import (BANKS_PER_WRITE_COPY, SIG_ROT, EngineGeometry, chan_layout, cmd_layout,
+                                          desc_layout, param_layout)
 from sparsegate.hw.engine.mac_array import MacArray
 from sparsegate.hw.engine.output_stage import OutputStage
 from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
@@ -52,8 +53,6 @@ LAYER_COUNTERS = ("cycles", "stalls", "issued", "active", "signature")
 #: Lanes whose activity flags are counted in one step before the sum (a 32-lane count in one cycle was on the
 #: 85F's late list)
 LANES_PER_COUNT = 8
-#: Activation banks whose write data share one copy of the input load's flag
-BANKS_PER_LOAD_COPY = 8
 
 
 def rotl(sig):
@@ -166,8 +165,9 @@ class SparseEngine(wiring.Component):
         q_in, q_out = queue.w_stream, queue.r_stream
         head = cl(q_out.payload)
         gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
+        gap_zero = Signal(init=1)               # gap == 0, registered with it (its compare sat in gap's loop)
         release = Signal()
-        m.d.comb += [release.eq(q_out.valid & (~head.last | (gap == 0))), q_out.ready.eq(release),
+        m.d.comb += [release.eq(q_out.valid & (~head.last | gap_zero)), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
         # the sequencer sees the queue's room from a register: the room the queue's level will leave next
         # cycle (this cycle's write and release applied), equal to the queue's own `w_rdy` then, so nothing
@@ -178,9 +178,9 @@ class SparseEngine(wiring.Component):
                                 Mux(release & ~written, 1, queue.level != QUEUE_DEPTH)))
         m.d.comb += [q_in.valid.eq(seq.cmd.valid), q_in.payload.eq(seq.cmd.payload), seq.cmd.ready.eq(room)]
         with m.If(release & head.last):
-            m.d.sync += gap.eq(head.ctx.ndrain - 1)
-        with m.Elif(gap != 0):
-            m.d.sync += gap.eq(gap - 1)
+            m.d.sync += [gap.eq(head.ctx.ndrain - 1), gap_zero.eq(head.ctx.ndrain == 1)]
+        with m.Elif(~gap_zero):
+            m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
 
         wiring.connect(m, wdec.o, abuf.i)
         wiring.connect(m, abuf.o, mac.i)
@@ -205,25 +205,27 @@ class SparseEngine(wiring.Component):
         load_v3 = Signal()
         load_i = pipeline_register(aw)
         load_i2 = pipeline_register(aw)
-        load_i3 = pipeline_register(aw)
         load_data = pipeline_register(8 * nb)
         load_data3 = pipeline_register(8 * nb)
         m.d.sync += [load_v.eq(seq.load_en), load_i.eq(seq.load_index),
                      load_v2.eq(load_v), load_i2.eq(load_i), load_data.eq(in_rd.data),
-                     load_v3.eq(load_v2), load_i3.eq(load_i2), load_data3.eq(load_data)]
+                     load_v3.eq(load_v2), load_data3.eq(load_data)]
         m.d.comb += in_rd.addr.eq(seq.load_addr)
-        # the banks' write data and masks choose between the load and the output stage by their own copy of the
-        # load flag, one per BANKS_PER_LOAD_COPY banks (kept apart: REPLICA; one copy reached every bank's write
-        # data across the die: on the 85F's late list at 32 lanes)
-        load_sel = [Signal(name=f"input_load_copy{k}", attrs=REPLICA) for k in range(-(-nb // BANKS_PER_LOAD_COPY))]
-        m.d.sync += [copy.eq(load_v2) for copy in load_sel]
+        # the banks' write address, data and masks choose between the load and the output stage by their own copy
+        # of the load's flag and address, one per BANKS_PER_WRITE_COPY banks, as the output stage's writes come
+        # (kept apart: REPLICA; one copy reached every bank's write data across the die: on the 85F's late list
+        # at 32 lanes)
+        load_sel = [Signal(name=f"input_load_copy{k}", attrs=REPLICA) for k in range(g.write_copies)]
+        load_at = [pipeline_register(aw, name=f"input_load_addr{k}", attrs=REPLICA) for k in range(g.write_copies)]
+        m.d.sync += [*(copy.eq(load_v2) for copy in load_sel), *(copy.eq(load_i2) for copy in load_at)]
         wr = abuf.wr.payload
         ow = ostage.o.payload
-        m.d.comb += [abuf.wr.valid.eq(load_v3 | ostage.o.valid), wr.addr.eq(Mux(load_v3, load_i3, ow.addr))]
+        m.d.comb += abuf.wr.valid.eq(load_v3 | ostage.o.valid)
+        m.d.comb += [wr.addr[k].eq(Mux(load_sel[k], load_at[k], ow.addr[k])) for k in range(g.write_copies)]
         for b in range(nb):
-            sel = load_sel[b // BANKS_PER_LOAD_COPY]
-            m.d.comb += [wr.data[b].eq(Mux(sel, load_data3[8 * b:8 * b + 8], ow.data)),
-                         wr.mask[b].eq(sel | ow.bcast | (ow.bank == b))]
+            k = b // BANKS_PER_WRITE_COPY
+            m.d.comb += [wr.data[b].eq(Mux(load_sel[k], load_data3[8 * b:8 * b + 8], ow.data[k])),
+                         wr.mask[b].eq(load_sel[k] | ow.hit[b])]
         wiring.connect(m, ostage.o2, abuf.wr2)
 
         # ---- counters, signatures, results
@@ -232,11 +234,12 @@ class SparseEngine(wiring.Component):
         per_layer = [{n: Signal(32, name=f"layer{i}_{n}") for n in LAYER_COUNTERS} for i in range(n_layers)]
         results = [Signal(8, name=f"result{k}") for k in range(g.n_results)]
 
-        # lanes doing useful work in a MAC-array cycle (the lane flags, their count per group of
-        # LANES_PER_COUNT lanes, the sum; each registered): lane j = jy * Tx + jx is inside the pass's valid
-        # rectangle vx x vy (its jx, jy per layer: registered)
+        # lanes doing useful work in a MAC-array cycle (the lanes' nonzero weights and the pass's valid rectangle,
+        # the lane flags, their count per group of LANES_PER_COUNT lanes, the sum; each registered): lane
+        # j = jy * Tx + jx is inside the pass's valid rectangle vx x vy (its jx, jy per layer: registered)
         active = Signal(range(g.lanes + 1))
         lane_bits = Signal(g.lanes)
+        active_v0 = Signal()
         active_v1 = Signal()
         active_v2 = Signal()
         active_v = Signal()
@@ -245,9 +248,13 @@ class SparseEngine(wiring.Component):
         lane_y = [pipeline_register(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
         for j in range(g.lanes):
             m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
-        m.d.sync += [lane_bits.eq(Cat((mi.w[j] != 0) & (mi.ctx.vx > lane_x[j]) & (mi.ctx.vy > lane_y[j])
-                                      for j in range(g.lanes))),
-                     active_v1.eq(mac.i.valid), active_v2.eq(active_v1), active_v.eq(active_v2)]
+        nonzero = pipeline_register(g.lanes)
+        rect = pipeline_register(data.StructLayout({"vx": len(mi.ctx.vx), "vy": len(mi.ctx.vy)}))
+        m.d.sync += [nonzero.eq(Cat(mi.w[j] != 0 for j in range(g.lanes))), rect.vx.eq(mi.ctx.vx),
+                     rect.vy.eq(mi.ctx.vy),
+                     lane_bits.eq(nonzero & Cat((rect.vx > lane_x[j]) & (rect.vy > lane_y[j]) for j in range(g.lanes))),
+                     active_v0.eq(mac.i.valid), active_v1.eq(active_v0), active_v2.eq(active_v1),
+                     active_v.eq(active_v2)]
         groups = range(0, g.lanes, LANES_PER_COUNT)
         counts = [pipeline_register(range(LANES_PER_COUNT + 1), name=f"active_group{i}") for i in range(len(groups))]
         m.d.sync += [c.eq(sum(lane_bits[k:k + LANES_PER_COUNT])) for c, k in zip(counts, groups)]
@@ -261,9 +268,9 @@ class SparseEngine(wiring.Component):
         word = pipeline_register(32)
         word2 = pipeline_register(32)
         ow2 = ostage.o2.payload
-        m.d.sync += [out_v.eq(ostage.o.valid), word.eq(Cat(ow.data, Mux(ow.bcast, 0xFF, ow.bank), ow.addr)),
+        m.d.sync += [out_v.eq(ostage.o.valid), word.eq(Cat(ow.data[0], Mux(ow.bcast, 0xFF, ow.bank), ow.addr[0])),
                      out2_v.eq(ostage.o2.valid),
-                     word2.eq(Cat(ow2.data, ow2.bank, Const(0, 8 - len(ow2.bank)), ow2.addr))]
+                     word2.eq(Cat(ow2.data[0], ow2.bank, Const(0, 8 - len(ow2.bank)), ow2.addr[0]))]
 
         # the sequencer's command and stall flags, registered: they come from its issue logic, and every counter of
         # the layer enables on them (a layer's issue ends cycles before it drains, so the counts end the same)
@@ -317,8 +324,8 @@ class SparseEngine(wiring.Component):
         m.d.sync += [targets[k].eq(seq.cfg.out_base + k) for k in range(g.n_results)]
         capture = Signal(g.n_results)
         captured = pipeline_register(8)
-        m.d.sync += [captured.eq(ostage.o.payload.data),
-                     capture.eq(Cat(ostage.o.valid & last & (ostage.o.payload.addr == targets[k])
+        m.d.sync += [captured.eq(ow.data[0]),
+                     capture.eq(Cat(ostage.o.valid & last & (ow.addr[0] == targets[k])
                                     for k in range(g.n_results)))]
         for k in range(g.n_results):
             with m.If(capture[k]):

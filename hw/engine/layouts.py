@@ -16,13 +16,16 @@ from amaranth.utils import ceil_log2
 
 __all__ = ["EngineGeometry", "desc_layout", "chan_layout", "param_layout", "tile_layout", "cmd_layout",
            "elem_layout", "mac_in_layout", "walk_layout", "mac_out_layout", "write_layout", "wide_write_layout", "pack",
-           "unpack", "mem_write_signature", "ACC_BITS", "SIG_ROT"]
+           "unpack", "mem_write_signature", "ACC_BITS", "SIG_ROT", "BANKS_PER_WRITE_COPY"]
 
 ACC_BITS = 32          # accumulator width (golden.ACC_BITS)
 SIG_ROT = 3            # per-layer output signature: sig = rotl(sig, SIG_ROT) ^ word
 DIM_BITS = 10          # feature-map heights / widths up to 1023
 COUNT_BITS = 16        # nonzeros per output channel / FC round length
 TILE_BITS = 16         # output channels / FC rounds per layer
+#: Activation banks whose write port reads one copy of a write's address and data (one register driving all 2P
+#: banks' write ports across the die was the 85F's critical path at 32 lanes)
+BANKS_PER_WRITE_COPY = 8
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class EngineGeometry:
     def ways(self) -> int:
         """Output-stage pipelines: ``drains``, but one at one lane (a pass is one pixel)."""
         return min(self.drains, self.lanes)
+
+    @property
+    def write_copies(self) -> int:
+        """Copies of a bank write's address and data: one per BANKS_PER_WRITE_COPY banks."""
+        return -(-self.banks // BANKS_PER_WRITE_COPY)
 
     @property
     def lg_lanes(self) -> int:
@@ -166,15 +174,22 @@ def mac_out_layout(g: EngineGeometry) -> data.StructLayout:
 
 
 def write_layout(g: EngineGeometry) -> data.StructLayout:
-    """Output stage -> activation buffer: one int8 result to one bank, or to all banks (``bcast``)."""
-    return data.StructLayout({"addr": g.act_aw, "data": unsigned(8), "bank": max(1, g.lg_banks),
-                              "bcast": 1})
+    """Output stage -> activation buffer: one int8 result to one bank, or to all banks (``bcast``).
+
+    ``addr`` and ``data`` come in :attr:`EngineGeometry.write_copies` equal copies, copy ``k`` for banks
+    ``k * BANKS_PER_WRITE_COPY ...``; ``hit`` is the bank mask decoded from ``bank`` / ``bcast`` and set only
+    while the stream is valid, so a bank's write enable is one flip-flop. ``bank`` / ``bcast`` name the
+    write for the signatures."""
+    n = g.write_copies
+    return data.StructLayout({"addr": data.ArrayLayout(g.act_aw, n), "data": data.ArrayLayout(unsigned(8), n),
+                              "hit": g.banks, "bank": max(1, g.lg_banks), "bcast": 1})
 
 
 def wide_write_layout(g: EngineGeometry) -> data.StructLayout:
-    """Activation buffer write port: one byte per bank at one address, with a bank mask."""
-    return data.StructLayout({"addr": g.act_aw, "data": data.ArrayLayout(unsigned(8), g.banks),
-                              "mask": g.banks})
+    """Activation buffer write port: one byte per bank at one address, with a bank mask set only while the
+    stream is valid (the address in a copy per BANKS_PER_WRITE_COPY banks, as in :func:`write_layout`)."""
+    return data.StructLayout({"addr": data.ArrayLayout(g.act_aw, g.write_copies),
+                              "data": data.ArrayLayout(unsigned(8), g.banks), "mask": g.banks})
 
 
 def pack(layout, values: dict) -> int:
@@ -201,15 +216,25 @@ def _pack_one(shape, value) -> int:
 
 
 def unpack(layout: data.StructLayout, bits: int) -> dict:
-    """Inverse of :func:`pack` for flat struct layouts (signed fields come back signed)."""
+    """Inverse of :func:`pack` for struct layouts of plain and array fields (an array comes back a list; signed
+    fields come back signed)."""
     out = {}
     for name, field in layout:
         shape = field.shape
         v = (bits >> field.offset) & ((1 << field.width) - 1)
-        if not isinstance(shape, data.Layout) and Shape.cast(shape).signed and v >> (field.width - 1):
-            v -= 1 << field.width
+        if isinstance(shape, data.ArrayLayout):
+            width = Shape.cast(shape.elem_shape).width
+            v = [_signed(shape.elem_shape, (v >> (i * width)) & ((1 << width) - 1)) for i in range(shape.length)]
+        else:
+            v = _signed(shape, v)
         out[name] = v
     return out
+
+
+def _signed(shape, v: int) -> int:
+    """The field value ``v`` read as ``shape``: two's complement where the shape is signed."""
+    width = Shape.cast(shape).width
+    return v - (1 << width) if Shape.cast(shape).signed and v >> (width - 1) else v
 
 
 def mem_write_signature(width: int, depth: int) -> wiring.Signature:

@@ -347,12 +347,26 @@ class OutputStage(wiring.Component):
         m.d.sync += [q10["valid"].eq(q9["valid"] & emit), q10["value"].eq(Mux(cfg.pool, q9["above"], q9["act"])),
                      q10["hmax"].eq(q9["hmax"]), q10["take_hmax"].eq(cfg.pool & ~(q9["above"] > q9["hmax"])),
                      q10["addr"].eq(addr), q10["bank"].eq(q9["bank"])]
-        out = pipeline_register(write_layout(g))     # the writes: data, read only under their valid
-        out2 = pipeline_register(write_layout(g))
-        m.d.comb += [self.o.payload.eq(out), self.o2.payload.eq(out2)]
-        m.d.sync += [self.o.valid.eq(q10["valid"]), out.addr.eq(q10["addr"]),
-                     out.data.eq(Mux(q10["take_hmax"], q10["hmax"], q10["value"])),
-                     out.bank.eq(q10["bank"]), out.bcast.eq(cfg.out_repl)]
+        def write_register(port, name, valid, addr, value, bank, bcast):
+            """The write register behind ``port``: its address and data in a copy per BANKS_PER_WRITE_COPY
+            banks (kept apart: REPLICA) and its bank mask decoded and qualified by ``valid``, so each bank's
+            write port reads flip-flops of its own (one register reaching all 2P banks' write ports, through
+            the bank compare, was the 85F's critical path at 32 lanes)."""
+            addrs = [pipeline_register(aw, name=f"{name}_addr{k}", attrs=REPLICA) for k in range(g.write_copies)]
+            values = [pipeline_register(8, name=f"{name}_data{k}", attrs=REPLICA) for k in range(g.write_copies)]
+            hit = Signal(g.banks, name=f"{name}_hit")
+            fields = pipeline_register(data.StructLayout({"bank": len(port.payload.bank), "bcast": 1}),
+                                       name=f"{name}_bank")
+            m.d.sync += [port.valid.eq(valid), hit.eq(Cat(valid & (bcast | (bank == b)) for b in range(g.banks))),
+                         fields.bank.eq(bank), fields.bcast.eq(bcast),
+                         *(reg.eq(addr) for reg in addrs), *(reg.eq(value) for reg in values)]
+            m.d.comb += [port.payload.hit.eq(hit), port.payload.bank.eq(fields.bank),
+                         port.payload.bcast.eq(fields.bcast),
+                         *(port.payload.addr[k].eq(reg) for k, reg in enumerate(addrs)),
+                         *(port.payload.data[k].eq(reg) for k, reg in enumerate(values))]
+
+        write_register(self.o, "write", q10["valid"], q10["addr"], Mux(q10["take_hmax"], q10["hmax"], q10["value"]),
+                       q10["bank"], cfg.out_repl)
         with m.If(q9["valid"] & emit & ~cfg.fc & cfg.out_repl):
             m.d.sync += counter.eq(counter + 1)
 
@@ -371,10 +385,7 @@ class OutputStage(wiring.Component):
             r10 = stage("r10", {"act": signed(8), "bank": unsigned(lgb), "addr": unsigned(aw)})
             m.d.sync += [r10["valid"].eq(r9["valid"] & ~cfg.pool), r10["act"].eq(r9["act"]),
                          r10["bank"].eq(r9["bank"]), r10["addr"].eq(r9["plane"] + r9["row"] + r9["col"])]
-            m.d.sync += self.o2.valid.eq(r10["valid"])
-            with m.If(r10["valid"]):
-                m.d.sync += [out2.addr.eq(r10["addr"]), out2.data.eq(r10["act"]),
-                             out2.bank.eq(r10["bank"]), out2.bcast.eq(0)]
+            write_register(self.o2, "write2", r10["valid"], r10["addr"], r10["act"], r10["bank"], 0)
             stages += [r8, r9, r10]
         m.d.comb += self.busy.eq(Cat(self.i.valid, self.o.valid, self.o2.valid, *(q["valid"] for q in stages)).any())
         return m

@@ -139,7 +139,7 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
     writes = []
     if fc:
         for i, v in enumerate(vec):
-            writes.append({"addr": base + i, "data": [int(v) & 0xFF] * nb, "mask": (1 << nb) - 1})
+            writes.append({"addr": [base + i] * g.write_copies, "data": [int(v) & 0xFF] * nb, "mask": (1 << nb) - 1})
     else:
         mem = np.zeros((words, nb), dtype=np.int64)
         for ci in range(c):
@@ -148,9 +148,9 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
                     bank, addr = conv_place(tile, hb, wb, ci, y, x)
                     mem[addr, bank] = int(fmap[ci, y, x]) & 0xFF
         for a in range(words):
-            writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
+            writes.append({"addr": [base + a] * g.write_copies, "data": [int(v) for v in mem[a]],
                            "mask": int.from_bytes(rng.bytes(8), "little") % (1 << nb) | 1})
-            writes.append({"addr": base + a, "data": [int(v) for v in mem[a]],
+            writes.append({"addr": [base + a] * g.write_copies, "data": [int(v) for v in mem[a]],
                            "mask": (1 << nb) - 1})
     desc = dict(fc=fc, stride2=stride == 2, pad=pad, in_base=base, in_h=h, in_w=w, in_hb=hb, in_wb=wb,
                 tlx=tile.tlx, tly=tile.tly)
@@ -178,10 +178,11 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
 
     async def setup(ctx):
         ctx.set(dut.cfg.as_value(), pack(desc_layout(g), desc))
-        for item in writes:      # load through the write port (one word per cycle)
+        for item in writes:      # load through the write port (one word per cycle; the mask only while valid)
             ctx.set(dut.wr.payload, item)
             ctx.set(dut.wr.valid, 1)
             await ctx.tick()
+        ctx.set(dut.wr.payload.mask, 0)
         ctx.set(dut.wr.valid, 0)
         await ctx.tick()
 
@@ -287,8 +288,12 @@ def test_output_stage_random_gaps(mode):
     decoded = []
     for bits in got:
         f = unpack(wl, bits)
-        assert f["addr"] >= 37  # the output region's base
-        decoded.append((0xFF if f["bcast"] else f["bank"], f["addr"] - 37, f["data"]))
+        # every bank group's copy of the address and data the same; the bank mask decoded (every bank: bcast)
+        assert len(set(f["addr"])) == len(set(f["data"])) == 1
+        assert f["hit"] == ((1 << g.banks) - 1 if f["bcast"] else 1 << f["bank"])
+        addr, value = f["addr"][0], f["data"][0]
+        assert addr >= 37  # the output region's base
+        decoded.append((0xFF if f["bcast"] else f["bank"], addr - 37, value))
     assert decoded == expected
 
 

@@ -9,7 +9,8 @@ from amaranth.hdl import Module, Signal
 from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.act_buffer import BANKS_PER_ROT_COPY, LANES_PER_COPY
-from sparsegate.hw.engine.engine import BANKS_PER_LOAD_COPY, SparseEngine
+from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.engine.layouts import BANKS_PER_WRITE_COPY
 from sparsegate.hw.engine.mac_array import LANES_PER_LOAD
 from sparsegate.hw.platform.replicated_registers import REPLICA
 from sparsegate.sim.engine.amaranth_sim import small_program
@@ -54,40 +55,66 @@ def test_replicas_survive_synthesis_where_plain_copies_merge(tmp_path):
     assert _clear_flops(tmp_path / "replica", REPLICA) == COPIES
 
 
-def test_engine_resets_each_block_from_its_own_replica():
-    text = rtlil.convert(SparseEngine(small_program(lanes=4).contents, host_write=True))
+def _replica_names(lanes: int) -> set[str]:
+    """The names of the REPLICA registers of a host-loaded engine of ``lanes`` lanes."""
+    text = rtlil.convert(SparseEngine(small_program(lanes=lanes).contents, host_write=True))
     attribute = f"attribute \\{next(iter(REPLICA))} 1"
     replicas = set()
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.strip() == attribute:
             wire = next(ln for ln in lines[i:] if ln.strip().startswith("wire"))
-            replicas.add(wire.split()[-1])
+            replicas.add(wire.split()[-1].lstrip("\\"))
+    return replicas
+
+
+def test_engine_resets_each_block_from_its_own_replica():
+    replicas = _replica_names(4)
     # one copy of `abort` per block (weight decoder, activation buffer, MAC array, output stage,
     # sequencer) and one for the engine's own registers; the activation buffer's padding compares read
     # their own copies of the window's row and column, one pair per LANES_PER_COPY lanes; the MAC array's
     # output register loads from one enable per LANES_PER_LOAD lanes, one for the pass context and one for
     # the walker's copy of its fields; the output stage's two-a-cycle flag has a copy for its walker and one
     # for its pooling; the activation buffer's rotation steps read a copy of the rotation amount per
-    # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' write data choose the input load by a copy
-    # of its flag per BANKS_PER_LOAD_COPY banks; the output stage's walker keeps the pixel's position (jx, jy,
-    # the way's lane) once for its loop and once for the accumulator select
+    # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' writes (the output stage's, the input load's
+    # flag and address) come in a copy per BANKS_PER_WRITE_COPY banks; the output stage's walker keeps the
+    # pixel's position (jx, jy, the way's lane) once for its loop and once for the accumulator select
     aborts = {name for name in replicas if "abort_" in name}
-    loads = {name for name in replicas if name.lstrip("\\").startswith("load")}
-    duals = {name for name in replicas if name.lstrip("\\") in ("dual", "pool_dual")}
+    loads = {name for name in replicas if name.startswith("load")}
+    duals = {name for name in replicas if name in ("dual", "pool_dual")}
     assert len(aborts) == 6
     assert len(loads) == -(-4 // LANES_PER_LOAD) + 2
     assert len(duals) == 2
     rots = {name for name in replicas if "_rot_copy" in name}
-    assert {name.lstrip("\\").split("_copy")[0] for name in rots} == {"r5_rot", "r6_rot"}
+    assert {name.split("_copy")[0] for name in rots} == {"r5_rot", "r6_rot"}
     assert len(rots) == 2 * -(-2 * 4 // BANKS_PER_ROT_COPY)
-    input_loads = {name for name in replicas if "input_load_copy" in name}
-    assert len(input_loads) == -(-2 * 4 // BANKS_PER_LOAD_COPY)
-    walker = {name for name in replicas if name.lstrip("\\").startswith(("jx", "jy", "lane"))}
+    writes = _write_copies(replicas)
+    assert writes == _expected_write_copies(4)
+    walker = {name for name in replicas if name.startswith(("jx", "jy", "lane"))}
     ways = small_program(lanes=4).contents.geometry.ways
-    assert {name.lstrip("\\") for name in walker} == {"jx", "jx_out", "jy", "jy_out",
+    assert walker == {"jx", "jx_out", "jy", "jy_out",
                                                       *(f"lane{w}" for w in range(ways)),
                                                       *(f"lane_out{w}" for w in range(ways))}
-    pads = replicas - aborts - loads - duals - rots - input_loads - walker
-    assert {name.split("_pad")[0].lstrip("\\") for name in pads} == {"y", "base"}
+    pads = replicas - aborts - loads - duals - rots - writes - walker
+    assert {name.split("_pad")[0] for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
+
+
+def _write_copies(replicas: set[str]) -> set[str]:
+    return {name for name in replicas if name.startswith(("write", "input_load_"))}
+
+
+def _expected_write_copies(lanes: int) -> set[str]:
+    """One copy per BANKS_PER_WRITE_COPY banks of each write register the banks read: the output stage's
+    address and data (both ways), the input load's flag and address."""
+    geometry = small_program(lanes=lanes).contents.geometry
+    copies = -(-geometry.banks // BANKS_PER_WRITE_COPY)
+    prefixes = ["write_addr", "write_data", "input_load_copy", "input_load_addr"]
+    if geometry.ways == 2:
+        prefixes += ["write2_addr", "write2_data"]
+    return {f"{prefix}{k}" for prefix in prefixes for k in range(copies)}
+
+
+def test_bank_writes_come_in_a_copy_per_bank_group():
+    """At 16 lanes (32 banks) the banks' write registers come in several copies, kept apart."""
+    assert _write_copies(_replica_names(16)) == _expected_write_copies(16)
