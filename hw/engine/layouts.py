@@ -132,10 +132,14 @@ def tile_layout(g: EngineGeometry) -> data.StructLayout:
     """Context of one pass (a tile of Ty x Tx output pixels at ``(oy, x0)``, or P neurons): travels with its
     elements. ``vx`` x ``vy`` is the tile's valid rectangle, ``nvalid = vx * vy`` (fc: ``vx = nvalid``);
     ``ndrain`` the output stage's cycles for it (``nvalid``, or ``vy * ceil(vx / 2)`` two a cycle);
-    ``vx_le1`` .. ``nvalid_le2``: ``vx`` / ``nvalid`` <= 1 and <= 2, the output stage's first decisions."""
+    ``start_*``: the output stage walker's decisions on a row's first cycle (``start_pair``: two pixels,
+    ``start_row_end``: the row ends) and on the pass's first (``start_last``: the pass ends)."""
     return data.StructLayout({"tile": TILE_BITS, "oy": DIM_BITS, "x0": DIM_BITS,
                               "nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vy": g.nvalid_bits,
-                              "ndrain": g.nvalid_bits, "vx_le1": 1, "vx_le2": 1, "nvalid_le1": 1, "nvalid_le2": 1})
+                              "ndrain": g.nvalid_bits, **_START_DECISIONS})
+
+
+_START_DECISIONS = {"start_pair": 1, "start_row_end": 1, "start_last": 1}
 
 
 def cmd_layout(g: EngineGeometry) -> data.StructLayout:
@@ -160,10 +164,9 @@ def mac_in_layout(g: EngineGeometry) -> data.StructLayout:
 
 
 def walk_layout(g: EngineGeometry) -> data.StructLayout:
-    """The pass context's fields the output stage's walker decides on (``vx``, ``nvalid`` and their compares
-    with 1 and 2)."""
-    return data.StructLayout({"nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vx_le1": 1, "vx_le2": 1,
-                              "nvalid_le1": 1, "nvalid_le2": 1})
+    """The pass context's fields the output stage's walker decides on (``vx``, ``nvalid``, its first
+    decisions)."""
+    return data.StructLayout({"nvalid": g.nvalid_bits, "vx": g.nvalid_bits, **_START_DECISIONS})
 
 
 def mac_out_layout(g: EngineGeometry) -> data.StructLayout:

@@ -113,11 +113,12 @@ class OutputStage(wiring.Component):
         # ---- walker: the pass's valid rectangle in raster order within the tile: tile row `jy` (lanes from
         # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row: `jx` is the pixels taken before this cycle).
         # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
-        # The decisions read down-counters, the pixels left in the row (vx - jx) and in the pass,
-        # compared with constants: no adder or comparator chain between the walker's registers (they were the
-        # 16-lane 25F's critical path). On a pass's first pixel (`fresh`, a flip-flop so no zero test sits in
-        # front of the muxes) the decisions come from the pass's context, whose compares with 1 and 2 the
-        # sequencer made (``le1``/``le2`` fields: no compare between the MAC array's output register and here).
+        # Each cycle makes three decisions: take two pixels (`pair`), end the row (`row_end`), end the pass
+        # (`last_px`). Each is one of two flip-flops, chosen by `fresh` (a pass's first cycle, a flip-flop): the
+        # context's (``start_*``, the sequencer's) on a pass's first cycle, else the walker's own, made a cycle
+        # ahead from the pixels left in the row and the pass (down-counters, compared with constants: no adder or
+        # comparator chain between the walker's registers), so the nets that reach every walker register leave one
+        # LUT after flip-flops (the decisions' logic behind them was the 85F's late path at 125 MHz)
         # static while a layer runs: registered, one copy for the walker and one for the pooling
         # (kept apart: REPLICA; one flip-flop between the two sat far from the walker's loop)
         dual, pool_dual = Signal(name="dual", attrs=REPLICA), Signal(name="pool_dual", attrs=REPLICA)
@@ -128,29 +129,29 @@ class OutputStage(wiring.Component):
         tx = pipeline_register(range(p + 1))    # static while a layer runs: registered
         m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
-        walk = self.i.payload.walk              # the walker's own copy of ctx's vx, nvalid and their compares
+        walk = self.i.payload.walk              # the walker's own copy of ctx's vx, nvalid and first decisions
         fresh = Signal(init=1)
         row_left_r = Signal.like(walk.vx)
         pass_left_r = Signal.like(walk.nvalid)
+        pair_r, row_end_r, last_r = (Signal(name=n) for n in ("pair_r", "row_end_r", "last_r"))
+        pair = Mux(fresh, walk.start_pair, pair_r)
+        row_end = Mux(fresh, walk.start_row_end, row_end_r)
+        last_px = Mux(fresh, walk.start_last, last_r)
+        step = Mux(pair, 2, 1)
         row_left = Mux(fresh, walk.vx, row_left_r)
         pass_left = Mux(fresh, walk.nvalid, pass_left_r)
-        # their compares with 1 and 2, flip-flops set with them; `fresh` chooses between them and the context's.
-        # After a step, left - step <= c is left <= c + step: compares of the registers with constants, the
-        # step choosing after them (no subtraction in front of a compare)
-        row_le1, row_le2, pass_le1, pass_le2 = (Signal(name=n) for n in ("row_le1", "row_le2", "pass_le1", "pass_le2"))
-        col_1 = Mux(fresh, walk.vx_le1, row_le1)            # jx + 1 >= vx
-        pair = dual & ~col_1                    # this cycle takes two pixels
-        step = Mux(pair, 2, 1)
-        last_px = Mux(pair, Mux(fresh, walk.nvalid_le2, pass_le2), Mux(fresh, walk.nvalid_le1, pass_le1))
-        # the row ends after this cycle: with two a cycle, two or fewer pixels left (one left is a lone pixel, and
-        # left <= 1 implies left <= 2); otherwise one or fewer. Written without `pair`: one LUT level less
-        row_end = Mux(dual, Mux(fresh, walk.vx_le2, row_le2), col_1)
 
         def after_step_le(field, reg, c):
-            """(left - step <= c) after this cycle's step, left being ``field`` (fresh) or ``reg``."""
+            """(left - step <= c) after this cycle's step, left being ``field`` (fresh) or ``reg``: compares of
+            the registers with constants, the step choosing after them (no subtraction in front of a compare)."""
             return Mux(pair, Mux(fresh, field <= c + 2, reg <= c + 2), Mux(fresh, field <= c + 1, reg <= c + 1))
-        pass_flags = [pass_le1.eq(after_step_le(walk.nvalid, pass_left_r, 1)),
-                      pass_le2.eq(after_step_le(walk.nvalid, pass_left_r, 2))]
+        pass_le1, pass_le2 = (after_step_le(walk.nvalid, pass_left_r, c) for c in (1, 2))
+        row_le1, row_le2 = (after_step_le(walk.vx, row_left_r, c) for c in (1, 2))
+
+        def decide(pair_next, row_end_next):
+            """The next cycle's decisions (a pass's last pixel after this step: one or two pixels left)."""
+            return [pair_r.eq(pair_next), row_end_r.eq(row_end_next),
+                    last_r.eq(Mux(pair_next, pass_le2, pass_le1))]
         # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select).
         # The pixel's position (jx, jy, the ways' lanes) is kept twice: the walker's loop reads its own copy, the
         # accumulator select and the pixel coordinates theirs (kept apart: REPLICA), so the loop's flip-flops are
@@ -169,16 +170,13 @@ class OutputStage(wiring.Component):
             with m.If(last_px):
                 m.d.sync += [row_lane.eq(0), fresh.eq(1)]
                 move(0, 0, [w % p for w in range(ways)])
-            with m.Elif(row_end):
-                m.d.sync += [row_lane.eq(row_lane + tx), fresh.eq(0),
-                             row_left_r.eq(walk.vx), row_le1.eq(walk.vx_le1), row_le2.eq(walk.vx_le2),
-                             pass_left_r.eq(pass_left - step), *pass_flags]
+            with m.Elif(row_end):       # a new row: its first decisions are the context's
+                m.d.sync += [row_lane.eq(row_lane + tx), fresh.eq(0), row_left_r.eq(walk.vx),
+                             pass_left_r.eq(pass_left - step), *decide(walk.start_pair, walk.start_row_end)]
                 move(0, jy + 1, [row_lane + tx + w for w in range(ways)])
             with m.Else():
-                m.d.sync += [fresh.eq(0), row_left_r.eq(row_left - step),
-                             row_le1.eq(after_step_le(walk.vx, row_left_r, 1)),
-                             row_le2.eq(after_step_le(walk.vx, row_left_r, 2)),
-                             pass_left_r.eq(pass_left - step), *pass_flags]
+                m.d.sync += [fresh.eq(0), row_left_r.eq(row_left - step), pass_left_r.eq(pass_left - step),
+                             *decide(dual & ~row_le1, Mux(dual, row_le2, row_le1))]
                 move(jx + step, jy, [lanes[w] + step for w in range(ways)])
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = pipeline_register_like(prd.addr)

@@ -218,6 +218,11 @@ class Sequencer(wiring.Component):
         # the input memory's read address straight from a register (a LUT-RAM input memory reads it
         # combinationally: no FSM decode in front of it); only `load_en` says when the word is used
         m.d.comb += self.load_addr.eq(load_ptr)
+        # the output stage walker's first decisions: a row's first cycle takes two pixels when it drains two a
+        # cycle and the row has two
+        dual = cfg.drain2 if g.ways == 2 else 0
+        start_pair = Signal()
+        m.d.comb += start_pair.eq(dual & (vx > 1))
         # the command's fields, driven in every state (only `valid` waits for ISSUE): not gated by the FSM's
         # state decode, which would otherwise fan out to every bit of the queue's write data
         m.d.comb += [
@@ -232,10 +237,9 @@ class Sequencer(wiring.Component):
             self.cmd.payload.ctx.vx.eq(vx),
             self.cmd.payload.ctx.vy.eq(vy),
             self.cmd.payload.ctx.ndrain.eq(ndrain),
-            self.cmd.payload.ctx.vx_le1.eq(vx <= 1),
-            self.cmd.payload.ctx.vx_le2.eq(vx <= 2),
-            self.cmd.payload.ctx.nvalid_le1.eq(nvalid <= 1),
-            self.cmd.payload.ctx.nvalid_le2.eq(nvalid <= 2),
+            self.cmd.payload.ctx.start_pair.eq(start_pair),
+            self.cmd.payload.ctx.start_row_end.eq(Mux(dual, vx <= 2, vx <= 1)),
+            self.cmd.payload.ctx.start_last.eq(Mux(start_pair, nvalid <= 2, nvalid <= 1)),
         ]
         if lg:
             m.d.comb += self.cmd.payload.slot.eq(Mux(cfg.fc, 0, cur[:lg]))

@@ -199,10 +199,10 @@ def test_act_buffer_shifted_reads(lanes, stride, pad, fc, tx, ratio):
 
 def _mac_pass(acc: list[int], **fields) -> dict:
     """A pass as the MAC array hands it on: its sums, its context as the sequencer issues it (the fields, and
-    the compares of ``vx`` / ``nvalid`` with 1, 2) and the walker's copy of those fields."""
-    ctx = {**fields, "vx_le1": fields["vx"] <= 1, "vx_le2": fields["vx"] <= 2,
-           "nvalid_le1": fields["nvalid"] <= 1, "nvalid_le2": fields["nvalid"] <= 2}
-    walk = {k: ctx[k] for k in ("vx", "nvalid", "vx_le1", "vx_le2", "nvalid_le1", "nvalid_le2")}
+    the walker's first decisions one a cycle) and the walker's copy of those fields."""
+    vx, nvalid = fields["vx"], fields["nvalid"]
+    ctx = {**fields, "start_pair": 0, "start_row_end": vx <= 1, "start_last": nvalid <= 1}
+    walk = {k: ctx[k] for k in ("vx", "nvalid", "start_pair", "start_row_end", "start_last")}
     return {"acc": acc, "ctx": ctx, "walk": walk}
 
 
