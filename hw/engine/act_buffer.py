@@ -45,7 +45,7 @@ from sparsegate.hw.engine.layouts import (BANKS_PER_WRITE_COPY, EngineGeometry, 
 from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.engine.tiling import lane_sources
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
-from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.hw.platform.replicated_registers import replicas
 
 __all__ = ["ActBuffer", "LATENCY"]
 
@@ -150,8 +150,8 @@ class ActBuffer(wiring.Component):
             y.eq(oy_s + ky_p), yq.eq(Mux(cfg.stride2, oy_s + ky_p, oy_q + ky_q)), base.eq(x0_s + kx_p),
         ]
         # the padding compares' own copies of y and base, one per LANES_PER_COPY lanes (kept apart: REPLICA)
-        y_copies = [pipeline_register_like(y, name=f"y_pad{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_COPY))]
-        base_copies = [pipeline_register_like(base, name=f"base_pad{k}", attrs=REPLICA) for k in range(len(y_copies))]
+        y_copies = replicas(-(-p // LANES_PER_COPY), y.shape(), name="y_pad", reset_less=True)
+        base_copies = replicas(len(y_copies), base.shape(), name="base_pad", reset_less=True)
         m.d.sync += [c.eq(oy_s + ky_p) for c in y_copies] + [c.eq(x0_s + kx_p) for c in base_copies]
 
         # ---- r2: the two row addresses a bank may read (row word y >> ry, and the next), the column word,
@@ -259,7 +259,7 @@ class ActBuffer(wiring.Component):
 
         def copies(sources, name):
             """R a stage later, one register per bank group, group k's from ``sources[k]``."""
-            regs = [pipeline_register(lgb, name=f"{name}_copy{k}", attrs=REPLICA) for k in range(len(sources))]
+            regs = replicas(len(sources), lgb, name=f"{name}_copy", reset_less=True)
             m.d.sync += [reg.eq(source) for reg, source in zip(regs, sources)]
             return regs
 

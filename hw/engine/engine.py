@@ -37,7 +37,7 @@ from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
-from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.hw.platform.replicated_registers import REPLICA, replicas
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
            "QUEUE_DEPTH", "CORE_NAME", "INPUT_LUTRAM_BITS", "input_in_lutram"]
@@ -215,8 +215,8 @@ class SparseEngine(wiring.Component):
         # of the load's flag and address, one per BANKS_PER_WRITE_COPY banks, as the output stage's writes come
         # (kept apart: REPLICA; one copy reached every bank's write data across the die: on the 85F's late list
         # at 32 lanes)
-        load_sel = [Signal(name=f"input_load_copy{k}", attrs=REPLICA) for k in range(g.write_copies)]
-        load_at = [pipeline_register(aw, name=f"input_load_addr{k}", attrs=REPLICA) for k in range(g.write_copies)]
+        load_sel = replicas(g.write_copies, name="input_load_copy")
+        load_at = replicas(g.write_copies, aw, name="input_load_addr", reset_less=True)
         m.d.sync += [*(copy.eq(load_v2) for copy in load_sel), *(copy.eq(load_i2) for copy in load_at)]
         wr = abuf.wr.payload
         ow = ostage.o.payload

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from sparsegate.hw.engine.dsp_multiplier import DspMultiplier
 from sparsegate.hw.engine.layouts import ACC_BITS, EngineGeometry, mac_in_layout, mac_out_layout
 from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
-from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.hw.platform.replicated_registers import replicas
 
 __all__ = ["MacArray", "LATENCY", "LANES_PER_LOAD"]
 
@@ -76,7 +76,7 @@ class MacArray(wiring.Component):
                      s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_ctx.eq(s1_ctx)]
         # s2 ends its pass: the output register loads (copies: lane groups, the context and `valid`, the
         # walker's copy of its fields)
-        loads = [Signal(name=f"load{k}", attrs=REPLICA) for k in range(-(-p // LANES_PER_LOAD) + 2)]
+        loads = replicas(-(-p // LANES_PER_LOAD) + 2, name="load")
         m.d.sync += [load.eq(s1_valid & s1_last) for load in loads]
 
         # the output register: data held for the output stage, read only under `o.valid`

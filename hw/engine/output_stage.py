@@ -44,7 +44,7 @@ from sparsegate.hw.engine.layouts import (EngineGeometry, desc_layout, mac_out_l
                              write_layout)
 from sparsegate.hw.engine.pipeline_registers import pipeline_register, pipeline_register_like
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
-from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.hw.platform.replicated_registers import REPLICA, replicas
 
 __all__ = ["OutputStage", "LATENCY"]
 
@@ -350,8 +350,8 @@ class OutputStage(wiring.Component):
             banks (kept apart: REPLICA) and its bank mask decoded and qualified by ``valid``, so each bank's
             write port reads flip-flops of its own (one register reaching all 2P banks' write ports, through
             the bank compare, was the 85F's critical path at 32 lanes)."""
-            addrs = [pipeline_register(aw, name=f"{name}_addr{k}", attrs=REPLICA) for k in range(g.write_copies)]
-            values = [pipeline_register(8, name=f"{name}_data{k}", attrs=REPLICA) for k in range(g.write_copies)]
+            addrs = replicas(g.write_copies, aw, name=f"{name}_addr", reset_less=True)
+            values = replicas(g.write_copies, 8, name=f"{name}_data", reset_less=True)
             hit = Signal(g.banks, name=f"{name}_hit")
             fields = pipeline_register(data.StructLayout({"bank": len(port.payload.bank), "bcast": 1}),
                                        name=f"{name}_bank")

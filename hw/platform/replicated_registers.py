@@ -8,7 +8,9 @@ unaffected.
 """
 from __future__ import annotations
 
-__all__ = ["REPLICA", "YOSYS_COMMANDS"]
+from amaranth.hdl import Signal
+
+__all__ = ["REPLICA", "YOSYS_COMMANDS", "replicas"]
 
 _ATTRIBUTE = "sparsegate_replica"
 
@@ -18,3 +20,9 @@ REPLICA = {_ATTRIBUTE: 1}
 #: Yosys commands, run after reading the design (after ``proc``, which turns sync statements into ``$dff``
 #: cells), that mark the flip-flops driving a :data:`REPLICA` signal ``keep``.
 YOSYS_COMMANDS = (f"setattr -set keep 1 a:{_ATTRIBUTE} %ci1:+$dff[Q] t:$dff %i",)
+
+
+def replicas(count: int, shape=1, *, name: str, reset_less: bool = False) -> list[Signal]:
+    """``count`` registers of ``shape`` marked :data:`REPLICA`, named ``name0``, ``name1``, ...: one copy per
+    group of a net's loads (reset-less for data: hw/engine/pipeline_registers.py)."""
+    return [Signal(shape, name=f"{name}{k}", attrs=REPLICA, reset_less=reset_less) for k in range(count)]
