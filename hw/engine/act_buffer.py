@@ -149,7 +149,8 @@ class ActBuffer(wiring.Component):
             plane1.eq(cfg.in_base + plane_off + row_step),
             y.eq(oy_s + ky_p), yq.eq(Mux(cfg.stride2, oy_s + ky_p, oy_q + ky_q)), base.eq(x0_s + kx_p),
         ]
-        # the padding compares' own copies of y and base, one per LANES_PER_COPY lanes (kept apart: REPLICA)
+        # the padding compares' own copies of y and base, one per LANES_PER_COPY lanes (kept apart: REPLICA), also
+        # read by the banks' compares of their share
         y_copies = replicas(-(-p // LANES_PER_COPY), y.shape(), name="y_pad", reset_less=True)
         base_copies = replicas(len(y_copies), base.shape(), name="base_pad", reset_less=True)
         m.d.sync += [c.eq(oy_s + ky_p) for c in y_copies] + [c.eq(x0_s + kx_p) for c in base_copies]
@@ -166,9 +167,12 @@ class ActBuffer(wiring.Component):
         bad = [pipeline_register(4, name=f"bad{j}") for j in range(p)]
         m.d.sync += [r2_valid.eq(r1_valid), r2.eq(r1), q.eq(base >> cx),
                      row0.eq(plane + (yq[:aw] << cfg.in_wb)), row1.eq(plane1 + (yq[:aw] << cfg.in_wb))]
+        # (each bank's compares read the copies of y and base of its share of the lanes: one register reached all 2P
+        # banks' compares and the lanes' across the die, on the 85F's late list at 32 lanes)
         for b in range(nb):
-            m.d.sync += [next_col[b].eq((base[:lgb] & cmask) > bank_x[b]),
-                         next_row[b].eq((y[:lgb] & rmask) > bank_y[b])]
+            y_b, base_b = y_copies[b * len(y_copies) // nb], base_copies[b * len(y_copies) // nb]
+            m.d.sync += [next_col[b].eq((base_b[:lgb] & cmask) > bank_x[b]),
+                         next_row[b].eq((y_b[:lgb] & rmask) > bank_y[b])]
         # the element's rotation R = (base mod cols) | (y mod Ty) << cx (fc: none), in two steps (r2, r3); per
         # lane whether its column wrapped past the tile's column banks (its rotated position one row back)
         rot_x = pipeline_register(lgb)
@@ -189,7 +193,7 @@ class ActBuffer(wiring.Component):
             y_j, base_j = y_copies[j // LANES_PER_COPY], base_copies[j // LANES_PER_COPY]
             m.d.sync += [wrap_at[j].eq(cmask + 1 - lane_dx[j]),
                          bad[j].eq(Cat(y_j < y_lo, y_j >= y_hi, base_j < x_lo, base_j >= x_hi)),
-                         carry[j].eq((base[:lgb] & cmask) >= wrap_at[j])]
+                         carry[j].eq((base_j[:lgb] & cmask) >= wrap_at[j])]
 
         # ---- r3: one address per bank; then the bank reads. Per lane the code of its rotated position
         # (hw/engine/tiling.py lane_sources), or of 0 (padding): one of the layer's two (column wrapped or not)
