@@ -20,7 +20,8 @@ post-synthesis simulation (:mod:`sparsegate.sim.netlist_sim`).
 ``seeds`` places and routes the one synthesized netlist once per nextpnr placer seed, as many at a time as there
 are cores (each in its own folder beside the netlist), and keeps the fastest: Fmax moves by several percent from
 seed to seed on a full device, more than many design changes buy. The report names the seed it kept and every
-seed's Fmax.
+seed's Fmax, worst register path and latest registers (the paths differ from seed to seed: a fix is judged on
+all of them).
 
 Outputs in ``build_dir``, each written atomically and removed before a rebuild so a failed build
 never leaves a stale one: ``<name>.bit`` and ``<name>.build.json`` (the :class:`BuildReport`).
@@ -204,6 +205,8 @@ class LateRegister:
 
 #: At most this many late registers are kept in a report (the worst first).
 LATE_REGISTERS_KEPT = 60
+#: ... and this many for each placer seed of a several-seed build (where the seeds differ: the next fix's target)
+SEED_LATE_REGISTERS_KEPT = 10
 
 
 def parse_late_registers(report: str | dict, clocks: dict[str, ClockFmax]) -> tuple[LateRegister, ...]:
@@ -249,6 +252,8 @@ class BuildReport:
     late_registers: tuple[LateRegister, ...] = ()  # registers missing their clock's target, latest first
     seed: int | None = None  # nextpnr's placer seed of this placement
     seed_fmax: dict[int, float | None] = field(default_factory=dict)  # every seed tried: its Fmax (None: failed)
+    seed_critical: dict[int, CriticalPath | None] = field(default_factory=dict)  # every seed's worst path
+    seed_late: dict[int, tuple[LateRegister, ...]] = field(default_factory=dict)  # every seed's latest registers
 
     @property
     def critical_path(self) -> CriticalPath | None:
@@ -296,6 +301,8 @@ class BuildReport:
             "critical_paths": [path.to_dict() for path in self.critical_paths],
             "late_registers": [late.to_dict() for late in self.late_registers],
             "seed": self.seed, "seed_fmax": {str(k): v for k, v in self.seed_fmax.items()},
+            "seed_critical": {str(k): path.to_dict() if path else None for k, path in self.seed_critical.items()},
+            "seed_late": {str(k): [late.to_dict() for late in lates] for k, lates in self.seed_late.items()},
         }
 
 
@@ -457,7 +464,8 @@ def _log_fmax(log: Path) -> float | None:
 def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None, seeds: Sequence[int]):
     """Run ``pnr_<name>.sh`` once per placer seed on the synthesized netlist in ``work``, each seed in its own
     folder, as many at a time as there are cores, and move the fastest successful run's outputs into ``work``.
-    Returns that run's process, its seed and every seed's Fmax (None where nextpnr failed)."""
+    Returns that run's process, its seed, every seed's Fmax (None where nextpnr failed) and every seed's worst
+    register path and latest registers (read before the seeds' folders are removed)."""
     script = (work / f"pnr_{name}.sh").read_text()
     inputs = (f"{name}.json", f"{name}.lpf")
 
@@ -477,12 +485,25 @@ def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None
     fmax = {seed: _log_fmax(work / f"seed-{seed}" / f"{name}.tim") if procs[seed].returncode == 0 else None
             for seed in seeds}
     best = max((s for s in seeds if fmax[s] is not None), key=lambda s: fmax[s], default=seeds[0])
+    timing = {seed: _seed_timing(work / f"seed-{seed}" / f"{name}.report.json") for seed in seeds
+              if fmax[seed] is not None}
     for file in (work / f"seed-{best}").iterdir():
         if file.name not in inputs:
             file.replace(work / file.name)
     for seed in seeds:
         shutil.rmtree(work / f"seed-{seed}")
-    return procs[best], best, fmax
+    return procs[best], best, fmax, timing
+
+
+def _seed_timing(report_path: Path) -> tuple[CriticalPath | None, tuple[LateRegister, ...]]:
+    """One seed's worst register path and its latest registers (at most SEED_LATE_REGISTERS_KEPT), from its
+    nextpnr report (none without one)."""
+    if not report_path.is_file():
+        return None, ()
+    data = json.loads(report_path.read_text())
+    _, clocks = parse_nextpnr_report(data)
+    return (_worst_register_path(parse_critical_paths(data)),
+            parse_late_registers(data, clocks)[:SEED_LATE_REGISTERS_KEPT])
 
 
 def _run_flow(work: Path, name: str, tools: dict, timeout_s: float | None, script: str | None = None):
@@ -589,10 +610,10 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         if netlist is not None and after_synthesis is not None:
             after_synthesis(netlist)
         synth_log = proc.stdout or ""
-        proc, seed, seed_fmax = _place_and_route(work, name, tools, timeout_s, seeds)
+        proc, seed, seed_fmax, seed_timing = _place_and_route(work, name, tools, timeout_s, seeds)
         proc.stdout = synth_log + (proc.stdout or "")
     else:
-        seed, seed_fmax = None, {}
+        seed, seed_fmax, seed_timing = None, {}, {}
     elapsed = time.monotonic() - started
     (work / "tools.log").write_text(proc.stdout or "")
     log_path = work / f"{name}.tim"
@@ -632,11 +653,13 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         write_bytes(bit_out, bit.read_bytes())
         bitstream = bit_out
 
+    several = seed_timing if len(seeds) > 1 else {}     # (one seed: the report's own path and late list)
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
                          source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,
                          netlist=netlist, critical_paths=critical, late_registers=late, seed=seed,
-                         seed_fmax=seed_fmax)
+                         seed_fmax=seed_fmax, seed_critical={s: path for s, (path, _) in several.items()},
+                         seed_late={s: lates for s, (_, lates) in several.items()})
     write_json(report_out, report.to_dict())
     if require_timing and not report.timing_met:
         raise TimingNotMet(f"timing not met: {report.summary()}", report)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sparsegate.hw.platform.cores import ENGINE, LIF, Core, core_for, core_named
-from sparsegate.hw.platform.ecp5_build import saved_critical_path, saved_late_registers
+from sparsegate.hw.platform.ecp5_build import CriticalPath, saved_critical_path, saved_late_registers
 
 __all__ = ["BuildResult", "BuildError", "build_board", "board_program", "build_digest", "default_image", "detect_core",
            "format_report", "placer_seeds", "toolchain_versions", "DEFAULT_CACHE", "DEFAULT_ENGINE",
@@ -210,14 +210,17 @@ def format_report(result: BuildResult) -> str:
 
 
 def _seeds_line(rep: dict) -> str:
-    """report.md's line on the placer seeds: which one the bitstream is, and every seed's Fmax when several ran."""
+    """report.md's line on the placer seeds: which one the bitstream is, and every seed's Fmax and critical path
+    when several ran."""
     tried = rep.get("seed_fmax") or {}
     if len(tried) < 2:
         return f"\nnextpnr placer seed {rep['seed']}.\n" if rep.get("seed") is not None else ""
     each = ", ".join(f"seed {s}: {f:.1f}" if f is not None else f"seed {s}: failed" for s, f in tried.items())
     done = [f for f in tried.values() if f is not None]
+    paths = "".join(f"- seed {s}: {CriticalPath.from_dict(path).describe()}\n"
+                    for s, path in (rep.get("seed_critical") or {}).items() if path)
     return (f"\nFastest of {len(tried)} placer seeds: seed {rep['seed']} ({each} MHz; mean "
-            f"{sum(done) / len(done):.1f}).\n")
+            f"{sum(done) / len(done):.1f}).\n" + (f"\nEach seed's critical path:\n\n{paths}" if paths else ""))
 
 
 #: Late registers listed in a build's report.md (report.json keeps up to LATE_REGISTERS_KEPT).

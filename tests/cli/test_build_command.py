@@ -104,6 +104,8 @@ def test_build_takes_several_placer_seeds_and_refuses_a_negative_one(tmp_path, i
     assert seen == [[3, 1, 2]]
     out = capsys.readouterr().out
     assert "Fastest of 3 placer seeds: seed 2 (seed 1: 101.5, seed 2: 110.2, seed 3: failed MHz; mean 105.8)" in out
+    assert "- seed 1: `a1` -> `b1`: 9.85 ns (101.5 MHz), 3 logic levels" in out
+    assert "- seed 2: `a2` -> `b2`: 9.07 ns (110.2 MHz)" in out and "- seed 3" not in out
 
 
 def _seeded_result(image):
@@ -117,7 +119,10 @@ def _seeded_result(image):
             "device": "LFE5U-25F", "package": "CABGA381", "speed": "6", "elapsed_s": 9.0, "fmax_mhz": 110.2,
             "timing_met": False, "utilisation": {"TRELLIS_COMB": {"used": 10, "available": 24288}},
             "clocks": {"clk": {"achieved_mhz": 110.2, "constraint_mhz": 125.0, "met": False}},
-            "seed": 2, "seed_fmax": {"1": 101.5, "2": 110.2, "3": None}}})
+            "seed": 2, "seed_fmax": {"1": 101.5, "2": 110.2, "3": None},
+            "seed_critical": {str(seed): {"from_clock": "clk", "to_clock": "clk", "delay_ns": 1000 / fmax, "logic_ns": 1.0,
+                                          "routing_ns": 1000 / fmax - 1.0, "levels": 3, "start": f"a{seed}",
+                                          "end": f"b{seed}"} for seed, fmax in ((1, 101.5), (2, 110.2))}}})
 
 
 def test_estimate_scales_with_lanes():

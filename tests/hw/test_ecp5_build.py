@@ -384,3 +384,7 @@ def test_place_only_build_reports_a_placement_estimate(tmp_path):
     saved = json.loads((tmp_path / "top.build.json").read_text())
     assert saved["routed"] is False and saved["bitstream"] is None
     assert saved["seed"] == report.seed and saved["seed_fmax"] == {str(s): f for s, f in report.seed_fmax.items()}
+    # every seed's timing read before its folder went (placed only: no late registers without a routed Fmax)
+    assert list(report.seed_critical) == [3, 1, 2] and list(report.seed_late) == [3, 1, 2]
+    assert report.seed_critical[report.seed] == report.critical_path
+    assert saved["seed_critical"] == {str(s): p.to_dict() if p else None for s, p in report.seed_critical.items()}
