@@ -164,8 +164,9 @@ class SparseEngine(wiring.Component):
         # (hand-wired: the queue's streams carry plain bits, the command stream a layout)
         q_in, q_out = queue.w_stream, queue.r_stream
         head = cl(q_out.payload)
-        gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave
-        gap_zero = Signal(init=1)               # gap == 0, registered with it (its compare sat in gap's loop)
+        gap = Signal(range(g.lanes + 1))        # cycles until a `last` may leave, plus one
+        gap_zero = Signal(init=1)               # a `last` may leave: gap <= 1, registered with it (no compare and
+                                                # no subtraction in gap's loop, through the queue's read)
         release = Signal()
         m.d.comb += [release.eq(q_out.valid & (~head.last | gap_zero)), q_out.ready.eq(release),
                      wdec.i.valid.eq(release), wdec.i.payload.eq(head)]
@@ -178,9 +179,9 @@ class SparseEngine(wiring.Component):
                                 Mux(release & ~written, 1, queue.level != QUEUE_DEPTH)))
         m.d.comb += [q_in.valid.eq(seq.cmd.valid), q_in.payload.eq(seq.cmd.payload), seq.cmd.ready.eq(room)]
         with m.If(release & head.last):
-            m.d.sync += [gap.eq(head.ctx.ndrain - 1), gap_zero.eq(head.ctx.ndrain == 1)]
+            m.d.sync += [gap.eq(head.ctx.ndrain), gap_zero.eq(head.ctx.ndrain == 1)]
         with m.Elif(~gap_zero):
-            m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 1)]
+            m.d.sync += [gap.eq(gap - 1), gap_zero.eq(gap == 2)]
 
         wiring.connect(m, wdec.o, abuf.i)
         wiring.connect(m, abuf.o, mac.i)

@@ -284,7 +284,8 @@ class Sequencer(wiring.Component):
             m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
             set_tile_flags(one_col, one_row)
 
-        with m.FSM():
+        desc_latch, chan_latch = Signal(), Signal()
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [load_i.eq(0), layer.eq(0), layer_hot.eq(1), self.done.eq(0), scan.eq(0),
@@ -320,9 +321,7 @@ class Sequencer(wiring.Component):
                     m.next = "DESC"
             with m.State("DESC"):           # descriptor address presented
                 m.next = "DESC2"
-            with m.State("DESC2"):          # descriptor data available: latch it
-                m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0)]
-                m.d.comb += self.clear.eq(1)
+            with m.State("DESC2"):          # descriptor data available (latched: `desc_latch` below)
                 m.next = "CHAN"
             with m.State("CHAN"):           # channel-table address presented
                 m.next = "CHAN2"
@@ -332,18 +331,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [last_outer.eq(outer == outer_m1), rest.eq(cfg.n_out - (outer << lg)),
                              vx_last.eq((wo_m1 & x_mask) + 1), vy_last.eq((ho_m1 & y_mask) + 1)]
                 m.next = "CHAN3"
-            with m.State("CHAN3"):          # the entry, registered: latch it and what follows from it (x0 = oy = 0)
-                set_tile_flags(one_col, one_row)
-                m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1), x_left_1.eq(x_tiles_m1 == 1),
-                             y_left_1.eq(y_tiles_m1 == 1)]  # (x_tiles_2, y_tiles_2 are valid from ISSUE)
-                m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
-                             count_m1.eq(chan_q.count - 1), left.eq(chan_q.count - 1),
-                             fresh.eq(1), last_elem.eq(chan_q.count[1:] == 0),
-                             fc_nvalid.eq(Mux(rest >= p, p, rest)),
-                             n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
-                             d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),
-                             d_fl.eq((vy_last << cfg.tlx) >> 1)]
-                m.d.sync += issuing.eq(1)
+            with m.State("CHAN3"):          # the entry, registered (latched: `chan_latch` below)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += self.stall.eq(~self.cmd.ready)
@@ -362,4 +350,25 @@ class Sequencer(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "DESC"
+
+        # DESC2 and CHAN3 latch the descriptor and the channel-table entry, enabled by flip-flops set in the state
+        # before (true in DESC2's / CHAN3's cycle), not by the state's decode: the registers they load are the
+        # descriptor's fields and ISSUE's counters and flags, whose paths the decode lengthened (85F, 32 lanes)
+        m.d.sync += [desc_latch.eq(fsm.ongoing("DESC")), chan_latch.eq(fsm.ongoing("CHAN2"))]
+        with m.If(desc_latch):
+            m.d.sync += [cfg.eq(desc_rd.data), outer.eq(0), oy.eq(0), x0.eq(0)]
+            m.d.comb += self.clear.eq(1)
+        # CHAN3: the entry, registered: latch it and what follows from it (x0 = oy = 0)
+        with m.If(chan_latch):
+            set_tile_flags(one_col, one_row)
+            m.d.sync += [x_left.eq(x_tiles_m1), y_left.eq(y_tiles_m1), x_left_1.eq(x_tiles_m1 == 1),
+                         y_left_1.eq(y_tiles_m1 == 1)]  # (x_tiles_2, y_tiles_2 are valid from ISSUE)
+            m.d.sync += [count.eq(chan_q.count), count_le1.eq(chan_q.count[1:] == 0), start.eq(chan_q.start),
+                         count_m1.eq(chan_q.count - 1), left.eq(chan_q.count - 1),
+                         fresh.eq(1), last_elem.eq(chan_q.count[1:] == 0),
+                         fc_nvalid.eq(Mux(rest >= p, p, rest)),
+                         n_ll.eq(cfg.n_corner), n_lf.eq(vx_last << cfg.tly), n_fl.eq(vy_last << cfg.tlx),
+                         d_ll.eq(cfg.d_corner), d_lf.eq(((vx_last + 1) >> 1) << cfg.tly),
+                         d_fl.eq((vy_last << cfg.tlx) >> 1)]
+            m.d.sync += issuing.eq(1)
         return m
