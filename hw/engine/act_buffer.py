@@ -26,7 +26,7 @@ arithmetic step and every block-RAM output ends in a register::
       offset -> [r0] -> y, y >> ry, base, channel plane (and the next row word's) -> [r1] -> row addresses,
       column word, per-bank next row / next column flags, padding mask, rotation parts, per-lane column wrap
       -> [r2] -> per-bank address, rotation R, per-lane position code -> [r3] -> bank reads -> [r4: bank data]
-      -> rotation by R's low bits -> [r5] -> by its high bits, per-lane position (or 0) -> [o]
+      -> rotation by R's low bits -> [r5] -> by its high bits -> [r6] -> per-lane position (or 0) -> [o]
 
 Write ports: ``wr`` one address, a byte per bank and a bank mask; ``wr2`` one byte into one other bank
 (the output stage's second pixel of a cycle). Both always ready; a bank writes where its mask bit (``wr``) or
@@ -50,7 +50,7 @@ from sparsegate.hw.platform.replicated_registers import replicas
 __all__ = ["ActBuffer", "LATENCY"]
 
 #: Cycles from an element on ``i`` to its activations on ``o``.
-LATENCY = 8
+LATENCY = 9
 #: Lanes whose padding compares share one copy of the window's row and column (r1)
 LANES_PER_COPY = 4
 #: Output banks of a rotation step whose 2:1 muxes share one copy of the rotation amount (r5, r6)
@@ -251,8 +251,8 @@ class ActBuffer(wiring.Component):
         m.d.sync += [r6_codes[j].eq(r5_codes[j]) for j in range(p)]
         m.d.sync += [bank_data[b].eq(datas[b]) for b in range(nb)]
 
-        # ---- r6: the banks rotated by R's low bits (log depth: one 2:1 step per bit); o: by its high bits, then
-        # each lane takes its position (or 0) from its handful of candidates. Every step's 2:1 muxes of a group of
+        # ---- r6: the banks rotated by R's low bits (log depth: one 2:1 step per bit); r7: by its high bits; o: each
+        # lane takes its position (or 0) from its handful of candidates. Every step's 2:1 muxes of a group of
         # BANKS_PER_ROT_COPY output banks read their own copy of R (kept apart: REPLICA): one copy of a bit drove
         # all 8 x 2P muxes of its step, across the die (the 85F's critical path at 125 MHz)
         def rotate(words, amounts, bits):
@@ -271,15 +271,23 @@ class ActBuffer(wiring.Component):
         half = [pipeline_register(8, name=f"rot_half{b}") for b in range(nb)]
         r5_rot = copies([r4_rot] * -(-nb // BANKS_PER_ROT_COPY), "r5_rot")
         m.d.sync += [half[b].eq(v) for b, v in enumerate(rotate(bank_data, r5_rot, low))]
-        rotated = rotate(half, copies(r5_rot, "r6_rot"), range(len(low), lgb))
+        rotated = [pipeline_register(8, name=f"rot_full{b}") for b in range(nb)]
+        m.d.sync += [rotated[b].eq(v) for b, v in
+                     enumerate(rotate(half, copies(r5_rot, "r6_rot"), range(len(low), lgb)))]
+        # (the lanes' choice in a stage of its own: after the rotation's last steps it was on the 85F's late list at
+        # 32 lanes)
+        r7_valid = Signal()
+        r7 = pipeline_register_like(el)
+        r7_codes = [pipeline_register(code_bits, name=f"r7_code{j}") for j in range(p)]
+        m.d.sync += [r7_valid.eq(r6_valid), r7.eq(r6), *(r7_codes[j].eq(r6_codes[j]) for j in range(p))]
         out = Signal(mac_in_layout(g))
         for j in range(p):
             choices = Array([rotated[i] for i in cands[j]] + [C(0, 8)] * ((1 << code_bits) - len(cands[j])))
-            m.d.comb += out.a[j].eq(choices[r6_codes[j]])
-        m.d.comb += [out.w.eq(r6.w), out.first.eq(r6.first), out.last.eq(r6.last), out.ctx.eq(r6.ctx)]
+            m.d.comb += out.a[j].eq(choices[r7_codes[j]])
+        m.d.comb += [out.w.eq(r7.w), out.first.eq(r7.first), out.last.eq(r7.last), out.ctx.eq(r7.ctx)]
         out_q = pipeline_register(mac_in_layout(g))
-        m.d.sync += [self.o.valid.eq(r6_valid), out_q.eq(out)]
+        m.d.sync += [self.o.valid.eq(r7_valid), out_q.eq(out)]
         m.d.comb += self.o.payload.eq(out_q)
         m.d.comb += self.busy.eq(r0_valid | r1_valid | r2_valid | r3_valid | r4_valid | r5_valid | r6_valid |
-                                 self.o.valid)
+                                 r7_valid | self.o.valid)
         return m
