@@ -128,6 +128,10 @@ def param_layout(g: EngineGeometry) -> data.StructLayout:
                               "dest": unsigned(TILE_BITS)})
 
 
+#: The output stage walker's first decisions, made by the sequencer (:func:`tile_layout`, :func:`walk_layout`)
+_START_DECISIONS = {"start_pair": 1, "start_row_end": 1, "start_last": 1}
+
+
 def tile_layout(g: EngineGeometry) -> data.StructLayout:
     """Context of one pass (a tile of Ty x Tx output pixels at ``(oy, x0)``, or P neurons): travels with its
     elements. ``vx`` x ``vy`` is the tile's valid rectangle, ``nvalid = vx * vy`` (fc: ``vx = nvalid``);
@@ -138,8 +142,6 @@ def tile_layout(g: EngineGeometry) -> data.StructLayout:
                               "nvalid": g.nvalid_bits, "vx": g.nvalid_bits, "vy": g.nvalid_bits,
                               "ndrain": g.nvalid_bits, **_START_DECISIONS})
 
-
-_START_DECISIONS = {"start_pair": 1, "start_row_end": 1, "start_last": 1}
 
 
 def cmd_layout(g: EngineGeometry) -> data.StructLayout:
