@@ -464,8 +464,9 @@ def _log_fmax(log: Path) -> float | None:
 def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None, seeds: Sequence[int]):
     """Run ``pnr_<name>.sh`` once per placer seed on the synthesized netlist in ``work``, each seed in its own
     folder, as many at a time as there are cores, and move the fastest successful run's outputs into ``work``.
-    Returns that run's process, its seed, every seed's Fmax (None where nextpnr failed) and every seed's worst
-    register path and latest registers (read before the seeds' folders are removed)."""
+    Returns that run's process, its seed, every seed's Fmax (None where nextpnr failed) and, when several ran,
+    the other successful seeds' worst register paths and latest registers (read before their folders are removed;
+    the kept seed's are the build's own report)."""
     script = (work / f"pnr_{name}.sh").read_text()
     inputs = (f"{name}.json", f"{name}.lpf")
 
@@ -486,7 +487,7 @@ def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None
             for seed in seeds}
     best = max((s for s in seeds if fmax[s] is not None), key=lambda s: fmax[s], default=seeds[0])
     timing = {seed: _seed_timing(work / f"seed-{seed}" / f"{name}.report.json") for seed in seeds
-              if fmax[seed] is not None}
+              if len(seeds) > 1 and seed != best and fmax[seed] is not None}
     for file in (work / f"seed-{best}").iterdir():
         if file.name not in inputs:
             file.replace(work / file.name)
@@ -653,7 +654,9 @@ def build_ecp5(design, *, build_dir: str | Path, platform=None, name: str = "top
         write_bytes(bit_out, bit.read_bytes())
         bitstream = bit_out
 
-    several = seed_timing if len(seeds) > 1 else {}     # (one seed: the report's own path and late list)
+    # every successful seed's timing in seed order, the kept one's from this report (one seed: none beside it)
+    several = {s: (_worst_register_path(critical), late[:SEED_LATE_REGISTERS_KEPT]) if s == seed else seed_timing[s]
+               for s in seed_fmax if len(seeds) > 1 and (s == seed or s in seed_timing)}
     report = BuildReport(design=name, device=device, package=str(platform.package), speed=str(platform.speed),
                          utilisation=util, clocks=clocks, bitstream=bitstream, build_dir=build_dir,
                          source=source, elapsed_s=elapsed, routed=not place_only, synth_opts=synth_opts,

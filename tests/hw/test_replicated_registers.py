@@ -92,9 +92,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     assert writes == _expected_write_copies(4)
     walker = {name for name in replicas if name.startswith(("jx", "jy", "lane"))}
     ways = small_program(lanes=4).contents.geometry.ways
-    assert walker == {"jx", "jx_out", "jy", "jy_out",
-                                                      *(f"lane{w}" for w in range(ways)),
-                                                      *(f"lane_out{w}" for w in range(ways))}
+    assert walker == {"jx", "jx_out", "jy", "jy_out", *(f"lane{w}" for w in range(ways)),
+                      *(f"lane_out{w}" for w in range(ways))}
     pads = replicas - aborts - loads - duals - rots - writes - walker
     assert {name.split("_pad")[0] for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
