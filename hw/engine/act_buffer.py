@@ -205,9 +205,14 @@ class ActBuffer(wiring.Component):
         zero = max(len(c) for c in cands)                 # the code that reads 0
         code_bits = zero.bit_length()
         codes = [pipeline_register(code_bits, name=f"code{j}") for j in range(p)]
+        # the layer's (tile width, stride) key, registered: each lane's two codes are then one LUT of its bits
+        # (decoded straight from `cfg`, the key's Mux and the Switch were one path of the 85F's at 16 lanes)
+        tile_key = Cat(cfg.stride2 & ~cfg.fc, Mux(cfg.fc, g.lg_lanes, cfg.tlx))
+        layer_key = pipeline_register(len(tile_key))
+        m.d.sync += layer_key.eq(tile_key)
         for j in range(p):
             layer_code = [pipeline_register(code_bits, name=f"code{j}_wrap{c}") for c in (0, 1)]    # static while a layer runs
-            with m.Switch(Cat(cfg.stride2 & ~cfg.fc, Mux(cfg.fc, g.lg_lanes, cfg.tlx))):
+            with m.Switch(layer_key):
                 for tlx, stride2 in sorted({key[:2] for key in sources[j]}):
                     with m.Case(stride2 | tlx << 1):
                         m.d.sync += [layer_code[c].eq(cands[j].index(sources[j][tlx, stride2, c])) for c in (0, 1)]

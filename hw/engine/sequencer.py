@@ -18,7 +18,7 @@ after the last layer ``done`` rises (and stays high until the next ``start``).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -145,12 +145,12 @@ class Sequencer(wiring.Component):
         count_m1 = Signal(len(chan.count))  # count - 1: `left` at a pass's start
         scan = Signal(8)            # the descriptor being checked
         chk = Signal(dl)            # its registered copy
-        bad = Signal()              # it cannot run (compares of registers with constants)
-        bad_r = Signal()            # the same, registered
+        bad = Signal(5)             # why it cannot run, one flag per test (compares of registers with constants),
+        bad_r = Signal(5)           # registered apart and ORed only where SCAN4 judges them
         m.d.comb += [self.layer.eq(layer), self.layer_hot.eq(layer_hot), desc_rd.addr.eq(Mux(self.checking, scan, layer)),
                      chan_rd.addr.eq(cfg.chan_base + outer)]
-        m.d.comb += bad.eq((chk.n_outer == 0) | Mux(chk.fc, chk.n_out == 0, (chk.ho == 0) | (chk.wo == 0))
-                           | (~chk.last & (scan == desc_depth - 1)))
+        m.d.comb += bad.eq(Cat(chk.n_outer == 0, chk.fc & (chk.n_out == 0), ~chk.fc & (chk.ho == 0),
+                               ~chk.fc & (chk.wo == 0), ~chk.last & (scan == desc_depth - 1)))
 
         # the ISSUE state's decisions, registered one command ahead (set where their inputs change) so the
         # FSM's next state and the counters' enables hang off flip-flops, not off adders and compares; the
@@ -272,17 +272,22 @@ class Sequencer(wiring.Component):
             m.d.sync += [left.eq(count_m1), fresh.eq(1), last_elem.eq(count_le1)]
         with m.If(pass_end & x_next):
             m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), x_left_1.eq(x_left == 2)]
-            set_tile_flags(x_left_1, last_y)
         with m.If(pass_end & row_end):
             m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), x_left_1.eq(x_tiles_2)]
         with m.If(pass_end & row_next):
             m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), y_left_1.eq(y_left == 2)]
-            set_tile_flags(one_col, y_left_1)
         with m.If(chan_end):
             m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
         with m.If(chan_end & row_end):
             m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
-            set_tile_flags(one_col, one_row)
+        # the flags after a conv pass's end (right, down a band, or the channel's first tile), chosen from flip-flops
+        # only: their enable is one LUT of `issuing`, the room, `last_elem` and fc (three enables, each with its
+        # own flags, had made a priority chain from the room to the flags: 85F, 16 lanes)
+        flags_lx, flags_ly = Signal(), Signal()
+        m.d.comb += [flags_lx.eq(Mux(x_next, x_left_1, one_col)),
+                     flags_ly.eq(Mux(x_next, last_y, Mux(row_next, y_left_1, one_row)))]
+        with m.If(pass_end & ~cfg.fc):
+            set_tile_flags(flags_lx, flags_ly)
 
         desc_latch, chan_latch = Signal(), Signal()
         with m.FSM() as fsm:
@@ -304,7 +309,7 @@ class Sequencer(wiring.Component):
                 m.next = "SCAN4"
             with m.State("SCAN4"):          # judge it
                 m.d.comb += self.checking.eq(1)
-                with m.If(bad_r):
+                with m.If(bad_r.any()):
                     m.d.sync += [self.fault.eq(1), self.fault_layer.eq(scan)]
                     m.next = "IDLE"
                 with m.Elif(chk.last):
