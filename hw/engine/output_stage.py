@@ -126,7 +126,10 @@ class OutputStage(wiring.Component):
         jx = Signal(range(p + 2), attrs=REPLICA)      # (REPLICA: see `move` below)
         jy = Signal(range(p + 1), attrs=REPLICA)
         row_lane = Signal(range(p + 1))
-        tx = pipeline_register(range(p + 1))    # static while a layer runs: registered
+        # static while a layer runs: registered, and kept (REPLICA): its bits (tlx == k) equal some of the
+        # activation buffer's per-lane row offsets, and the one flip-flop they were merged into sat by the
+        # activation buffer, far from the walker's adders (85F, 16 lanes: 8.0 ns)
+        tx = Signal(range(p + 1), attrs=REPLICA, reset_less=True)
         m.d.sync += tx.eq(1 << cfg.tlx)
         ctx = self.i.payload.ctx
         walk = self.i.payload.walk              # the walker's own copy of ctx's vx, nvalid and first decisions
