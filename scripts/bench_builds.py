@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     mode.add_argument("--route-all", action="store_true", help="place and route every point (hours)")
     parser.add_argument("--lanes", help=f"comma-separated subset of {','.join(map(str, LANES))}")
     parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
-    parser.add_argument("--clock-mhz", type=float, default=100.0)
+    parser.add_argument("--clock-mhz", type=float, default=125.0,
+                        help="target clock (default %(default)s MHz: the engine's timing goal, as `make bench`)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(ROUTED_SEEDS),
                         help="nextpnr placer seeds of the routed points; the fastest is kept (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/builds"))
