@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from sparsegate.sw.bench.builds import DEVICES, LANES, ROUTED_POINTS, ROUTED_SEEDS, run_build_sweep
+from sparsegate.sw.bench.registry import benchmark
 from sparsegate.sw.jobs import RunnerOptions
 
 
@@ -28,8 +29,8 @@ def main(argv=None) -> int:
     mode.add_argument("--route-all", action="store_true", help="place and route every point (hours)")
     parser.add_argument("--lanes", help=f"comma-separated subset of {','.join(map(str, LANES))}")
     parser.add_argument("--devices", help=f"comma-separated subset of {','.join(DEVICES)}")
-    parser.add_argument("--clock-mhz", type=float, default=125.0,
-                        help="target clock (default %(default)s MHz: the engine's timing goal, as `make bench`)")
+    parser.add_argument("--clock-mhz", type=float, default=benchmark("builds").kwargs["clock_mhz"],
+                        help="target clock (default %(default)s MHz: `make bench`'s, the engine's timing goal)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(ROUTED_SEEDS),
                         help="nextpnr placer seeds of the routed points; the fastest is kept (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/builds"))
