@@ -245,10 +245,14 @@ class SparseEngine(wiring.Component):
         active_v2 = Signal()
         active_v = Signal()
         mi = mac.i.payload
+        # (from their own copy of the tile width, kept apart: REPLICA; read from the descriptor, they had merged
+        # with the output stage's and the activation buffer's equal per-lane values: 85F, 32 lanes)
+        activity_tlx = Signal.like(seq.cfg.tlx, name="activity_tlx", attrs=REPLICA, reset_less=True)
+        m.d.sync += activity_tlx.eq(seq.cfg.tlx)
         lane_x = [pipeline_register(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
         lane_y = [pipeline_register(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
         for j in range(g.lanes):
-            m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
+            m.d.sync += [lane_x[j].eq(j & ((1 << activity_tlx) - 1)), lane_y[j].eq(j >> activity_tlx)]
         nonzero = pipeline_register(g.lanes)
         rect = pipeline_register(data.StructLayout({"vx": len(mi.ctx.vx), "vy": len(mi.ctx.vy)}))
         m.d.sync += [nonzero.eq(Cat(mi.w[j] != 0 for j in range(g.lanes))), rect.vx.eq(mi.ctx.vx),

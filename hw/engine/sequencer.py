@@ -274,12 +274,14 @@ class Sequencer(wiring.Component):
             m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), x_left_1.eq(x_left == 2)]
         with m.If(pass_end & row_end):
             m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), x_left_1.eq(x_tiles_2)]
-        with m.If(pass_end & row_next):
-            m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), y_left_1.eq(y_left == 2)]
+        # the row band after a row's last pass: down one, or (the last band: the channel's end) back to the top;
+        # one enable, the choice by `last_y` (two enables, one through `chan_next`, had put a priority chain in
+        # front of `oy`, `y_left`: 85F, 32 lanes)
+        with m.If(pass_end & row_end):
+            m.d.sync += [oy.eq(Mux(last_y, 0, oy + ty)), y_left.eq(Mux(last_y, y_tiles_m1, y_left - 1)),
+                         y_left_1.eq(Mux(last_y, y_tiles_2, y_left == 2))]
         with m.If(chan_end):
             m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
-        with m.If(chan_end & row_end):
-            m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
         # the flags after a conv pass's end (right, down a band, or the channel's first tile), chosen from flip-flops
         # only: their enable is one LUT of `issuing`, the room, `last_elem` and fc (three enables, each with its
         # own flags, had made a priority chain from the room to the flags: 85F, 16 lanes)

@@ -79,7 +79,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' writes (the output stage's, the input load's
     # flag and address) come in a copy per BANKS_PER_WRITE_COPY banks; the output stage's walker keeps the
     # pixel's position (jx, jy, the way's lane) once for its loop and once for the accumulator select, and its
-    # tile width (tx) apart from the activation buffer's equal per-lane offsets
+    # tile width (tx) apart from the activation buffer's equal per-lane offsets; the lane-activity count its
+    # own tile width (activity_tlx)
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.startswith("load")}
     duals = {name for name in replicas if name in ("dual", "pool_dual")}
@@ -95,7 +96,8 @@ def test_engine_resets_each_block_from_its_own_replica():
     ways = small_program(lanes=4).contents.geometry.ways
     assert walker == {"jx", "jx_out", "jy", "jy_out", "tx", *(f"lane{w}" for w in range(ways)),
                       *(f"lane_out{w}" for w in range(ways))}
-    pads = replicas - aborts - loads - duals - rots - writes - walker
+    assert "activity_tlx" in replicas
+    pads = replicas - aborts - loads - duals - rots - writes - walker - {"activity_tlx"}
     assert {name.split("_pad")[0] for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
 
