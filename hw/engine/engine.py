@@ -147,14 +147,17 @@ class SparseEngine(wiring.Component):
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words, attrs=read_write_disjoint(hw, lutram))
         in_rd = inmem.read_port()
-        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
+        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order), the
+            # address and data in a copy per memory (kept apart: REPLICA; one data register reaching every memory's
+            # write port was on the 85F's late list at 32 lanes)
             in_wr = inmem.write_port()
             ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
             wr_sel = Signal(len(ports))
-            wr_addr, wr_data = pipeline_register_like(self.wr_addr), pipeline_register_like(self.wr_data)
-            m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
-                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
-            for k, port in enumerate(ports):
+            m.d.sync += wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports))))
+            for k, (name, port) in enumerate(zip(HOST_MEMS, ports)):
+                wr_addr, wr_data = (Signal(len(port.addr), name=f"wr_addr_{name}", attrs=REPLICA, reset_less=True),
+                                    Signal(len(port.data), name=f"wr_data_{name}", attrs=REPLICA, reset_less=True))
+                m.d.sync += [wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
                 m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
 
         # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
