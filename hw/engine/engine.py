@@ -147,18 +147,21 @@ class SparseEngine(wiring.Component):
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words, attrs=read_write_disjoint(hw, lutram))
         in_rd = inmem.read_port()
-        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order), the
-            # address and data in a copy per memory (kept apart: REPLICA; one data register reaching every memory's
-            # write port was on the 85F's late list at 32 lanes)
+        if hw:      # host writes, registered twice: one memory at a time, selected by wr_mem (HOST_MEMS order); then
+            # the address and data in a copy per memory (kept apart: REPLICA), so neither the link's logic nor one
+            # register has to reach every memory's write port across the die (both were on the 85F's late list
+            # at 32 lanes)
             in_wr = inmem.write_port()
             ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
-            wr_sel = Signal(len(ports))
-            m.d.sync += wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports))))
+            wr_sel, wr_sel2 = Signal(len(ports)), Signal(len(ports))
+            wr_addr, wr_data = pipeline_register_like(self.wr_addr), pipeline_register_like(self.wr_data)
+            m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
+                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data), wr_sel2.eq(wr_sel)]
             for k, (name, port) in enumerate(zip(HOST_MEMS, ports)):
-                wr_addr, wr_data = (Signal(len(port.addr), name=f"wr_addr_{name}", attrs=REPLICA, reset_less=True),
-                                    Signal(len(port.data), name=f"wr_data_{name}", attrs=REPLICA, reset_less=True))
-                m.d.sync += [wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
-                m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
+                addr_copy = Signal(len(port.addr), name=f"wr_addr_{name}", attrs=REPLICA, reset_less=True)
+                data_copy = Signal(len(port.data), name=f"wr_data_{name}", attrs=REPLICA, reset_less=True)
+                m.d.sync += [addr_copy.eq(wr_addr), data_copy.eq(wr_data)]
+                m.d.comb += [port.en.eq(wr_sel2[k]), port.addr.eq(addr_copy), port.data.eq(data_copy)]
 
         # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
         # array's output register will be free (the output stage takes one pixel per cycle, or two: `drain2`)

@@ -31,7 +31,7 @@ from sparsegate.hw.engine.pipeline_registers import pipeline_register
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
 from sparsegate.hw.platform.replicated_registers import REPLICA
 
-__all__ = ["WeightDecoder", "LATENCY", "LANES_PER_SLICE"]
+__all__ = ["WeightDecoder", "LATENCY", "LANES_PER_SLICE", "weight_memories"]
 
 #: Cycles from a command on ``i`` to its element on ``o``.
 LATENCY = 7
@@ -42,6 +42,15 @@ LANES_PER_SLICE = 8
 
 #: Weight words per memory bank: the deepest DP16KD configuration that keeps 9-bit slices (2048 x 9).
 BANK_DEPTH = 2048
+
+
+def weight_memories(geometry: EngineGeometry) -> list[tuple[int, int, int, int]]:
+    """The weight memory's pieces, ``(first word, depth, first lane, lanes)`` each: banks of :data:`BANK_DEPTH`
+    words, each in column slices of :data:`LANES_PER_SLICE` lanes (what the resource estimate counts too)."""
+    g = geometry
+    depth = min(g.weight_depth, BANK_DEPTH)
+    return [(b * depth, max(2, min(depth, g.weight_depth - b * depth)), lo, min(g.lanes, lo + LANES_PER_SLICE) - lo)
+            for b in range(-(-g.weight_depth // depth)) for lo in range(0, g.lanes, LANES_PER_SLICE)]
 
 
 class WeightDecoder(wiring.Component):
@@ -79,23 +88,24 @@ class WeightDecoder(wiring.Component):
         g = self.g
         p, sb = g.lanes, g.slot_bits
         word_layout = data.ArrayLayout(unsigned(sb), p)
-        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each): every block RAM output goes
-        # straight into a register, and the bank select is a mux between registers
+        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each; the last holds the rest), each in
+        # column slices (weight_memories): every block RAM output goes straight into a register, and the bank
+        # select is a mux between registers
         n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
         depth = min(g.weight_depth, BANK_DEPTH)
         low = max(1, ceil_log2(depth))
         waddr = self.i.payload.waddr
-        slices = [(lo, min(p, lo + LANES_PER_SLICE)) for lo in range(0, p, LANES_PER_SLICE)]
+        pieces = weight_memories(g)
+        n_slices = len(pieces) // n_banks
         bank_words = []
         for b in range(n_banks):
-            bank_depth = max(2, min(depth, g.weight_depth - b * depth))     # the last bank holds the rest
-            words = self.weight_words[b * depth:(b + 1) * depth]
             hit = (self.wr.addr >> low) == b if self.host_write and n_banks > 1 else 1
             parts = []
-            for k, (lo, hi) in enumerate(slices):
-                width = (hi - lo) * sb
+            for k, (first, bank_depth, lo, lanes) in enumerate(pieces[b * n_slices:(b + 1) * n_slices]):
+                width, hi = lanes * sb, lo + lanes
                 mem = Memory(shape=unsigned(width), depth=bank_depth,
-                             init=[(w >> (lo * sb)) & ((1 << width) - 1) for w in words],
+                             init=[(w >> (lo * sb)) & ((1 << width) - 1)
+                                   for w in self.weight_words[first:first + bank_depth]],
                              attrs=read_write_disjoint(self.host_write))
                 m.submodules[f"wmem{b}_{k}"] = mem
                 rd = mem.read_port()
