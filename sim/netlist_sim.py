@@ -122,7 +122,7 @@ def rtl_executable(program, *, divisor: int, timeout: int, build_dir: Path, clk_
     top = SerialTop(program, divisor=divisor, timeout=timeout, clk_hz=clk_hz)
     text = verilog.convert(top, name="serial_top", emit_src=False)
     text += ("module pin_top(input clk, input rst, input rx, output tx);\n"
-             "  serial_top dut(.clk(clk), .rst(rst), .rx(rx), .tx(tx));\nendmodule\n")
+             "  serial_top dut(.clk(clk), .rst(rst), .reset(rst), .rx(rx), .tx(tx));\nendmodule\n")
     args = FAST_ARGS if optimize else tuple("-O1" if a == "-O3" else a for a in FAST_ARGS)
     return build_executable(text, PIN_HARNESS, toplevel="pin_top", build_dir=build_dir, build_args=args,
                             cflags="-O1" if optimize else "-O0", log=log)

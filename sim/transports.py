@@ -152,9 +152,9 @@ int main(int argc, char** argv) {
     if (argc < 2 || getppid() != (pid_t)atol(argv[1])) return 1;
     Verilated::commandArgs(argc, argv);
     Vlinked_engine* top = new Vlinked_engine;
-    top->clk = 0; top->rst = 1; top->eval();
+    top->clk = 0; top->rst = 1; top->reset = 1; top->eval();
     for (int i = 0; i < 4; i++) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
-    top->rst = 0; top->eval();
+    top->rst = 0; top->reset = 0; top->eval();
     fcntl(0, F_SETFL, O_NONBLOCK);
     std::vector<uint8_t> in; size_t head = 0;
     std::vector<uint8_t> out;

@@ -147,15 +147,21 @@ class SparseEngine(wiring.Component):
         m.submodules.inmem = inmem = Memory(shape=unsigned(8 * nb), depth=max(2, len(prog.input_words)),
                                             init=prog.input_words, attrs=read_write_disjoint(hw, lutram))
         in_rd = inmem.read_port()
-        if hw:      # host writes (registered): one memory at a time, selected by wr_mem (HOST_MEMS order)
+        if hw:      # host writes, registered twice: one memory at a time, selected by wr_mem (HOST_MEMS order); then
+            # the address and data in a copy per memory (kept apart: REPLICA), so neither the link's logic nor one
+            # register has to reach every memory's write port across the die (both were on the 85F's late list
+            # at 32 lanes)
             in_wr = inmem.write_port()
             ports = [seq.desc_wr, seq.chan_wr, ostage.wr, wdec.wr, in_wr]
-            wr_sel = Signal(len(ports))
+            wr_sel, wr_sel2 = Signal(len(ports)), Signal(len(ports))
             wr_addr, wr_data = pipeline_register_like(self.wr_addr), pipeline_register_like(self.wr_data)
             m.d.sync += [wr_sel.eq(Cat(self.wr_en & (self.wr_mem == k) for k in range(len(ports)))),
-                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data)]
-            for k, port in enumerate(ports):
-                m.d.comb += [port.en.eq(wr_sel[k]), port.addr.eq(wr_addr), port.data.eq(wr_data)]
+                         wr_addr.eq(self.wr_addr), wr_data.eq(self.wr_data), wr_sel2.eq(wr_sel)]
+            for k, (name, port) in enumerate(zip(HOST_MEMS, ports)):
+                addr_copy = Signal(len(port.addr), name=f"wr_addr_{name}", attrs=REPLICA, reset_less=True)
+                data_copy = Signal(len(port.data), name=f"wr_data_{name}", attrs=REPLICA, reset_less=True)
+                m.d.sync += [addr_copy.eq(wr_addr), data_copy.eq(wr_data)]
+                m.d.comb += [port.en.eq(wr_sel2[k]), port.addr.eq(addr_copy), port.data.eq(data_copy)]
 
         # command queue: the sequencer waits on its room; a pass's `last` leaves it only when the MAC
         # array's output register will be free (the output stage takes one pixel per cycle, or two: `drain2`)
@@ -245,10 +251,14 @@ class SparseEngine(wiring.Component):
         active_v2 = Signal()
         active_v = Signal()
         mi = mac.i.payload
+        # (from their own copy of the tile width, kept apart: REPLICA; read from the descriptor, they had merged
+        # with the output stage's and the activation buffer's equal per-lane values: 85F, 32 lanes)
+        activity_tlx = Signal.like(seq.cfg.tlx, name="activity_tlx", attrs=REPLICA, reset_less=True)
+        m.d.sync += activity_tlx.eq(seq.cfg.tlx)
         lane_x = [pipeline_register(range(g.lanes), name=f"lane_x{j}") for j in range(g.lanes)]
         lane_y = [pipeline_register(range(g.lanes), name=f"lane_y{j}") for j in range(g.lanes)]
         for j in range(g.lanes):
-            m.d.sync += [lane_x[j].eq(j & ((1 << seq.cfg.tlx) - 1)), lane_y[j].eq(j >> seq.cfg.tlx)]
+            m.d.sync += [lane_x[j].eq(j & ((1 << activity_tlx) - 1)), lane_y[j].eq(j >> activity_tlx)]
         nonzero = pipeline_register(g.lanes)
         rect = pipeline_register(data.StructLayout({"vx": len(mi.ctx.vx), "vy": len(mi.ctx.vy)}))
         m.d.sync += [nonzero.eq(Cat(mi.w[j] != 0 for j in range(g.lanes))), rect.vx.eq(mi.ctx.vx),

@@ -143,7 +143,6 @@ def tile_layout(g: EngineGeometry) -> data.StructLayout:
                               "ndrain": g.nvalid_bits, **_START_DECISIONS})
 
 
-
 def cmd_layout(g: EngineGeometry) -> data.StructLayout:
     """Sequencer -> weight decoder: fetch one wide weight word (conv: one slot of it)."""
     return data.StructLayout({"waddr": g.waddr_bits, "slot": max(1, g.lg_lanes), "zero": 1, "first": 1,

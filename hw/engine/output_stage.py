@@ -17,7 +17,8 @@ MULT18X18D-sized halves)::
     walk: lane's accumulator among its group of 8, parameter address -> [q0] -> the group's, parameter read
       -> [q1] -> [q2: parameters] -> acc + bias -> [q3: DSP operand regs]
       -> sum[17:] * mult, sum[:17] * mult -> [q4: DSP product regs] -> hi << 17 + lo -> [q5] -> + 2**(shift-1) -> [q6]
-      -> >> shift -> [q7] -> saturate, ReLU -> [q8] -> horizontal pool's compares -> [p8]
+      -> >> 8 * (shift >> 3) -> [q6s] -> >> shift % 8 -> [q7] -> saturate, ReLU -> [q8]
+      -> horizontal pool's compares -> [p8]
       -> horizontal pool's select, address fields -> [q9]
       -> vertical pool's compare (row register, read into q9), address -> [q10] -> value select -> [o: write]
 
@@ -49,7 +50,7 @@ from sparsegate.hw.platform.replicated_registers import REPLICA, replicas
 __all__ = ["OutputStage", "LATENCY"]
 
 #: Cycles from a pixel taken on ``i`` to its write on ``o`` (``o.valid``).
-LATENCY = 13
+LATENCY = 14
 #: Lanes whose accumulators the first step of the select chooses among (q0); the second picks the group.
 GROUP = 8
 GROUP_BITS = 3
@@ -62,7 +63,8 @@ class OutputStage(wiring.Component):
     Members
     -------
     cfg : ``In(desc_layout)``
-        The running layer's descriptor (output layout, pooling, parameter base).
+        The running layer's descriptor (output layout, pooling, parameter base); set at least two cycles
+        before the layer's first pass reaches ``i``.
     clear : ``In(1)``
         A new layer starts: reset the output counter and the pooling row.
     i : ``In(stream.Signature(mac_out_layout))``
@@ -111,7 +113,7 @@ class OutputStage(wiring.Component):
         row_wr = rowbuf.write_port()
 
         # ---- walker: the pass's valid rectangle in raster order within the tile: tile row `jy` (lanes from
-        # `row_lane` = jy * Tx), column `jx` (fc: vx = nvalid, one row: `jx` is the pixels taken before this cycle).
+        # jy * Tx), column `jx` (fc: vx = nvalid, one row: `jx` is the pixels taken before this cycle).
         # Two a cycle (`dual`): pixels jx and jx + 1 of a row (a row of odd vx ends on a lone pixel).
         # Each cycle makes three decisions: take two pixels (`pair`), end the row (`row_end`), end the pass
         # (`last_px`). Each is one of two flip-flops, chosen by `fresh` (a pass's first cycle, a flip-flop): the
@@ -125,7 +127,6 @@ class OutputStage(wiring.Component):
         m.d.sync += [copy.eq(cfg.drain2 if ways == 2 else 0) for copy in (dual, pool_dual)]
         jx = Signal(range(p + 2), attrs=REPLICA)      # (REPLICA: see `move` below)
         jy = Signal(range(p + 1), attrs=REPLICA)
-        row_lane = Signal(range(p + 1))
         # static while a layer runs: registered, and kept (REPLICA): its bits (tlx == k) equal some of the
         # activation buffer's per-lane row offsets, and the one flip-flop they were merged into sat by the
         # activation buffer, far from the walker's adders (85F, 16 lanes: 8.0 ns)
@@ -155,7 +156,7 @@ class OutputStage(wiring.Component):
             """The next cycle's decisions (a pass's last pixel after this step: one or two pixels left)."""
             return [pair_r.eq(pair_next), row_end_r.eq(row_end_next),
                     last_r.eq(Mux(pair_next, pass_le2, pass_le1))]
-        # way w's lane, row_lane + jx + w, kept as a register beside the walk (no adder before the select).
+        # way w's lane, jy * Tx + jx + w, kept as a register beside the walk (no adder before the select).
         # The pixel's position (jx, jy, the ways' lanes) is kept twice: the walker's loop reads its own copy, the
         # accumulator select and the pixel coordinates theirs (kept apart: REPLICA), so the loop's flip-flops are
         # not pulled across the die towards the P accumulators (the loop was the 85F's late path at 125 MHz)
@@ -168,19 +169,28 @@ class OutputStage(wiring.Component):
             pairs = ((jx, jx_out, jx_next), (jy, jy_out, jy_next), *zip(lanes, lanes_out, lanes_next))
             m.d.sync += [reg.eq(value) for loop, copy, value in pairs for reg in (loop, copy)]
 
+        # the next tile row's first lanes ((jy + 1) * Tx + w), kept a row ahead so a row's end loads registers
+        # (one adder from `tx` behind them, not two in front of the lanes); a pass starts them at Tx + w, so
+        # ``cfg`` must be set two cycles before a layer's first pass (`tx`, then these)
+        row_next_lanes = [Signal(range(p + ways + 1), name=f"row_next_lane{w}") for w in range(ways)]
+        restart_rows = [lane.eq(tx + w) for w, lane in enumerate(row_next_lanes)]
+
         m.d.comb += self.i.ready.eq(self.i.valid & last_px)
         with m.If(self.i.valid):
             with m.If(last_px):
-                m.d.sync += [row_lane.eq(0), fresh.eq(1)]
+                m.d.sync += [fresh.eq(1), *restart_rows]
                 move(0, 0, [w % p for w in range(ways)])
             with m.Elif(row_end):       # a new row: its first decisions are the context's
-                m.d.sync += [row_lane.eq(row_lane + tx), fresh.eq(0), row_left_r.eq(walk.vx),
-                             pass_left_r.eq(pass_left - step), *decide(walk.start_pair, walk.start_row_end)]
-                move(0, jy + 1, [row_lane + tx + w for w in range(ways)])
+                m.d.sync += [fresh.eq(0), row_left_r.eq(walk.vx), pass_left_r.eq(pass_left - step),
+                             *decide(walk.start_pair, walk.start_row_end),
+                             *(lane.eq(lane + tx) for lane in row_next_lanes)]
+                move(0, jy + 1, row_next_lanes)
             with m.Else():
                 m.d.sync += [fresh.eq(0), row_left_r.eq(row_left - step), pass_left_r.eq(pass_left - step),
                              *decide(dual & ~row_le1, Mux(dual, row_le2, row_le1))]
                 move(jx + step, jy, [lanes[w] + step for w in range(ways)])
+        with m.Elif(fresh):             # between passes: the first row's successor starts at Tx
+            m.d.sync += restart_rows
         # the parameter read follows the accumulator select's extra stage (q0): its address registered
         prm_addr = pipeline_register_like(prd.addr)
         m.d.sync += prm_addr.eq(cfg.prm_base + Mux(cfg.fc, (ctx.tile << lg) | jx_out, ctx.tile))
@@ -249,9 +259,15 @@ class OutputStage(wiring.Component):
             m.d.sync += q6["rounded"].eq(q5["prod"] + ((Const(1, 49) << q5["shift"]) >> 1))
             carry(q6, q5)
 
-            q7 = stage(f"{n}q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6)
-            m.d.sync += q7["val"].eq(q6["rounded"] >> q6["shift"])
-            carry(q7, q6, ("dest",))
+            # the shift in two steps, by whole bytes (q6s) then by the rest (q7): arithmetic shifts compose, and
+            # each step is an 8-way choice (one 64-way shifter was the 85F's late path at 16 lanes)
+            q6s = stage(f"{n}q6s", {"coarse": signed(51), "fine": unsigned(3), "dest": unsigned(16), **pos}, q6)
+            m.d.sync += [q6s["coarse"].eq(q6["rounded"] >> (q6["shift"][3:] << 3)), q6s["fine"].eq(q6["shift"][:3])]
+            carry(q6s, q6, ("dest",))
+
+            q7 = stage(f"{n}q7", {"val": signed(51), "dest": unsigned(16), **pos}, q6s)
+            m.d.sync += q7["val"].eq(q6s["coarse"] >> q6s["fine"])
+            carry(q7, q6s, ("dest",))
 
             # saturate, ReLU
             y8 = Signal(signed(8), name=f"{n}y8")
@@ -264,7 +280,7 @@ class OutputStage(wiring.Component):
             q8 = stage(f"{n}q8", {"act": signed(8), "dest": unsigned(16), **pos}, q7)
             m.d.sync += q8["act"].eq(Mux(cfg.relu & (y8 < 0), 0, y8))
             carry(q8, q7, ("dest",))
-            finals.append((q0, q1, q2, q3, q4, q5, q6, q7, q8))
+            finals.append((q0, q1, q2, q3, q4, q5, q6, q6s, q7, q8))
 
         a8 = finals[0][-1]                      # way 0: pixel x (even when two a cycle)
         b8 = finals[-1][-1]                     # way 1: pixel x + 1 (way 0 itself with one way)

@@ -270,16 +270,20 @@ class Sequencer(wiring.Component):
             m.d.sync += [left.eq(left - 1), ptr.eq(cur + 1), fresh.eq(0), last_elem.eq(left == 1)]
         with m.If(pass_end):        # the next pass of this channel re-walks it
             m.d.sync += [left.eq(count_m1), fresh.eq(1), last_elem.eq(count_le1)]
-        with m.If(pass_end & x_next):
-            m.d.sync += [x0.eq(x0 + tx), x_left.eq(x_left - 1), x_left_1.eq(x_left == 2)]
+        # the tile column after a conv pass's end: right, or (the last column) back to the left; one enable with
+        # the tile flags' (below), the choice by `last_x` (two enables had put a priority chain from the queue's
+        # room in front of `x_left`: 85F, 32 lanes)
+        with m.If(pass_end & ~cfg.fc):
+            m.d.sync += [x0.eq(Mux(last_x, 0, x0 + tx)), x_left.eq(Mux(last_x, x_tiles_m1, x_left - 1)),
+                         x_left_1.eq(Mux(last_x, x_tiles_2, x_left == 2))]
+        # the row band after a row's last pass: down one, or (the last band: the channel's end) back to the top;
+        # one enable, the choice by `last_y` (two enables, one through `chan_next`, had put a priority chain in
+        # front of `oy`, `y_left`: 85F, 32 lanes)
         with m.If(pass_end & row_end):
-            m.d.sync += [x0.eq(0), x_left.eq(x_tiles_m1), x_left_1.eq(x_tiles_2)]
-        with m.If(pass_end & row_next):
-            m.d.sync += [oy.eq(oy + ty), y_left.eq(y_left - 1), y_left_1.eq(y_left == 2)]
+            m.d.sync += [oy.eq(Mux(last_y, 0, oy + ty)), y_left.eq(Mux(last_y, y_tiles_m1, y_left - 1)),
+                         y_left_1.eq(Mux(last_y, y_tiles_2, y_left == 2))]
         with m.If(chan_end):
             m.d.sync += [outer.eq(outer + 1), issuing.eq(0)]
-        with m.If(chan_end & row_end):
-            m.d.sync += [oy.eq(0), y_left.eq(y_tiles_m1), y_left_1.eq(y_tiles_2)]
         # the flags after a conv pass's end (right, down a band, or the channel's first tile), chosen from flip-flops
         # only: their enable is one LUT of `issuing`, the room, `last_elem` and fc (three enables, each with its
         # own flags, had made a priority chain from the room to the flags: 85F, 16 lanes)

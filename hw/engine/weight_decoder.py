@@ -10,12 +10,17 @@ and its input index (the ``cin`` field). A ``zero`` command yields weight 0 ever
 Fixed-latency pipeline, never stalls (``i`` and ``o`` are ``always_ready`` streams: the engine's
 command queue is the only place that waits). Every block-RAM output goes straight into a register::
 
-    i (cmd) -> [weight memory banks read | cmd] -> [bank words] -> bank select -> [word] -> slot select
-      -> [entry] -> value, index (shifts by the descriptor's widths) -> [s5] -> cin/ky/kx, zero, fc/conv -> [o]
+    i (cmd) -> [address copies | cmd] -> [weight memory banks read | cmd] -> [bank words] -> bank select
+      -> [word] -> slot select -> [entry] -> value, index (shifts by the descriptor's widths) -> [s5]
+      -> cin/ky/kx, zero, fc/conv -> [o]
+
+The memory is split into column slices of :data:`LANES_PER_SLICE` lanes, each with its own registered copy
+of the address (the command queue's LUT-RAM output reaching every block RAM of a 32-lane word was the 85F's
+late path).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,14 +29,28 @@ from amaranth.utils import ceil_log2
 from sparsegate.hw.engine.layouts import EngineGeometry, cmd_layout, desc_layout, elem_layout, mem_write_signature
 from sparsegate.hw.engine.pipeline_registers import pipeline_register
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
-__all__ = ["WeightDecoder", "LATENCY"]
+__all__ = ["WeightDecoder", "LATENCY", "LANES_PER_SLICE", "weight_memories"]
 
 #: Cycles from a command on ``i`` to its element on ``o``.
-LATENCY = 6
+LATENCY = 7
+
+#: Lanes of a weight word in one memory (a column slice with its own address register): 8 slots of the
+#: 19-bit records of the pruned LeNet-5 fill 17 DP16KDs in their 9-bit mode, as the whole word would.
+LANES_PER_SLICE = 8
 
 #: Weight words per memory bank: the deepest DP16KD configuration that keeps 9-bit slices (2048 x 9).
 BANK_DEPTH = 2048
+
+
+def weight_memories(geometry: EngineGeometry) -> list[tuple[int, int, int, int]]:
+    """The weight memory's pieces, ``(first word, depth, first lane, lanes)`` each: banks of :data:`BANK_DEPTH`
+    words, each in column slices of :data:`LANES_PER_SLICE` lanes (what the resource estimate counts too)."""
+    g = geometry
+    depth = min(g.weight_depth, BANK_DEPTH)
+    return [(b * depth, max(2, min(depth, g.weight_depth - b * depth)), lo, min(g.lanes, lo + LANES_PER_SLICE) - lo)
+            for b in range(-(-g.weight_depth // depth)) for lo in range(0, g.lanes, LANES_PER_SLICE)]
 
 
 class WeightDecoder(wiring.Component):
@@ -69,36 +88,49 @@ class WeightDecoder(wiring.Component):
         g = self.g
         p, sb = g.lanes, g.slot_bits
         word_layout = data.ArrayLayout(unsigned(sb), p)
-        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each): every block RAM output goes
-        # straight into a register, and the bank select is a mux between registers
+        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each; the last holds the rest), each in
+        # column slices (weight_memories): every block RAM output goes straight into a register, and the bank
+        # select is a mux between registers
         n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
         depth = min(g.weight_depth, BANK_DEPTH)
         low = max(1, ceil_log2(depth))
         waddr = self.i.payload.waddr
+        pieces = weight_memories(g)
+        n_slices = len(pieces) // n_banks
         bank_words = []
         for b in range(n_banks):
-            bank_depth = max(2, min(depth, g.weight_depth - b * depth))     # the last bank holds the rest
-            mem = Memory(shape=unsigned(word_layout.size), depth=bank_depth,
-                         init=self.weight_words[b * depth:(b + 1) * depth],
-                         attrs=read_write_disjoint(self.host_write))
-            m.submodules[f"wmem{b}"] = mem
-            rd = mem.read_port()
-            m.d.comb += [rd.addr.eq(waddr[:low]), rd.en.eq(1)]
-            if self.host_write:     # run-time loading of the weight words
-                wp = mem.write_port()
-                hit = (self.wr.addr >> low) == b if n_banks > 1 else 1
-                m.d.comb += [wp.en.eq(self.wr.en & hit), wp.addr.eq(self.wr.addr[:low]), wp.data.eq(self.wr.data)]
-            # s2: registered, reset-less (the build moves it into the DP16KDs: hw/platform/bram_outreg.py)
-            word_b = Signal(word_layout, name=f"word_bank{b}", reset_less=True)
-            m.d.sync += word_b.eq(rd.data)
-            bank_words.append(word_b)
+            hit = (self.wr.addr >> low) == b if self.host_write and n_banks > 1 else 1
+            parts = []
+            for k, (first, bank_depth, lo, lanes) in enumerate(pieces[b * n_slices:(b + 1) * n_slices]):
+                width, hi = lanes * sb, lo + lanes
+                mem = Memory(shape=unsigned(width), depth=bank_depth,
+                             init=[(w >> (lo * sb)) & ((1 << width) - 1)
+                                   for w in self.weight_words[first:first + bank_depth]],
+                             attrs=read_write_disjoint(self.host_write))
+                m.submodules[f"wmem{b}_{k}"] = mem
+                rd = mem.read_port()
+                # s0: the slice's own copy of the address (kept apart: REPLICA)
+                addr = Signal(low, name=f"waddr{b}_{k}", attrs=REPLICA, reset_less=True)
+                m.d.sync += addr.eq(waddr[:low])
+                m.d.comb += [rd.addr.eq(addr), rd.en.eq(1)]
+                if self.host_write:     # run-time loading of the weight words
+                    wp = mem.write_port()
+                    m.d.comb += [wp.en.eq(self.wr.en & hit), wp.addr.eq(self.wr.addr[:low]),
+                                 wp.data.eq(self.wr.data[lo * sb:hi * sb])]
+                # s2: registered, reset-less (the build moves it into the DP16KDs: hw/platform/bram_outreg.py)
+                part = Signal(width, name=f"word_bank{b}_{k}", reset_less=True)
+                m.d.sync += part.eq(rd.data)
+                parts.append(part)
+            bank_words.append(word_layout(Cat(*parts)))
 
         cl = cmd_layout(g)
+        s0_valid = Signal()
         s1_valid = Signal()
         s2_valid = Signal()
         s3_valid = Signal()
         s4_valid = Signal()
         s5_valid = Signal()
+        s0 = pipeline_register(cl)
         s1 = pipeline_register(cl)
         s2 = pipeline_register(cl)
         s3 = pipeline_register(cl)
@@ -108,7 +140,7 @@ class WeightDecoder(wiring.Component):
         word4 = pipeline_register(word_layout)
         entry = pipeline_register(sb)               # s4: the conv command's slot
         bank = (s2.waddr >> low) if n_banks > 1 else 0
-        m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload),
+        m.d.sync += [s0_valid.eq(self.i.valid), s0.eq(self.i.payload), s1_valid.eq(s0_valid), s1.eq(s0),
                      s2_valid.eq(s1_valid), s2.eq(s1),
                      s3_valid.eq(s2_valid), s3.eq(s2),
                      word3.eq(Array(bank_words)[bank] if n_banks > 1 else bank_words[0]),
@@ -148,5 +180,5 @@ class WeightDecoder(wiring.Component):
         out_q = pipeline_register(elem_layout(g))
         m.d.sync += [self.o.valid.eq(s5_valid), out_q.eq(out)]
         m.d.comb += self.o.payload.eq(out_q)
-        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | self.o.valid)
+        m.d.comb += self.busy.eq(s0_valid | s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | self.o.valid)
         return m

@@ -229,10 +229,10 @@ class LinkedLif(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.device = dev = LifDevice(self.design)
-        m.submodules.link = link = HostLink(
+        dev = LifDevice(self.design)
+        link = HostLink(
             mems=list(self.mems.values()), n_samples=self.design.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=self.design.snn.n_outputs, ident=self.ident,
             timeout=self.timeout, max_payload=self.max_payload, result_bytes=4)
-        join_core(m, self, link, dev)
+        join_core(m, self, link, dev, name="device")
         return m

@@ -173,7 +173,9 @@ class Executor(wiring.Component):
         counting = Signal()     # RUN_SETTLE and RUN_WAIT: the watchdog's enable is one flip-flop, not the
         with m.If(counting):    # FSM's state decode (on the 85F its 29 enables were 8.5 ns away at 125 MHz)
             m.d.sync += [wd.eq(wd - 1), wd_out.eq(wd == 1)]
-        abort = Signal()        # registered pulse to the core
+        # registered pulse to the core; high at power-up and while the link is reset, so a core reset only
+        # through `abort` (the engine: hw/platform/board_top.py) is held in reset with the link
+        abort = Signal(init=1)
         m.d.sync += abort.eq(0)
         m.d.comb += [host.abort.eq(abort), host.sample.eq(run_sample)]   # the sample: a register, no state mux
         core_busy = Signal()    # the core's busy and fault, registered: its state decode stays out of the

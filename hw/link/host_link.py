@@ -53,7 +53,7 @@ a reply. After any error the link is back in its idle state, ready for the next 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -64,6 +64,7 @@ from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import STATUS, word_bytes
 from sparsegate.hw.link.reply_encoder import ReplyEncoder
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
+from sparsegate.hw.platform.replicated_registers import REPLICA
 
 __all__ = ["HostLink", "LinkedCoreSignature"]
 
@@ -83,16 +84,32 @@ class LinkedCoreSignature(wiring.Signature):
         Nothing in progress: no frame, command or reply, and the core is not running.
     frames_ok, frames_bad : ``Out(16)``
         Replies sent with status OK / with an error status.
+    reset : ``In(1)``
+        The board's reset (held until its clock is stable): link and core start over. A board's clock
+        domain has no reset of its own, so each part is reset from a copy of this one (the PLL-lock reset
+        reaching every register of the engine was the 85F's critical path at 32 lanes).
     """
 
     def __init__(self):
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "busy": Out(1), "idle": Out(1), "frames_ok": Out(16), "frames_bad": Out(16)})
+                          "busy": Out(1), "idle": Out(1), "frames_ok": Out(16), "frames_bad": Out(16),
+                          "reset": In(1)})
 
 
-def join_core(m: Module, top, link: HostLink, device) -> None:
-    """Wire ``device`` (a host-port component) behind ``link`` inside ``top`` (a :class:`LinkedCoreSignature`
-    component): the host port, the byte streams and the status outputs — the one wiring of every linked core."""
+def join_core(m: Module, top, link: HostLink, device, *, name: str, reset_device: bool = True) -> None:
+    """Add ``link`` and ``device`` (a host-port component, as submodule ``name``) to ``top``'s module ``m`` and
+    wire the device behind the link (``top``: a :class:`LinkedCoreSignature` component): the host port, the byte
+    streams, the status outputs and the board's reset — the one wiring of every linked core. ``top.reset``
+    resets the link and, with ``reset_device``, the device, each from its own registered copy; a device whose
+    ``abort`` resets every register of it (``reset_device=False``) is held in reset by the link's ``abort``
+    instead, which stays high while the link is reset."""
+    parts = {"link": link, name: device} if reset_device else {"link": link}
+    for part, block in parts.items():
+        reset = Signal(init=1, name=f"{part}_reset", attrs=REPLICA)
+        m.d.sync += reset.eq(top.reset)
+        m.submodules[part] = ResetInserter({"sync": reset})(block)
+    if not reset_device:
+        m.submodules[name] = device
     wiring.connect(m, link.host, device)
     wiring.connect(m, wiring.flipped(top.rx), link.rx)
     wiring.connect(m, link.tx, wiring.flipped(top.tx))

@@ -7,7 +7,7 @@ Three layers, so simulation can enter at the level it needs:
   drives these streams directly (fast).
 * :class:`SerialTop` — ``LinkedEngine`` + :class:`~sparsegate.hw.link.uart.UartRx`/``UartTx`` with serial
   lines ``rx``/``tx`` (no platform): the exact logic of a board, for the UART-level tests.
-* :class:`BoardTop` — ``SerialTop`` on a real board: PLL from the board clock to ``clk_hz``, reset held
+* :class:`BoardTop` — ``SerialTop`` on a real board: PLL from the board clock to ``clk_hz``, ``reset`` held
   until the PLL locks, the board's UART pins, LEDs showing activity.
 
 The device behind the link is the sparse engine (``program`` = a compiled engine program) or the LIF core
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from sparsegate.hw.engine.engine import CORE_NAME, HOST_MEMS, SparseEngine, dbg_map, host_memories
@@ -132,12 +132,13 @@ class LinkedEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.program.geometry
-        m.submodules.engine = eng = SparseEngine(self.program.contents, host_write=True)
-        m.submodules.link = link = HostLink(
+        eng = SparseEngine(self.program.contents, host_write=True)
+        link = HostLink(
             mems=[self.mems[k] for k in HOST_MEMS], n_samples=g.n_samples, n_regs=len(self.names),
             result_base=self.names["result0"], n_results=g.n_results, ident=self.ident, timeout=self.timeout,
             max_payload=self.max_payload)
-        join_core(m, self, link, eng)
+        # the engine's `abort` resets every register of it, block by block, each from its own copy
+        join_core(m, self, link, eng, name="engine", reset_device=False)
         return m
 
 
@@ -161,22 +162,29 @@ class SerialTop(wiring.Component):
         The core is running.
     frames_ok, frames_bad : ``Out(16)``
         Replies sent with status OK / with an error.
+    reset : ``In(1)``
+        The board's reset (:class:`~sparsegate.hw.link.host_link.LinkedCoreSignature`): the UART and the core
+        start over, each from its own registered copy.
     """
 
     def __init__(self, program, *, divisor: int, timeout: int, clk_hz: int = 0):
         self.program, self.divisor, self.timeout, self.clk_hz = program, divisor, timeout, clk_hz
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "frames_ok": Out(16),
-                          "frames_bad": Out(16)})
+                          "frames_bad": Out(16), "reset": In(1)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = linked_core(self.program, timeout=self.timeout, clk_hz=self.clk_hz)
-        m.submodules.urx = urx = UartRx(self.divisor)
-        m.submodules.utx = utx = UartTx(self.divisor)
+        urx, utx = UartRx(self.divisor), UartTx(self.divisor)
+        uart_reset = Signal(init=1)
+        m.d.sync += uart_reset.eq(self.reset)
+        m.submodules.urx = ResetInserter({"sync": uart_reset})(urx)
+        m.submodules.utx = ResetInserter({"sync": uart_reset})(utx)
         wiring.connect(m, urx.o, core.rx)
         wiring.connect(m, core.tx, utx.i)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(core.busy),
-                     self.frames_ok.eq(core.frames_ok), self.frames_bad.eq(core.frames_bad)]
+                     self.frames_ok.eq(core.frames_ok), self.frames_bad.eq(core.frames_bad),
+                     core.reset.eq(self.reset)]
         return m
 
 
@@ -222,7 +230,9 @@ class BoardTop(Elaboratable):
         fin = clk_res.clock.frequency
         clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         m.submodules.clk_in = clk_in
-        m.domains.sync = ClockDomain("sync")
+        # no domain reset: the reset held until the PLL locks reaches the design as SerialTop's `reset`, which
+        # each part copies for its own registers (the engine through the link's abort: LinkedEngine)
+        m.domains.sync = ClockDomain("sync", reset_less=True)
         if abs(fin - self.clk_hz_req) < 1:
             clk_hz = fin
             m.d.comb += ClockSignal("sync").eq(clk_in.i)
@@ -246,11 +256,13 @@ class BoardTop(Elaboratable):
                 a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2")
             m.d.comb += ClockSignal("sync").eq(clk_out)
             platform.add_clock_constraint(clk_out, clk_hz)
-        m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
+        reset = Signal(init=1)
+        m.submodules.rst_sync = AsyncFFSynchronizer(~locked, reset, o_domain="sync")
         self.clk_hz = clk_hz
 
         m.submodules.top = top = SerialTop(self.program, divisor=divisor_for(clk_hz, self.baud),
                                            timeout=max(16, int(clk_hz * self.timeout_s)), clk_hz=int(clk_hz))
+        m.d.comb += top.reset.eq(reset)
         subsignals = [sub.name for sub in platform.resources["uart", 0].ios]    # some boards add dtr/rts
         uart = platform.request("uart", 0, dir={name: "-" for name in subsignals})
         m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
@@ -260,7 +272,9 @@ class BoardTop(Elaboratable):
         heartbeat = Signal(27)
         m.d.sync += heartbeat.eq(heartbeat + 1)
         bad_seen = Signal()
-        with m.If(top.frames_bad != 0):
+        with m.If(reset):
+            m.d.sync += bad_seen.eq(0)
+        with m.Elif(top.frames_bad != 0):
             m.d.sync += bad_seen.eq(1)
         leds = [top.busy, bad_seen, heartbeat[-1]]
         for i, value in enumerate(leds):

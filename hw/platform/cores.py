@@ -94,14 +94,21 @@ def _engine_digest_inputs(program) -> tuple[dict, list[bytes]]:
 
 def _engine_estimate(program, max_payload: int = 2048) -> ResourceEstimate:
     """Activation banks, weight, parameter and input memories, the host link's frame buffer (memories under
-    2 kbit are assumed in LUT RAM, and the input memory where the engine puts it there); P lane multipliers, two per output-stage pipeline (requant halves), one
-    for the sequencer's sample address and one for the link's length check."""
+    2 kbit are assumed in LUT RAM, and the input memory where the engine puts it there); P lane multipliers, two
+    per output-stage pipeline (requant halves), one for the sequencer's sample address and one for the link's
+    length check."""
     g = program.geometry
     from sparsegate.hw.engine.engine import input_in_lutram
+    from sparsegate.hw.engine.weight_decoder import weight_memories
     mems = {name: (w, d) for name, w, d in _engine_memories(program)}
     parts = {"activation banks": g.banks * dp16kd_blocks(8, g.act_depth)}
     lutram = {"input"} if input_in_lutram(program.contents) else set()
-    for name in ("weight", "param", "input", "chan"):
+    # the weight memory in the weight decoder's banks and column slices
+    weight = sum(dp16kd_blocks(lanes * g.slot_bits, depth) for _, depth, _, lanes in weight_memories(g)
+                 if lanes * g.slot_bits * depth > 2048)
+    if weight:
+        parts["weight"] = weight
+    for name in ("param", "input", "chan"):
         w, d = mems[name]
         if w * d > 2048 and name not in lutram:
             parts[name] = dp16kd_blocks(w, d)

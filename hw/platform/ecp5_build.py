@@ -487,7 +487,7 @@ def _place_and_route(work: Path, name: str, tools: dict, timeout_s: float | None
             for seed in seeds}
     best = max((s for s in seeds if fmax[s] is not None), key=lambda s: fmax[s], default=seeds[0])
     timing = {seed: _seed_timing(work / f"seed-{seed}" / f"{name}.report.json") for seed in seeds
-              if len(seeds) > 1 and seed != best and fmax[seed] is not None}
+              if seed != best and fmax[seed] is not None}
     for file in (work / f"seed-{best}").iterdir():
         if file.name not in inputs:
             file.replace(work / file.name)

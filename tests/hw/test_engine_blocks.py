@@ -278,10 +278,12 @@ def test_output_stage_random_gaps(mode):
     dut = OutputStage(g, params)
 
     async def setup(ctx):
+        # the descriptor two cycles before the first pass (OutputStage.cfg)
         ctx.set(dut.cfg.as_value(), pack(desc_layout(g), desc))
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
+        await ctx.tick()
 
     got = run_streams(dut, {dut.i: tiles}, {dut.o: len(expected)}, seed=5, setup=setup, ready_prob=1.0)[dut.o]
     wl = write_layout(g)

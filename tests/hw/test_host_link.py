@@ -276,10 +276,9 @@ class _HungTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = _Hung()
-        m.submodules.link = link = HostLink(mems=[(8, 4)], n_samples=2, n_regs=2, result_base=1, n_results=1,
-                                            ident=b"STUB", timeout=TIMEOUT, max_payload=16, run_budget=self.run_budget)
-        join_core(m, self, link, core)
+        link = HostLink(mems=[(8, 4)], n_samples=2, n_regs=2, result_base=1, n_results=1, ident=b"STUB",
+                        timeout=TIMEOUT, max_payload=16, run_budget=self.run_budget)
+        join_core(m, self, link, _Hung(), name="core")
         return m
 
 
@@ -302,6 +301,32 @@ def test_an_engine_aborted_mid_run_runs_bit_exact_again(programs):
             CMD["RUN"], "ABORTED", CMD["RESET"], "OK"), cut      # the run was cut off, not finished
         drv.run(0)
         assert np.array_equal(drv.read_outputs(len(want)), want), cut
+
+
+def test_board_reset_mid_run_holds_the_engine_and_restarts_the_link(programs):
+    """The board's reset (``reset``: held until the PLL locks) reaches the engine only through the link's
+    ``abort``: held in the middle of a run, the engine stops within a few cycles and stays stopped; released,
+    the device answers and runs bit-exact."""
+    base = programs[0]
+    dut = LinkedEngine(programs[2], timeout=TIMEOUT)
+    transport = SimTransport(dut)
+    busy_while_held = []
+
+    async def board_reset(ctx):
+        await ctx.tick().until(dut.busy)
+        ctx.set(dut.reset, 1)
+        for _ in range(12):
+            *_, busy = await ctx.tick().sample(dut.busy)
+            busy_while_held.append(busy)
+        ctx.set(dut.reset, 0)
+
+    transport.sim.add_testbench(board_reset, background=True)
+    run = frame(CMD["RUN"], b"\x00\x00")
+    transport.write(run)
+    transport.run_cycles(len(run) + 300)
+    assert busy_while_held[0] == 1 and busy_while_held[-6:] == [0] * 6    # stopped, and kept stopped
+    assert not transport.received                  # the run's reply went with the link's state
+    _alive(HostDriver(transport), base)
 
 
 def test_watchdog_answers_a_run_that_never_finishes():

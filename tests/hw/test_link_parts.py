@@ -259,11 +259,9 @@ class _MemTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = _MemCore()
-        m.submodules.link = link = HostLink(mems=[(8, STUB_WORDS)], n_samples=2, n_regs=STUB_WORDS, result_base=0,
-                                            n_results=STUB_WORDS, ident=b"STUB", timeout=400, max_payload=16,
-                                            run_budget=64)
-        join_core(m, self, link, core)
+        link = HostLink(mems=[(8, STUB_WORDS)], n_samples=2, n_regs=STUB_WORDS, result_base=0, n_results=STUB_WORDS,
+                        ident=b"STUB", timeout=400, max_payload=16, run_budget=64)
+        join_core(m, self, link, _MemCore(), name="core")
         return m
 
 

@@ -9,9 +9,10 @@ from amaranth.hdl import Module, Signal
 from support.build_synthesis import synthesize_like_the_build
 
 from sparsegate.hw.engine.act_buffer import BANKS_PER_ROT_COPY, LANES_PER_COPY
-from sparsegate.hw.engine.engine import SparseEngine
+from sparsegate.hw.engine.engine import HOST_MEMS, SparseEngine
 from sparsegate.hw.engine.layouts import BANKS_PER_WRITE_COPY
 from sparsegate.hw.engine.mac_array import LANES_PER_LOAD
+from sparsegate.hw.engine.weight_decoder import LANES_PER_SLICE
 from sparsegate.hw.platform.replicated_registers import REPLICA
 from sparsegate.sim.engine.amaranth_sim import small_program
 from sparsegate.sw.util.toolchain import yowasp_available
@@ -79,7 +80,9 @@ def test_engine_resets_each_block_from_its_own_replica():
     # BANKS_PER_ROT_COPY output banks (r5 and r6); the banks' writes (the output stage's, the input load's
     # flag and address) come in a copy per BANKS_PER_WRITE_COPY banks; the output stage's walker keeps the
     # pixel's position (jx, jy, the way's lane) once for its loop and once for the accumulator select, and its
-    # tile width (tx) apart from the activation buffer's equal per-lane offsets
+    # tile width (tx) apart from the activation buffer's equal per-lane offsets; the lane-activity count its
+    # own tile width (activity_tlx); the host's writes a copy of their address and data per memory; the weight
+    # memory's read address a copy per column slice (one slice of LANES_PER_SLICE lanes here)
     aborts = {name for name in replicas if "abort_" in name}
     loads = {name for name in replicas if name.startswith("load")}
     duals = {name for name in replicas if name in ("dual", "pool_dual")}
@@ -95,7 +98,14 @@ def test_engine_resets_each_block_from_its_own_replica():
     ways = small_program(lanes=4).contents.geometry.ways
     assert walker == {"jx", "jx_out", "jy", "jy_out", "tx", *(f"lane{w}" for w in range(ways)),
                       *(f"lane_out{w}" for w in range(ways))}
-    pads = replicas - aborts - loads - duals - rots - writes - walker
+    assert "activity_tlx" in replicas
+    # (the memories' write ports are the same nets: they carry the attribute too)
+    host_writes = {name for name in replicas if "wr_" in name and not name.startswith("write")}
+    assert {f"wr_{field}_{mem}" for field in ("addr", "data") for mem in HOST_MEMS} <= host_writes
+    # (the read ports' address nets carry the attribute too)
+    weight_reads = {name for name in replicas if name.startswith("waddr") or name.startswith("rd__addr")}
+    assert {f"waddr0_{k}" for k in range(-(-4 // LANES_PER_SLICE))} <= weight_reads
+    pads = replicas - aborts - loads - duals - rots - writes - walker - host_writes - weight_reads - {"activity_tlx"}
     assert {name.split("_pad")[0] for name in pads} == {"y", "base"}
     assert len(pads) == 2 * -(-4 // LANES_PER_COPY)
 
