@@ -21,7 +21,7 @@ pixel. The queue absorbs the sequencer's channel-table bubbles.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -37,7 +37,7 @@ from sparsegate.hw.engine.sequencer import Sequencer
 from sparsegate.hw.engine.weight_decoder import WeightDecoder
 from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
-from sparsegate.hw.platform.replicated_registers import REPLICA, replicas
+from sparsegate.hw.platform.replicated_registers import REPLICA, replicas, reset_from_copy
 
 __all__ = ["SparseEngine", "dbg_map", "host_memories", "LAYER_COUNTERS", "TOTAL_COUNTERS", "HOST_MEMS",
            "QUEUE_DEPTH", "CORE_NAME", "INPUT_LUTRAM_BITS", "input_in_lutram"]
@@ -366,8 +366,6 @@ class SparseEngine(wiring.Component):
         # register's reset was the 85F's critical path)
         top = Module()
         for name, block in (*blocks.items(), ("core", m)):
-            reset = Signal(name=f"abort_{name}", attrs=REPLICA)
-            top.d.sync += reset.eq(self.abort)
-            top.submodules[name] = ResetInserter({"sync": reset})(block)
+            top.submodules[name] = reset_from_copy(top, self.abort, block, name=f"abort_{name}")
         return top
 

@@ -53,7 +53,7 @@ a reply. After any error the link is back in its idle state, ready for the next 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -64,7 +64,7 @@ from sparsegate.hw.link.host_port import HostPortSignature
 from sparsegate.hw.link.protocol import STATUS, word_bytes
 from sparsegate.hw.link.reply_encoder import ReplyEncoder
 from sparsegate.hw.platform.memory_hints import READ_WRITE_DISJOINT
-from sparsegate.hw.platform.replicated_registers import REPLICA
+from sparsegate.hw.platform.replicated_registers import reset_from_copy
 
 __all__ = ["HostLink", "LinkedCoreSignature"]
 
@@ -103,13 +103,9 @@ def join_core(m: Module, top, link: HostLink, device, *, name: str, reset_device
     resets the link and, with ``reset_device``, the device, each from its own registered copy; a device whose
     ``abort`` resets every register of it (``reset_device=False``) is held in reset by the link's ``abort``
     instead, which stays high while the link is reset."""
-    parts = {"link": link, name: device} if reset_device else {"link": link}
-    for part, block in parts.items():
-        reset = Signal(init=1, name=f"{part}_reset", attrs=REPLICA)
-        m.d.sync += reset.eq(top.reset)
-        m.submodules[part] = ResetInserter({"sync": reset})(block)
-    if not reset_device:
-        m.submodules[name] = device
+    m.submodules.link = reset_from_copy(m, top.reset, link, name="link_reset", init=1)
+    m.submodules[name] = (reset_from_copy(m, top.reset, device, name=f"{name}_reset", init=1) if reset_device
+                          else device)
     wiring.connect(m, link.host, device)
     wiring.connect(m, wiring.flipped(top.rx), link.rx)
     wiring.connect(m, link.tx, wiring.flipped(top.tx))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetInserter, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import AsyncFFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -32,6 +32,7 @@ from sparsegate.hw.engine.layouts import EngineGeometry, chan_layout, desc_layou
 from sparsegate.hw.link.host_link import HostLink, LinkedCoreSignature, join_core
 from sparsegate.hw.link.protocol import identity_bytes
 from sparsegate.hw.link.uart import UartRx, UartTx, divisor_for
+from sparsegate.hw.platform.replicated_registers import reset_from_copy
 
 __all__ = ["LinkedEngine", "linked_core", "SerialTop", "BoardTop", "capacity_geometry", "retarget_program", "ProgramDoesNotFit",
            "pll_params", "DEFAULT_BAUD", "DEFAULT_TIMEOUT_S"]
@@ -176,10 +177,8 @@ class SerialTop(wiring.Component):
         m = Module()
         m.submodules.core = core = linked_core(self.program, timeout=self.timeout, clk_hz=self.clk_hz)
         urx, utx = UartRx(self.divisor), UartTx(self.divisor)
-        uart_reset = Signal(init=1)
-        m.d.sync += uart_reset.eq(self.reset)
-        m.submodules.urx = ResetInserter({"sync": uart_reset})(urx)
-        m.submodules.utx = ResetInserter({"sync": uart_reset})(utx)
+        m.submodules.urx = reset_from_copy(m, self.reset, urx, name="urx_reset", init=1)
+        m.submodules.utx = reset_from_copy(m, self.reset, utx, name="utx_reset", init=1)
         wiring.connect(m, urx.o, core.rx)
         wiring.connect(m, core.tx, utx.i)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(core.busy),

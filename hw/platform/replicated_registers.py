@@ -8,9 +8,9 @@ unaffected.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, ResetInserter, Signal
 
-__all__ = ["REPLICA", "YOSYS_COMMANDS", "replicas"]
+__all__ = ["REPLICA", "YOSYS_COMMANDS", "replicas", "reset_from_copy"]
 
 _ATTRIBUTE = "sparsegate_replica"
 
@@ -26,3 +26,12 @@ def replicas(count: int, shape=1, *, name: str, reset_less: bool = False) -> lis
     """``count`` registers of ``shape`` marked :data:`REPLICA`, named ``name0``, ``name1``, ...: one copy per
     group of a net's loads (reset-less for data: hw/engine/pipeline_registers.py)."""
     return [Signal(shape, name=f"{name}{k}", attrs=REPLICA, reset_less=reset_less) for k in range(count)]
+
+
+def reset_from_copy(m: Module, reset, block, *, name: str, init: int = 0):
+    """``block`` reset from a registered copy of ``reset`` of its own (``name``, :data:`REPLICA`; ``init``: its
+    value at power-up), to add as a submodule of ``m``: each block's registers hang off a flip-flop of their own,
+    not one net reaching every register of the design."""
+    copy = Signal(init=init, name=name, attrs=REPLICA)
+    m.d.sync += copy.eq(reset)
+    return ResetInserter({"sync": copy})(block)
