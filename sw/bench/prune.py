@@ -82,6 +82,7 @@ class BenchSettings:
     base_epochs: int | None = None  # None: the model's training recipe
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1)
+    only_folds: tuple[int, ...] | None = None  # run only these of the K folds (cut as for all K; None: every fold)
     val_fraction: float = 0.125  # of the non-test digits (5,000 digits, 5 folds: 3,500 fit / 500 val / 1,000 test)
     methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra")
     distill: float = 0.0  # recovery: KD weight in every fine-tune of the loop and the final one (0: off)
@@ -97,8 +98,8 @@ class BenchSettings:
 
     def calls(self, model: str) -> list[tuple]:
         """The argument tuples of :func:`prune_job`, one per seed x fold x method."""
-        return [(model, fold, seed, method, self) for seed in self.seeds for fold in range(self.folds)
-                for method in self.methods]
+        folds = range(self.folds) if self.only_folds is None else self.only_folds
+        return [(model, fold, seed, method, self) for seed in self.seeds for fold in folds for method in self.methods]
 
 
 # recovery variant -> the settings it changes (SRA's loop; measured by run_recovery_benchmark)
@@ -249,9 +250,12 @@ def _markdown(model: str, d: dict, command: str) -> str:
     title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
     digits = jobs[0]["digits"] if jobs else {}
     ran = sorted({(j["seed"], j["fold"]) for j in jobs})
-    n = len(s["seeds"]) * s["folds"]
+    only = s.get("only_folds")
+    n = len(s["seeds"]) * (s["folds"] if only is None else len(only))
     lines = [f"# Pruning benchmark: {title}, {s['folds']}-fold cross-validation x {len(s['seeds'])} seed(s) "
              f"on {'the embedded 5,000 MNIST digits' if s['dataset'] == 'mnist5k' else 'full MNIST'}", ""]
+    if only is not None:
+        lines += [f"Folds {', '.join(map(str, only))} of the {s['folds']} only (`--only-folds`).", ""]
     if len(ran) < n:
         lines += [f"**Partial run**: {len(ran)} of the {n} fold x seed results finished (seed, fold: "
                   f"{', '.join(f'{a}.{b}' for a, b in ran)}); every figure below is over these only (n per row).",

@@ -20,6 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("lenet5", "lenet300"), default="lenet5")
     parser.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (each re-cuts the folds)")
+    parser.add_argument("--only-folds", type=int, nargs="+", default=None, metavar="FOLD",
+                        help="run only these of the K folds (cut as for all K: a shorter run on the same digits)")
     parser.add_argument("--methods", nargs="+", choices=list(JOB_METHODS), default=list(JOB_METHODS),
                         help="sra runs SRA and SRA+NRP")
     parser.add_argument("--dataset", choices=POOL_DATASETS, default="mnist5k",
@@ -49,10 +51,13 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--val-fraction: expected a fraction in (0, 1), got {args.val_fraction}")
     if args.folds < 2:
         raise DataError(f"--folds: expected at least 2, got {args.folds}")
+    if args.only_folds is not None and not all(0 <= f < args.folds for f in args.only_folds):
+        raise DataError(f"--only-folds: expected folds in 0..{args.folds - 1}, got {args.only_folds}")
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     base = BenchSettings.quick() if args.quick else BenchSettings()
-    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), methods=tuple(args.methods), dataset=args.dataset,
+    only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
+    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), only_folds=only, methods=tuple(args.methods), dataset=args.dataset,
                 data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1))
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
