@@ -37,7 +37,6 @@ from this checkout's refuses the point.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -79,14 +78,10 @@ def largest_fitting_lanes(dev: str, image, lanes=LANES, engine: str = DEFAULT_EN
 def gateware_sources_digest() -> str:
     """A digest of this installation's gateware sources and tool versions: the part of a point's inputs that is
     code, so the runner's cache and a remote worker's checkout are tied to the gateware that was built."""
-    import sparsegate.hw
     from sparsegate.sw.flow.build import toolchain_versions
+    from sparsegate.sw.jobs.digest import sources_digest
 
-    h = hashlib.sha256(repr(sorted(toolchain_versions().items())).encode())
-    for root in sparsegate.hw.__path__:
-        for source in sorted(Path(root).rglob("*.py")):
-            h.update(source.relative_to(root).as_posix().encode() + b"|" + source.read_bytes())
-    return h.hexdigest()[:20]
+    return sources_digest("sparsegate.hw", extra=repr(sorted(toolchain_versions().items())))
 
 
 def sweep_point(board: str, dev: str, lanes: int, *, image, clock_mhz: float, place_only: bool, sources: str,

@@ -42,12 +42,13 @@ from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequentia
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
+from sparsegate.sw.jobs.digest import follows_code
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
 from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
-from sparsegate.sw.prune import NRPParams, PruneOptions, ScheduleParams, prune_model
+from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
@@ -114,10 +115,11 @@ def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | N
     return pts + ([list(final)] if final else [])
 
 
+@follows_code(*MODEL_CODE, __name__, libraries=("torch",))
 def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -> dict:
-    """One fold x seed x method of the benchmark (a pure function of its arguments; a plain dict back):
-    train the fold's dense model, prune a copy, fine-tune, read both on the fold's test digits; at
-    ``s.threads`` torch threads, whatever the machine."""
+    """One fold x seed x method of the benchmark (a pure function of its arguments and of the code it runs,
+    which is in its cache key; a plain dict back): train the fold's dense model, prune a copy, fine-tune, read
+    both on the fold's test digits; at ``s.threads`` torch threads, whatever the machine."""
     with pinned_threads(s.threads) as threads:
         return {**_prune_job(model, fold, seed, method, s), "threads": threads}
 

@@ -50,12 +50,14 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.jobs import RunnerOptions
+from sparsegate.sw.jobs.digest import follows_code
 from sparsegate.sw.ml.data import to_rgb32
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import mean_ci
 from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import TrainConfig, train
+from sparsegate.sw.prune import MODEL_CODE
 from sparsegate.sw.prune.coarse import CoarseConfig, coarse_masks, coarse_step, ratios_for_sparsity
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, Schedule, accuracy, finetune, iterative_prune
@@ -380,8 +382,10 @@ def fold_data(model: str, fold: int, seed: int, s: StructuredSettings):
     return tuple(INPUTS[model](ds) for ds in fold_datasets(pool, f))
 
 
+@follows_code(*MODEL_CODE, __name__, libraries=("torch",))
 def structured_job(model: str, fold: int, seed: int, s: StructuredSettings) -> dict:
-    """One model x fold x seed of the benchmark (a pure function of its arguments; a plain dict back): the
+    """One model x fold x seed of the benchmark (a pure function of its arguments and of the code it runs,
+    which is in its cache key; a plain dict back): the
     fold's dense base and every method's rows, read on the fold's test digits; for LeNet-5 also the
     task-guided section on the same fold."""
     t0, cpu0 = time.perf_counter(), time.process_time()

@@ -4,7 +4,8 @@ integer reference the engine's predictions are compared with.
 :func:`pruned_lenet5` trains (or takes) a LeNet-5, prunes it layer-wise by magnitude (the usual
 Han-et-al. shape: conv1 keeps most weights, fc1 very few), fine-tunes with the masks, quantizes it and
 writes the weight image; the engine is always fed from the decoded image bytes. The result is cached
-as ``<cache>/lenet5_pruned.bin`` (+ ``lenet5_dense.bin``, the unpruned network quantized the same way).
+as ``<cache>/lenet5_pruned-<settings>-<code>.bin`` (+ ``lenet5_dense-...``, the unpruned network quantized the
+same way); every cached file names its settings and the code digest (:func:`cache_file`).
 :func:`sra_nrp_lenet5` prunes the same trained LeNet-5 with SRA + NRP through the prune registry instead
 (the allocation the demo uses), for a workload whose sparsity the pruning method chose.
 """
@@ -17,11 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRUNE_RATIOS", "SRANRPNetwork", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference", "test_digits",
+__all__ = ["PRUNE_RATIOS", "SRANRPNetwork", "cache_file", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference", "test_digits",
            "trained_lenet5"]
 
 #: Fraction of weights removed per layer.
 PRUNE_RATIOS = {"conv1": 0.4, "conv2": 0.85, "fc1": 0.95, "fc2": 0.8}
+
+
+def cache_file(cache: str | Path | None, stem: str, suffix: str, **settings) -> Path | None:
+    """``<cache>/<stem>-<settings>-<code><suffix>`` (None without a cache): the settings' values and a digest of
+    the code the network follows (models, data, training, pruning, this module, torch's version) in the name,
+    so a file written with other settings or by other code is never read back as this one."""
+    if cache is None:
+        return None
+    from sparsegate.sw.jobs.digest import sources_digest
+    from sparsegate.sw.prune import MODEL_CODE
+
+    tag = "-".join(f"{v:g}" for v in settings.values())
+    code = sources_digest(*MODEL_CODE, __name__, libraries=("torch",))[:12]
+    return Path(cache) / f"{stem}-{tag}-{code}{suffix}"
 
 
 def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, finetune_epochs: int = 1,
@@ -37,14 +52,14 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
     from sparsegate.sw.ir.weight_image import encode_image
 
     paths = None
-    if cache is not None:
-        cache = Path(cache)
-        paths = cache / "lenet5_pruned.bin", cache / "lenet5_dense.bin"
+    if cache is not None and model is None and data is None:
+        paths = tuple(cache_file(cache, stem, ".bin", finetune_epochs=finetune_epochs, train_epochs=train_epochs)
+                      for stem in ("lenet5_pruned", "lenet5_dense"))
         if all(p.is_file() for p in paths):
             return paths[0].read_bytes(), paths[1].read_bytes()
     train_ds, _ = data or mnist_embedded(seed=0)
     if model is None:
-        model = trained_lenet5(cache, (train_ds, None), epochs=train_epochs)
+        model = trained_lenet5(cache, data, epochs=train_epochs)
     import copy
     dense_model = copy.deepcopy(model).eval()
     pruned = copy.deepcopy(model)
@@ -64,7 +79,7 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
 
 def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int = 3):
     """LeNet-5 trained ``epochs`` epochs on the embedded MNIST split (seed 0; ``data`` is ``(train, test)``),
-    in eval mode; cached as ``<cache>/lenet5_trained-e<epochs>.pt`` (its state dict) so the workloads pruned
+    in eval mode; cached (its state dict, :func:`cache_file`; not when ``data`` is given) so the workloads pruned
     from it train it once."""
     import io
 
@@ -74,7 +89,7 @@ def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int = 
     from sparsegate.sw.ml.models import build_model
     from sparsegate.sw.ml.train import TrainConfig, train
 
-    path = Path(cache) / f"lenet5_trained-e{epochs}.pt" if cache is not None else None
+    path = cache_file(cache, "lenet5_trained", ".pt", epochs=epochs) if data is None else None
     torch.manual_seed(0)
     model = build_model("lenet5")
     if path is not None and path.is_file():
@@ -111,8 +126,8 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
     weights each, ``late_step`` below 10% kept, ``finetune_epochs`` per round), then NRP guarded at
     ``nrp_drop`` validation accuracy and its fine-tune, through the prune registry; every decision on
     ``val_size`` digits split off the training set, as the demo does. ``model`` (trained, not changed)
-    skips training; ``data`` is ``(train, test)``. Cached as ``<cache>/lenet5_sra_nrp-<settings>.bin`` + ``.json``
-    (the settings in the name, so two budgets never share a file)."""
+    skips training; ``data`` is ``(train, test)``. Cached as ``lenet5_sra_nrp-<settings>-<code>.bin`` + ``.json``
+    (:func:`cache_file`; not when ``model`` or ``data`` is given, which the name cannot say)."""
     import copy
 
     from sparsegate.sw.ir.weight_image import encode_image
@@ -125,14 +140,13 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
     settings = dict(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step,
                     finetune_epochs=finetune_epochs, nrp_drop=nrp_drop, val_size=val_size, train_epochs=train_epochs)
     paths = None
-    if cache is not None:
-        tag = "-".join(f"{v:g}" for v in settings.values())
-        paths = Path(cache) / f"lenet5_sra_nrp-{tag}.bin", Path(cache) / f"lenet5_sra_nrp-{tag}.json"
+    if cache is not None and model is None and data is None:
+        paths = tuple(cache_file(cache, "lenet5_sra_nrp", suffix, **settings) for suffix in (".bin", ".json"))
         if all(p.is_file() for p in paths):
             return SRANRPNetwork(image=paths[0].read_bytes(), **json.loads(paths[1].read_text()))
     train_ds, test_ds = data or mnist_embedded(seed=0)
     if model is None:
-        model = trained_lenet5(cache, (train_ds, test_ds), epochs=train_epochs)
+        model = trained_lenet5(cache, data, epochs=train_epochs)
     start = time.perf_counter()
     pruned = copy.deepcopy(model)
     fit_ds, val_ds = split_validation(train_ds, val_size)

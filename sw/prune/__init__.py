@@ -17,7 +17,11 @@ from sparsegate.sw.prune.registry import REGISTRY, PruneMethod, get_method, meth
 from sparsegate.sw.prune.sensitivity import SensitivityParams
 from sparsegate.sw.prune.task_guided import TaskParams
 
-__all__ = ["AcraParams", "CoarseParams", "KEPParams", "LSTMGateParams", "LowRankParams", "NRPParams",
+#: The packages a trained or pruned model's figures follow (models, data, training, pruning): with the job or cache
+#: module and torch's version, the code part of a result's cache key (``sw.jobs.digest.sources_digest``).
+MODEL_CODE = ("sparsegate.sw.ml", "sparsegate.sw.prune")
+
+__all__ = ["MODEL_CODE", "AcraParams", "CoarseParams", "KEPParams", "LSTMGateParams", "LowRankParams", "NRPParams",
            "PruneError", "PruneMethod", "PruneOptions", "PruneResult", "REGISTRY", "ScheduleParams",
            "SensitivityParams", "TaskParams", "UnknownMethodError", "get_method", "methods", "prune_model",
            "validate", "write_outputs"]

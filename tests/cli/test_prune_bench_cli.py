@@ -13,8 +13,10 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--dataset", "mnist"]) == 2
     assert main(["prune-bench", "--folds", "1", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--val-fraction", "1.5", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--folds", "3", "--only-folds", "1", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
+    assert len(err) == 4 and "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
+    assert "--only-folds" in err[3] and "0..2" in err[3]
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -35,3 +37,13 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
     assert d["settings"]["dataset"] == "mnist" and [j["digits"] for j in d["jobs"]] == [
         {"fit": 32, "val": 8, "test": 40}] * 2
     assert d["methods"]["torch global L1"]["folds"] == [0, 1]
+    # one fold of the two: the same digits as that fold of the whole run, and the report says it is a subset
+    assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
+                 "--folds", "2", "--only-folds", "1", "--seeds", "0", "--methods", "torch-l1", "--quick",
+                 "--val-fraction", "0.2", "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "prune_lenet300.json").read_text())
+    assert [j["fold"] for j in one["jobs"]] == [1] and one["settings"]["only_folds"] == [1]
+    untimed = [{k: v for k, v in job["results"]["torch global L1"].items() if k != "wall_time_s"}
+               for job in (one["jobs"][0], d["jobs"][1])]
+    assert untimed[0] == untimed[1]
+    assert "Folds 1 of the 2 only" in (tmp_path / "one" / "prune_lenet300.md").read_text()

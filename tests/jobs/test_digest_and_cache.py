@@ -1,5 +1,6 @@
 """The runner's cache key and cache folder, without a cluster: equal inputs give equal digests in any process,
-any change of function or input gives another; entries round-trip and a damaged entry is a miss."""
+any change of function, input or (for a job marked ``follows_code``) of the code it follows gives another;
+entries round-trip and a damaged entry is a miss."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +14,7 @@ from support.sweep_jobs import fails_on, square_after
 
 from sparsegate.sw.jobs import RunnerError, RunnerOptions
 from sparsegate.sw.jobs.cache import CachedResult, ResultCache
-from sparsegate.sw.jobs.digest import job_digest
+from sparsegate.sw.jobs.digest import follows_code, job_digest, sources_digest
 
 
 def test_equal_inputs_give_equal_digests_and_any_change_another():
@@ -30,6 +31,46 @@ def test_equal_inputs_give_equal_digests_and_any_change_another():
     assert job_digest(square_after, (a,)) == job_digest(square_after, (a.copy(),))
     assert job_digest(square_after, (a,)) != job_digest(square_after, (a.reshape(4, 3),))
     assert job_digest(square_after, (Path("x/y"),)) != job_digest(square_after, ("x/y",))
+
+
+def _package(root: Path, body: str) -> None:
+    (root / "followed_pkg" / "sub").mkdir(parents=True, exist_ok=True)
+    (root / "followed_pkg" / "__init__.py").write_text("")
+    (root / "followed_pkg" / "sub" / "step.py").write_text(body)
+    (root / "followed_module.py").write_text("X = 1\n")
+
+
+def test_a_job_that_follows_code_changes_its_key_with_that_code(tmp_path, monkeypatch):
+    _package(tmp_path, "def step(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    @follows_code("followed_pkg", "followed_module", libraries=("numpy",))
+    def job(x):
+        return x
+
+    def unmarked(x):
+        return x
+
+    before, plain = job_digest(job, (3,)), job_digest(unmarked, (3,))
+    assert job_digest(job, (3,)) == before and job_digest(job, (4,)) != before
+    _package(tmp_path, "def step(x):\n    return x + 2\n")        # a file deep in the followed package
+    after = job_digest(job, (3,))
+    assert after != before and job_digest(unmarked, (3,)) == plain
+    (tmp_path / "followed_module.py").write_text("X = 2\n")           # a followed single module
+    assert job_digest(job, (3,)) != after
+    assert sources_digest("followed_module") != sources_digest("followed_module", libraries=("numpy",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_package"):
+        sources_digest("no_such_package")
+
+
+def test_the_benchmark_jobs_follow_the_model_and_pruning_code():
+    from sparsegate.sw.bench.prune import prune_job
+    from sparsegate.sw.bench.structured import structured_job
+    from sparsegate.sw.prune import MODEL_CODE
+
+    for job in (prune_job, structured_job):
+        modules, libraries = job.code_sources
+        assert set(MODEL_CODE) <= set(modules) and job.__module__ in modules and "torch" in libraries
 
 
 def test_the_digest_is_the_same_in_another_process():
