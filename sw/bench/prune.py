@@ -98,9 +98,12 @@ class BenchSettings:
                    folds=2, seeds=(0,))
 
     def calls(self, model: str) -> list[tuple]:
-        """The argument tuples of :func:`prune_job`, one per seed x fold x method."""
+        """The argument tuples of :func:`prune_job`, one per seed x fold x method; each job gets these settings
+        without the run's method list and fold subset (it reads neither), so a job of two runs that differ only
+        there has one cache key."""
         folds = range(self.folds) if self.only_folds is None else self.only_folds
-        return [(model, fold, seed, method, self) for seed in self.seeds for fold in folds for method in self.methods]
+        job = replace(self, methods=(), only_folds=None)
+        return [(model, fold, seed, method, job) for seed in self.seeds for fold in folds for method in self.methods]
 
 
 # recovery variant -> the settings it changes (SRA's loop; measured by run_recovery_benchmark)
@@ -449,18 +452,19 @@ def _recovery_markdown(model: str, d: dict) -> str:
               f"T = 4; rewind: every fine-tune restarts the base training's peak learning rate instead of "
               f"{s['lr']:g}; long-final: 12 final fine-tune epochs instead of {s['final_epochs']}) and runs SRA+NRP "
               f"on the same folds and seeds. Read at 0.3 points of paired test drop (the at-equal-accuracy curve "
-              f"reading), and the selected result; 'vs default' is the geometric mean of the per-fold ratios with "
-              f"the paired t-test p.", "",
-              "| variant | compression at 0.3 points | selected: compression | selected: drop (points) "
-              "| vs default at 0.3 points | p |", "|---|---:|---:|---:|---:|---:|"]
+              f"reading), and the selected result, over the variant's n folds x seeds; 'vs default' is the geometric "
+              f"mean of the per-fold ratios on the folds x seeds it shares with the default (paired n) with the "
+              f"paired t-test p.", "",
+              "| variant | n | compression at 0.3 points | selected: compression | selected: drop (points) "
+              "| vs default at 0.3 points | paired n | p |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for v, r in table.items():
         a = r["compression_at_drop"]["0.3"]
         vd = r["vs_default"]
-        lines.append(f"| {v} | {_ci(a['compression_mean'], a['compression_ci95'], unit='x')} "
+        lines.append(f"| {v} | {r['n']} | {_ci(a['compression_mean'], a['compression_ci95'], unit='x')} "
                      f"| {_ci(r['compression_mean'], r['compression_ci95'], unit='x')} "
                      f"| {_ci(r['drop_mean'], r['drop_ci95'], 100, '+.2f')} "
                      f"| {_ci(vd['ratio_geomean'], vd['ratio_ci95'], fmt='.2f', unit='x') if vd else '—'} "
-                     f"| {_p(vd['paired_t_p']) if vd else '—'} |")
+                     f"| {vd['n'] if vd else '—'} | {_p(vd['paired_t_p']) if vd else '—'} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "",
               f"Wall time {d['wall_time_s'] / 60:.1f} min ({d['threads']} torch thread(s) per job).", ""]
     return "\n".join(lines)

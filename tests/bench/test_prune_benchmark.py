@@ -186,3 +186,14 @@ def test_the_selection_table_reads_each_rules_round_on_the_path(tmp_path):
     result = bench.write_prune_report(tmp_path, "lenet5", jobs, replace(BenchSettings(), folds=2, seeds=(0,)))
     assert "| SRA | windowed | 2, 2 | 30.0x [30.0, 30.0] | +0.40 [+0.40, +0.40] |" in result.markdown
     assert "picked by the fitted-path rule" in result.markdown
+
+
+def test_a_job_has_one_cache_key_whatever_the_runs_method_list_or_fold_subset():
+    from sparsegate.sw.jobs.digest import job_digest
+
+    whole = [c for c in BenchSettings(methods=("torch-l1", "sra")).calls("lenet5") if c[1] == 2 and c[3] == "sra"]
+    subset = BenchSettings(methods=("sra",), only_folds=(2,)).calls("lenet5")
+    assert [c[1:4] for c in subset] == [c[1:4] for c in whole] == [(2, 0, "sra"), (2, 1, "sra")]
+    assert [job_digest(prune_job, c) for c in subset] == [job_digest(prune_job, c) for c in whole]
+    rewound = BenchSettings(methods=("sra",), only_folds=(2,), rewind=True).calls("lenet5")
+    assert job_digest(prune_job, rewound[0]) != job_digest(prune_job, subset[0])
