@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="mnist5k: the embedded 5,000 digits; mnist: full MNIST IDX files in --data-path")
     parser.add_argument("--data-path", type=Path, default=None, help="folder of the MNIST IDX files (--dataset mnist)")
     parser.add_argument("--recovery", nargs="+", choices=list(RECOVERY), default=None,
-                        help="run these recovery variants of SRA's loop instead (include 'default' to compare)")
+                        help="run these recovery variants of SRA's loop instead (include 'plain' to compare)")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="validation share of the non-test digits (default 0.125 on mnist5k, 0.1 on mnist)")
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
