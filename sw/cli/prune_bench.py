@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
                                                           workers=args.workers, log=print)
     base = BenchSettings.quick() if args.quick else BenchSettings()
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
-    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), only_folds=only, methods=tuple(args.methods), dataset=args.dataset,
-                data_path=None if args.data_path is None else str(args.data_path),
+    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), only_folds=only, methods=tuple(args.methods),
+                dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1))
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
     if args.recovery:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRUNE_RATIOS", "SRANRPNetwork", "cache_file", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference", "test_digits",
-           "trained_lenet5"]
+__all__ = ["PRUNE_RATIOS", "SRANRPNetwork", "cache_file", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference",
+           "test_digits", "trained_lenet5"]
 
 #: Fraction of weights removed per layer.
 PRUNE_RATIOS = {"conv1": 0.4, "conv2": 0.85, "fc1": 0.95, "fc2": 0.8}
