@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netlist-sim", type=int, default=20, metavar="N",
                         help="digits the bitstream's synthesized netlist classifies through its UART pins "
                              "(default 20; 0: no netlist simulation)")
+    parser.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
+                        help="peak learning rate of every fine-tune (default: rewound to the training's, 2e-3; the "
+                             "plain loop's was 1e-3)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = DemoOptions(model=args.model, board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
                           samples=args.samples, baud=args.baud, netlist_samples=args.netlist_sim,
-                          progress=not args.no_progress)
+                          finetune_lr=args.finetune_lr, progress=not args.no_progress)
     start = time.perf_counter()
     results = run_demo(args.out, options, fresh=args.fresh, log=print)
     print(format_recap(results, time.perf_counter() - start))

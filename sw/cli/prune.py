@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sparsegate.sw.ml.data import DATASETS
-from sparsegate.sw.prune.api import PruneOptions
+from sparsegate.sw.prune.api import REWOUND_LR, PruneOptions
 from sparsegate.sw.prune.params import param_flag
 from sparsegate.sw.prune.task_guided import subtask_dataset
 from sparsegate.sw.prune.masks import PruneError
@@ -48,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None,
                         help="fine-tune epochs per round (iterative methods) or after pruning (one shot); default: "
                              "the method's")
-    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tune peak learning rate")
+    parser.add_argument("--lr", type=float, default=REWOUND_LR,
+                        help="fine-tune peak learning rate (default: the training's peak, i.e. learning-rate rewinding)")
     parser.add_argument("--shrink", action="store_true",
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
     parser.add_argument("--val-size", type=int, default=500,

@@ -47,6 +47,7 @@ class DemoOptions:
     epochs: int | None = None  # training epochs (None: the model's recipe, 12)
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
     finetune_epochs: int = 2  # per round (SRA, baseline) and after NRP
+    finetune_lr: float | None = None  # every fine-tune's peak lr; None: PruneOptions' default, rewound to the training's
     kep_finetune_epochs: int = 2  # after the KEP cut (plus one epoch under the penalty)
     kep_keep: float = DEMO_KEP_KEEP  # fraction of the conv weights left by SRA + NRP that KEP keeps
     progress: bool = True
@@ -85,6 +86,8 @@ class DemoOptions:
                 raise DemoError(f"--baud: {err}") from None
         if self.rounds < 1 or self.finetune_epochs < 0 or self.kep_finetune_epochs < 0:
             raise DemoError("rounds must be >= 1 and fine-tune epochs >= 0")
+        if self.finetune_lr is not None and not self.finetune_lr > 0:
+            raise DemoError(f"the fine-tune learning rate must be > 0, got {self.finetune_lr}")
         if not 0.0 < self.kep_keep <= 1.0:
             raise DemoError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
 
@@ -92,9 +95,9 @@ class DemoOptions:
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
 STAGE_OPTIONS = {
     "train": ("epochs", "model"),
-    "prune": ("rounds", "finetune_epochs"),
-    "kep": ("kep_finetune_epochs", "kep_keep"),
-    "baseline": ("rounds", "finetune_epochs"),
+    "prune": ("rounds", "finetune_epochs", "finetune_lr"),
+    "kep": ("kep_finetune_epochs", "kep_keep", "finetune_lr"),
+    "baseline": ("rounds", "finetune_epochs", "finetune_lr"),
     "simulate": ("lanes", "samples"),
     "build": ("board", "lanes", "build", "clock_mhz", "baud", "netlist_samples"),
 }
@@ -105,6 +108,11 @@ def _data(results: dict):
     from sparsegate.sw.ml.data import load_dataset
 
     return load_dataset(results["train"].get("dataset", "mnist5k"), None, 0)
+
+
+def _lr(opts: DemoOptions) -> dict:
+    """PruneOptions' ``lr`` when the demo sets one (else its default: learning-rate rewinding)."""
+    return {} if opts.finetune_lr is None else {"lr": opts.finetune_lr}
 
 
 def _name(results: dict) -> str:
@@ -144,7 +152,7 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     sra = method == "sra"
     outcome = prune_model(model, PruneOptions(method, ScheduleParams(target_sparsity=DEMO_SPARSITY, rounds=opts.rounds),
                                               nrp=sra, nrp_drop=DEMO_NRP_DROP, finetune_epochs=opts.finetune_epochs,
-                                              progress=opts.progress),
+                                              progress=opts.progress, **_lr(opts)),
                           fit_ds, val_ds, masks)
     test_acc = accuracy(model, test_ds)
     table = layer_table(model, outcome.masks)
@@ -189,7 +197,8 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     target = 1.0 - (1.0 - before["conv_sparsity"]) * opts.kep_keep
     keep = allocate_keep(model, target, KEPConfig(mode="free", penalty_epochs=1), masks)
     result = prune_model(model, PruneOptions("kep", KEPParams(keep=keep, mode="free", penalty_epochs=1),
-                                             finetune_epochs=opts.kep_finetune_epochs), fit_ds, val_ds, masks)
+                                             finetune_epochs=opts.kep_finetune_epochs, **_lr(opts)),
+                          fit_ds, val_ds, masks)
     res = result.extra
     after = {"conv_sparsity": conv_sparsity(model, res.masks), "test_accuracy": accuracy(model, test_ds),
              "val_accuracy": res.val_accuracy, "val_accuracy_cut": res.val_accuracy_cut}

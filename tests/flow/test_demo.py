@@ -60,7 +60,39 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
         demo.run_demo(tmp_path, demo.DemoOptions(baud=40_000_000))
     with pytest.raises(demo.DemoError, match="--netlist-sim must be at least 0"):
         demo.run_demo(tmp_path, demo.DemoOptions(netlist_samples=-1))
+    with pytest.raises(demo.DemoError, match="fine-tune learning rate must be > 0"):
+        demo.run_demo(tmp_path, demo.DemoOptions(finetune_lr=0.0))
     assert not any(tmp_path.iterdir())  # checked before any stage ran
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage", ["prune", "baseline"])
+def test_pruning_stages_rewind_the_learning_rate_by_default(tmp_path, monkeypatch, stage):
+    """SRA + NRP and the baseline fine-tune at the training's peak learning rate (learning-rate rewinding, the
+    recovery #19 measured best) unless the demo is given one, and a changed rate re-runs the stage."""
+    import sparsegate.sw.prune as prune
+    from sparsegate.sw.ml.models import build_model
+    from sparsegate.sw.ml.train import RECIPES, save_checkpoint
+
+    save_checkpoint(tmp_path / "model.pt", build_model("lenet5"), "lenet5")
+    results = {"train": {"checkpoint": str(tmp_path / "model.pt")}}
+    seen = []
+
+    def capture(model, options, *args):
+        seen.append(options)
+        raise _Captured
+
+    monkeypatch.setattr(prune, "prune_model", capture)
+    function = dict((name, f) for name, f, _ in demo.STAGES)[stage]
+    for options in (demo.DemoOptions(), demo.DemoOptions(finetune_lr=5e-4)):
+        with pytest.raises(_Captured):
+            function(tmp_path, results, options)
+    assert seen[0].lr == RECIPES["lenet5"][1].lr == 2e-3 and seen[1].lr == 5e-4
+    assert seen[0].method == ("sra" if stage == "prune" else "torch-l1") and seen[0].nrp == (stage == "prune")
+    assert demo._stage_settings(stage, demo.DemoOptions(finetune_lr=5e-4))["finetune_lr"] == 5e-4
 
 
 def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):

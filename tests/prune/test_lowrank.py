@@ -14,6 +14,7 @@ from sparsegate.sw.cli.main import main
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.lowrank import LowRankConv2d, LowRankLinear, PruneError, TargetUnreachableError, choose_ranks, \
     factor_weights, factorize, factorize_layer, load_lowrank, lowrank_prune, max_rank, save_lowrank
+from sparsegate.sw.ml.threads import pinned_threads
 from sparsegate.sw.prune.masks import apply_masks, global_magnitude_masks, layer_magnitude_masks, verify_masks
 from sparsegate.sw.ml.models import build_model, prunable_layers
 from sparsegate.sw.prune.iterative import FineTuneConfig
@@ -104,8 +105,8 @@ def test_composes_with_masks_both_ways(tmp_path):
     assert torch.allclose(h(x), g(x)) and set(hm) == set(fm)
 
 
+@pinned_threads(1)
 def test_lowrank_prune_finetunes_and_prunes_factors():
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (256,), generator=g)

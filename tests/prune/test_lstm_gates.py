@@ -12,6 +12,7 @@ from sparsegate.sw.ml.lstm_model import CharLSTM, LSTMClassifier, build_lstm
 from sparsegate.sw.prune.lstm_gates import METHODS, W_H, W_OUT, W_X, LSTMTrainConfig, Penalty, PruneError, \
     SimplifiedLSTM, SparsifyConfig, evaluate, gate_report, lstm_structure, lstm_table, magnitude_masks, \
     proximal_step, prune_to, sparsified_weights, sparsify, threshold_masks
+from sparsegate.sw.ml.threads import pinned_threads
 from sparsegate.sw.prune.masks import apply_masks
 
 H, E, V = 6, 4, 10
@@ -146,8 +147,8 @@ def test_prune_to_a_target(method):
 
 
 @pytest.mark.parametrize("kind", ["lm", "classify"])
+@pinned_threads(1)
 def test_sparsify_structured_end_to_end(kind):
-    torch.set_num_threads(1)
     ds = _toy_task(kind)
     model = _model(kind)
     config = SparsifyConfig(target_sparsity=0.7, rounds=2, group_bias=2.0,

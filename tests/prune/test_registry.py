@@ -127,3 +127,17 @@ def test_registry_cli_and_benchmarks_see_the_same_methods():
     assert list(choices) == methods()
     assert set(PRUNE_BENCH) <= set(methods())
     assert set(STRUCTURED_BENCH.values()) <= set(methods())
+
+
+def test_fine_tunes_rewind_to_the_training_peak_by_default():
+    """Learning-rate rewinding is the default recovery (#19): the API's and the ``prune`` command's fine-tune
+    learning rate is every built-in model's training peak, and the benchmark's rewound loop uses the same."""
+    from sparsegate.sw.cli.main import build_parser
+    from sparsegate.sw.ml.train import RECIPES
+    from sparsegate.sw.prune.iterative import FineTuneConfig
+
+    peak = {recipe.lr for _, recipe in RECIPES.values()}
+    assert peak == {PruneOptions("sra").lr} and PruneOptions("sra").finetune_config(3).lr in peak
+    assert PruneOptions("sra").lr > FineTuneConfig().lr  # the plain loop's 1e-3 stays the low-level default
+    args = build_parser().parse_args(["prune", "--method", "sra", "--checkpoint", "m.pt", "--out", "o"])
+    assert args.lr in peak
