@@ -31,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="run these recovery variants of SRA's loop instead (include 'plain' to compare)")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="validation share of the non-test digits (default 0.125 on mnist5k, 0.1 on mnist)")
+    parser.add_argument("--epochs-per-round", type=int, default=None, metavar="N",
+                        help="fine-tune epochs after each pruning round, every method (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
     parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
     parser.add_argument("--workers", type=int, default=None,
@@ -53,13 +55,16 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--folds: expected at least 2, got {args.folds}")
     if args.only_folds is not None and not all(0 <= f < args.folds for f in args.only_folds):
         raise DataError(f"--only-folds: expected folds in 0..{args.folds - 1}, got {args.only_folds}")
+    if args.epochs_per_round is not None and args.epochs_per_round < 1:
+        raise DataError(f"--epochs-per-round: expected at least 1, got {args.epochs_per_round}")
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     base = BenchSettings.quick() if args.quick else BenchSettings()
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
     s = replace(base, folds=args.folds, seeds=tuple(args.seeds), only_folds=only, methods=tuple(args.methods),
                 dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
-                val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1))
+                val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1),
+                epochs_per_round=args.epochs_per_round or base.epochs_per_round)
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
     if args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),

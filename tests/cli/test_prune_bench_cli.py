@@ -14,8 +14,10 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--folds", "1", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--val-fraction", "1.5", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--folds", "3", "--only-folds", "1", "3", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--epochs-per-round", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
+    assert len(err) == 5 and "--epochs-per-round" in err[4] and "at least 1, got 0" in err[4]
+    assert "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
     assert "--only-folds" in err[3] and "0..2" in err[3]
 
 
@@ -43,6 +45,11 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
                  "--val-fraction", "0.2", "--out", str(tmp_path / "one")]) == 0
     one = json.loads((tmp_path / "one" / "prune_lenet300.json").read_text())
     assert [j["fold"] for j in one["jobs"]] == [1] and one["settings"]["only_folds"] == [1]
+    assert d["settings"]["epochs_per_round"] == one["settings"]["epochs_per_round"] == 1  # --quick's
+    assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
+                 "--folds", "2", "--only-folds", "1", "--seeds", "0", "--methods", "torch-l1", "--quick",
+                 "--val-fraction", "0.2", "--epochs-per-round", "2", "--out", str(tmp_path / "two")]) == 0
+    assert json.loads((tmp_path / "two" / "prune_lenet300.json").read_text())["settings"]["epochs_per_round"] == 2
     untimed = [{k: v for k, v in job["results"]["torch global L1"].items() if k != "wall_time_s"}
                for job in (one["jobs"][0], d["jobs"][1])]
     assert untimed[0] == untimed[1]
