@@ -131,7 +131,8 @@ def test_registry_cli_and_benchmarks_see_the_same_methods():
 
 def test_fine_tunes_rewind_to_the_training_peak_by_default():
     """Learning-rate rewinding is the default recovery (#19): the API's and the ``prune`` command's fine-tune
-    learning rate is every built-in model's training peak, and the benchmark's rewound loop uses the same."""
+    learning rate is every built-in model's training peak (the rate the benchmark's rewound loop takes from the
+    model's recipe)."""
     from sparsegate.sw.cli.main import build_parser
     from sparsegate.sw.ml.train import RECIPES
     from sparsegate.sw.prune.iterative import FineTuneConfig
