@@ -56,11 +56,13 @@ from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, se
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
            "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
 
+GOAL, BASELINE = "SRA+NRP", "torch global L1"
+EVERY_ROUND = "SRA+NRP every round"
+CONTENDERS = (GOAL, EVERY_ROUND)  # the SRA+NRP readings the goals are checked on, each paired with BASELINE
 # job method -> the table rows it produces (SRA+NRP continues from the SRA model of the same job)
 JOB_METHODS = {"torch-l1": ("torch global L1",), "magnitude": ("magnitude (layer-uniform)",),
-               "sra": ("SRA", "SRA+NRP")}
+               "sra": ("SRA", GOAL), "sra-nrp": (EVERY_ROUND,)}
 DROPS = (0.003, 0.005, 0.010)  # compression is read at these drops (fractions: 0.3, 0.5, 1.0 points)
-GOAL, BASELINE = "SRA+NRP", "torch global L1"
 
 PUBLISHED = {
     "lenet5": "Reported: Han et al. 12x; DNS 108x; SRA+NRP (Guo et al., ISCAS 2018) 149.3x at 0.1% drop; "
@@ -86,7 +88,7 @@ class BenchSettings:
     seeds: tuple[int, ...] = (0, 1)
     only_folds: tuple[int, ...] | None = None  # run only these of the K folds (cut as for all K; None: every fold)
     val_fraction: float = 0.125  # of the non-test digits (5,000 digits, 5 folds: 3,500 fit / 500 val / 1,000 test)
-    methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra")
+    methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra", "sra-nrp")
     distill: float = 0.0  # recovery: KD weight in every fine-tune of the loop and the final one (0: off)
     rewind: bool = True  # recovery: fine-tunes restart the base training's peak learning rate (False: at lr)
     dataset: str = "mnist5k"
@@ -166,7 +168,8 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
 
     schedule = ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
     m, t0 = copy.deepcopy(base), time.perf_counter()
-    res = prune_model(m, PruneOptions(method, schedule, **common), fit_ds, val_ds, monitor_ds=test_ds)
+    res = prune_model(m, PruneOptions(method, schedule, nrp_drop=s.nrp_drop, **common), fit_ds, val_ds,
+                      monitor_ds=test_ds)
     selected = sum(1 for r in res.history if r["accepted"])
     path_val = [res.info["val_start_accuracy"]] + [r["val_accuracy"] for r in res.history]  # start first
     if method != "sra":
@@ -195,7 +198,8 @@ def _rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
 
 def aggregate(jobs: list[dict], drops=DROPS) -> dict:
     """Per method: means and 95% intervals over folds x seeds, the compression-at-drop table; and the paired
-    comparison of SRA+NRP with torch global L1 at each drop (when both ran)."""
+    comparison of each SRA+NRP reading (:data:`CONTENDERS`) with torch global L1 at each drop (when both ran;
+    ``comparison`` is SRA+NRP's, ``comparisons`` every contender's)."""
     methods: dict[str, dict] = {}
     at: dict[str, dict[float, dict]] = {}
     for name, by_key in _rows(jobs).items():
@@ -211,16 +215,17 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
                 "compression_mean": (ci := geometric_ci(v[0] for v in at[name][drop].values())).mean,
                 "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
                 for drop in drops}}
-    return {"methods": methods, "comparison": _comparison(at, drops), "selection": _selection_rules(jobs)}
+    comparisons = {name: _comparison(at, name, drops) for name in CONTENDERS if name in at and BASELINE in at}
+    return {"methods": methods, "comparison": comparisons.get(GOAL, {}), "comparisons": comparisons,
+            "selection": _selection_rules(jobs)}
 
 
-def _comparison(at: dict[str, dict[float, dict]], drops) -> dict:
+def _comparison(at: dict[str, dict[float, dict]], name: str, drops) -> dict:
     comparison = {}
-    if GOAL in at and BASELINE in at:
-        for drop in drops:
-            keys = sorted(set(at[GOAL][drop]) & set(at[BASELINE][drop]))
-            test = paired_test([at[GOAL][drop][k][0] for k in keys], [at[BASELINE][drop][k][0] for k in keys])
-            comparison[f"{100 * drop:.1f}"] = test.to_dict()
+    for drop in drops:
+        keys = sorted(set(at[name][drop]) & set(at[BASELINE][drop]))
+        test = paired_test([at[name][drop][k][0] for k in keys], [at[BASELINE][drop][k][0] for k in keys])
+        comparison[f"{100 * drop:.1f}"] = test.to_dict()
     return comparison
 
 
@@ -254,7 +259,8 @@ def _p(p: float | None) -> str:
 
 def _markdown(model: str, d: dict, command: str) -> str:
     s, summary, jobs = d["settings"], d["summary"], d["jobs"]
-    methods, comparison = summary["methods"], summary["comparison"]
+    methods = summary["methods"]
+    comparisons = summary.get("comparisons") or ({GOAL: summary["comparison"]} if summary["comparison"] else {})
     title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
     digits = jobs[0]["digits"] if jobs else {}
     ran = sorted({(j["seed"], j["fold"]) for j in jobs})
@@ -283,7 +289,10 @@ def _markdown(model: str, d: dict, command: str) -> str:
            f"is the sparsest round whose validation accuracy, averaged with its two path neighbours, is within "
            f"{s['max_drop'] * 100:.1f} points of the dense model (the previous rule)")
         + f". SRA+NRP: neuron re-pruning of the SRA result (guard "
-        f"{s['nrp_drop'] * 100:.1f} points on validation), then {s['epochs_per_round']} fine-tune epochs. Every "
+        f"{s['nrp_drop'] * 100:.1f} points on validation), then {s['epochs_per_round']} fine-tune epochs"
+        + (f"; SRA+NRP every round: SRA whose every round re-prunes neurons after its weights, before the round's "
+           f"fine-tune (guard {s['nrp_drop'] * 100:.1f} points on 1,000 training digits, so the validation digits "
+           f"stay the judge of the path)" if EVERY_ROUND in methods else "") + ". Every "
         f"result gets the same final fine-tune of {s['final_epochs']} epochs"
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
         + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")
@@ -303,7 +312,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
               "fit first exceeds the drop (linear in log compression between points). A curve that stays below "
               "counts its largest compression (a lower bound; how many, in brackets). SRA+NRP's curve is SRA's path "
               "with SRA+NRP's final result as its last point (NRP runs once, after the selected round), so below "
-              "that point it reads as SRA. This reads the test digits, as any accuracy-vs-compression figure does; "
+              "that point it reads as SRA; SRA+NRP every round has a path of its own. This reads the test digits, as any accuracy-vs-compression figure does; "
               "no method's choice depends on it.", "",
               "| method | " + " | ".join(f"at {h} points" for h in heads) + " |",
               "|---|" + "---:|" * len(heads)]
@@ -314,8 +323,8 @@ def _markdown(model: str, d: dict, command: str) -> str:
             cells.append(_ci(a["compression_mean"], a["compression_ci95"], unit="x")
                          + (f" ({a['lower_bounds']} lower bounds)" if a["lower_bounds"] else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if comparison:
-        lines += ["", f"{GOAL} / {BASELINE} at equal drop: geometric mean of the per-fold ratios [95% CI], paired "
+    for name, comparison in comparisons.items():
+        lines += ["", f"{name} / {BASELINE} at equal drop: geometric mean of the per-fold ratios [95% CI], paired "
                   "t-test of the per-fold log ratios (two-sided) and the Wilcoxon signed-rank p beside it.", "",
                   "| drop (points) | ratio | paired t p | Wilcoxon p | n |", "|---:|---:|---:|---:|---:|"]
         for h, c in comparison.items():
@@ -338,16 +347,18 @@ def _markdown(model: str, d: dict, command: str) -> str:
                              f"| {_ci(r['weight_compression_mean'], r['weight_compression_ci95'], unit='x')} "
                              f"| {_ci(r['path_drop_mean'], r['path_drop_ci95'], 100, '+.2f')} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "", PUBLISHED[model], ""]
-    goal, cmp3 = methods.get(GOAL), comparison.get("0.3")
-    if model in ("lenet5", "lenet300") and goal and cmp3:
+    for name, comparison in comparisons.items():
+        goal, cmp3 = methods[name], comparison.get("0.3")
+        if cmp3 is None:
+            continue
         target = 149 if model == "lenet5" else None
         met_c = target is None or (goal["compression_mean"] >= target and goal["drop_mean"] <= 0.003)
         met_r = cmp3["ratio_geomean"] >= 1.5 and cmp3["paired_t_p"] is not None and cmp3["paired_t_p"] < 0.05
         if target:
-            lines.append(f"Goal ({GOAL} mean compression >= {target}x at mean drop <= 0.3 points): "
+            lines.append(f"Goal ({name} mean compression >= {target}x at mean drop <= 0.3 points): "
                          f"**{'met' if met_c else 'not met'}** — {goal['compression_mean']:.1f}x at "
                          f"{100 * goal['drop_mean']:+.2f} points.")
-        lines += [f"Goal ({GOAL} >= 1.5x {BASELINE} at 0.3 points, significant at 5%): "
+        lines += [f"Goal ({name} >= 1.5x {BASELINE} at 0.3 points, significant at 5%): "
                   f"**{'met' if met_r else 'not met'}** — {cmp3['ratio_geomean']:.2f}x, p = {_p(cmp3['paired_t_p'])}.",
                   ""]
     lines += ["## Per fold", "", "| seed | fold | method | compression | drop (points) | selected round "

@@ -18,12 +18,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from sparsegate.sw.bench.prune import JOB_METHODS, RECOVERY
 
     parser.add_argument("--model", choices=("lenet5", "lenet300"), default="lenet5")
-    parser.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (each re-cuts the folds)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="K of the K-fold cross-validation (default 5; --quick: 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="seeds, each re-cuts the folds (default 0 1; --quick: 0)")
     parser.add_argument("--only-folds", type=int, nargs="+", default=None, metavar="FOLD",
                         help="run only these of the K folds (cut as for all K: a shorter run on the same digits)")
     parser.add_argument("--methods", nargs="+", choices=list(JOB_METHODS), default=list(JOB_METHODS),
-                        help="sra runs SRA and SRA+NRP")
+                        help="sra runs SRA and SRA+NRP (NRP once, after SRA); sra-nrp runs SRA+NRP every round")
     parser.add_argument("--dataset", choices=POOL_DATASETS, default="mnist5k",
                         help="mnist5k: the embedded 5,000 digits; mnist: full MNIST IDX files in --data-path")
     parser.add_argument("--data-path", type=Path, default=None, help="folder of the MNIST IDX files (--dataset mnist)")
@@ -51,17 +53,18 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--dataset mnist needs --data-path pointing at the MNIST IDX files")
     if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         raise DataError(f"--val-fraction: expected a fraction in (0, 1), got {args.val_fraction}")
-    if args.folds < 2:
-        raise DataError(f"--folds: expected at least 2, got {args.folds}")
-    if args.only_folds is not None and not all(0 <= f < args.folds for f in args.only_folds):
-        raise DataError(f"--only-folds: expected folds in 0..{args.folds - 1}, got {args.only_folds}")
+    base = BenchSettings.quick() if args.quick else BenchSettings()
+    folds = base.folds if args.folds is None else args.folds
+    if folds < 2:
+        raise DataError(f"--folds: expected at least 2, got {folds}")
+    if args.only_folds is not None and not all(0 <= f < folds for f in args.only_folds):
+        raise DataError(f"--only-folds: expected folds in 0..{folds - 1}, got {args.only_folds}")
     if args.epochs_per_round is not None and args.epochs_per_round < 1:
         raise DataError(f"--epochs-per-round: expected at least 1, got {args.epochs_per_round}")
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
-    base = BenchSettings.quick() if args.quick else BenchSettings()
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
-    s = replace(base, folds=args.folds, seeds=tuple(args.seeds), only_folds=only, methods=tuple(args.methods),
+    s = replace(base, folds=folds, seeds=base.seeds if args.seeds is None else tuple(args.seeds), only_folds=only, methods=tuple(args.methods),
                 dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1),
                 epochs_per_round=args.epochs_per_round or base.epochs_per_round)

@@ -29,7 +29,7 @@ from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, check_frac
     verify_masks
 from sparsegate.sw.prune.nrp import NRPParams, nrp_finetuned, run_nrp
 from sparsegate.sw.prune.sensitivity import SensitivityParams, run_sensitivity
-from sparsegate.sw.prune.sra import run_sra
+from sparsegate.sw.prune.sra import run_sra, run_sra_nrp
 from sparsegate.sw.prune.task_guided import TaskParams, run_task
 from sparsegate.sw.ml.train import save_checkpoint
 
@@ -55,6 +55,8 @@ REGISTRY: dict[str, PruneMethod] = {m.name: m for m in (
     PruneMethod("torch-l1", ScheduleParams, run_magnitude,
                 "iterative torch.nn.utils.prune.global_unstructured (L1), the peer baseline"),
     PruneMethod("sra", ScheduleParams, run_sra, "iterative sparseness ratio allocation from per-layer sensitivity"),
+    PruneMethod("sra-nrp", ScheduleParams, run_sra_nrp,
+                "sra with neuron re-pruning in every round (guard --nrp-drop on training digits)"),
     PruneMethod("acra-uniform", AcraParams, run_acra, "one ratio for every layer, binary-searched to a FLOPs target"),
     PruneMethod("acra-sensitivity", AcraParams, run_acra,
                 "per-layer ratios from sensitivity curves, binary-searched to a FLOPs target"),

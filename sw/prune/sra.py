@@ -19,7 +19,8 @@ sensitivity *and* its size:
    (:func:`sparsegate.sw.prune.iterative.iterative_prune`), repeat.
 
 Per round a layer loses at most ``max_layer_ratio`` of its remaining weights and never drops below
-``min_kept`` weights.
+``min_kept`` weights. With ``nrp_drop`` (registry method ``sra-nrp``) each round also re-prunes neurons after its
+weights, before the fine-tune, guarded on training digits (the validation digits judge the path).
 """
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ from sparsegate.sw.ml.models import prunable_layers
 from sparsegate.sw.prune.api import PruneOptions, PruneResult
 from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, \
     iterative_prune, iterative_summary
+from sparsegate.sw.prune.nrp import NRPGuard, nrp_prune
 from sparsegate.sw.prune.sensitivity import DEFAULT_RATIOS, METRICS, SensitivityResult, sensitivity_analysis
+
+
+NRP_GUARD_SAMPLES = 1000  # training digits the every-round NRP guard and its contribution scores read
 
 
 @dataclass
@@ -44,6 +49,7 @@ class SRAConfig:
     max_layer_ratio: float = 0.95  # at most this fraction of a layer's remaining weights per round
     min_kept: int = 8  # never prune a layer below this many weights
     probe_size: int | None = None  # measure sensitivity on the first N validation samples (None: all)
+    nrp_drop: float | None = None  # re-prune neurons in every round, guarded at this accuracy drop (None: off)
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -123,14 +129,17 @@ def allocate(sens: SensitivityResult, remaining: dict[str, int], n_remove: int, 
 
 
 def sra_step(val_ds: TensorDataset, config: SRAConfig | None = None, layers: Iterable[str] | None = None,
-             progress: bool = False) -> PruneStep:
-    """A step for :func:`iterative_prune`: measure sensitivity, allocate, prune. The last allocation and
-    sensitivity are kept on the step as ``last_info`` / ``last_sensitivity``."""
+             progress: bool = False, nrp_ds: TensorDataset | None = None) -> PruneStep:
+    """A step for :func:`iterative_prune`: measure sensitivity, allocate, prune; with ``config.nrp_drop``, then
+    re-prune neurons (:func:`sparsegate.sw.prune.nrp.nrp_prune`), guarded and calibrated on ``nrp_ds``. The last
+    allocation and sensitivity are kept on the step as ``last_info`` / ``last_sensitivity``."""
     config = config or SRAConfig()
     probe = val_ds
     if config.probe_size is not None and config.probe_size < len(val_ds):
         x, y = val_ds.tensors
         probe = TensorDataset(x[:config.probe_size], y[:config.probe_size])
+    if config.nrp_drop is not None and nrp_ds is None:
+        raise PruneError("nrp_ds: neuron re-pruning in every round needs the data its guard reads")
 
     def step(model: nn.Module, masks: Masks, sparsity: float) -> Masks:
         names = resolve_layers(model, layers)
@@ -144,7 +153,12 @@ def sra_step(val_ds: TensorDataset, config: SRAConfig | None = None, layers: Ite
         ratios = {n: 1.0 - (remaining[n] - alloc.removed[n]) / mods[n].weight.numel() for n in names}
         step.last_info = {**alloc.as_info(), "kept": {n: remaining[n] - alloc.removed[n] for n in names}}
         step.last_sensitivity = sens
-        return layer_magnitude_masks(model, ratios, masks)
+        masks = layer_magnitude_masks(model, ratios, masks)
+        if config.nrp_drop is not None:
+            nrp = nrp_prune(model, masks, nrp_ds, NRPGuard(max_accuracy_drop=config.nrp_drop), layers=names)
+            step.last_info["nrp_removed"] = {n: len(v) for n, v in nrp.removed.items() if v}
+            masks = nrp.masks
+        return masks
 
     step.last_info = {}
     step.last_sensitivity = None
@@ -168,18 +182,30 @@ def sra_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, sc
               monitor_ds: TensorDataset | None = None) -> SRAResult:
     """Iterative SRA pruning with fine-tuning; ``model`` is left pruned (masks in the result)."""
     layers = resolve_layers(model, layers)
-    step = sra_step(val_ds, config, layers)
+    nrp_ds = None
+    if config is not None and config.nrp_drop is not None:
+        # NRP's guard reads training digits, so the validation digits stay the loop's unbiased judge
+        x, y = fit_ds.tensors
+        nrp_ds = TensorDataset(x[:NRP_GUARD_SAMPLES], y[:NRP_GUARD_SAMPLES])
+    step = sra_step(val_ds, config, layers, nrp_ds=nrp_ds)
     result = iterative_prune(model, step, fit_ds, val_ds, schedule, finetune, masks, layers, progress=progress,
                              desc="sra", monitor_ds=monitor_ds)
     return SRAResult(result, [r.info for r in result.history], step.last_sensitivity)
 
 
 def run_sra(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset, masks: Masks,
-            monitor_ds: TensorDataset | None = None) -> PruneResult:
+            monitor_ds: TensorDataset | None = None, config: SRAConfig | None = None) -> PruneResult:
     """Registry entry of ``sra`` (``options.params``: :class:`ScheduleParams`; 3 fine-tune epochs per round)."""
     p: ScheduleParams = options.params
-    res = sra_prune(model, fit_ds, val_ds, p.schedule(), options.finetune_config(3), masks=masks,
+    res = sra_prune(model, fit_ds, val_ds, p.schedule(), options.finetune_config(3), config, masks=masks,
                     layers=options.layers, progress=options.progress, monitor_ds=monitor_ds)
     it = res.iterative
-    return PruneResult("sra", model, it.masks, it.val_accuracy, it.history_dicts(), iterative_summary(it), res,
-                       sensitivity=res.sensitivity)
+    return PruneResult(options.method, model, it.masks, it.val_accuracy, it.history_dicts(), iterative_summary(it),
+                       res, sensitivity=res.sensitivity)
+
+
+def run_sra_nrp(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
+                masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
+    """Registry entry of ``sra-nrp``: SRA with neuron re-pruning in every round, before the round's fine-tune,
+    guarded at ``options.nrp_drop`` on :data:`NRP_GUARD_SAMPLES` training digits."""
+    return run_sra(model, options, fit_ds, val_ds, masks, monitor_ds, SRAConfig(nrp_drop=options.nrp_drop))

@@ -23,7 +23,8 @@ from support.job_log import calls, recording
 def _fake_job(model, fold, seed, method, s):
     """A job dict as prune_job returns it: torch global L1's curve crosses 0.3 points at 10 * 2^(2/3) x,
     SRA+NRP's at (2 + 0.1 * fold) times that."""
-    gain = {"torch global L1": 1.0, "magnitude (layer-uniform)": 0.5, "SRA": 1.5, "SRA+NRP": 2.0 + 0.1 * fold}
+    gain = {"torch global L1": 1.0, "magnitude (layer-uniform)": 0.5, "SRA": 1.5, "SRA+NRP": 2.0 + 0.1 * fold,
+            "SRA+NRP every round": 1.0 + 0.01 * fold}
     results = {}
     for name in JOB_METHODS[method]:
         g = gain[name] * (1 + s.distill)
@@ -64,6 +65,20 @@ def test_figures_tables_and_plot_from_the_jobs(tmp_path):
     assert "mean compression >= 149x" in md and "**not met** — 18.9x at +0.25 points" in md  # 9 x 2.1
     assert (tmp_path / d["plot"]).stat().st_size > 10_000
     assert rerender_markdown(tmp_path, "lenet5").markdown == md
+
+
+def test_every_round_nrp_is_compared_with_the_baseline_beside_sra_nrp(tmp_path):
+    s = replace(BenchSettings(), folds=3, seeds=(0,), methods=("torch-l1", "sra", "sra-nrp"))
+    result = run_prune_benchmark(tmp_path, "lenet5", settings=s,
+                                 map_jobs=lambda fn, calls: [_fake_job(*c) for c in calls])
+    comparisons = json.loads(result.json_path.read_text())["summary"]["comparisons"]
+    assert list(comparisons) == ["SRA+NRP", "SRA+NRP every round"]
+    every = comparisons["SRA+NRP every round"]["0.3"]
+    assert every["ratio_geomean"] == pytest.approx(np.exp(np.mean(np.log([1.0, 1.01, 1.02])))) and every["n"] == 3
+    md = result.markdown
+    assert "SRA+NRP every round / torch global L1 at equal drop" in md and "SRA+NRP / torch global L1" in md
+    assert "Goal (SRA+NRP every round >= 1.5x torch global L1 at 0.3 points" in md
+    assert "guard 0.2 points on 1,000 training digits" in md
 
 
 def test_recovery_variants_change_one_setting_and_compare_with_the_plain_loop(tmp_path):
@@ -119,6 +134,28 @@ def test_pruning_decisions_never_read_test_digits(monkeypatch, quick_sra_job):
     assert all(not ({row.tobytes() for row in ds.tensors[0].numpy()} & test_images) for ds in given)
     assert _selection(scrambled) == _selection(quick_sra_job)
     assert scrambled["results"]["SRA"]["curve"][1] != quick_sra_job["results"]["SRA"]["curve"][1]
+
+
+def test_every_round_nrp_guards_on_training_digits_only(monkeypatch):
+    """The sra-nrp job's neuron re-pruning, in every round, reads neither validation nor test digits (the
+    validation digits judge the path, so they stay unread by the pruning that makes it)."""
+    from sparsegate.sw.prune import sra
+
+    pool = digit_pool()
+    fit, val, test = (ds.tensors[0].numpy() for ds in fold_datasets(pool, kfold(len(pool), 2, 0)[1]))
+    held_out = {row.tobytes() for row in val} | {row.tobytes() for row in test}
+    fit_rows = {row.tobytes() for row in fit}
+    guarded = []
+    real = sra.nrp_prune
+
+    def spy(model, masks, guard_ds, *args, **kwargs):
+        guarded.append({row.tobytes() for row in guard_ds.tensors[0].numpy()})
+        return real(model, masks, guard_ds, *args, **kwargs)
+
+    monkeypatch.setattr(sra, "nrp_prune", spy)
+    job = prune_job("lenet300", 1, 0, "sra-nrp", QUICK)
+    assert len(guarded) == QUICK.max_rounds and all(rows <= fit_rows and not rows & held_out for rows in guarded)
+    assert list(job["results"]) == ["SRA+NRP every round"]
 
 
 def test_same_seeds_select_the_same_rounds(quick_sra_job):

@@ -54,3 +54,21 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
                for job in (one["jobs"][0], d["jobs"][1])]
     assert untimed[0] == untimed[1]
     assert "Folds 1 of the 2 only" in (tmp_path / "one" / "prune_lenet300.md").read_text()
+
+
+def test_quick_alone_is_the_smoke_budget_and_given_options_override_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from sparsegate.sw.bench import prune as bench
+
+    seen = []
+
+    def fake(out_dir, model, quick, settings, command=None, jobs=None):
+        seen.append(settings)
+        return SimpleNamespace(markdown="", markdown_path=out_dir / "a.md", json_path=out_dir / "a.json")
+
+    monkeypatch.setattr(bench, "run_prune_benchmark", fake)
+    assert main(["prune-bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["prune-bench", "--quick", "--folds", "3", "--seeds", "4", "--out", str(tmp_path)]) == 0
+    assert main(["prune-bench", "--out", str(tmp_path)]) == 0
+    assert [(s.folds, s.seeds, s.max_rounds) for s in seen] == [(2, (0,), 2), (3, (4,), 2), (5, (0, 1), 30)]

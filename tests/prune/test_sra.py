@@ -6,7 +6,8 @@ import copy
 import pytest
 from torch.utils.data import TensorDataset
 
-from sparsegate.sw.prune.masks import PruneError, weight_sparsity
+from sparsegate.sw.prune.iterative import accuracy
+from sparsegate.sw.prune.masks import PruneError, apply_masks, weight_sparsity
 from sparsegate.sw.prune.sensitivity import SensitivityCurve, SensitivityResult
 from sparsegate.sw.prune.sra import SRAConfig, allocate, sra_step
 
@@ -64,6 +65,25 @@ def test_sra_step_reaches_requested_sparsity(trained_lenet5, mnist5k):
     masks2 = step(model, masks, 0.9)
     assert weight_sparsity(model, masks2) == pytest.approx(0.9, abs=2e-5)
     assert not bool((masks2["fc1.weight"] & ~masks["fc1.weight"]).any())
+
+
+def test_every_round_nrp_cuts_neurons_within_its_guard_on_the_data_given(trained_lenet5, mnist5k):
+    """With ``nrp_drop`` a step re-prunes neurons after SRA's weights: it goes past the requested sparsity, and
+    on the guard data it loses at most ``nrp_drop`` against the same step without NRP."""
+    x, y = mnist5k[1].tensors
+    probe = TensorDataset(x[:200], y[:200])
+    xf, yf = mnist5k[0].tensors
+    guard_ds = TensorDataset(xf[:300], yf[:300])
+    config = SRAConfig(ratios=(0.3, 0.6, 0.9))
+    plain = copy.deepcopy(trained_lenet5)
+    apply_masks(plain, sra_step(probe, config)(plain, {}, 0.9))
+    model = copy.deepcopy(trained_lenet5)
+    step = sra_step(probe, SRAConfig(ratios=(0.3, 0.6, 0.9), nrp_drop=0.002), nrp_ds=guard_ds)
+    masks = step(model, {}, 0.9)
+    assert weight_sparsity(model, masks) > 0.9 + 1e-4 and sum(step.last_info["nrp_removed"].values()) > 0
+    assert accuracy(plain, guard_ds) - accuracy(model, guard_ds) <= 0.002 + 1e-9
+    with pytest.raises(PruneError, match="nrp_ds: neuron re-pruning in every round needs"):
+        sra_step(probe, SRAConfig(nrp_drop=0.002))
 
 
 def test_config_errors():
