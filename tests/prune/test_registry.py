@@ -36,6 +36,8 @@ CNN_CASES = {
     "global": (ScheduleParams(target_sparsity=0.5, step=0.5), _check_sparsity(0.5)),
     "torch-l1": (ScheduleParams(target_sparsity=0.5, step=0.5), _check_sparsity(0.5)),
     "sra": (ScheduleParams(target_sparsity=0.5, step=0.5), _check_sparsity(0.5)),
+    "sra-nrp": (ScheduleParams(target_sparsity=0.5, step=0.5),  # NRP ran in the round, on top of the weights
+                lambda m, r: _check_sparsity(0.5)(m, r) and "nrp_removed" in r.history[0]["info"]),
     "acra-uniform": (AcraParams(target_flops=0.5), lambda m, r: abs(mac_reduction(m, r.masks) - 0.5) <= 0.01),
     "acra-sensitivity": (AcraParams(target_flops=0.5), lambda m, r: abs(mac_reduction(m, r.masks) - 0.5) <= 0.01),
     "sensitivity": (SensitivityParams(), lambda m, r: r.masks == {} and r.sensitivity is not None),
