@@ -58,4 +58,4 @@ def test_the_recorded_readings_give_the_runs_own_picks():
         assert rules["fitted"]["rounds"] == [r["selected_round"] for r in rows]
         assert rules["windowed"]["rounds"] == [r["selected_round_windowed"] for r in rows]
         assert rules["fitted"]["test_drop"] == [r["curve"][r["selected_round"]][1] for r in rows]
-    assert set(recorded) == {"torch global L1", "SRA"}
+    assert set(recorded) == {"torch global L1", "SRA", "SRA+NRP every round"}
