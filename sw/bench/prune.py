@@ -312,8 +312,8 @@ def _markdown(model: str, d: dict, command: str) -> str:
               "fit first exceeds the drop (linear in log compression between points). A curve that stays below "
               "counts its largest compression (a lower bound; how many, in brackets). SRA+NRP's curve is SRA's path "
               "with SRA+NRP's final result as its last point (NRP runs once, after the selected round), so below "
-              "that point it reads as SRA; SRA+NRP every round has a path of its own. This reads the test digits, as any accuracy-vs-compression figure does; "
-              "no method's choice depends on it.", "",
+              "that point it reads as SRA; SRA+NRP every round has a path of its own. This reads the test digits, "
+              "as any accuracy-vs-compression figure does; no method's choice depends on it.", "",
               "| method | " + " | ".join(f"at {h} points" for h in heads) + " |",
               "|---|" + "---:|" * len(heads)]
     for name, m in methods.items():

@@ -51,7 +51,7 @@ from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequentia
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.jobs.digest import follows_code
-from sparsegate.sw.ml.data import to_rgb32
+from sparsegate.sw.ml.data import first_samples, to_rgb32
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import mean_ci
@@ -164,13 +164,6 @@ class StructuredSettings:
 
 TITLES = {"lenet5": "LeNet-5-Caffe, embedded MNIST (28x28x1)", "vgg": "small VGG, embedded MNIST as 32x32x3"}
 INPUTS = {"lenet5": lambda ds: ds, "vgg": to_rgb32}  # the pool's digits as each model reads them
-
-
-def _subset(ds: TensorDataset, n: int | None) -> TensorDataset:
-    if n is None or n >= len(ds):
-        return ds
-    x, y = ds.tensors
-    return TensorDataset(x[:n], y[:n])
 
 
 def measure(model: nn.Module, masks, conv: list[str], test_ds: TensorDataset, base_test: float) -> dict:
@@ -291,7 +284,7 @@ def run_model(s: ModelSettings, seed: int, fit_all: TensorDataset, val_ds: Tenso
     """One model on one fold: the dense base, every method's pruned model, the one-shot mask comparison and
     the shrink checks ("base": the dense model, for the task section)."""
     start = time.perf_counter()
-    fit_ds = _subset(fit_all, s.fit_subset)
+    fit_ds = first_samples(fit_all, s.fit_subset)
     torch.manual_seed(seed)
     base = build_model(s.model)
     t0 = time.perf_counter()
@@ -377,7 +370,7 @@ def run_task(t: TaskSettings, base: nn.Module, seed: int, fit_all: TensorDataset
 
 def fold_data(model: str, fold: int, seed: int, s: StructuredSettings):
     """(fit, validation, test) digits of ``fold`` for ``seed``, as ``model`` reads them."""
-    pool = _subset(digit_pool("mnist5k"), s.pool_size)
+    pool = first_samples(digit_pool("mnist5k"), s.pool_size)
     f = kfold(len(pool), s.folds, seed, s.val_fraction)[fold]
     return tuple(INPUTS[model](ds) for ds in fold_datasets(pool, f))
 

@@ -43,8 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "recorded moved; default: the recorded one")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--nrp", action="store_true", help="neuron re-pruning after the method, then fine-tune")
-    parser.add_argument("--nrp-drop", type=float, default=0.0, help="NRP guard: accuracy drop allowed (on validation digits after a method; on "
-                             "training digits in every round of sra-nrp)")
+    parser.add_argument("--nrp-drop", type=float, default=0.0,
+                        help="NRP guard: accuracy drop allowed (on validation digits after a method; on training "
+                             "digits in every round of sra-nrp)")
     parser.add_argument("--layers", default=None, help="comma-separated layer names (default: all prunable)")
     parser.add_argument("--finetune-epochs", type=int, default=None,
                         help="fine-tune epochs per round (iterative methods) or after pruning (one shot); default: "

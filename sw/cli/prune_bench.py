@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
-    s = replace(base, folds=folds, seeds=base.seeds if args.seeds is None else tuple(args.seeds), only_folds=only, methods=tuple(args.methods),
+    seeds = base.seeds if args.seeds is None else tuple(args.seeds)
+    s = replace(base, folds=folds, seeds=seeds, only_folds=only, methods=tuple(args.methods),
                 dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1),
                 epochs_per_round=args.epochs_per_round or base.epochs_per_round)

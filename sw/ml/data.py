@@ -53,6 +53,15 @@ def mnist_embedded(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     return _as_datasets(x[train], y[train], x[test], y[test], (MNIST_MEAN,), (MNIST_STD,))
 
 
+def first_samples(ds: TensorDataset, n: int | None) -> TensorDataset:
+    """The first ``n`` samples of ``ds`` (all of it when ``n`` is None or at least its length): the fixed probe,
+    guard or calibration subsets the pruning methods read."""
+    if n is None or n >= len(ds):
+        return ds
+    x, y = ds.tensors
+    return TensorDataset(x[:n], y[:n])
+
+
 def to_rgb32(ds: TensorDataset) -> TensorDataset:
     """Pad 28x28 grey digits to 32x32 and replicate them over three channels (input of the small VGG)."""
     x, y = ds.tensors

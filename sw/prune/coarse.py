@@ -43,6 +43,7 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.kep import conv_layers
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, channel_l1_norms, check_ratio, copy_masks, mask_for, \
     remove_channels, topology, weight_key, weight_sparsity
+from sparsegate.sw.ml.data import first_samples
 from sparsegate.sw.ml.models import prunable_layers
 from sparsegate.sw.prune.api import PruneOptions, PruneResult
 from sparsegate.sw.prune.params import param
@@ -264,10 +265,7 @@ def coarse_masks(model: nn.Module, val_ds: TensorDataset | None, fmap_ratio: flo
     n_cand = 1 if config.selection == "l1" else config.candidates
     if n_cand > 1 and val_ds is None:
         raise PruneError("coarse_masks: the least-adversarial search needs val_ds")
-    eval_ds = val_ds
-    if val_ds is not None and config.eval_samples is not None and config.eval_samples < len(val_ds):
-        x, y = val_ds.tensors
-        eval_ds = TensorDataset(x[:config.eval_samples], y[:config.eval_samples])
+    eval_ds = val_ds if val_ds is None else first_samples(val_ds, config.eval_samples)
     current = copy_masks(masks)
     scores: dict[str, list[CandidateScore]] = {}
     chosen: dict[str, int] = {}

@@ -31,6 +31,7 @@ from torch.utils.data import TensorDataset
 from sparsegate.sw.prune.counting import liveness
 from sparsegate.sw.prune.masks import Masks, PruneError, apply_masks, bias_key, check_fraction, consumer_columns, copy_masks, \
     mask_for, remove_channels, resolve_layers, topology, weight_key
+from sparsegate.sw.ml.data import first_samples
 from sparsegate.sw.ml.models import prunable_layers
 from sparsegate.sw.prune.api import PruneOptions, PruneResult
 from sparsegate.sw.prune.params import param
@@ -311,8 +312,7 @@ def nrp_finetuned(model: nn.Module, masks: Masks, options: PruneOptions, fit_ds:
     from sparsegate.sw.prune.iterative import accuracy, finetune
 
     before = accuracy(model, val_ds)
-    x, y = fit_ds.tensors
-    calib = TensorDataset(x[:calib_samples], y[:calib_samples])
+    calib = first_samples(fit_ds, calib_samples)
     res = nrp_prune(model, masks, val_ds, NRPGuard(max_accuracy_drop=options.nrp_drop), calib_ds=calib,
                     layers=options.layers)
     finetune(model, fit_ds, res.masks, options.finetune_config(3), 777)

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsegate.sw.prune.masks import Masks, PruneError, check_ratio, layer_magnitude_masks, mask_for, resolve_layers, weight_key
+from sparsegate.sw.ml.data import first_samples
 from sparsegate.sw.ml.models import prunable_layers
 from sparsegate.sw.prune.api import PruneOptions, PruneResult
 from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, \
@@ -134,10 +135,7 @@ def sra_step(val_ds: TensorDataset, config: SRAConfig | None = None, layers: Ite
     re-prune neurons (:func:`sparsegate.sw.prune.nrp.nrp_prune`), guarded and calibrated on ``nrp_ds``. The last
     allocation and sensitivity are kept on the step as ``last_info`` / ``last_sensitivity``."""
     config = config or SRAConfig()
-    probe = val_ds
-    if config.probe_size is not None and config.probe_size < len(val_ds):
-        x, y = val_ds.tensors
-        probe = TensorDataset(x[:config.probe_size], y[:config.probe_size])
+    probe = first_samples(val_ds, config.probe_size)
     if config.nrp_drop is not None and nrp_ds is None:
         raise PruneError("nrp_ds: neuron re-pruning in every round needs the data its guard reads")
 
@@ -185,8 +183,7 @@ def sra_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, sc
     nrp_ds = None
     if config is not None and config.nrp_drop is not None:
         # NRP's guard reads training digits, so the validation digits stay the loop's unbiased judge
-        x, y = fit_ds.tensors
-        nrp_ds = TensorDataset(x[:NRP_GUARD_SAMPLES], y[:NRP_GUARD_SAMPLES])
+        nrp_ds = first_samples(fit_ds, NRP_GUARD_SAMPLES)
     step = sra_step(val_ds, config, layers, nrp_ds=nrp_ds)
     result = iterative_prune(model, step, fit_ds, val_ds, schedule, finetune, masks, layers, progress=progress,
                              desc="sra", monitor_ds=monitor_ds)
