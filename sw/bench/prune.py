@@ -178,7 +178,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     sra_time = time.perf_counter() - t0
     result("SRA", copy.deepcopy(m), res.masks, res.history, selected, t0)  # m goes on to NRP unchanged
     t1 = time.perf_counter()
-    nrp = prune_model(m, PruneOptions("nrp", NRPParams(calib_samples=1000), nrp_drop=s.nrp_drop, **common), fit_ds,
+    nrp = prune_model(m, PruneOptions("nrp", NRPParams(), nrp_drop=s.nrp_drop, **common), fit_ds,
                       val_ds, res.masks)
     result("SRA+NRP", m, nrp.masks, res.history, selected, t1 - sra_time,  # its time counts SRA's
            {"nrp_removed": nrp.info.get("removed", {})})
@@ -198,8 +198,8 @@ def _rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
 
 def aggregate(jobs: list[dict], drops=DROPS) -> dict:
     """Per method: means and 95% intervals over folds x seeds, the compression-at-drop table; and the paired
-    comparison of each SRA+NRP reading (:data:`CONTENDERS`) with torch global L1 at each drop (when both ran;
-    ``comparison`` is SRA+NRP's, ``comparisons`` every contender's)."""
+    comparison of each SRA+NRP reading (:data:`CONTENDERS`) with torch global L1 at each drop (``comparisons``,
+    for the contenders that ran beside it)."""
     methods: dict[str, dict] = {}
     at: dict[str, dict[float, dict]] = {}
     for name, by_key in _rows(jobs).items():
@@ -216,8 +216,7 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
                 "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
                 for drop in drops}}
     comparisons = {name: _comparison(at, name, drops) for name in CONTENDERS if name in at and BASELINE in at}
-    return {"methods": methods, "comparison": comparisons.get(GOAL, {}), "comparisons": comparisons,
-            "selection": _selection_rules(jobs)}
+    return {"methods": methods, "comparisons": comparisons, "selection": _selection_rules(jobs)}
 
 
 def _comparison(at: dict[str, dict[float, dict]], name: str, drops) -> dict:
@@ -260,7 +259,8 @@ def _p(p: float | None) -> str:
 def _markdown(model: str, d: dict, command: str) -> str:
     s, summary, jobs = d["settings"], d["summary"], d["jobs"]
     methods = summary["methods"]
-    comparisons = summary.get("comparisons") or ({GOAL: summary["comparison"]} if summary["comparison"] else {})
+    # reports written before the every-round contender hold SRA+NRP's comparison alone, as "comparison"
+    comparisons = summary.get("comparisons") or ({GOAL: summary["comparison"]} if summary.get("comparison") else {})
     title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
     digits = jobs[0]["digits"] if jobs else {}
     ran = sorted({(j["seed"], j["fold"]) for j in jobs})
@@ -291,8 +291,9 @@ def _markdown(model: str, d: dict, command: str) -> str:
         + f". SRA+NRP: neuron re-pruning of the SRA result (guard "
         f"{s['nrp_drop'] * 100:.1f} points on validation), then {s['epochs_per_round']} fine-tune epochs"
         + (f"; SRA+NRP every round: SRA whose every round re-prunes neurons after its weights, before the round's "
-           f"fine-tune (guard {s['nrp_drop'] * 100:.1f} points on 1,000 training digits, so the validation digits "
-           f"stay the judge of the path)" if EVERY_ROUND in methods else "") + ". Every "
+           f"fine-tune (guard {s['nrp_drop'] * 100:.1f} points on 1,000 training digits, which SRA's sensitivity "
+           f"probe reads too, so the validation digits only judge the path)" if EVERY_ROUND in methods else "")
+        + ". Every "
         f"result gets the same final fine-tune of {s['final_epochs']} epochs"
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
         + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")

@@ -293,12 +293,15 @@ def nrp_prune(model: nn.Module, masks: Masks | None, guard_ds: TensorDataset, gu
                      change, history)
 
 
+CALIB_SAMPLES = 1000  # training digits NRP's contribution scores read (and, inside SRA's loop, its guard)
+
+
 @dataclass
 class NRPParams:
     """The parameters of ``nrp`` as a method of its own (the guard's accuracy budget is ``PruneOptions.nrp_drop``,
     shared with ``PruneOptions.nrp``, which runs NRP after another method)."""
 
-    calib_samples: int = param(1000, "nrp: training samples the contribution scores are measured on")
+    calib_samples: int = param(CALIB_SAMPLES, "nrp: training samples the contribution scores are measured on")
 
     def __post_init__(self):
         if not isinstance(self.calib_samples, int) or self.calib_samples < 1:
@@ -306,7 +309,7 @@ class NRPParams:
 
 
 def nrp_finetuned(model: nn.Module, masks: Masks, options: PruneOptions, fit_ds: TensorDataset,
-                  val_ds: TensorDataset, calib_samples: int = 1000) -> tuple[NRPResult, dict]:
+                  val_ds: TensorDataset, calib_samples: int = CALIB_SAMPLES) -> tuple[NRPResult, dict]:
     """NRP guarded on ``val_ds`` (drop ``options.nrp_drop``), then a fine-tune (3 epochs by default); returns
     the result and its JSON log."""
     from sparsegate.sw.prune.iterative import accuracy, finetune

@@ -20,7 +20,8 @@ sensitivity *and* its size:
 
 Per round a layer loses at most ``max_layer_ratio`` of its remaining weights and never drops below
 ``min_kept`` weights. With ``nrp_drop`` (registry method ``sra-nrp``) each round also re-prunes neurons after its
-weights, before the fine-tune, guarded on training digits (the validation digits judge the path).
+weights, before the fine-tune; then the guard and the sensitivity probe both read training digits, so the
+validation digits only judge the path.
 """
 from __future__ import annotations
 
@@ -36,11 +37,8 @@ from sparsegate.sw.ml.models import prunable_layers
 from sparsegate.sw.prune.api import PruneOptions, PruneResult
 from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, PruneStep, Schedule, ScheduleParams, \
     iterative_prune, iterative_summary
-from sparsegate.sw.prune.nrp import NRPGuard, nrp_prune
+from sparsegate.sw.prune.nrp import CALIB_SAMPLES, NRPGuard, nrp_prune
 from sparsegate.sw.prune.sensitivity import DEFAULT_RATIOS, METRICS, SensitivityResult, sensitivity_analysis
-
-
-NRP_GUARD_SAMPLES = 1000  # training digits the every-round NRP guard and its contribution scores read
 
 
 @dataclass
@@ -180,11 +178,12 @@ def sra_prune(model: nn.Module, fit_ds: TensorDataset, val_ds: TensorDataset, sc
               monitor_ds: TensorDataset | None = None) -> SRAResult:
     """Iterative SRA pruning with fine-tuning; ``model`` is left pruned (masks in the result)."""
     layers = resolve_layers(model, layers)
-    nrp_ds = None
+    probe_ds, nrp_ds = val_ds, None
     if config is not None and config.nrp_drop is not None:
-        # NRP's guard reads training digits, so the validation digits stay the loop's unbiased judge
-        nrp_ds = first_samples(fit_ds, NRP_GUARD_SAMPLES)
-    step = sra_step(val_ds, config, layers, nrp_ds=nrp_ds)
+        # every decision inside the path (NRP's guard, the sensitivity probe) reads training digits, so the
+        # validation digits stay the loop's unbiased judge of a path that goes deep
+        probe_ds = nrp_ds = first_samples(fit_ds, CALIB_SAMPLES)
+    step = sra_step(probe_ds, config, layers, nrp_ds=nrp_ds)
     result = iterative_prune(model, step, fit_ds, val_ds, schedule, finetune, masks, layers, progress=progress,
                              desc="sra", monitor_ds=monitor_ds)
     return SRAResult(result, [r.info for r in result.history], step.last_sensitivity)
@@ -204,5 +203,6 @@ def run_sra(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_
 def run_sra_nrp(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
                 masks: Masks, monitor_ds: TensorDataset | None = None) -> PruneResult:
     """Registry entry of ``sra-nrp``: SRA with neuron re-pruning in every round, before the round's fine-tune,
-    guarded at ``options.nrp_drop`` on :data:`NRP_GUARD_SAMPLES` training digits."""
+    guarded at ``options.nrp_drop``; the guard and the sensitivity probe read the first
+    :data:`~sparsegate.sw.prune.nrp.CALIB_SAMPLES` training digits."""
     return run_sra(model, options, fit_ds, val_ds, masks, monitor_ds, SRAConfig(nrp_drop=options.nrp_drop))

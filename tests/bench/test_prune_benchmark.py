@@ -56,7 +56,7 @@ def test_figures_tables_and_plot_from_the_jobs(tmp_path):
     assert goal["drop_ci95"][0] < goal["drop_mean"] < goal["drop_ci95"][1]
     at = torch_l1["compression_at_drop"]
     assert set(at) == {"0.3", "0.5", "1.0"} and at["0.3"]["compression_mean"] == pytest.approx(10 * 2 ** (2 / 3))
-    ratio = d["summary"]["comparison"]["0.3"]
+    ratio = d["summary"]["comparisons"]["SRA+NRP"]["0.3"]
     expected = np.exp(np.mean(np.log([2.0 + 0.1 * f for _ in (0, 1) for f in range(3)])))
     assert ratio["ratio_geomean"] == pytest.approx(expected) and ratio["paired_t_p"] < 1e-4 and ratio["n"] == 6
     md = result.markdown
@@ -137,8 +137,8 @@ def test_pruning_decisions_never_read_test_digits(monkeypatch, quick_sra_job):
 
 
 def test_every_round_nrp_guards_on_training_digits_only(monkeypatch):
-    """The sra-nrp job's neuron re-pruning, in every round, reads neither validation nor test digits (the
-    validation digits judge the path, so they stay unread by the pruning that makes it)."""
+    """The sra-nrp job's neuron re-pruning and sensitivity probe, in every round, read neither validation nor
+    test digits (the validation digits judge the path, so they stay unread by the pruning that makes it)."""
     from sparsegate.sw.prune import sra
 
     pool = digit_pool()
@@ -152,9 +152,18 @@ def test_every_round_nrp_guards_on_training_digits_only(monkeypatch):
         guarded.append({row.tobytes() for row in guard_ds.tensors[0].numpy()})
         return real(model, masks, guard_ds, *args, **kwargs)
 
+    probed = []
+    real_probe = sra.sensitivity_analysis
+
+    def probe_spy(model, ds, *args, **kwargs):
+        probed.append({row.tobytes() for row in ds.tensors[0].numpy()})
+        return real_probe(model, ds, *args, **kwargs)
+
     monkeypatch.setattr(sra, "nrp_prune", spy)
+    monkeypatch.setattr(sra, "sensitivity_analysis", probe_spy)
     job = prune_job("lenet300", 1, 0, "sra-nrp", QUICK)
-    assert len(guarded) == QUICK.max_rounds and all(rows <= fit_rows and not rows & held_out for rows in guarded)
+    for reads in (guarded, probed):
+        assert len(reads) == QUICK.max_rounds and all(rows <= fit_rows and not rows & held_out for rows in reads)
     assert list(job["results"]) == ["SRA+NRP every round"]
 
 
