@@ -81,7 +81,7 @@ class BenchSettings:
     late_step: float = 0.15  # once 10% of the weights are left
     max_rounds: int = 30
     epochs_per_round: int = 3
-    lr: float = 1e-3
+    lr: float = FineTuneConfig.lr  # the plain loop's peak (every fine-tune peaks at the recipe's with rewind)
     final_epochs: int = 4
     base_epochs: int | None = None  # None: the model's training recipe
     folds: int = 5

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from sparsegate.sw.flow.demo import DEMO_BOARD, DEMO_LANES
+from sparsegate.sw.prune.api import REWOUND_LR
+from sparsegate.sw.prune.iterative import FineTuneConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="digits the bitstream's synthesized netlist classifies through its UART pins "
                              "(default 20; 0: no netlist simulation)")
     parser.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
-                        help="peak learning rate of every fine-tune (default: rewound to the training's, 2e-3; the "
-                             "plain loop's was 1e-3)")
+                        help=f"peak learning rate of every fine-tune (default: rewound to the training's, "
+                             f"{REWOUND_LR:g}; the plain loop's was {FineTuneConfig.lr:g})")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
 
