@@ -47,7 +47,7 @@ class SRAConfig:
     metric: str = "loss"  # "loss" (smooth, default) or "accuracy"
     max_layer_ratio: float = 0.95  # at most this fraction of a layer's remaining weights per round
     min_kept: int = 8  # never prune a layer below this many weights
-    probe_size: int | None = None  # measure sensitivity on the first N validation samples (None: all)
+    probe_size: int | None = None  # measure sensitivity on the first N samples of the probe data (None: all)
     nrp_drop: float | None = None  # re-prune neurons in every round, guarded at this accuracy drop (None: off)
 
     def __post_init__(self):
@@ -127,13 +127,14 @@ def allocate(sens: SensitivityResult, remaining: dict[str, int], n_remove: int, 
     return Allocation(fractions, removed, cost, n_remove, need <= 0.5)
 
 
-def sra_step(val_ds: TensorDataset, config: SRAConfig | None = None, layers: Iterable[str] | None = None,
+def sra_step(probe_ds: TensorDataset, config: SRAConfig | None = None, layers: Iterable[str] | None = None,
              progress: bool = False, nrp_ds: TensorDataset | None = None) -> PruneStep:
-    """A step for :func:`iterative_prune`: measure sensitivity, allocate, prune; with ``config.nrp_drop``, then
+    """A step for :func:`iterative_prune`: measure sensitivity on ``probe_ds`` (the validation digits, or with
+    every-round NRP the guard's training digits), allocate, prune; with ``config.nrp_drop``, then
     re-prune neurons (:func:`sparsegate.sw.prune.nrp.nrp_prune`), guarded and calibrated on ``nrp_ds``. The last
     allocation and sensitivity are kept on the step as ``last_info`` / ``last_sensitivity``."""
     config = config or SRAConfig()
-    probe = first_samples(val_ds, config.probe_size)
+    probe = first_samples(probe_ds, config.probe_size)
     if config.nrp_drop is not None and nrp_ds is None:
         raise PruneError("nrp_ds: neuron re-pruning in every round needs the data its guard reads")
 
