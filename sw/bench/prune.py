@@ -91,6 +91,8 @@ class BenchSettings:
     methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra", "sra-nrp")
     distill: float = 0.0  # recovery: KD weight in every fine-tune of the loop and the final one (0: off)
     rewind: bool = True  # recovery: fine-tunes restart the base training's peak learning rate (False: at lr)
+    augment_rotate: float = 0.0  # every training call warps its digits: rotation up to this many degrees
+    augment_scale: float = 0.0  # and zoom up to this fraction (both 0: shifts only, as the recorded runs)
     dataset: str = "mnist5k"
     data_path: str | None = None
     threads: int | None = JOB_THREADS  # torch threads per job (sw/ml/threads.py: results must not follow the machine)
@@ -140,11 +142,13 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     base = build_model(model)
-    train(base, fit_ds, TrainConfig(epochs=s.base_epochs or recipe.epochs, lr=recipe.lr, seed=seed, progress=False))
+    augment = dict(augment_rotate=s.augment_rotate, augment_scale=s.augment_scale)
+    train(base, fit_ds, TrainConfig(epochs=s.base_epochs or recipe.epochs, lr=recipe.lr, seed=seed, progress=False,
+                                    **augment))
     dense_test, dense_val = accuracy(base, test_ds), accuracy(base, val_ds)
     lr = recipe.lr if s.rewind else s.lr
-    common = dict(finetune_epochs=s.epochs_per_round, lr=lr, seed=seed, progress=False, distill=s.distill)
-    ft = FineTuneConfig(epochs=s.epochs_per_round, lr=lr, seed=seed, distill=s.distill)
+    common = dict(finetune_epochs=s.epochs_per_round, lr=lr, seed=seed, progress=False, distill=s.distill, **augment)
+    ft = FineTuneConfig(epochs=s.epochs_per_round, lr=lr, seed=seed, distill=s.distill, **augment)
     out = {"model": model, "fold": fold, "seed": seed, "method": method, "dataset": s.dataset,
            "digits": {"fit": len(f.fit), "val": len(f.val), "test": len(f.test)},
            "dense_test_accuracy": dense_test, "dense_val_accuracy": dense_val,
@@ -297,6 +301,9 @@ def _markdown(model: str, d: dict, command: str) -> str:
         f"result gets the same final fine-tune of {s['final_epochs']} epochs"
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
         + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")
+        + (f". Every training call (the dense model, each fine-tune) sees its digits rotated by up to "
+           f"{s['augment_rotate']:g} degrees, zoomed by up to {100 * s['augment_scale']:g}% and shifted by up to 2 "
+           f"pixels (random affine warp)" if s.get("augment_rotate") or s.get("augment_scale") else "")
         + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
           "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
           "Compression = dense params / nonzero params (weights + biases).", "",

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
+from sparsegate.sw.cli.augment_flags import add_augment_flags, augment_from_args
 from sparsegate.sw.ml.data import DATASETS
 from sparsegate.sw.prune.api import REWOUND_LR, PruneOptions
 from sparsegate.sw.prune.params import param_flag
@@ -52,6 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the method's")
     parser.add_argument("--lr", type=float, default=REWOUND_LR,
                         help="fine-tune peak learning rate (default: the training's peak, i.e. learning-rate rewinding)")
+    add_augment_flags(parser, "every fine-tune")
     parser.add_argument("--shrink", action="store_true",
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
     parser.add_argument("--val-size", type=int, default=500,
@@ -91,7 +93,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
                               if hasattr(args, _dest(flag))})
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     return record, PruneOptions(args.method, params, layers=layers, finetune_epochs=args.finetune_epochs, lr=args.lr,
-                                seed=args.seed, nrp=args.nrp, nrp_drop=args.nrp_drop, progress=not args.no_progress)
+                                seed=args.seed, nrp=args.nrp, nrp_drop=args.nrp_drop, progress=not args.no_progress,
+                                **augment_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:

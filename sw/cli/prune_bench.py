@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from sparsegate.sw.cli.augment_flags import add_augment_flags, augment_from_args
 from sparsegate.sw.ml.folds import POOL_DATASETS
 
 
@@ -35,6 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="validation share of the non-test digits (default 0.125 on mnist5k, 0.1 on mnist)")
     parser.add_argument("--epochs-per-round", type=int, default=None, metavar="N",
                         help="fine-tune epochs after each pruning round, every method (default 3)")
+    add_augment_flags(parser, "every training call (the dense model, each fine-tune)")
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
     parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
     parser.add_argument("--workers", type=int, default=None,
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--only-folds: expected folds in 0..{folds - 1}, got {args.only_folds}")
     if args.epochs_per_round is not None and args.epochs_per_round < 1:
         raise DataError(f"--epochs-per-round: expected at least 1, got {args.epochs_per_round}")
+    augment = augment_from_args(args)
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     s = replace(base, folds=folds, seeds=seeds, only_folds=only, methods=tuple(args.methods),
                 dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1),
-                epochs_per_round=args.epochs_per_round or base.epochs_per_round)
+                epochs_per_round=args.epochs_per_round or base.epochs_per_round,
+                **augment)
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
     if args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),

@@ -33,6 +33,7 @@ class TrainSummary:
     wall_time_s: float
     history: list[dict]
     checkpoint: Path
+    augment: dict  # the random warp's bounds: shift (pixels), rotate (degrees), scale (zoom fraction)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -40,7 +41,7 @@ class TrainSummary:
 
 def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
               epochs: int | None = None, lr: float | None = None, seed: int = 0,
-              progress: bool = True) -> TrainSummary:
+              progress: bool = True, augment_rotate: float = 0.0, augment_scale: float = 0.0) -> TrainSummary:
     """Train ``model_name`` — a built-in name or a user's ``file.py:Class`` / ``package.module:Class``
     (:mod:`~sparsegate.sw.ml.user_model`) — from scratch (its recipe unless overridden); write
     ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
@@ -56,7 +57,8 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     dataset = dataset or default_dataset
     config = TrainConfig(epochs=epochs if epochs is not None else recipe.epochs,
                          lr=lr if lr is not None else recipe.lr, seed=seed, progress=progress,
-                         augment_shift=recipe.augment_shift, batch_size=recipe.batch_size)
+                         augment_shift=recipe.augment_shift, augment_rotate=augment_rotate,
+                         augment_scale=augment_scale, batch_size=recipe.batch_size)
     if config.epochs < 1:
         raise TrainJobError(f"--epochs must be at least 1, got {config.epochs}")
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
@@ -76,7 +78,9 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     summary = TrainSummary(model=model_name, dataset=dataset, seed=seed, epochs=config.epochs,
                            test_accuracy=result.test_accuracy, params=sum(layer.params for layer in layers),
                            macs=sum(layer.macs for layer in layers), wall_time_s=result.wall_time_s,
-                           history=result.history, checkpoint=out / "model.pt")
+                           history=result.history, checkpoint=out / "model.pt",
+                           augment={"shift": config.augment_shift, "rotate": config.augment_rotate,
+                                    "scale": config.augment_scale})
     save_checkpoint(summary.checkpoint, model, model_name, meta={"dataset": dataset, "seed": seed,
                                                                  "test_accuracy": result.test_accuracy})
     write_json(out / "train.json", summary.to_dict())

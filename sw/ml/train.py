@@ -6,6 +6,7 @@ weights stay exactly zero through fine-tuning.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     augment_shift: int = 2  # random translation of up to this many pixels; 0 disables
+    augment_rotate: float = 0.0  # random rotation of up to this many degrees (non-zero: an affine warp, below)
+    augment_scale: float = 0.0  # random zoom by up to this fraction (non-zero: an affine warp)
     progress: bool = True
     distill: float = 0.0  # weight of the distillation loss when train() is given a teacher (0: labels only)
     temperature: float = 4.0  # softmax temperature of the distillation loss
@@ -94,6 +97,36 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
     return torch.empty(shifted.shape, dtype=shifted.dtype).copy_(shifted)
 
 
+def check_augmentation(shift: int, rotate: float, scale: float) -> None:
+    """Refuse warp bounds outside their ranges before any training starts."""
+    if not (shift >= 0 and 0 <= rotate <= 180 and 0 <= scale < 1):
+        raise ValueError(f"augmentation: expected a shift >= 0 pixels, a rotation of 0..180 degrees and a zoom "
+                         f"fraction in [0, 1), got {shift}, {rotate}, {scale}")
+
+
+def _random_affine(x: torch.Tensor, max_shift: int, rotate_deg: float, scale: float,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image by up to ``rotate_deg`` degrees, zoom it by up to ``scale`` and translate it by up to
+    ``max_shift`` pixels (bilinear, filling with the background value): more distinct digits from a small set."""
+    n, _, h, w = x.shape
+    background = float(x.min())
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotate_deg)
+    zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * torch.tensor([2 * max_shift / w, 2 * max_shift / h])
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = torch.cos(angle) / zoom
+    theta[:, 0, 1], theta[:, 1, 0] = -torch.sin(angle) / zoom, torch.sin(angle) / zoom
+    theta[:, :, 2] = shift
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x - background, grid, align_corners=False) + background
+
+
+def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.augment_rotate or config.augment_scale:
+        return _random_affine(x, config.augment_shift, config.augment_rotate, config.augment_scale, generator)
+    return _random_shift(x, config.augment_shift, generator) if config.augment_shift else x
+
+
 def _distill_loss(out: torch.Tensor, teacher: nn.Module, x: torch.Tensor, temperature: float) -> torch.Tensor:
     with torch.no_grad():
         soft = nn.functional.log_softmax(teacher(x) / temperature, dim=1)
@@ -126,6 +159,7 @@ def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None 
     if not 0.0 <= config.distill <= 1.0 or not config.temperature > 0:
         raise ValueError(f"distill must be in [0, 1] and temperature > 0, got {config.distill}, "
                          f"{config.temperature}")
+    check_augmentation(config.augment_shift, config.augment_rotate, config.augment_scale)
     if teacher is not None:
         teacher.eval()
     masks = masks or {}
@@ -147,8 +181,7 @@ def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None 
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for x, y in loader:
-                if config.augment_shift:
-                    x = _random_shift(x, config.augment_shift, generator)
+                x = _augment(x, config, generator)
                 optimizer.zero_grad()
                 out = model(x)
                 loss = nn.functional.cross_entropy(out, y)

@@ -42,14 +42,17 @@ class PruneOptions:
     nrp_drop: float = 0.0  # NRP guard: validation-accuracy drop allowed before its fine-tune
     progress: bool = True
     distill: float = 0.0  # iterative methods: distil from the start model in each round's fine-tune (KD weight)
+    augment_rotate: float = 0.0  # fine-tunes warp their digits: rotation up to this many degrees (TrainConfig)
+    augment_scale: float = 0.0  # and zoom up to this fraction
 
     def epochs(self, default: int) -> int:
         return default if self.finetune_epochs is None else self.finetune_epochs
 
     def finetune_config(self, default_epochs: int):
-        """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr, seed and
-        distillation weight."""
-        return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed, distill=self.distill)
+        """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr, seed,
+        distillation weight and augmentation."""
+        return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed, distill=self.distill,
+                              augment_rotate=self.augment_rotate, augment_scale=self.augment_scale)
 
 
 @dataclass

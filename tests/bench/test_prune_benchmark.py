@@ -167,6 +167,27 @@ def test_every_round_nrp_guards_on_training_digits_only(monkeypatch):
     assert list(job["results"]) == ["SRA+NRP every round"]
 
 
+def test_augmentation_reaches_every_training_call_of_a_job(monkeypatch):
+    """--augment-rotate / --augment-scale warp the digits of the dense model's training, every round's
+    fine-tune, NRP's fine-tune and the final one; the default settings warp none of them."""
+    import sparsegate.sw.ml.train as training
+
+    seen = []
+    real = training._augment
+
+    def spy(x, config, generator):
+        seen.append((config.augment_shift, config.augment_rotate, config.augment_scale))
+        return real(x, config, generator)
+
+    monkeypatch.setattr(training, "_augment", spy)
+    prune_job("lenet300", 1, 0, "sra", replace(QUICK, augment_rotate=12.0, augment_scale=0.1))
+    trained = len(seen)
+    assert trained > 0 and set(seen) == {(2, 12.0, 0.1)}
+    seen.clear()
+    prune_job("lenet300", 1, 0, "sra", QUICK)
+    assert len(seen) == trained and set(seen) == {(2, 0.0, 0.0)}
+
+
 def test_same_seeds_select_the_same_rounds(quick_sra_job):
     again = prune_job("lenet300", 1, 0, "sra", QUICK)
     assert _selection(again) == _selection(quick_sra_job)

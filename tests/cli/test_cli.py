@@ -38,6 +38,13 @@ def test_train_command_writes_checkpoint_and_summary(tmp_path, capsys):
     assert 0.8 < summary["test_accuracy"] <= 1.0
     assert (tmp_path / "model.pt").stat().st_size > 266_610 * 4
     assert "test accuracy" in capsys.readouterr().out
+    assert summary["augment"] == {"shift": 2, "rotate": 0.0, "scale": 0.0}
+    warped = tmp_path / "warped"
+    assert main(["train", "--model", "lenet300", "--epochs", "1", "--out", str(warped), "--no-progress",
+                 "--augment-rotate", "12", "--augment-scale", "0.1"]) == 0
+    warped_summary = json.loads((warped / "train.json").read_text())
+    assert warped_summary["augment"] == {"shift": 2, "rotate": 12.0, "scale": 0.1}
+    assert warped_summary["history"] != summary["history"]
 
 
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
@@ -47,4 +54,8 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["train", "--dataset", "mnist", "--out", str(tmp_path)]) == 2
     assert "needs --data-path" in capsys.readouterr().err
+    assert main(["train", "--augment-scale", "-0.1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sparsegate train: error: --augment-rotate / --augment-scale: augmentation: expected a shift >= 0 pixels, "
+        "a rotation of 0..180 degrees and a zoom fraction in [0, 1), got 2, 0.0, -0.1")
     assert not (tmp_path / "model.pt").exists()

@@ -15,8 +15,12 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--val-fraction", "1.5", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--folds", "3", "--only-folds", "1", "3", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--epochs-per-round", "0", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--augment-rotate", "200", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--augment-scale", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and "--epochs-per-round" in err[4] and "at least 1, got 0" in err[4]
+    assert len(err) == 7 and "--epochs-per-round" in err[4] and "at least 1, got 0" in err[4]
+    assert all("--augment-rotate / --augment-scale" in line for line in err[5:])
+    assert "got 2, 200.0, 0.0" in err[5] and "got 2, 0.0, 1.0" in err[6]
     assert "--data-path" in err[0] and "--folds" in err[1] and "--val-fraction" in err[2]
     assert "--only-folds" in err[3] and "0..2" in err[3]
 
@@ -50,6 +54,13 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
                  "--folds", "2", "--only-folds", "1", "--seeds", "0", "--methods", "torch-l1", "--quick",
                  "--val-fraction", "0.2", "--epochs-per-round", "2", "--out", str(tmp_path / "two")]) == 0
     assert json.loads((tmp_path / "two" / "prune_lenet300.json").read_text())["settings"]["epochs_per_round"] == 2
+    assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
+                 "--folds", "2", "--only-folds", "1", "--seeds", "0", "--methods", "torch-l1", "--quick",
+                 "--val-fraction", "0.2", "--augment-rotate", "12", "--augment-scale", "0.1",
+                 "--out", str(tmp_path / "warped")]) == 0
+    warped = json.loads((tmp_path / "warped" / "prune_lenet300.json").read_text())
+    assert (warped["settings"]["augment_rotate"], warped["settings"]["augment_scale"]) == (12.0, 0.1)
+    assert "rotated by up to 12 degrees" in (tmp_path / "warped" / "prune_lenet300.md").read_text()
     untimed = [{k: v for k, v in job["results"]["torch global L1"].items() if k != "wall_time_s"}
                for job in (one["jobs"][0], d["jobs"][1])]
     assert untimed[0] == untimed[1]

@@ -34,6 +34,7 @@ def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
     assert table["total"]["nonzero_weights"] <= 0.4 * 430_500 + 1
     assert summary["compression"] == pytest.approx(table["total"]["compression"])
     assert meta["method"] == "magnitude" and summary["nrp"] is not None
+    assert (summary["options"]["augment_rotate"], summary["options"]["augment_scale"]) == (0.0, 0.0)
     assert "| conv1 | conv |" in (out / "layers.md").read_text()
 
 
@@ -54,6 +55,8 @@ def test_prune_acra_uniform_cli(checkpoint, tmp_path):
     (["--method", "acra-sensitivity"], "needs target_flops (--target-flops)"),
     (["--method", "global"], "needs target_sparsity (--target-sparsity) or max_drop"),
     (["--method", "sensitivity", "--nrp"], "nrp: neuron re-pruning needs a pruning method"),
+    (["--method", "magnitude", "--target-sparsity", "0.5", "--augment-rotate", "190"],
+     "--augment-rotate / --augment-scale: augmentation: expected"),
 ])
 def test_prune_cli_errors(checkpoint, tmp_path, capsys, args, message):
     rc = main(["prune", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--no-progress",

@@ -134,3 +134,49 @@ def test_distillation_follows_the_teacher_not_the_labels():
     assert torch.equal(student(y, 0.0), student(y, 0.0, with_teacher=False))
     with pytest.raises(ValueError, match="distill"):
         train(nn.Linear(64, 10), TensorDataset(x, y), TrainConfig(distill=2.0, progress=False))
+
+
+def test_affine_augmentation_warps_within_its_bounds_and_leaves_shift_only_training_as_it_was(small_split):
+    """The random affine warp: the identity when every bound is 0, one generator seed gives one warp, the
+    background stays background; configs without rotation or zoom train exactly as before (random shifts
+    only), and bounds outside their ranges are refused."""
+    from sparsegate.sw.ml.train import _augment, _random_affine, _random_shift
+    from sparsegate.sw.prune.iterative import FineTuneConfig
+    from sparsegate.sw.prune.masks import PruneError
+
+    x = small_split.tensors[0][:64]
+    assert torch.allclose(_random_affine(x, 0, 0.0, 0.0, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    warped = [_random_affine(x, 2, 15.0, 0.1, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*warped) and warped[0].shape == x.shape and not torch.allclose(warped[0], x, atol=0.1)
+    background = float(x.min())
+    assert torch.allclose(warped[0][:, :, 0, 0], torch.full((64, 1), background), atol=1e-5)
+    assert float(warped[0].min()) >= background - 1e-5 and float(warped[0].max()) <= float(x.max()) + 1e-5
+    # A bright spot 8 pixels right of the centre: it turns by at most the rotation bound about the centre and
+    # moves out or in by at most the zoom bound, and the warps use their ranges.
+    spot = torch.zeros(256, 1, 28, 28)
+    spot[:, :, 13:15, 21:23] = 1.0
+    warped = _random_affine(spot, 0, 15.0, 0.1, torch.Generator().manual_seed(5))
+    rows, cols = torch.meshgrid(torch.arange(28.0) - 13.5, torch.arange(28.0) - 13.5, indexing="ij")
+    mass = warped.sum(dim=(1, 2, 3))
+    cy, cx = ((warped[:, 0] * rows).sum(dim=(1, 2)) / mass, (warped[:, 0] * cols).sum(dim=(1, 2)) / mass)
+    angle, radius = torch.rad2deg(torch.atan2(cy, cx)).abs(), torch.hypot(cx, cy) / 8.0
+    assert float(angle.max()) <= 15.5 and float(angle.max()) > 12.0
+    assert 1 / 1.1 - 0.02 <= float(radius.min()) and float(radius.max()) <= 1 / 0.9 + 0.02
+    assert float(radius.max() - radius.min()) > 0.1
+
+    shift_only = TrainConfig(epochs=1, seed=0, progress=False)
+    assert torch.equal(_augment(x, shift_only, torch.Generator().manual_seed(4)),
+                       _random_shift(x, 2, torch.Generator().manual_seed(4)))
+    states = []
+    for config in (shift_only, TrainConfig(epochs=1, seed=0, progress=False, augment_rotate=12.0,
+                                           augment_scale=0.1)):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        train(model, small_split, config)
+        states.append(model.state_dict())
+    assert not torch.equal(states[0]["fc1.weight"], states[1]["fc1.weight"])
+    for bad in (dict(augment_rotate=-1.0), dict(augment_rotate=181.0), dict(augment_scale=1.0), dict(augment_shift=-1)):
+        with pytest.raises(ValueError, match="augmentation"):
+            train(build_model("lenet300"), small_split, TrainConfig(epochs=1, progress=False, **bad))
+        with pytest.raises(PruneError, match="augmentation"):
+            FineTuneConfig(**bad)
