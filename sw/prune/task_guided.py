@@ -23,7 +23,7 @@ filters for real.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -300,7 +300,7 @@ def run_task(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val
     full = accuracy(model, TensorDataset(val_ds.tensors[0], torch.tensor(classes)[val_ds.tensors[1]]))
     masks = subtask_masks(model, masks, classes)
     sub = subtask_model(model, classes)
-    finetune(sub, fit_ds, masks, FineTuneConfig(epochs=p.subtask_epochs, lr=options.lr, seed=options.seed), 0)
+    finetune(sub, fit_ds, masks, replace(options.finetune_config(0), epochs=p.subtask_epochs), 0)  # no teacher: no KD
     start = copy.deepcopy(sub)
     res = task_prune(sub, fit_ds, val_ds, p.filter_ratio, p.criterion, options.finetune_config(4), masks,
                      options.layers)
