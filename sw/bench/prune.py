@@ -302,8 +302,8 @@ def _markdown(model: str, d: dict, command: str) -> str:
         + (f", distilled from the dense model (weight {s['distill']})" if s["distill"] else "")
         + (", at the base training's peak learning rate (rewound)" if s["rewind"] else "")
         + (f". Every training call (the dense model, each fine-tune) sees its digits rotated by up to "
-           f"{s['augment_rotate']:g} degrees, zoomed by up to {100 * s['augment_scale']:g}% and shifted by up to 2 "
-           f"pixels (random affine warp)" if s.get("augment_rotate") or s.get("augment_scale") else "")
+           f"{s['augment_rotate']:g} degrees, zoomed by up to {100 * s['augment_scale']:g}% and shifted by up to "
+           f"{TrainConfig.augment_shift} pixels (random affine warp)" if s.get("augment_rotate") or s.get("augment_scale") else "")
         + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
           "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
           "Compression = dense params / nonzero params (weights + biases).", "",

@@ -10,7 +10,8 @@ from sparsegate.sw.ml.train import TrainConfig, check_augmentation
 def add_augment_flags(parser: argparse.ArgumentParser, applies_to: str) -> None:
     parser.add_argument("--augment-rotate", type=float, default=0.0, metavar="DEG",
                         help=f"{applies_to} rotates the digits by up to DEG degrees and, with --augment-scale, zooms "
-                             "them: a random affine warp on top of the 2-pixel shifts (default 0: shifts only)")
+                             f"them: a random affine warp on top of the {TrainConfig.augment_shift}-pixel shifts "
+                             "(default 0: shifts only)")
     parser.add_argument("--augment-scale", type=float, default=0.0, metavar="FRAC",
                         help="zoom the digits by up to FRAC (e.g. 0.1) in the same warp")
 
