@@ -25,8 +25,8 @@ SRA+NRP / torch global L1 there, with a paired t-test on the per-fold log ratios
 
 Recovery (:data:`RECOVERY`, :func:`run_recovery_benchmark`): knowledge distillation from the dense model,
 learning-rate rewinding and a longer final fine-tune, each an option of the plain SRA loop (fine-tunes at
-``lr``), measured against it on the same folds. Rewinding bought the most (LeNet-5 and LeNet-300-100) and is
-the benchmark's default for every method.
+``lr``), and L2 weight decay on top of rewinding, measured against the plain loop on the same folds. Rewinding,
+then weight decay, bought the most, and both are the benchmark's default for every method.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.jobs.digest import follows_code
-from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
+from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold, with_fit_fraction
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
 from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
@@ -54,7 +54,8 @@ from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
-           "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
+           "run_prune_benchmark", "run_recovery_benchmark", "WEIGHT_DECAY", "write_prune_report",
+           "write_recovery_report"]
 
 GOAL, BASELINE = "SRA+NRP", "torch global L1"
 EVERY_ROUND = "SRA+NRP every round"
@@ -71,9 +72,14 @@ PUBLISHED = {
 }
 
 
+# L2 weight decay of every training call of the benchmark (the dense model's and each fine-tune): the strength of
+# Caffe's LeNet solver; measured as the "weight-decay" recovery variant (docs/pruning.md).
+WEIGHT_DECAY = 5e-4
+
+
 @dataclass(frozen=True)
 class BenchSettings:
-    """The schedule, the cross-validation and the recovery options (the last three: :data:`RECOVERY`)."""
+    """The schedule, the cross-validation, the training and the recovery options (:data:`RECOVERY`)."""
 
     max_drop: float = 0.003  # validation-accuracy budget of the iterative methods
     nrp_drop: float = 0.002  # NRP guard on the validation split, before its fine-tune
@@ -88,11 +94,13 @@ class BenchSettings:
     seeds: tuple[int, ...] = (0, 1)
     only_folds: tuple[int, ...] | None = None  # run only these of the K folds (cut as for all K; None: every fold)
     val_fraction: float = 0.125  # of the non-test digits (5,000 digits, 5 folds: 3,500 fit / 500 val / 1,000 test)
+    fit_fraction: float = 1.0  # train on a seeded share of each fold's fit digits (a learning curve; folds.py)
     methods: tuple[str, ...] = ("torch-l1", "magnitude", "sra", "sra-nrp")
     distill: float = 0.0  # recovery: KD weight in every fine-tune of the loop and the final one (0: off)
     rewind: bool = True  # recovery: fine-tunes restart the base training's peak learning rate (False: at lr)
     augment_rotate: float = 0.0  # every training call warps its digits: rotation up to this many degrees
     augment_scale: float = 0.0  # and zoom up to this fraction (both 0: shifts only, as the recorded runs)
+    weight_decay: float = WEIGHT_DECAY  # L2 weight decay in every training call (Adam, coupled; recovery below)
     dataset: str = "mnist5k"
     data_path: str | None = None
     threads: int | None = JOB_THREADS  # torch threads per job (sw/ml/threads.py: results must not follow the machine)
@@ -111,10 +119,13 @@ class BenchSettings:
         return [(model, fold, seed, method, job) for seed in self.seeds for fold in folds for method in self.methods]
 
 
-# recovery variant -> its settings: each changes one option of the plain loop (fine-tunes at lr, no teacher, the
-# default final fine-tune); measured by run_recovery_benchmark against "plain". The default settings are "rewind".
-RECOVERY = {"plain": {"rewind": False}, "rewind": {"rewind": True}, "distill": {"rewind": False, "distill": 0.5},
-            "long-final": {"rewind": False, "final_epochs": 12}}
+# recovery variant -> its settings: each changes the plain loop (fine-tunes at lr, no teacher, the default final
+# fine-tune, no weight decay); measured by run_recovery_benchmark against "plain". "weight-decay" adds L2 to the
+# rewound loop; it is the benchmark's default.
+RECOVERY = {"plain": {"rewind": False, "weight_decay": 0.0}, "rewind": {"rewind": True, "weight_decay": 0.0},
+            "distill": {"rewind": False, "distill": 0.5, "weight_decay": 0.0},
+            "long-final": {"rewind": False, "final_epochs": 12, "weight_decay": 0.0},
+            "weight-decay": {"rewind": True, "weight_decay": WEIGHT_DECAY}}
 PLAIN = "plain"
 
 
@@ -136,19 +147,22 @@ def prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -
 
 def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) -> dict:
     pool = digit_pool(s.dataset, s.data_path)
-    f = kfold(len(pool), s.folds, seed, s.val_fraction)[fold]
+    f = with_fit_fraction(kfold(len(pool), s.folds, seed, s.val_fraction)[fold], s.fit_fraction)
     fit_ds, val_ds, test_ds = fold_datasets(pool, f)
     recipe = RECIPES[model][1]
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     base = build_model(model)
-    augment = dict(augment_rotate=s.augment_rotate, augment_scale=s.augment_scale)
+    training = dict(augment_rotate=s.augment_rotate, augment_scale=s.augment_scale, weight_decay=s.weight_decay)
     train(base, fit_ds, TrainConfig(epochs=s.base_epochs or recipe.epochs, lr=recipe.lr, seed=seed, progress=False,
-                                    **augment))
+                                    **training))
     dense_test, dense_val = accuracy(base, test_ds), accuracy(base, val_ds)
     lr = recipe.lr if s.rewind else s.lr
-    common = dict(finetune_epochs=s.epochs_per_round, lr=lr, seed=seed, progress=False, distill=s.distill, **augment)
-    ft = FineTuneConfig(epochs=s.epochs_per_round, lr=lr, seed=seed, distill=s.distill, **augment)
+    common = dict(finetune_epochs=s.epochs_per_round, lr=lr, seed=seed, progress=False, distill=s.distill,
+                  nrp_drop=s.nrp_drop, **training)
+    schedule = ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
+    loop = PruneOptions(method, schedule, **common)
+    ft = loop.finetune_config(s.epochs_per_round)  # the loop's fine-tune settings, for the final fine-tune too
     out = {"model": model, "fold": fold, "seed": seed, "method": method, "dataset": s.dataset,
            "digits": {"fit": len(f.fit), "val": len(f.val), "test": len(f.test)},
            "dense_test_accuracy": dense_test, "dense_val_accuracy": dense_val,
@@ -170,10 +184,8 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
             "curve": _curve(rounds, dense_test, (weight_c, dense_test - acc)),
             "wall_time_s": time.perf_counter() - t_start, **(extra or {})}
 
-    schedule = ScheduleParams(max_drop=s.max_drop, step=s.step, late_step=s.late_step, rounds=s.max_rounds)
     m, t0 = copy.deepcopy(base), time.perf_counter()
-    res = prune_model(m, PruneOptions(method, schedule, nrp_drop=s.nrp_drop, **common), fit_ds, val_ds,
-                      monitor_ds=test_ds)
+    res = prune_model(m, loop, fit_ds, val_ds, monitor_ds=test_ds)
     selected = sum(1 for r in res.history if r["accepted"])
     path_val = [res.info["val_start_accuracy"]] + [r["val_accuracy"] for r in res.history]  # start first
     if method != "sra":
@@ -182,8 +194,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     sra_time = time.perf_counter() - t0
     result("SRA", copy.deepcopy(m), res.masks, res.history, selected, t0)  # m goes on to NRP unchanged
     t1 = time.perf_counter()
-    nrp = prune_model(m, PruneOptions("nrp", NRPParams(), nrp_drop=s.nrp_drop, **common), fit_ds,
-                      val_ds, res.masks)
+    nrp = prune_model(m, PruneOptions("nrp", NRPParams(), **common), fit_ds, val_ds, res.masks)
     result("SRA+NRP", m, nrp.masks, res.history, selected, t1 - sra_time,  # its time counts SRA's
            {"nrp_removed": nrp.info.get("removed", {})})
     return out
@@ -304,6 +315,11 @@ def _markdown(model: str, d: dict, command: str) -> str:
         + (f". Every training call (the dense model, each fine-tune) sees its digits rotated by up to "
            f"{s['augment_rotate']:g} degrees, zoomed by up to {100 * s['augment_scale']:g}% and shifted by up to "
            f"{TrainConfig.augment_shift} pixels (random affine warp)" if s.get("augment_rotate") or s.get("augment_scale") else "")
+        + (f". Every training call adds L2 weight decay of {s['weight_decay']:g} to Adam's gradients"
+           if s.get("weight_decay") else "")
+        + (f". Only a seeded {100 * s['fit_fraction']:g}% of each fold's fit digits train (the dense model and every "
+           f"fine-tune; `--fit-fraction`); the validation and test digits are the whole run's"
+           if s.get("fit_fraction", 1) < 1 else "")
         + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
           "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
           "Compression = dense params / nonzero params (weights + biases).", "",
@@ -469,11 +485,13 @@ def _recovery_markdown(model: str, d: dict) -> str:
              f"{', '.join(f'{a}.{b}' for a, b in ran)}", ""]
     if d["quick"]:
         lines += ["**Quick mode** (smoke test budget) — not a measurement.", ""]
-    lines += [f"Command: `{d['command']}`. Each variant changes one option of the plain loop, which fine-tunes at "
-              f"a peak learning rate of {s['lr']:g} (rewind: every fine-tune restarts the base training's peak "
-              f"learning rate instead, the benchmark's default; distill: knowledge distillation from the dense model "
-              f"in every fine-tune, loss 0.5 CE + 0.5 T^2 KL at T = 4; long-final: 12 final fine-tune epochs instead "
-              f"of {s['final_epochs']}) and runs SRA+NRP on the same folds and seeds. Read at 0.3 points of paired "
+    lines += [f"Command: `{d['command']}`. Each variant changes the plain loop, which fine-tunes at "
+              f"a peak learning rate of {s['lr']:g} without weight decay (rewind: every fine-tune restarts the base "
+              f"training's peak learning rate instead; distill: knowledge distillation from the dense model in every "
+              f"fine-tune, loss 0.5 CE + 0.5 T^2 KL at T = 4; long-final: 12 final fine-tune epochs instead of "
+              f"{s['final_epochs']}; weight-decay: rewind plus L2 weight decay of {WEIGHT_DECAY:g} in every training "
+              f"call, the dense model's too: the benchmark's default) and runs SRA+NRP on the same folds and seeds. "
+              f"Read at 0.3 points of paired "
               f"test drop (the at-equal-accuracy curve reading), and the selected result, over the variant's n folds "
               f"x seeds; 'vs plain' is the geometric mean of the per-fold ratios on the folds x seeds it shares with "
               f"the plain loop (paired n) with the paired t-test p.", "",

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
-from sparsegate.sw.cli.augment_flags import add_augment_flags, augment_from_args
+from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.data import DATASETS
 from sparsegate.sw.prune.api import REWOUND_LR, PruneOptions
 from sparsegate.sw.prune.params import param_flag
@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the method's")
     parser.add_argument("--lr", type=float, default=REWOUND_LR,
                         help="fine-tune peak learning rate (default: the training's peak, i.e. learning-rate rewinding)")
-    add_augment_flags(parser, "every fine-tune")
+    add_training_flags(parser, "every fine-tune")
     parser.add_argument("--shrink", action="store_true",
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
     parser.add_argument("--val-size", type=int, default=500,
@@ -94,7 +94,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     return record, PruneOptions(args.method, params, layers=layers, finetune_epochs=args.finetune_epochs, lr=args.lr,
                                 seed=args.seed, nrp=args.nrp, nrp_drop=args.nrp_drop, progress=not args.no_progress,
-                                **augment_from_args(args))
+                                **training_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,12 +11,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sparsegate.sw.cli.augment_flags import add_augment_flags, augment_from_args
+from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.folds import POOL_DATASETS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from sparsegate.sw.bench.prune import JOB_METHODS, RECOVERY
+    from sparsegate.sw.bench.prune import JOB_METHODS, RECOVERY, BenchSettings
 
     parser.add_argument("--model", choices=("lenet5", "lenet300"), default="lenet5")
     parser.add_argument("--folds", type=int, default=None,
@@ -36,7 +36,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="validation share of the non-test digits (default 0.125 on mnist5k, 0.1 on mnist)")
     parser.add_argument("--epochs-per-round", type=int, default=None, metavar="N",
                         help="fine-tune epochs after each pruning round, every method (default 3)")
-    add_augment_flags(parser, "every training call (the dense model, each fine-tune)")
+    parser.add_argument("--final-epochs", type=int, default=None, metavar="N",
+                        help="epochs of the fine-tune every result gets at the end (default 4)")
+    parser.add_argument("--base-epochs", type=int, default=None, metavar="N",
+                        help="epochs of each fold's dense model (default: the model's training recipe)")
+    parser.add_argument("--fit-fraction", type=float, default=None, metavar="F",
+                        help="train on a seeded share F of each fold's fit digits, validation and test digits "
+                             "unchanged: how the results scale with the training set (default 1)")
+    add_training_flags(parser, "every training call (the dense model, each fine-tune)", BenchSettings.weight_decay)
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
     parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
     parser.add_argument("--workers", type=int, default=None,
@@ -61,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--folds: expected at least 2, got {folds}")
     if args.only_folds is not None and not all(0 <= f < folds for f in args.only_folds):
         raise DataError(f"--only-folds: expected folds in 0..{folds - 1}, got {args.only_folds}")
-    if args.epochs_per_round is not None and args.epochs_per_round < 1:
-        raise DataError(f"--epochs-per-round: expected at least 1, got {args.epochs_per_round}")
-    augment = augment_from_args(args)
+    for flag, value, least in (("--epochs-per-round", args.epochs_per_round, 1), ("--base-epochs", args.base_epochs, 1),
+                               ("--final-epochs", args.final_epochs, 0)):
+        if value is not None and value < least:
+            raise DataError(f"{flag}: expected at least {least}, got {value}")
+    if args.fit_fraction is not None and not 0 < args.fit_fraction <= 1:
+        raise DataError(f"--fit-fraction: expected a fraction in (0, 1], got {args.fit_fraction}")
+    training = training_from_args(args)
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
@@ -72,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
                 dataset=args.dataset, data_path=None if args.data_path is None else str(args.data_path),
                 val_fraction=args.val_fraction or (base.val_fraction if args.dataset == "mnist5k" else 0.1),
                 epochs_per_round=args.epochs_per_round or base.epochs_per_round,
-                **augment)
+                final_epochs=base.final_epochs if args.final_epochs is None else args.final_epochs,
+                base_epochs=args.base_epochs or base.base_epochs, fit_fraction=args.fit_fraction or base.fit_fraction,
+                **training)
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
     if args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsegate.sw.cli.augment_flags import add_augment_flags, augment_from_args
+from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.data import DATASETS
 from sparsegate.sw.ml.train import RECIPES
 
@@ -20,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
-    add_augment_flags(parser, "training")
+    add_training_flags(parser, "training")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = train_job(args.model, args.out, dataset=args.dataset, data_path=args.data_path,
                         epochs=args.epochs, lr=args.lr, seed=args.seed, progress=not args.no_progress,
-                        **augment_from_args(args))
+                        **training_from_args(args))
     print(f"{summary.model} on {summary.dataset}: test accuracy {100 * summary.test_accuracy:.2f}% "
           f"({summary.params:,} params, {summary.macs:,} MACs, {summary.wall_time_s:.1f} s)")
     print(f"checkpoint: {summary.checkpoint}")

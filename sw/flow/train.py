@@ -34,6 +34,7 @@ class TrainSummary:
     history: list[dict]
     checkpoint: Path
     augment: dict  # the random warp's bounds: shift (pixels), rotate (degrees), scale (zoom fraction)
+    weight_decay: float  # L2 strength inside Adam
 
     def to_dict(self) -> dict:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -41,7 +42,8 @@ class TrainSummary:
 
 def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
               epochs: int | None = None, lr: float | None = None, seed: int = 0,
-              progress: bool = True, augment_rotate: float = 0.0, augment_scale: float = 0.0) -> TrainSummary:
+              progress: bool = True, augment_rotate: float = 0.0, augment_scale: float = 0.0,
+              weight_decay: float = 0.0) -> TrainSummary:
     """Train ``model_name`` — a built-in name or a user's ``file.py:Class`` / ``package.module:Class``
     (:mod:`~sparsegate.sw.ml.user_model`) — from scratch (its recipe unless overridden); write
     ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
@@ -58,7 +60,8 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     config = TrainConfig(epochs=epochs if epochs is not None else recipe.epochs,
                          lr=lr if lr is not None else recipe.lr, seed=seed, progress=progress,
                          augment_shift=recipe.augment_shift, augment_rotate=augment_rotate,
-                         augment_scale=augment_scale, batch_size=recipe.batch_size)
+                         augment_scale=augment_scale, batch_size=recipe.batch_size,
+                         weight_decay=weight_decay)
     if config.epochs < 1:
         raise TrainJobError(f"--epochs must be at least 1, got {config.epochs}")
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
@@ -80,7 +83,7 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
                            macs=sum(layer.macs for layer in layers), wall_time_s=result.wall_time_s,
                            history=result.history, checkpoint=out / "model.pt",
                            augment={"shift": config.augment_shift, "rotate": config.augment_rotate,
-                                    "scale": config.augment_scale})
+                                    "scale": config.augment_scale}, weight_decay=config.weight_decay)
     save_checkpoint(summary.checkpoint, model, model_name, meta={"dataset": dataset, "seed": seed,
                                                                  "test_accuracy": result.test_accuracy})
     write_json(out / "train.json", summary.to_dict())

@@ -8,7 +8,7 @@ tested exactly once. Another seed gives another permutation (repeated cross-vali
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,6 +46,19 @@ def kfold(n: int, k: int, seed: int, val_fraction: float = 0.125) -> list[Fold]:
         n_val = max(1, int(round(val_fraction * len(rest))))
         folds.append(Fold(i, k, seed, fit=np.sort(rest[n_val:]), val=np.sort(rest[:n_val]), test=np.sort(test)))
     return folds
+
+
+def with_fit_fraction(fold: Fold, fraction: float) -> Fold:
+    """``fold`` training on a seeded ``fraction`` of its fit digits (validation and test digits unchanged): how
+    a result scales with the training set's size. The subsets of one fold are nested (a smaller fraction keeps a
+    subset of a larger one's digits), so a learning curve changes only the amount of data."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"fit_fraction: expected a fraction in (0, 1], got {fraction}")
+    if fraction == 1:
+        return fold
+    n = max(1, int(round(fraction * len(fold.fit))))
+    order = np.random.default_rng([fold.seed, fold.index, 7]).permutation(len(fold.fit))
+    return replace(fold, fit=np.sort(fold.fit[order[:n]]))
 
 
 def digit_pool(dataset: str = "mnist5k", data_path=None) -> TensorDataset:

@@ -34,7 +34,7 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 added to the gradients inside Adam (coupled), pruned weights excepted
     seed: int = 0
     augment_shift: int = 2  # random translation of up to this many pixels; 0 disables
     augment_rotate: float = 0.0  # random rotation of up to this many degrees (non-zero: an affine warp, below)
@@ -104,6 +104,12 @@ def check_augmentation(shift: int, rotate: float, scale: float) -> None:
                          f"fraction in [0, 1), got {shift}, {rotate}, {scale}")
 
 
+def check_weight_decay(weight_decay: float) -> None:
+    """Refuse a negative or non-finite weight decay before any training starts."""
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise ValueError(f"weight decay: expected a finite strength >= 0, got {weight_decay}")
+
+
 def _random_affine(x: torch.Tensor, max_shift: int, rotate_deg: float, scale: float,
                    generator: torch.Generator) -> torch.Tensor:
     """Rotate each image by up to ``rotate_deg`` degrees, zoom it by up to ``scale`` and translate it by up to
@@ -160,6 +166,7 @@ def train(model: nn.Module, train_ds: TensorDataset, config: TrainConfig | None 
         raise ValueError(f"distill must be in [0, 1] and temperature > 0, got {config.distill}, "
                          f"{config.temperature}")
     check_augmentation(config.augment_shift, config.augment_rotate, config.augment_scale)
+    check_weight_decay(config.weight_decay)
     if teacher is not None:
         teacher.eval()
     masks = masks or {}

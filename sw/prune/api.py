@@ -44,15 +44,17 @@ class PruneOptions:
     distill: float = 0.0  # iterative methods: distil from the start model in each round's fine-tune (KD weight)
     augment_rotate: float = 0.0  # fine-tunes warp their digits: rotation up to this many degrees (TrainConfig)
     augment_scale: float = 0.0  # and zoom up to this fraction
+    weight_decay: float = 0.0  # fine-tunes add L2 weight decay of this strength (TrainConfig.weight_decay)
 
     def epochs(self, default: int) -> int:
         return default if self.finetune_epochs is None else self.finetune_epochs
 
     def finetune_config(self, default_epochs: int):
         """The fine-tune config with ``finetune_epochs`` (or the method's ``default_epochs``), lr, seed,
-        distillation weight and augmentation."""
+        distillation weight, augmentation and weight decay."""
         return FineTuneConfig(epochs=self.epochs(default_epochs), lr=self.lr, seed=self.seed, distill=self.distill,
-                              augment_rotate=self.augment_rotate, augment_scale=self.augment_scale)
+                              augment_rotate=self.augment_rotate, augment_scale=self.augment_scale,
+                              weight_decay=self.weight_decay)
 
 
 @dataclass

@@ -55,7 +55,7 @@ from tqdm import tqdm
 from sparsegate.sw.ml.stats import concave_nonincreasing
 from sparsegate.sw.prune.masks import Masks, PruneError, RatioError, apply_masks, check_fraction, check_ratio, copy_masks, \
     resolve_layers, weight_sparsity
-from sparsegate.sw.ml.train import TrainConfig, check_augmentation, train
+from sparsegate.sw.ml.train import TrainConfig, check_augmentation, check_weight_decay, train
 from sparsegate.sw.prune.params import param
 
 PruneStep = Callable[[nn.Module, Masks, float], Masks]
@@ -71,6 +71,7 @@ class FineTuneConfig:
     augment_shift: int = 2
     augment_rotate: float = 0.0  # with augment_scale: the random affine warp of TrainConfig
     augment_scale: float = 0.0
+    weight_decay: float = 0.0  # L2 inside Adam (TrainConfig.weight_decay)
     seed: int = 0
     distill: float = 0.0  # knowledge distillation from the loop's start model (weight of its loss; 0: off)
     temperature: float = 4.0
@@ -84,6 +85,7 @@ class FineTuneConfig:
             raise PruneError(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
         try:
             check_augmentation(self.augment_shift, self.augment_rotate, self.augment_scale)
+            check_weight_decay(self.weight_decay)
         except ValueError as err:
             raise PruneError(str(err)) from None
 
@@ -91,6 +93,7 @@ class FineTuneConfig:
         return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
                            lr=self.lr, seed=self.seed + round_index, augment_shift=self.augment_shift,
                            augment_rotate=self.augment_rotate, augment_scale=self.augment_scale,
+                           weight_decay=self.weight_decay,
                            progress=False, distill=self.distill, temperature=self.temperature)
 
 

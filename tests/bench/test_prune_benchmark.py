@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sparsegate.sw.bench import prune as bench
-from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, BenchSettings, prune_job, rerender_markdown,
+from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, WEIGHT_DECAY, BenchSettings, prune_job, rerender_markdown,
                                        run_prune_benchmark, run_recovery_benchmark)
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
 from sparsegate.sw.prune.iterative import select_fitted, select_windowed
@@ -81,7 +81,7 @@ def test_every_round_nrp_is_compared_with_the_baseline_beside_sra_nrp(tmp_path):
     assert "guard 0.2 points on 1,000 training digits" in md
 
 
-def test_recovery_variants_change_one_setting_and_compare_with_the_plain_loop(tmp_path):
+def test_recovery_variants_change_the_plain_loop_and_compare_with_it(tmp_path):
     calls = []
 
     def map_jobs(fn, cs):
@@ -90,13 +90,15 @@ def test_recovery_variants_change_one_setting_and_compare_with_the_plain_loop(tm
 
     s = replace(BenchSettings(), folds=2, seeds=(0,))
     result = run_recovery_benchmark(tmp_path, "lenet300", settings=s, map_jobs=map_jobs)
-    changed = {(c[4].distill, c[4].rewind, c[4].final_epochs) for c in calls}
-    assert changed == {(0.0, False, 4), (0.5, False, 4), (0.0, True, 4), (0.0, False, 12)}
+    changed = {(c[4].distill, c[4].rewind, c[4].final_epochs, c[4].weight_decay) for c in calls}
+    assert changed == {(0.0, False, 4, 0.0), (0.5, False, 4, 0.0), (0.0, True, 4, 0.0), (0.0, False, 12, 0.0),
+                       (0.0, True, 4, WEIGHT_DECAY)}
+    assert (BenchSettings().rewind, BenchSettings().weight_decay) == (True, WEIGHT_DECAY)  # the default loop
     assert all(c[3] == "sra" for c in calls)
     table = json.loads(result.json_path.read_text())["recovery"]
     assert list(table) == list(RECOVERY) and table["plain"]["vs_plain"] is None
     assert table["distill"]["vs_plain"]["ratio_geomean"] == pytest.approx(1.5)  # the fake job's distill gain
-    assert table["rewind"]["vs_plain"]["ratio_geomean"] == pytest.approx(1.0) and BenchSettings().rewind
+    assert table["rewind"]["vs_plain"]["ratio_geomean"] == pytest.approx(1.0)
     assert "| distill |" in result.markdown and "1.50x" in result.markdown
 
 
@@ -167,25 +169,25 @@ def test_every_round_nrp_guards_on_training_digits_only(monkeypatch):
     assert list(job["results"]) == ["SRA+NRP every round"]
 
 
-def test_augmentation_reaches_every_training_call_of_a_job(monkeypatch):
-    """--augment-rotate / --augment-scale warp the digits of the dense model's training, every round's
-    fine-tune, NRP's fine-tune and the final one; the default settings warp none of them."""
+def test_augmentation_and_weight_decay_reach_every_training_call_of_a_job(monkeypatch):
+    """--augment-rotate / --augment-scale / --weight-decay reach the dense model's training, every round's
+    fine-tune, NRP's fine-tune and the final one (each a train() call); the default settings use none."""
     import sparsegate.sw.ml.train as training
 
     seen = []
     real = training._augment
 
     def spy(x, config, generator):
-        seen.append((config.augment_shift, config.augment_rotate, config.augment_scale))
+        seen.append((config.augment_shift, config.augment_rotate, config.augment_scale, config.weight_decay))
         return real(x, config, generator)
 
     monkeypatch.setattr(training, "_augment", spy)
-    prune_job("lenet300", 1, 0, "sra", replace(QUICK, augment_rotate=12.0, augment_scale=0.1))
+    prune_job("lenet300", 1, 0, "sra", replace(QUICK, augment_rotate=12.0, augment_scale=0.1, weight_decay=5e-4))
     trained = len(seen)
-    assert trained > 0 and set(seen) == {(2, 12.0, 0.1)}
+    assert trained > 0 and set(seen) == {(2, 12.0, 0.1, 5e-4)}
     seen.clear()
-    prune_job("lenet300", 1, 0, "sra", QUICK)
-    assert len(seen) == trained and set(seen) == {(2, 0.0, 0.0)}
+    prune_job("lenet300", 1, 0, "sra", replace(QUICK, weight_decay=0.0))
+    assert len(seen) == trained and set(seen) == {(2, 0.0, 0.0, 0.0)}
 
 
 def test_same_seeds_select_the_same_rounds(quick_sra_job):

@@ -38,12 +38,13 @@ def test_train_command_writes_checkpoint_and_summary(tmp_path, capsys):
     assert 0.8 < summary["test_accuracy"] <= 1.0
     assert (tmp_path / "model.pt").stat().st_size > 266_610 * 4
     assert "test accuracy" in capsys.readouterr().out
-    assert summary["augment"] == {"shift": 2, "rotate": 0.0, "scale": 0.0}
+    assert summary["augment"] == {"shift": 2, "rotate": 0.0, "scale": 0.0} and summary["weight_decay"] == 0.0
     warped = tmp_path / "warped"
     assert main(["train", "--model", "lenet300", "--epochs", "1", "--out", str(warped), "--no-progress",
-                 "--augment-rotate", "12", "--augment-scale", "0.1"]) == 0
+                 "--augment-rotate", "12", "--augment-scale", "0.1", "--weight-decay", "5e-4"]) == 0
     warped_summary = json.loads((warped / "train.json").read_text())
     assert warped_summary["augment"] == {"shift": 2, "rotate": 12.0, "scale": 0.1}
+    assert warped_summary["weight_decay"] == 5e-4
     assert warped_summary["history"] != summary["history"]
 
 
@@ -58,4 +59,7 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "sparsegate train: error: --augment-rotate / --augment-scale: augmentation: expected a shift >= 0 pixels, "
         "a rotation of 0..180 degrees and a zoom fraction in [0, 1), got 2, 0.0, -0.1")
+    assert main(["train", "--weight-decay", "-1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sparsegate train: error: --weight-decay: weight decay: expected a finite strength >= 0, got -1.0")
     assert not (tmp_path / "model.pt").exists()

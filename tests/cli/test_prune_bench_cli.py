@@ -17,7 +17,15 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--epochs-per-round", "0", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--augment-rotate", "200", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--augment-scale", "1", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--fit-fraction", "0", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--weight-decay", "-0.1", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--base-epochs", "0", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--final-epochs", "-1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert "--fit-fraction: expected a fraction in (0, 1], got 0.0" in err[7]
+    assert "--weight-decay: weight decay: expected a finite strength >= 0, got -0.1" in err[8]
+    assert "--base-epochs: expected at least 1, got 0" in err[9] and "--final-epochs: expected at least 0" in err[10]
+    err = err[:7]
     assert len(err) == 7 and "--epochs-per-round" in err[4] and "at least 1, got 0" in err[4]
     assert all("--augment-rotate / --augment-scale" in line for line in err[5:])
     assert "got 2, 200.0, 0.0" in err[5] and "got 2, 0.0, 1.0" in err[6]
@@ -61,6 +69,18 @@ def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
     warped = json.loads((tmp_path / "warped" / "prune_lenet300.json").read_text())
     assert (warped["settings"]["augment_rotate"], warped["settings"]["augment_scale"]) == (12.0, 0.1)
     assert "rotated by up to 12 degrees" in (tmp_path / "warped" / "prune_lenet300.md").read_text()
+    assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
+                 "--folds", "2", "--only-folds", "1", "--seeds", "0", "--methods", "torch-l1", "--quick",
+                 "--val-fraction", "0.2", "--fit-fraction", "0.5", "--final-epochs", "1", "--base-epochs", "2",
+                 "--weight-decay", "1e-3",
+                 "--out", str(tmp_path / "half")]) == 0
+    half = json.loads((tmp_path / "half" / "prune_lenet300.json").read_text())
+    assert half["jobs"][0]["digits"] == {"fit": 16, "val": 8, "test": 40}
+    assert [half["settings"][k] for k in ("fit_fraction", "final_epochs", "base_epochs", "weight_decay")] == [
+        0.5, 1, 2, 1e-3]
+    assert "adds L2 weight decay of 0.001" in (tmp_path / "half" / "prune_lenet300.md").read_text()
+    assert "Only a seeded 50% of each fold's fit digits train" in (tmp_path / "half" / "prune_lenet300.md").read_text()
+    assert "fit digits train" not in (tmp_path / "one" / "prune_lenet300.md").read_text()
     untimed = [{k: v for k, v in job["results"]["torch global L1"].items() if k != "wall_time_s"}
                for job in (one["jobs"][0], d["jobs"][1])]
     assert untimed[0] == untimed[1]

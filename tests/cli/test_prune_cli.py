@@ -35,6 +35,7 @@ def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
     assert summary["compression"] == pytest.approx(table["total"]["compression"])
     assert meta["method"] == "magnitude" and summary["nrp"] is not None
     assert (summary["options"]["augment_rotate"], summary["options"]["augment_scale"]) == (0.0, 0.0)
+    assert summary["options"]["weight_decay"] == 0.0
     assert "| conv1 | conv |" in (out / "layers.md").read_text()
 
 
@@ -57,6 +58,8 @@ def test_prune_acra_uniform_cli(checkpoint, tmp_path):
     (["--method", "sensitivity", "--nrp"], "nrp: neuron re-pruning needs a pruning method"),
     (["--method", "magnitude", "--target-sparsity", "0.5", "--augment-rotate", "190"],
      "--augment-rotate / --augment-scale: augmentation: expected"),
+    (["--method", "magnitude", "--target-sparsity", "0.5", "--weight-decay", "nan"],
+     "--weight-decay: weight decay: expected a finite strength >= 0, got nan"),
 ])
 def test_prune_cli_errors(checkpoint, tmp_path, capsys, args, message):
     rc = main(["prune", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"), "--no-progress",

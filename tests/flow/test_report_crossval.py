@@ -21,6 +21,7 @@ def test_crossval_section_from_the_benchmark_json(tmp_path):
                                    "methods": aggregate(jobs)["methods"]}))
     md = "\n".join(crossval_section(figures, tmp_path, "cv.png"))
     assert "| SRA+NRP | 9.2x [" in md and "3-fold cross-validation" in md and "![drop vs compression" in md
+    assert "within a 0.3-point validation budget, every training call with L2 weight decay 0.0005;" in md
     assert (tmp_path / "cv.png").stat().st_size > 5_000
     assert crossval_section(tmp_path / "missing.json", tmp_path, "cv.png") == []
     figures.write_text(json.dumps({"rows": []}))  # the benchmark's JSON from before cross-validation

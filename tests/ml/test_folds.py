@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparsegate.sw.ml.data import DataError
-from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
+from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold, with_fit_fraction
 
 
 def test_roles_are_disjoint_and_every_digit_is_tested_once():
@@ -34,6 +34,23 @@ def test_bad_fold_counts_are_refused():
         kfold(100, 1, 0)
     with pytest.raises(DataError, match="val_fraction"):
         kfold(100, 5, 0, val_fraction=1.0)
+
+
+def test_a_fit_fraction_trains_on_a_nested_seeded_subset_of_the_fit_digits():
+    fold = kfold(5000, 5, seed=1)[3]
+    half, quarter = with_fit_fraction(fold, 0.5), with_fit_fraction(fold, 0.25)
+    assert (len(half.fit), len(quarter.fit)) == (1750, 875)
+    assert set(quarter.fit) < set(half.fit) < set(fold.fit)  # nested: a smaller share only removes digits
+    assert np.array_equal(half.val, fold.val) and np.array_equal(half.test, fold.test)
+    assert np.array_equal(with_fit_fraction(fold, 0.5).fit, half.fit)  # the same share every time
+    f2 = kfold(5000, 5, seed=1)[2]  # another fold keeps other positions of its fit digits
+    assert not np.array_equal(np.searchsorted(fold.fit, half.fit), np.searchsorted(f2.fit, with_fit_fraction(f2, 0.5).fit))
+    assert with_fit_fraction(fold, 1.0) is fold
+    # spread over the fit digits, not the front of the pool
+    assert half.fit.max() > np.quantile(fold.fit, 0.95) and half.fit.min() < np.quantile(fold.fit, 0.05)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(DataError, match="fit_fraction"):
+            with_fit_fraction(fold, bad)
 
 
 def test_embedded_pool_and_fold_datasets():

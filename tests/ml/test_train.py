@@ -180,3 +180,27 @@ def test_affine_augmentation_warps_within_its_bounds_and_leaves_shift_only_train
             train(build_model("lenet300"), small_split, TrainConfig(epochs=1, progress=False, **bad))
         with pytest.raises(PruneError, match="augmentation"):
             FineTuneConfig(**bad)
+
+
+def test_weight_decay_pulls_the_kept_weights_toward_zero_and_leaves_pruned_ones_at_zero(small_split):
+    """L2 weight decay inside Adam: the same seed trains smaller weights with it; pruned entries stay exactly
+    zero; fine-tune configs carry it; a negative or non-finite strength is refused before training."""
+    from sparsegate.sw.prune.iterative import FineTuneConfig
+    from sparsegate.sw.prune.masks import PruneError
+
+    norms = []
+    for weight_decay in (0.0, 1e-2):
+        torch.manual_seed(0)
+        model = build_model("lenet300")
+        mask = torch.rand(model.fc1.weight.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+        train(model, small_split, TrainConfig(epochs=2, seed=0, progress=False, weight_decay=weight_decay),
+              masks={"fc1.weight": mask})
+        assert torch.count_nonzero(model.fc1.weight[~mask]) == 0
+        norms.append(float(model.fc2.weight.detach().norm()))
+    assert norms[1] < 0.9 * norms[0]
+    assert FineTuneConfig(weight_decay=5e-4).train_config(3).weight_decay == 5e-4
+    for bad in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight decay"):
+            train(build_model("lenet300"), small_split, TrainConfig(epochs=1, progress=False, weight_decay=bad))
+        with pytest.raises(PruneError, match="weight decay"):
+            FineTuneConfig(weight_decay=bad)
