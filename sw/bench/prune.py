@@ -122,10 +122,10 @@ class BenchSettings:
 # recovery variant -> its settings: each changes the plain loop (fine-tunes at lr, no teacher, the default final
 # fine-tune, no weight decay); measured by run_recovery_benchmark against "plain". "weight-decay" adds L2 to the
 # rewound loop; it is the benchmark's default.
-RECOVERY = {"plain": {"rewind": False, "weight_decay": 0.0}, "rewind": {"rewind": True, "weight_decay": 0.0},
-            "distill": {"rewind": False, "distill": 0.5, "weight_decay": 0.0},
-            "long-final": {"rewind": False, "final_epochs": 12, "weight_decay": 0.0},
-            "weight-decay": {"rewind": True, "weight_decay": WEIGHT_DECAY}}
+_PLAIN_LOOP = {"rewind": False, "weight_decay": 0.0}
+RECOVERY = {"plain": _PLAIN_LOOP, "rewind": {**_PLAIN_LOOP, "rewind": True},
+            "distill": {**_PLAIN_LOOP, "distill": 0.5}, "long-final": {**_PLAIN_LOOP, "final_epochs": 12},
+            "weight-decay": {**_PLAIN_LOOP, "rewind": True, "weight_decay": WEIGHT_DECAY}}
 PLAIN = "plain"
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
-from sparsegate.sw.ml.folds import POOL_DATASETS
+from sparsegate.sw.ml.folds import POOL_DATASETS, check_fit_fraction
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
                                ("--final-epochs", args.final_epochs, 0)):
         if value is not None and value < least:
             raise DataError(f"{flag}: expected at least {least}, got {value}")
-    if args.fit_fraction is not None and not 0 < args.fit_fraction <= 1:
-        raise DataError(f"--fit-fraction: expected a fraction in (0, 1], got {args.fit_fraction}")
+    if args.fit_fraction is not None:
+        check_fit_fraction(args.fit_fraction, "--fit-fraction")
     training = training_from_args(args)
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)

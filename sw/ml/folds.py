@@ -48,12 +48,17 @@ def kfold(n: int, k: int, seed: int, val_fraction: float = 0.125) -> list[Fold]:
     return folds
 
 
+def check_fit_fraction(fraction: float, name: str = "fit_fraction") -> None:
+    """Refuse a training share outside (0, 1]; ``name`` is the field or flag the message names."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"{name}: expected a fraction in (0, 1], got {fraction}")
+
+
 def with_fit_fraction(fold: Fold, fraction: float) -> Fold:
     """``fold`` training on a seeded ``fraction`` of its fit digits (validation and test digits unchanged): how
     a result scales with the training set's size. The subsets of one fold are nested (a smaller fraction keeps a
     subset of a larger one's digits), so a learning curve changes only the amount of data."""
-    if not 0 < fraction <= 1:
-        raise DataError(f"fit_fraction: expected a fraction in (0, 1], got {fraction}")
+    check_fit_fraction(fraction)
     if fraction == 1:
         return fold
     n = max(1, int(round(fraction * len(fold.fit))))
