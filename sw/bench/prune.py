@@ -48,7 +48,7 @@ from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold, with_fit_fr
 from sparsegate.sw.ml.models import build_model
 from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
 from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
-from sparsegate.sw.ml.train import RECIPES, TrainConfig, train
+from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, TrainConfig, train
 from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
@@ -70,11 +70,6 @@ PUBLISHED = {
               "Sparse VD 280x (full 60k MNIST).",
     "lenet300": "Reported: Han et al. 12x; DNS 56x; Sparse VD 68x (full 60k MNIST).",
 }
-
-
-# L2 weight decay of every training call of the benchmark (the dense model's and each fine-tune): the strength of
-# Caffe's LeNet solver; measured as the "weight-decay" recovery variant (docs/pruning.md).
-WEIGHT_DECAY = 5e-4
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,7 @@ class BenchSettings:
     rewind: bool = True  # recovery: fine-tunes restart the base training's peak learning rate (False: at lr)
     augment_rotate: float = 0.0  # every training call warps its digits: rotation up to this many degrees
     augment_scale: float = 0.0  # and zoom up to this fraction (both 0: shifts only, as the recorded runs)
-    weight_decay: float = WEIGHT_DECAY  # L2 weight decay in every training call (Adam, coupled; recovery below)
+    weight_decay: float = WEIGHT_DECAY  # L2 in every training call, the dense model's and each fine-tune (Adam, coupled)
     dataset: str = "mnist5k"
     data_path: str | None = None
     threads: int | None = JOB_THREADS  # torch threads per job (sw/ml/threads.py: results must not follow the machine)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from sparsegate.sw.flow.demo import DEMO_BOARD, DEMO_LANES
+from sparsegate.sw.ml.train import WEIGHT_DECAY
 from sparsegate.sw.prune.api import REWOUND_LR
 from sparsegate.sw.prune.iterative import FineTuneConfig
 
@@ -34,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
                         help=f"peak learning rate of every fine-tune (default: rewound to the training's, "
                              f"{REWOUND_LR:g}; the plain loop's was {FineTuneConfig.lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=None, metavar="L2",
+                        help=f"L2 weight decay of the training and every fine-tune (default: {WEIGHT_DECAY:g} for "
+                             "lenet5 and lenet300, 0 for vgg and your own model's training; 0: none)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = DemoOptions(model=args.model, board=args.board, lanes=args.lanes, build=not args.no_build, clock_mhz=args.clock_mhz,
                           samples=args.samples, baud=args.baud, netlist_samples=args.netlist_sim,
-                          finetune_lr=args.finetune_lr, progress=not args.no_progress)
+                          finetune_lr=args.finetune_lr, weight_decay=args.weight_decay,
+                          progress=not args.no_progress)
     start = time.perf_counter()
     results = run_demo(args.out, options, fresh=args.fresh, log=print)
     print(format_recap(results, time.perf_counter() - start))

@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "the method's")
     parser.add_argument("--lr", type=float, default=REWOUND_LR,
                         help="fine-tune peak learning rate (default: the training's peak, i.e. learning-rate rewinding)")
-    add_training_flags(parser, "every fine-tune")
+    add_training_flags(parser, "every fine-tune", PruneOptions.weight_decay)
     parser.add_argument("--shrink", action="store_true",
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
     parser.add_argument("--val-size", type=int, default=500,

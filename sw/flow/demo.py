@@ -48,6 +48,7 @@ class DemoOptions:
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
     finetune_epochs: int = 2  # per round (SRA, baseline) and after NRP
     finetune_lr: float | None = None  # every fine-tune's peak lr; None: PruneOptions' default, rewound to the training's
+    weight_decay: float | None = None  # L2 of the training and every fine-tune; None: the recipe's and PruneOptions'
     kep_finetune_epochs: int = 2  # after the KEP cut (plus one epoch under the penalty)
     kep_keep: float = DEMO_KEP_KEEP  # fraction of the conv weights left by SRA + NRP that KEP keeps
     progress: bool = True
@@ -88,16 +89,22 @@ class DemoOptions:
             raise DemoError("rounds must be >= 1 and fine-tune epochs >= 0")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise DemoError(f"the fine-tune learning rate must be > 0, got {self.finetune_lr}")
+        if self.weight_decay is not None:
+            from sparsegate.sw.ml.train import check_weight_decay
+            try:
+                check_weight_decay(self.weight_decay)
+            except ValueError as err:
+                raise DemoError(f"--weight-decay: {err}") from None
         if not 0.0 < self.kep_keep <= 1.0:
             raise DemoError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
 
 
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
 STAGE_OPTIONS = {
-    "train": ("epochs", "model"),
-    "prune": ("rounds", "finetune_epochs", "finetune_lr"),
-    "kep": ("kep_finetune_epochs", "kep_keep", "finetune_lr"),
-    "baseline": ("rounds", "finetune_epochs", "finetune_lr"),
+    "train": ("epochs", "model", "weight_decay"),
+    "prune": ("rounds", "finetune_epochs", "finetune_lr", "weight_decay"),
+    "kep": ("kep_finetune_epochs", "kep_keep", "finetune_lr", "weight_decay"),
+    "baseline": ("rounds", "finetune_epochs", "finetune_lr", "weight_decay"),
     "simulate": ("lanes", "samples"),
     "build": ("board", "lanes", "build", "clock_mhz", "baud", "netlist_samples"),
 }
@@ -110,9 +117,11 @@ def _data(results: dict):
     return load_dataset(results["train"].get("dataset", "mnist5k"), None, 0)
 
 
-def _lr(opts: DemoOptions) -> dict:
-    """PruneOptions' ``lr`` when the demo sets one (else its default: learning-rate rewinding)."""
-    return {} if opts.finetune_lr is None else {"lr": opts.finetune_lr}
+def _finetune(opts: DemoOptions) -> dict:
+    """PruneOptions' ``lr`` and ``weight_decay`` where the demo sets them (else its defaults: learning-rate
+    rewinding and L2 weight decay, the recoveries #19 kept)."""
+    return {key: value for key, value in (("lr", opts.finetune_lr), ("weight_decay", opts.weight_decay))
+            if value is not None}
 
 
 def _name(results: dict) -> str:
@@ -132,10 +141,12 @@ def _stage_train(run: Path, results: dict, opts: DemoOptions) -> dict:
     from sparsegate.sw.ml.models import model_name
     from sparsegate.sw.ml.train import load_checkpoint
 
-    summary = train_job(opts.model, run / "train", epochs=opts.epochs, progress=opts.progress)
+    summary = train_job(opts.model, run / "train", epochs=opts.epochs, weight_decay=opts.weight_decay,
+                        progress=opts.progress)
     return {"checkpoint": str(summary.checkpoint), "test_accuracy": summary.test_accuracy,
             "params": summary.params, "macs": summary.macs, "wall_time_s": summary.wall_time_s,
-            "dataset": summary.dataset, "name": model_name(load_checkpoint(summary.checkpoint)[0])}
+            "dataset": summary.dataset, "weight_decay": summary.weight_decay,
+            "name": model_name(load_checkpoint(summary.checkpoint)[0])}
 
 
 def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, stage: str) -> dict:
@@ -150,10 +161,10 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     fit_ds, val_ds, test_ds = _splits(results)
     base = accuracy(model, test_ds)
     sra = method == "sra"
-    outcome = prune_model(model, PruneOptions(method, ScheduleParams(target_sparsity=DEMO_SPARSITY, rounds=opts.rounds),
-                                              nrp=sra, nrp_drop=DEMO_NRP_DROP, finetune_epochs=opts.finetune_epochs,
-                                              progress=opts.progress, **_lr(opts)),
-                          fit_ds, val_ds, masks)
+    options = PruneOptions(method, ScheduleParams(target_sparsity=DEMO_SPARSITY, rounds=opts.rounds), nrp=sra,
+                           nrp_drop=DEMO_NRP_DROP, finetune_epochs=opts.finetune_epochs, progress=opts.progress,
+                           **_finetune(opts))
+    outcome = prune_model(model, options, fit_ds, val_ds, masks)
     test_acc = accuracy(model, test_ds)
     table = layer_table(model, outcome.masks)
     label = "sra+nrp" if sra else method
@@ -168,7 +179,8 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
             "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
             "nonzero_params": table.total.nonzero_params, "conv_sparsity": conv_sparsity(model, outcome.masks),
             "layers": table.to_dict()["layers"], "layers_md": str(paths["layers_md"]),
-            "layers_png": str(paths["layers_png"]), "history": outcome.history, "wall_time_s": outcome.wall_time_s}
+            "layers_png": str(paths["layers_png"]), "history": outcome.history, "wall_time_s": outcome.wall_time_s,
+            "finetune": {"epochs": options.epochs(0), "lr": options.lr, "weight_decay": options.weight_decay}}
 
 
 def _stage_prune(run: Path, results: dict, opts: DemoOptions) -> dict:
@@ -197,7 +209,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     target = 1.0 - (1.0 - before["conv_sparsity"]) * opts.kep_keep
     keep = allocate_keep(model, target, KEPConfig(mode="free", penalty_epochs=1), masks)
     result = prune_model(model, PruneOptions("kep", KEPParams(keep=keep, mode="free", penalty_epochs=1),
-                                             finetune_epochs=opts.kep_finetune_epochs, **_lr(opts)),
+                                             finetune_epochs=opts.kep_finetune_epochs, **_finetune(opts)),
                           fit_ds, val_ds, masks)
     res = result.extra
     after = {"conv_sparsity": conv_sparsity(model, res.masks), "test_accuracy": accuracy(model, test_ds),

@@ -164,6 +164,15 @@ def _build_section(build: dict | None) -> list[str]:
     return out
 
 
+def _finetune_sentence(train: dict, prune: dict) -> str:
+    """How the pruning stages fine-tuned (runs from before these were recorded: nothing)."""
+    ft = prune.get("finetune")
+    if not ft:
+        return ""
+    return (f" Every fine-tune ({ft['epochs']} epochs a round) peaks at learning rate {ft['lr']:g} and adds L2 weight "
+            f"decay {ft['weight_decay']:g}; the dense model trained with weight decay {train.get('weight_decay', 0):g}.")
+
+
 def build_markdown(results: dict, plots: dict[str, str]) -> str:
     train, prune, kep, base = results["train"], results["prune"], results["kep"], results["baseline"]
     quant, export, sim = results["quantize"], results["export"], results["simulate"]
@@ -225,7 +234,8 @@ def build_markdown(results: dict, plots: dict[str, str]) -> str:
                 "## Accuracy vs compression", "", f"![accuracy vs compression]({plots['curve']})", "",
                 "Validation accuracy (500 digits split off the training set) after each prune → fine-tune round. "
                 "The baseline is PyTorch's global L1 magnitude pruning (`torch.nn.utils.prune.global_unstructured`) "
-                "from the same trained model, with the same sparsity schedule, target and fine-tune epochs.", "",
+                "from the same trained model, with the same sparsity schedule, target and fine-tune epochs."
+                + _finetune_sentence(train, prune), "",
                 _md_table(["method", "compression", "MACs removed", "validation", "test", "drop (points)"], [
                     [r_name, f"{r['compression']:.1f}x", _pct(r["mac_reduction"]), _pct(r["val_accuracy"]),
                      _pct(r["test_accuracy"]), f"{100 * r['accuracy_drop']:.2f}"]

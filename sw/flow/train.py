@@ -43,10 +43,11 @@ class TrainSummary:
 def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
               epochs: int | None = None, lr: float | None = None, seed: int = 0,
               progress: bool = True, augment_rotate: float = 0.0, augment_scale: float = 0.0,
-              weight_decay: float = 0.0) -> TrainSummary:
+              weight_decay: float | None = None) -> TrainSummary:
     """Train ``model_name`` — a built-in name or a user's ``file.py:Class`` / ``package.module:Class``
     (:mod:`~sparsegate.sw.ml.user_model`) — from scratch (its recipe unless overridden); write
-    ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too."""
+    ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too.
+    ``epochs``, ``lr`` and ``weight_decay`` default to the recipe's (the LeNets train with L2 weight decay)."""
     if is_spec(model_name):
         cls, _ = resolve(model_name)  # a bad spec fails before the data is loaded
         default_dataset = "mnist5k-rgb32" if tuple(getattr(cls, "input_shape", ())) == (3, 32, 32) else "mnist5k"
@@ -61,7 +62,7 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
                          lr=lr if lr is not None else recipe.lr, seed=seed, progress=progress,
                          augment_shift=recipe.augment_shift, augment_rotate=augment_rotate,
                          augment_scale=augment_scale, batch_size=recipe.batch_size,
-                         weight_decay=weight_decay)
+                         weight_decay=weight_decay if weight_decay is not None else recipe.weight_decay)
     if config.epochs < 1:
         raise TrainJobError(f"--epochs must be at least 1, got {config.epochs}")
     train_ds, test_ds = load_dataset(dataset, data_path, seed)

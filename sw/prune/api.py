@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from sparsegate.sw.ml.train import TrainConfig
+from sparsegate.sw.ml.train import WEIGHT_DECAY, TrainConfig
 from sparsegate.sw.prune.iterative import FineTuneConfig
 from sparsegate.sw.prune.masks import Masks, PruneError
 
@@ -44,7 +44,7 @@ class PruneOptions:
     distill: float = 0.0  # iterative methods: distil from the start model in each round's fine-tune (KD weight)
     augment_rotate: float = 0.0  # fine-tunes warp their digits: rotation up to this many degrees (TrainConfig)
     augment_scale: float = 0.0  # and zoom up to this fraction
-    weight_decay: float = 0.0  # fine-tunes add L2 weight decay of this strength (TrainConfig.weight_decay)
+    weight_decay: float = WEIGHT_DECAY  # fine-tunes add L2 weight decay of this strength (default: the recovery #19 kept)
 
     def epochs(self, default: int) -> int:
         return default if self.finetune_epochs is None else self.finetune_epochs

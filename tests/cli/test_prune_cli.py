@@ -35,7 +35,7 @@ def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
     assert summary["compression"] == pytest.approx(table["total"]["compression"])
     assert meta["method"] == "magnitude" and summary["nrp"] is not None
     assert (summary["options"]["augment_rotate"], summary["options"]["augment_scale"]) == (0.0, 0.0)
-    assert summary["options"]["weight_decay"] == 0.0
+    assert summary["options"]["weight_decay"] == 5e-4  # the recovery #19 kept: every fine-tune decays
     assert "| conv1 | conv |" in (out / "layers.md").read_text()
 
 

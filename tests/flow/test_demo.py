@@ -70,12 +70,13 @@ class _Captured(Exception):
 
 
 @pytest.mark.parametrize("stage", ["prune", "baseline"])
-def test_pruning_stages_rewind_the_learning_rate_by_default(tmp_path, monkeypatch, stage):
-    """SRA + NRP and the baseline fine-tune at the training's peak learning rate (learning-rate rewinding, the
-    recovery #19 measured best) unless the demo is given one, and a changed rate re-runs the stage."""
+def test_pruning_stages_rewind_and_decay_by_default(tmp_path, monkeypatch, stage):
+    """SRA + NRP and the baseline fine-tune at the training's peak learning rate with L2 weight decay (learning-rate
+    rewinding and weight decay, the recoveries #19 measured best) unless the demo is given others, and a changed
+    rate or strength re-runs the stage."""
     import sparsegate.sw.prune as prune
     from sparsegate.sw.ml.models import build_model
-    from sparsegate.sw.ml.train import RECIPES, save_checkpoint
+    from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, save_checkpoint
 
     save_checkpoint(tmp_path / "model.pt", build_model("lenet5"), "lenet5")
     results = {"train": {"checkpoint": str(tmp_path / "model.pt")}}
@@ -87,12 +88,36 @@ def test_pruning_stages_rewind_the_learning_rate_by_default(tmp_path, monkeypatc
 
     monkeypatch.setattr(prune, "prune_model", capture)
     function = dict((name, f) for name, f, _ in demo.STAGES)[stage]
-    for options in (demo.DemoOptions(), demo.DemoOptions(finetune_lr=5e-4)):
+    for options in (demo.DemoOptions(), demo.DemoOptions(finetune_lr=5e-4, weight_decay=0.0)):
         with pytest.raises(_Captured):
             function(tmp_path, results, options)
     assert seen[0].lr == RECIPES["lenet5"][1].lr == 2e-3 and seen[1].lr == 5e-4
+    assert seen[0].weight_decay == RECIPES["lenet5"][1].weight_decay == WEIGHT_DECAY > 0 and seen[1].weight_decay == 0
     assert seen[0].method == ("sra" if stage == "prune" else "torch-l1") and seen[0].nrp == (stage == "prune")
-    assert demo._stage_settings(stage, demo.DemoOptions(finetune_lr=5e-4))["finetune_lr"] == 5e-4
+    changed = demo._stage_settings(stage, demo.DemoOptions(finetune_lr=5e-4, weight_decay=0.0))
+    assert (changed["finetune_lr"], changed["weight_decay"]) == (5e-4, 0.0)
+
+
+def test_train_stage_takes_the_recipes_weight_decay_unless_given_one(tmp_path, monkeypatch):
+    """The demo's dense model trains with its recipe's weight decay (the LeNets: L2 5e-4), ``--weight-decay``
+    overrides it, and a bad strength is refused before any stage runs."""
+    import sparsegate.sw.flow.train as train_flow
+
+    seen = []
+
+    def capture(model, out, **kwargs):
+        seen.append(kwargs["weight_decay"])
+        raise _Captured
+
+    monkeypatch.setattr(train_flow, "train_job", capture)
+    function = dict((name, f) for name, f, _ in demo.STAGES)["train"]
+    for options in (demo.DemoOptions(), demo.DemoOptions(weight_decay=1e-3)):
+        with pytest.raises(_Captured):
+            function(tmp_path, {}, options)
+    assert seen == [None, 1e-3]  # None: train_job takes the recipe's
+    with pytest.raises(demo.DemoError, match="--weight-decay: weight decay: expected a finite strength >= 0"):
+        demo.run_demo(tmp_path, demo.DemoOptions(weight_decay=-1e-4))
+    assert not any(tmp_path.iterdir())
 
 
 def test_build_stage_reports_the_board_build(tmp_path, monkeypatch):
@@ -188,6 +213,9 @@ def test_tiny_demo_end_to_end(tmp_path):
                     "Engine cycles, sparse vs dense", "Storage", "FPGA resources and Fmax", "Agreement"):
         assert f"## {heading}" in md
     assert "torch global L1" in md and "utilization" in md and "--no-build" in md
+    assert results["train"]["weight_decay"] == results["prune"]["finetune"]["weight_decay"] == 5e-4
+    assert "peaks at learning rate 0.002 and adds L2 weight decay 0.0005; the dense model trained with weight " \
+           "decay 0.0005." in md
     assert not re.search(r"\b(nan|None)\b", md)
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', page)

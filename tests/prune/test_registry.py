@@ -144,3 +144,20 @@ def test_fine_tunes_rewind_to_the_training_peak_by_default():
     assert PruneOptions("sra").lr > FineTuneConfig().lr  # the plain loop's 1e-3 stays the low-level default
     args = build_parser().parse_args(["prune", "--method", "sra", "--checkpoint", "m.pt", "--out", "o"])
     assert args.lr in peak
+
+
+def test_fine_tunes_add_weight_decay_by_default():
+    """L2 weight decay is the default recovery beside rewinding (#19): the API's, the ``prune`` command's and the
+    LeNet recipes' strength is the one the benchmark measured; the low-level configs keep 0."""
+    from sparsegate.sw.bench.prune import BenchSettings
+    from sparsegate.sw.cli.main import build_parser
+    from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, TrainConfig
+    from sparsegate.sw.prune.iterative import FineTuneConfig
+
+    assert PruneOptions("sra").weight_decay == PruneOptions("sra").finetune_config(3).weight_decay == WEIGHT_DECAY
+    assert WEIGHT_DECAY == BenchSettings().weight_decay > 0
+    assert RECIPES["lenet5"][1].weight_decay == RECIPES["lenet300"][1].weight_decay == WEIGHT_DECAY
+    assert TrainConfig().weight_decay == FineTuneConfig().weight_decay == 0
+    args = build_parser().parse_args(["prune", "--method", "sra", "--checkpoint", "m.pt", "--out", "o"])
+    assert args.weight_decay == WEIGHT_DECAY
+    assert build_parser().parse_args(["train", "--out", "o"]).weight_decay is None  # the recipe decides
