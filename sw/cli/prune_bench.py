@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
-from sparsegate.sw.ml.folds import POOL_DATASETS, check_fit_fraction
+from sparsegate.sw.ml.folds import POOL_DATASETS, check_fit_fraction, check_val_fraction
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset == "mnist" and args.data_path is None:
         raise DataError("--dataset mnist needs --data-path pointing at the MNIST IDX files")
-    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
-        raise DataError(f"--val-fraction: expected a fraction in (0, 1), got {args.val_fraction}")
+    if args.val_fraction is not None:
+        check_val_fraction(args.val_fraction, "--val-fraction")
     base = BenchSettings.quick() if args.quick else BenchSettings()
     folds = base.folds if args.folds is None else args.folds
     if folds < 2:

@@ -35,8 +35,7 @@ def kfold(n: int, k: int, seed: int, val_fraction: float = 0.125) -> list[Fold]:
     """The ``k`` folds of ``n`` digits for ``seed`` (see the module docstring)."""
     if not 2 <= k <= n:
         raise DataError(f"folds: expected 2 <= k <= {n} (the pool's digits), got {k}")
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction: expected a fraction in (0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction)
     order = np.random.default_rng(seed).permutation(n)
     blocks = np.array_split(order, k)
     folds = []
@@ -46,6 +45,12 @@ def kfold(n: int, k: int, seed: int, val_fraction: float = 0.125) -> list[Fold]:
         n_val = max(1, int(round(val_fraction * len(rest))))
         folds.append(Fold(i, k, seed, fit=np.sort(rest[n_val:]), val=np.sort(rest[:n_val]), test=np.sort(test)))
     return folds
+
+
+def check_val_fraction(fraction: float, name: str = "val_fraction") -> None:
+    """Refuse a validation share outside (0, 1); ``name`` is the field or flag the message names."""
+    if not 0 < fraction < 1:
+        raise DataError(f"{name}: expected a fraction in (0, 1), got {fraction}")
 
 
 def check_fit_fraction(fraction: float, name: str = "fit_fraction") -> None:
