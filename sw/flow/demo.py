@@ -180,7 +180,7 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
             "nonzero_params": table.total.nonzero_params, "conv_sparsity": conv_sparsity(model, outcome.masks),
             "layers": table.to_dict()["layers"], "layers_md": str(paths["layers_md"]),
             "layers_png": str(paths["layers_png"]), "history": outcome.history, "wall_time_s": outcome.wall_time_s,
-            "finetune": {"epochs": options.epochs(0), "lr": options.lr, "weight_decay": options.weight_decay}}
+            "finetune": {"epochs": opts.finetune_epochs, "lr": options.lr, "weight_decay": options.weight_decay}}
 
 
 def _stage_prune(run: Path, results: dict, opts: DemoOptions) -> dict:
