@@ -54,8 +54,7 @@ from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
-           "run_prune_benchmark", "run_recovery_benchmark", "WEIGHT_DECAY", "write_prune_report",
-           "write_recovery_report"]
+           "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
 
 GOAL, BASELINE = "SRA+NRP", "torch global L1"
 EVERY_ROUND = "SRA+NRP every round"

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from sparsegate.sw.flow.demo import DEMO_BOARD, DEMO_LANES
-from sparsegate.sw.ml.train import WEIGHT_DECAY
-from sparsegate.sw.prune.api import REWOUND_LR
+from sparsegate.sw.cli.training_flags import recipe_weight_decay
+from sparsegate.sw.prune.api import REWOUND_LR, PruneOptions
 from sparsegate.sw.prune.iterative import FineTuneConfig
 
 
@@ -36,8 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"peak learning rate of every fine-tune (default: rewound to the training's, "
                              f"{REWOUND_LR:g}; the plain loop's was {FineTuneConfig.lr:g})")
     parser.add_argument("--weight-decay", type=float, default=None, metavar="L2",
-                        help=f"L2 weight decay of the training and every fine-tune (default: {WEIGHT_DECAY:g} for "
-                             "lenet5 and lenet300, 0 for vgg and your own model's training; 0: none)")
+                        help="L2 weight decay of the training and every fine-tune (default: the training's is the "
+                             f"model's recipe, {recipe_weight_decay()}; every fine-tune's PruneOptions', "
+                             f"{PruneOptions.weight_decay:g}; 0: none)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 import argparse
 
 from sparsegate.sw.cli.main import CliError
-from sparsegate.sw.ml.train import WEIGHT_DECAY, TrainConfig, check_augmentation, check_weight_decay
+from sparsegate.sw.ml.train import RECIPES, TrainConfig, check_augmentation, check_weight_decay
+
+
+def recipe_weight_decay() -> str:
+    """Which built-in recipes train with weight decay, and how strong (help text of ``train`` and ``demo``)."""
+    decays = {name: recipe.weight_decay for name, (_, recipe) in RECIPES.items() if recipe.weight_decay}
+    strengths = " / ".join(sorted({f"{wd:g}" for wd in decays.values()}))
+    return f"{strengths} for {' and '.join(decays)}, 0 for the other models"
 
 
 def add_training_flags(parser: argparse.ArgumentParser, applies_to: str, weight_decay: float | None) -> None:
@@ -16,8 +23,7 @@ def add_training_flags(parser: argparse.ArgumentParser, applies_to: str, weight_
                              "(default 0: shifts only)")
     parser.add_argument("--augment-scale", type=float, default=0.0, metavar="FRAC",
                         help="zoom the digits by up to FRAC (e.g. 0.1) in the same warp")
-    default = (f"the model's recipe: {WEIGHT_DECAY:g} for lenet5 and lenet300, else 0" if weight_decay is None
-               else f"{weight_decay:g}")
+    default = f"the model's recipe: {recipe_weight_decay()}" if weight_decay is None else f"{weight_decay:g}"
     parser.add_argument("--weight-decay", type=float, default=weight_decay, metavar="L2",
                         help=f"{applies_to} adds L2 weight decay of this strength to Adam's gradients "
                              f"(default {default})")

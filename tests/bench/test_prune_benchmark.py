@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from sparsegate.sw.bench import prune as bench
-from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, WEIGHT_DECAY, BenchSettings, prune_job, rerender_markdown,
+from sparsegate.sw.bench.prune import (JOB_METHODS, RECOVERY, BenchSettings, prune_job, rerender_markdown,
                                        run_prune_benchmark, run_recovery_benchmark)
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold
+from sparsegate.sw.ml.train import WEIGHT_DECAY
 from sparsegate.sw.prune.iterative import select_fitted, select_windowed
 
 from support.job_log import calls, recording
