@@ -53,8 +53,9 @@ from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, SchedulePar
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
-__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "prune_job", "rerender_markdown",
-           "run_prune_benchmark", "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
+__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "check_model", "figure_lines",
+           "format_ci", "method_rows", "prune_job", "rerender_markdown", "run_prune_benchmark",
+           "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
 
 GOAL, BASELINE = "SRA+NRP", "torch global L1"
 EVERY_ROUND = "SRA+NRP every round"
@@ -194,7 +195,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     return out
 
 
-def _rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
+def method_rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
     """method -> (seed, fold) -> its result row; methods in table order (:data:`JOB_METHODS`, then others in
     the order they come)."""
     rows: dict[str, dict[tuple[int, int], dict]] = {}
@@ -211,7 +212,7 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
     for the contenders that ran beside it)."""
     methods: dict[str, dict] = {}
     at: dict[str, dict[float, dict]] = {}
-    for name, by_key in _rows(jobs).items():
+    for name, by_key in method_rows(jobs).items():
         rs = [by_key[k] for k in sorted(by_key)]
         c, wc = (geometric_ci(r[key] for r in rs) for key in ("compression", "weight_compression"))
         d = mean_ci(r["drop"] for r in rs)
@@ -243,7 +244,7 @@ def _selection_rules(jobs: list[dict]) -> dict:
     (the path point of the curve), over folds x seeds. Empty for jobs that did not record their validation
     path."""
     out = {}
-    for name, by_key in _rows(jobs).items():
+    for name, by_key in method_rows(jobs).items():
         rs = [by_key[k] for k in sorted(by_key) if "path_val_accuracy" in by_key[k]]
         if not rs or name == GOAL:  # SRA+NRP continues from SRA's selected round: SRA's row says it
             continue
@@ -257,7 +258,7 @@ def _selection_rules(jobs: list[dict]) -> dict:
     return out
 
 
-def _ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
+def format_ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
     return f"{mean * scale:{fmt}}{unit} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
 
 
@@ -316,12 +317,36 @@ def _markdown(model: str, d: dict, command: str) -> str:
            if s.get("fit_fraction", 1) < 1 else "")
         + ". Figures: mean [95% CI], Student t over the n folds x seeds (folds share training digits, so the "
           "interval is optimistic); compressions are geometric means with the interval taken on log compression. "
-          "Compression = dense params / nonzero params (weights + biases).", "",
-        "| method | compression | accuracy drop (points) | weight compression | n |", "|---|---:|---:|---:|---:|"]
+          "Compression = dense params / nonzero params (weights + biases).", ""]
+    lines += figure_lines(model, d, comparisons)
+    lines += ["## Per fold", "", "| seed | fold | method | compression | drop (points) | selected round "
+              "| weight compression at selected round |", "|---:|---:|---|---:|---:|---:|---:|"]
+    for job in jobs:
+        for name, r in job["results"].items():
+            sel = r["selected_round"]
+            lines.append(f"| {job['seed']} | {job['fold']} | {name} | {r['compression']:.1f}x | "
+                         f"{100 * r['drop']:+.2f} | {sel} of {r['rounds']} | {_path_compression(r):.1f}x |")
+    lines += ["", f"Wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()} ({d['threads']} torch thread(s) per job).",
+              ""]
+    return "\n".join(lines)
+
+
+def _path_compression(r: dict) -> float:
+    """Weight compression at a result's selected path round (1 for the dense start)."""
+    sel = r["selected_round"]
+    return 1 / max(1e-12, 1 - r["path_sparsity"][sel - 1]) if sel else 1.0
+
+
+def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
+    """The report's figures (Markdown lines): the selected results, compression at equal accuracy, the paired
+    ratios, the selection rules, the plot and the goals; the runs' own report and a nested choice across runs
+    (:mod:`sparsegate.sw.bench.prune_choice`) share them."""
+    s, summary, methods = d["settings"], d["summary"], d["summary"]["methods"]
+    lines = ["| method | compression | accuracy drop (points) | weight compression | n |", "|---|---:|---:|---:|---:|"]
     for name, m in methods.items():
-        lines.append(f"| {name} | {_ci(m['compression_mean'], m['compression_ci95'], unit='x')} "
-                     f"| {_ci(m['drop_mean'], m['drop_ci95'], 100, '+.2f')} "
-                     f"| {_ci(m['weight_compression_mean'], m['weight_compression_ci95'], unit='x')} | {m['n']} |")
+        lines.append(f"| {name} | {format_ci(m['compression_mean'], m['compression_ci95'], unit='x')} "
+                     f"| {format_ci(m['drop_mean'], m['drop_ci95'], 100, '+.2f')} "
+                     f"| {format_ci(m['weight_compression_mean'], m['weight_compression_ci95'], unit='x')} | {m['n']} |")
     heads = list(next(iter(methods.values()))["compression_at_drop"]) if methods else []
     lines += ["", "## At equal accuracy", "",
               "Each method's curve per fold: paired test drop against weight compression at the dense start, at "
@@ -338,7 +363,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
         cells = []
         for h in heads:
             a = m["compression_at_drop"][h]
-            cells.append(_ci(a["compression_mean"], a["compression_ci95"], unit="x")
+            cells.append(format_ci(a["compression_mean"], a["compression_ci95"], unit="x")
                          + (f" ({a['lower_bounds']} lower bounds)" if a["lower_bounds"] else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, comparison in comparisons.items():
@@ -346,7 +371,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
                   "t-test of the per-fold log ratios (two-sided) and the Wilcoxon signed-rank p beside it.", "",
                   "| drop (points) | ratio | paired t p | Wilcoxon p | n |", "|---:|---:|---:|---:|---:|"]
         for h, c in comparison.items():
-            lines.append(f"| {h} | {_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
+            lines.append(f"| {h} | {format_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
                          f"| {_p(c['paired_t_p'])} | {_p(c['wilcoxon_p'])} | {c['n']} |")
     if summary.get("selection"):
         lines += ["", "## Selection rule on the same paths", "",
@@ -362,8 +387,8 @@ def _markdown(model: str, d: dict, command: str) -> str:
         for name, rules in summary["selection"].items():
             for rule, r in rules.items():
                 lines.append(f"| {name} | {rule} | {', '.join(map(str, r['rounds']))} "
-                             f"| {_ci(r['weight_compression_mean'], r['weight_compression_ci95'], unit='x')} "
-                             f"| {_ci(r['path_drop_mean'], r['path_drop_ci95'], 100, '+.2f')} |")
+                             f"| {format_ci(r['weight_compression_mean'], r['weight_compression_ci95'], unit='x')} "
+                             f"| {format_ci(r['path_drop_mean'], r['path_drop_ci95'], 100, '+.2f')} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "", PUBLISHED[model], ""]
     for name, comparison in comparisons.items():
         goal, cmp3 = methods[name], comparison.get("0.3")
@@ -379,17 +404,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
         lines += [f"Goal ({name} >= 1.5x {BASELINE} at 0.3 points, significant at 5%): "
                   f"**{'met' if met_r else 'not met'}** — {cmp3['ratio_geomean']:.2f}x, p = {_p(cmp3['paired_t_p'])}.",
                   ""]
-    lines += ["## Per fold", "", "| seed | fold | method | compression | drop (points) | selected round "
-              "| weight compression at selected round |", "|---:|---:|---|---:|---:|---:|---:|"]
-    for job in jobs:
-        for name, r in job["results"].items():
-            sel = r["selected_round"]
-            path_c = 1 / max(1e-12, 1 - r["path_sparsity"][sel - 1]) if sel else 1.0
-            lines.append(f"| {job['seed']} | {job['fold']} | {name} | {r['compression']:.1f}x | "
-                         f"{100 * r['drop']:+.2f} | {sel} of {r['rounds']} | {path_c:.1f}x |")
-    lines += ["", f"Wall time {d['wall_time_s'] / 60:.1f} min on {platform.machine()} ({d['threads']} torch thread(s) per job).",
-              ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: BenchSettings, quick: bool = False,
@@ -403,7 +418,7 @@ def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: Ben
                                                           "prune" if model == "lenet5" else "prune-" + model))
     summary = aggregate(jobs)
     plot = f"{name}_tradeoff.png"
-    curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in _rows(jobs).items()}
+    curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in method_rows(jobs).items()}
     plot_tradeoff(curves, summary["methods"], out_dir / plot,
                   f"{model}: paired test drop vs compression, mean and 95% band over folds x seeds")
     d = {"model": model, "quick": quick, "command": command, "settings": asdict(s), "summary": summary,
@@ -415,7 +430,7 @@ def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: Ben
                          d, out_dir)
 
 
-def _check_model(model: str) -> None:
+def check_model(model: str) -> None:
     if model not in ("lenet5", "lenet300"):
         raise ValueError(f"model: the pruning benchmark runs 'lenet5' or 'lenet300', got {model!r}")
 
@@ -428,7 +443,7 @@ def run_prune_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bool 
     ``drop_mean``, ``drop_ci95``, ``folds``, ``seeds``, ``compression_at_drop``; every job's dict) and the
     trade-off plot. ``map_jobs`` runs the :func:`prune_job` calls; ``jobs`` (runner options) sends them to
     the Dask job runner instead."""
-    _check_model(model)
+    check_model(model)
     s = settings or (BenchSettings.quick() if quick else BenchSettings())
     start = time.perf_counter()
     results = finished(job_mapper(map_jobs, jobs)(prune_job, s.calls(model)))
@@ -441,7 +456,7 @@ def run_recovery_benchmark(out_dir: str | Path, model: str = "lenet5", quick: bo
                            jobs: RunnerOptions | None = None) -> BenchResult:
     """Each recovery variant of SRA's loop (:data:`RECOVERY`) on the same folds and seeds: what SRA+NRP
     compresses at 0.3 points of drop with it, paired against the plain loop."""
-    _check_model(model)
+    check_model(model)
     base = replace(settings or (BenchSettings.quick() if quick else BenchSettings(folds=3, seeds=(0,))),
                    methods=("sra",))
     start = time.perf_counter()
@@ -494,10 +509,10 @@ def _recovery_markdown(model: str, d: dict) -> str:
     for v, r in table.items():
         a = r["compression_at_drop"]["0.3"]
         vd = r["vs_plain"]
-        lines.append(f"| {v} | {r['n']} | {_ci(a['compression_mean'], a['compression_ci95'], unit='x')} "
-                     f"| {_ci(r['compression_mean'], r['compression_ci95'], unit='x')} "
-                     f"| {_ci(r['drop_mean'], r['drop_ci95'], 100, '+.2f')} "
-                     f"| {_ci(vd['ratio_geomean'], vd['ratio_ci95'], fmt='.2f', unit='x') if vd else '—'} "
+        lines.append(f"| {v} | {r['n']} | {format_ci(a['compression_mean'], a['compression_ci95'], unit='x')} "
+                     f"| {format_ci(r['compression_mean'], r['compression_ci95'], unit='x')} "
+                     f"| {format_ci(r['drop_mean'], r['drop_ci95'], 100, '+.2f')} "
+                     f"| {format_ci(vd['ratio_geomean'], vd['ratio_ci95'], fmt='.2f', unit='x') if vd else '—'} "
                      f"| {vd['n'] if vd else '—'} | {_p(vd['paired_t_p']) if vd else '—'} |")
     lines += ["", f"![accuracy drop vs compression]({d['plot']})", "",
               f"Wall time {d['wall_time_s'] / 60:.1f} min ({d['threads']} torch thread(s) per job).", ""]

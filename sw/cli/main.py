@@ -24,6 +24,8 @@ COMMANDS = {
     "demo": ("sparsegate.sw.cli.demo", "the main job on the embedded MNIST default, resumable"),
     "bench": ("sparsegate.sw.cli.bench", "run the benchmarks and write BENCHMARKS.md"),
     "prune-bench": ("sparsegate.sw.cli.prune_bench", "the cross-validated pruning benchmark: folds, seeds, MNIST"),
+    "prune-choose": ("sparsegate.sw.cli.prune_choose",
+                     "choose a training setting per fold on validation digits across prune-bench reports"),
     "rnn": ("sparsegate.sw.cli.rnn", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
 }
 

@@ -1,6 +1,7 @@
 """``sparsegate prune-bench``: the cross-validated pruning benchmark with the folds, seeds, methods and data
 set chosen on the command line (``sparsegate bench`` runs it with its defaults); ``--recovery`` runs the
-recovery study of SRA's loop instead. Writes ``OUT/prune_<model>.md`` / ``.json`` and the trade-off plot
+recovery study of SRA's loop instead, and ``--choose-weight-decay`` runs it at several weight-decay strengths
+and chooses one per fold on validation digits. Writes ``OUT/prune_<model>.md`` / ``.json`` and the trade-off plot
 (``prune_recovery_<model>.*`` with ``--recovery``). ``--workers N`` runs the jobs on the Dask job runner with
 a result cache, so an interrupted run resumes."""
 from __future__ import annotations
@@ -11,8 +12,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from sparsegate.sw.cli.main import CliError
 from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.folds import POOL_DATASETS, check_fit_fraction, check_val_fraction
+from sparsegate.sw.ml.train import check_weight_decay
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="train on a seeded share F of each fold's fit digits, validation and test digits "
                              "unchanged: how the results scale with the training set (default 1)")
     add_training_flags(parser, "every training call (the dense model, each fine-tune)", BenchSettings.weight_decay)
+    parser.add_argument("--choose-weight-decay", type=float, nargs="+", default=None, metavar="L2",
+                        help="run the benchmark at each of these weight-decay strengths (instead of --weight-decay; "
+                             "each run's report in OUT/weight_decay_<L2>/) and choose one per seed x fold x method on "
+                             "validation digits: OUT/prune_<model>_chosen.md / .json (sparsegate prune-choose does "
+                             "the same from finished reports)")
     parser.add_argument("--quick", action="store_true", help="smoke-test schedule (not a measurement)")
     parser.add_argument("--out", type=Path, default=Path("runs/prune-bench"))
     parser.add_argument("--workers", type=int, default=None,
@@ -75,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fit_fraction is not None:
         check_fit_fraction(args.fit_fraction, "--fit-fraction")
     training = training_from_args(args)
+    if args.choose_weight_decay is not None:
+        if args.recovery:
+            raise CliError("--choose-weight-decay: the recovery study runs its own variants; give one or the other")
+        for wd in args.choose_weight_decay:
+            try:
+                check_weight_decay(wd)
+            except ValueError as err:
+                raise CliError(f"--choose-weight-decay: {err}") from None
+        if len(set(args.choose_weight_decay)) < 2:
+            raise CliError(f"--choose-weight-decay: expected at least two different strengths, got "
+                           f"{args.choose_weight_decay}")
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
@@ -87,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
                 base_epochs=args.base_epochs or base.base_epochs, fit_fraction=args.fit_fraction or base.fit_fraction,
                 **training)
     command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
-    if args.recovery:
+    if args.choose_weight_decay is not None:
+        from sparsegate.sw.bench.prune_choice import run_weight_decay_choice
+
+        result = run_weight_decay_choice(args.out, args.model, tuple(args.choose_weight_decay), s, args.quick,
+                                         command=command or "", jobs=jobs)
+    elif args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),
                                         command=command, jobs=jobs)
     else:

@@ -38,11 +38,16 @@ def _idx(array: np.ndarray) -> bytes:
         + array.astype(np.uint8).tobytes()
 
 
-def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
-    rng = np.random.default_rng(0)
+def _random_mnist(folder, seed: int) -> None:
+    """60 training and 20 test digits of noise as MNIST IDX files: a run of the folds in seconds."""
+    rng = np.random.default_rng(seed)
     for prefix, n in (("train", 60), ("t10k", 20)):
-        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(rng.integers(0, 256, (n, 28, 28))))
-        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(rng.integers(0, 10, n)))
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(rng.integers(0, 256, (n, 28, 28))))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(rng.integers(0, 10, n)))
+
+
+def test_mnist_idx_files_run_through_the_folds(tmp_path, capsys):
+    _random_mnist(tmp_path, 0)
     out = tmp_path / "out"
     assert main(["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path),
                  "--folds", "2", "--seeds", "0", "--methods", "torch-l1", "--quick", "--val-fraction", "0.2",
@@ -103,3 +108,32 @@ def test_quick_alone_is_the_smoke_budget_and_given_options_override_it(tmp_path,
     assert main(["prune-bench", "--quick", "--folds", "3", "--seeds", "4", "--out", str(tmp_path)]) == 0
     assert main(["prune-bench", "--out", str(tmp_path)]) == 0
     assert [(s.folds, s.seeds, s.max_rounds) for s in seen] == [(2, (0,), 2), (3, (4,), 2), (5, (0, 1), 30)]
+
+
+def test_weight_decay_chosen_per_fold_runs_every_strength_then_chooses(tmp_path, capsys):
+    _random_mnist(tmp_path, 1)
+    out = tmp_path / "out"
+    args = ["prune-bench", "--model", "lenet300", "--dataset", "mnist", "--data-path", str(tmp_path), "--folds", "2",
+            "--seeds", "0", "--methods", "torch-l1", "--quick", "--val-fraction", "0.2", "--out", str(out)]
+    assert main(args + ["--choose-weight-decay", "0", "1e-3"]) == 0
+    runs = [json.loads((out / f"weight_decay_{wd}" / "prune_lenet300.json").read_text()) for wd in ("0", "0.001")]
+    assert [r["settings"]["weight_decay"] for r in runs] == [0.0, 1e-3]
+    chosen = json.loads((out / "prune_lenet300_chosen.json").read_text())
+    assert [c["source"] for c in chosen["candidates"]] == ["weight_decay_0/prune_lenet300.json",
+                                                          "weight_decay_0.001/prune_lenet300.json"]
+    assert sum(chosen["picks"]["torch global L1"].values()) == 2 and chosen["methods"]["torch global L1"]["n"] == 2
+    for job in chosen["jobs"]:  # each row is the chosen run's own, picked by its selected compression
+        run = runs[0] if job["candidate"] == "weight_decay 0" else runs[1]
+        own = next(j for j in run["jobs"] if (j["seed"], j["fold"]) == (job["seed"], job["fold"]))
+        assert job["results"] == own["results"]
+        assert own["results"]["torch global L1"]["compression"] == max(
+            j["results"]["torch global L1"]["compression"] for r in runs for j in r["jobs"]
+            if (j["seed"], j["fold"]) == (job["seed"], job["fold"]))
+    capsys.readouterr()
+    assert main(args + ["--choose-weight-decay", "1e-3"]) == 2
+    assert main(args + ["--choose-weight-decay", "0", "-1"]) == 2
+    assert main(args + ["--choose-weight-decay", "0", "1e-3", "--recovery", "plain"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "expected at least two different strengths" in err[0]
+    assert "--choose-weight-decay: weight decay: expected a finite strength >= 0, got -1" in err[1]
+    assert "give one or the other" in err[2]
