@@ -3,11 +3,12 @@
 Several reports of the cross-validated benchmark (:mod:`sparsegate.sw.bench.prune`) that cut the same folds and
 hold the same accuracy budget, but train differently (weight decay, distillation, rewinding, epochs, the warp),
 are candidates. For each seed x fold x method the nested rule keeps the candidate whose selected result is the
-most compressed, ties going to the higher validation accuracy. Its round was picked on validation digits and
-NRP's cut is guarded on them, so the choice reads validation digits only; the chosen rows then get the
-benchmark's figures (intervals, compression at equal drop, the paired ratio, the goals), read on test digits
-that no decision saw. Picking one setting for all folds from the reports' test figures instead would choose it
-on the digits it is then measured on.
+most compressed, ties going to the higher validation accuracy, then to the earlier report. Its round was picked
+on validation digits and NRP's cut is guarded on them, so the choice reads validation digits only; the chosen rows
+then get the benchmark's figures (intervals, compression at equal drop, the paired ratio, the goals), read on
+test digits that no decision saw. Picking one setting for all folds from the reports' test figures instead would
+choose it on the digits it is then measured on. The best of several selections on the same validation digits is
+optimistic, though: the report shows each run alone beside the choice.
 
 Each method chooses for itself (the baseline gets its best-trained setting too). The drop stays paired with the
 dense model of the chosen candidate, which its setting trained.
