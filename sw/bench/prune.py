@@ -53,8 +53,8 @@ from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, SchedulePar
 from sparsegate.sw.prune.counting import layer_table
 from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 
-__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "aggregate", "check_model", "figure_lines",
-           "format_ci", "method_rows", "prune_job", "rerender_markdown", "run_prune_benchmark",
+__all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "TITLES", "aggregate", "check_model",
+           "figure_lines", "format_ci", "method_rows", "prune_job", "rerender_markdown", "run_prune_benchmark",
            "run_recovery_benchmark", "write_prune_report", "write_recovery_report"]
 
 GOAL, BASELINE = "SRA+NRP", "torch global L1"
@@ -63,6 +63,7 @@ CONTENDERS = (GOAL, EVERY_ROUND)  # the SRA+NRP readings the goals are checked o
 # job method -> the table rows it produces (SRA+NRP continues from the SRA model of the same job)
 JOB_METHODS = {"torch-l1": ("torch global L1",), "magnitude": ("magnitude (layer-uniform)",),
                "sra": ("SRA", GOAL), "sra-nrp": (EVERY_ROUND,)}
+TITLES = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}  # report titles of the benchmark's models
 DROPS = (0.003, 0.005, 0.010)  # compression is read at these drops (fractions: 0.3, 0.5, 1.0 points)
 
 PUBLISHED = {
@@ -271,7 +272,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
     methods = summary["methods"]
     # reports written before the every-round contender hold SRA+NRP's comparison alone, as "comparison"
     comparisons = summary.get("comparisons") or ({GOAL: summary["comparison"]} if summary.get("comparison") else {})
-    title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[model]
+    title = TITLES[model]
     digits = jobs[0]["digits"] if jobs else {}
     ran = sorted({(j["seed"], j["fold"]) for j in jobs})
     only = s.get("only_folds")

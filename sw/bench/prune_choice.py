@@ -23,13 +23,14 @@ from numbers import Real
 from pathlib import Path
 
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
-from sparsegate.sw.bench.prune import (BenchSettings, aggregate, check_model, figure_lines, format_ci,
+from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, check_model, figure_lines, format_ci,
                                        method_rows, prune_job, write_prune_report)
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
+from sparsegate.sw.ml.train import check_weight_decay
 
-__all__ = ["Choice", "ChoiceError", "MAX_REPORT_BYTES", "choose_on_validation", "load_report",
+__all__ = ["Choice", "ChoiceError", "MAX_REPORT_BYTES", "check_strengths", "choose_on_validation", "load_report",
            "run_weight_decay_choice", "write_choice_report"]
 
 MAX_REPORT_BYTES = 64 << 20  # a benchmark report (the recorded ones: ~0.5 MB), refused before it is read
@@ -191,7 +192,7 @@ def _jsonable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def write_choice_report(out_dir: str | Path, choice: Choice, command: str = "", name: str | None = None
+def write_choice_report(out_dir: str | Path, choice: Choice, command: str | None = None, name: str | None = None
                         ) -> BenchResult:
     """Write ``out_dir/prune_<model>_chosen.md`` / ``.json`` and the trade-off plot: the nested choice's figures
     (as the benchmark reports them), each candidate's own figures on the same seed x fold rows beside them, and
@@ -221,16 +222,27 @@ def write_choice_report(out_dir: str | Path, choice: Choice, command: str = "", 
     return write_results(name, _markdown(d), d, out_dir)
 
 
+def check_strengths(strengths, field: str = "weight decay") -> None:
+    """Weight-decay strengths to choose between: each in range, at least two different; a :class:`ChoiceError`
+    naming ``field`` otherwise (before any job runs)."""
+    for wd in strengths:
+        try:
+            check_weight_decay(wd)
+        except ValueError as err:
+            raise ChoiceError(f"{field}: {err}") from None
+    if len(set(strengths)) < 2:
+        raise ChoiceError(f"{field}: expected at least two different strengths to choose between, got "
+                          f"{list(strengths)}")
+
+
 def run_weight_decay_choice(out_dir: str | Path, model: str, strengths: tuple[float, ...],
                             settings: BenchSettings | None = None, quick: bool = False,
-                            map_jobs: MapJobs = sequential_map, command: str = "",
+                            map_jobs: MapJobs = sequential_map, command: str | None = None,
                             jobs: RunnerOptions | None = None) -> BenchResult:
     """The benchmark at each weight-decay strength (every run's jobs in one map, so workers stay busy; each run's
     report in ``out_dir/weight_decay_<strength>/``), then the nested choice over them in ``out_dir``."""
     check_model(model)
-    if len(set(strengths)) < 2:
-        raise ChoiceError(f"weight decay: expected at least two different strengths to choose between, got "
-                          f"{list(strengths)}")
+    check_strengths(strengths)
     base = settings or (BenchSettings.quick() if quick else BenchSettings())
     runs = {wd: replace(base, weight_decay=wd) for wd in dict.fromkeys(strengths)}
     start = time.perf_counter()
@@ -242,7 +254,7 @@ def run_weight_decay_choice(out_dir: str | Path, model: str, strengths: tuple[fl
                                  quick, f"{command or 'a weight-decay choice'} (its run at weight decay {wd:g}; "
                                  "the wall time is the whole choice's)",
                                  time.perf_counter() - start)
-        reports.append((str(run.json_path.relative_to(out_dir)), load_report(run.json_path)))
+        reports.append((str(run.json_path.relative_to(out_dir)), run.data))  # the report as written
     return write_choice_report(out_dir, choose_on_validation(reports), command)
 
 
@@ -258,7 +270,7 @@ def _pct(v: float | None) -> str:
 
 def _markdown(d: dict) -> str:
     s, methods = d["settings"], d["summary"]["methods"]
-    title = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}[d["model"]]
+    title = TITLES[d["model"]]
     varied = ", ".join(f"`{k}`" for k in d["varied"])
     lines = [f"# Pruning benchmark: {title}, {varied} chosen per fold on validation digits", ""]
     if d["quick"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 # subcommand -> (module, one-line help)
@@ -32,6 +33,12 @@ COMMANDS = {
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback."""
+
+
+def invoked_as(command: str) -> str | None:
+    """The command line, as a report records it, when this process is ``sparsegate <command> ...`` (None when
+    the subcommand runs through :func:`main` from Python)."""
+    return "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [command] else None
 
 
 def build_parser() -> argparse.ArgumentParser:

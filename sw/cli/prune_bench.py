@@ -7,15 +7,12 @@ a result cache, so an interrupted run resumes."""
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sparsegate.sw.cli.main import CliError
+from sparsegate.sw.cli.main import CliError, invoked_as
 from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.folds import POOL_DATASETS, check_fit_fraction, check_val_fraction
-from sparsegate.sw.ml.train import check_weight_decay
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -84,16 +81,11 @@ def run(args: argparse.Namespace) -> int:
         check_fit_fraction(args.fit_fraction, "--fit-fraction")
     training = training_from_args(args)
     if args.choose_weight_decay is not None:
+        from sparsegate.sw.bench.prune_choice import check_strengths
+
         if args.recovery:
             raise CliError("--choose-weight-decay: the recovery study runs its own variants; give one or the other")
-        for wd in args.choose_weight_decay:
-            try:
-                check_weight_decay(wd)
-            except ValueError as err:
-                raise CliError(f"--choose-weight-decay: {err}") from None
-        if len(set(args.choose_weight_decay)) < 2:
-            raise CliError(f"--choose-weight-decay: expected at least two different strengths, got "
-                           f"{args.choose_weight_decay}")
+        check_strengths(args.choose_weight_decay, "--choose-weight-decay")
     jobs = None if args.workers is None else RunnerOptions(cache=args.cache or args.out / "job-cache", progress=True,
                                                           workers=args.workers, log=print)
     only = None if args.only_folds is None else tuple(sorted(set(args.only_folds)))
@@ -105,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
                 final_epochs=base.final_epochs if args.final_epochs is None else args.final_epochs,
                 base_epochs=args.base_epochs or base.base_epochs, fit_fraction=args.fit_fraction or base.fit_fraction,
                 **training)
-    command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-bench"] else None
+    command = invoked_as("prune-bench")
     if args.choose_weight_decay is not None:
         from sparsegate.sw.bench.prune_choice import run_weight_decay_choice
 
         result = run_weight_decay_choice(args.out, args.model, tuple(args.choose_weight_decay), s, args.quick,
-                                         command=command or "", jobs=jobs)
+                                         command=command, jobs=jobs)
     elif args.recovery:
         result = run_recovery_benchmark(args.out, args.model, args.quick, settings=s, variants=tuple(args.recovery),
                                         command=command, jobs=jobs)

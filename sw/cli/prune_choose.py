@@ -5,9 +5,9 @@ that cut the same folds (e.g. ``prune-bench --weight-decay`` at several strength
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
+
+from sparsegate.sw.cli.main import invoked_as
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.bench.prune_choice import choose_on_validation, load_report, write_choice_report
 
     choice = choose_on_validation([(str(p), load_report(p)) for p in args.reports])
-    command = "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["prune-choose"] else ""
+    command = invoked_as("prune-choose")
     result = write_choice_report(args.out, choice, command)
     print(result.markdown)
     print(f"wrote {result.markdown_path} and {result.json_path}")
