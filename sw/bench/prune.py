@@ -51,7 +51,8 @@ from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, TrainConfig, train
 from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
-from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, accuracy, finetune, select_windowed
+from sparsegate.sw.prune.masks import copy_masks
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "TITLES", "aggregate", "check_model",
            "figure_lines", "format_ci", "method_rows", "prune_job", "rerender_markdown", "run_prune_benchmark",
@@ -100,11 +101,16 @@ class BenchSettings:
     dataset: str = "mnist5k"
     data_path: str | None = None
     threads: int | None = JOB_THREADS  # torch threads per job (sw/ml/threads.py: results must not follow the machine)
+    # the at-equal-accuracy curves: path rounds from this weight compression on, every finish_every-th counted from
+    # the selected one, are finished as the selected one is (NRP for SRA+NRP, the final fine-tune) and read on the
+    # test digits; None: the path's own readings (the recorded runs before 2026-12-06)
+    finish_from: float | None = 10.0
+    finish_every: int = 2
 
     @classmethod
     def quick(cls) -> "BenchSettings":
         return cls(max_rounds=2, epochs_per_round=1, final_epochs=0, base_epochs=1, step=0.5, late_step=0.5,
-                   folds=2, seeds=(0,))
+                   folds=2, seeds=(0,), finish_from=1.0, finish_every=1)
 
     def calls(self, model: str) -> list[tuple]:
         """The argument tuples of :func:`prune_job`, one per seed x fold x method; each job gets these settings
@@ -130,6 +136,23 @@ def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | N
     pts = [[1.0, 0.0]] + [[1.0 / max(1e-12, 1.0 - r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
                           for r in rounds if "monitor_accuracy" in r.get("info", {})]
     return pts + ([list(final)] if final else [])
+
+
+def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings) -> list[int]:
+    """The path rounds a result's finished curve reads (:attr:`BenchSettings.finish_from`): from
+    ``finish_from`` weight compression on, every ``finish_every``-th counted from the selected round, which is
+    always one (its finished model is the result itself)."""
+    if s.finish_from is None:
+        return []
+    return sorted({r for r, sp in enumerate(path_sparsity, 1)
+                   if 1.0 / max(1e-12, 1.0 - sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
+                  | ({selected} if selected else set()))
+
+
+def at_drop_curve(r: dict) -> list[list[float]]:
+    """The curve a result's compression at equal drop is read on: its finished curve where the run drew one,
+    else its path curve (the path rounds before the final fine-tune, then the result)."""
+    return r.get("finished_curve") or r["curve"]
 
 
 @follows_code(*MODEL_CODE, __name__, libraries=("torch",))
@@ -164,9 +187,19 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
            "dense_test_accuracy": dense_test, "dense_val_accuracy": dense_val,
            "base_train_s": time.perf_counter() - t0, "results": {}}
 
-    def result(name, m, masks, rounds, selected, t_start, extra=None):
-        """Final fine-tune, then the row; its curve: the whole path, then this final result."""
+    def finish(m, masks, nrp: bool):
+        """What a result gets after its round (NRP for SRA+NRP, then the final fine-tune): (masks, what NRP
+        removed)."""
+        removed = None
+        if nrp:
+            res = prune_model(m, PruneOptions("nrp", NRPParams(), **common), fit_ds, val_ds, masks)
+            masks, removed = res.masks, res.info.get("removed", {})
         finetune(m, fit_ds, masks, ft, 4242, epochs=s.final_epochs, teacher=base)
+        return masks, removed
+
+    def result(name, m, masks, rounds, selected, t_start, nrp=False):
+        """Finish the selected model, then the row; its curve: the whole path, then this final result."""
+        masks, removed = finish(m, masks, nrp)
         t = layer_table(m, masks).total
         acc = accuracy(m, test_ds)
         weight_c = t.weights / max(1, t.nonzero_weights)
@@ -178,21 +211,40 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
             "path_sparsity": [r["sparsity"] for r in rounds], "path_val_accuracy": path_val,
             "selected_round_windowed": select_windowed(path_val, path_val[0], s.max_drop),
             "curve": _curve(rounds, dense_test, (weight_c, dense_test - acc)),
-            "wall_time_s": time.perf_counter() - t_start, **(extra or {})}
+            "wall_time_s": time.perf_counter() - t_start, **({"nrp_removed": removed} if nrp else {})}
+        return out["results"][name]
+
+    def finished_curve(row: dict, path: list, nrp: bool) -> None:
+        """The row's finished curve (:func:`finished_rounds`): the dense start, then each read round's model
+        finished as the selected one was; the selected round is the row itself."""
+        t_start, points = time.perf_counter(), [[1.0, 0.0]]
+        rounds = finished_rounds(row["path_sparsity"], row["selected_round"], s)
+        for r in rounds:
+            if r == row["selected_round"]:
+                points.append([row["weight_compression"], row["drop"]])
+                continue
+            m = copy.deepcopy(base)
+            m.load_state_dict(path[r][1])
+            masks, _ = finish(m, copy_masks(path[r][2]), nrp)
+            t = layer_table(m, masks).total
+            points.append([t.weights / max(1, t.nonzero_weights), dense_test - accuracy(m, test_ds)])
+        row.update(finished_rounds=rounds, finished_curve=points if rounds else None,
+                   finish_time_s=time.perf_counter() - t_start)
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
     res = prune_model(m, loop, fit_ds, val_ds, monitor_ds=test_ds)
+    path = (res.extra if isinstance(res.extra, IterativeResult) else res.extra.iterative).path
     selected = sum(1 for r in res.history if r["accepted"])
     path_val = [res.info["val_start_accuracy"]] + [r["val_accuracy"] for r in res.history]  # start first
     if method != "sra":
-        result(JOB_METHODS[method][0], m, res.masks, res.history, selected, t0)
+        finished_curve(result(JOB_METHODS[method][0], m, res.masks, res.history, selected, t0), path, False)
         return out
     sra_time = time.perf_counter() - t0
-    result("SRA", copy.deepcopy(m), res.masks, res.history, selected, t0)  # m goes on to NRP unchanged
+    sra = result("SRA", copy.deepcopy(m), res.masks, res.history, selected, t0)  # m goes on to NRP unchanged
     t1 = time.perf_counter()
-    nrp = prune_model(m, PruneOptions("nrp", NRPParams(), **common), fit_ds, val_ds, res.masks)
-    result("SRA+NRP", m, nrp.masks, res.history, selected, t1 - sra_time,  # its time counts SRA's
-           {"nrp_removed": nrp.info.get("removed", {})})
+    nrp = result("SRA+NRP", m, res.masks, res.history, selected, t1 - sra_time, nrp=True)  # its time counts SRA's
+    finished_curve(sra, path, False)
+    finished_curve(nrp, path, True)
     return out
 
 
@@ -208,16 +260,20 @@ def method_rows(jobs: list[dict]) -> dict[str, dict[tuple[int, int], dict]]:
 
 
 def aggregate(jobs: list[dict], drops=DROPS) -> dict:
-    """Per method: means and 95% intervals over folds x seeds, the compression-at-drop table; and the paired
-    comparison of each SRA+NRP reading (:data:`CONTENDERS`) with torch global L1 at each drop (``comparisons``,
-    for the contenders that ran beside it)."""
+    """Per method: means and 95% intervals over folds x seeds, the compression-at-drop table (read on
+    :func:`at_drop_curve`); and the paired comparison of each SRA+NRP reading (:data:`CONTENDERS`) with torch
+    global L1 at each drop (``comparisons``, for the contenders that ran beside it; ``path_comparisons``: the
+    same on the path curves, where the run drew finished ones)."""
     methods: dict[str, dict] = {}
     at: dict[str, dict[float, dict]] = {}
+    on_path: dict[str, dict[float, dict]] = {}
     for name, by_key in method_rows(jobs).items():
         rs = [by_key[k] for k in sorted(by_key)]
         c, wc = (geometric_ci(r[key] for r in rs) for key in ("compression", "weight_compression"))
         d = mean_ci(r["drop"] for r in rs)
-        at[name] = {drop: {k: compression_at_drop(by_key[k]["curve"], drop) for k in by_key} for drop in drops}
+        at[name] = {drop: {k: compression_at_drop(at_drop_curve(by_key[k]), drop) for k in by_key} for drop in drops}
+        if any(r.get("finished_curve") for r in rs):  # the path curves' reading beside it, as the earlier runs
+            on_path[name] = {drop: {k: compression_at_drop(by_key[k]["curve"], drop) for k in by_key} for drop in drops}
         methods[name] = {
             "compression_mean": c.mean, "compression_ci95": c.as_pair(), "drop_mean": d.mean, "drop_ci95": d.as_pair(),
             "weight_compression_mean": wc.mean, "weight_compression_ci95": wc.as_pair(),
@@ -227,7 +283,11 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
                 "compression_ci95": ci.as_pair(), "lower_bounds": sum(v[1] for v in at[name][drop].values())}
                 for drop in drops}}
     comparisons = {name: _comparison(at, name, drops) for name in CONTENDERS if name in at and BASELINE in at}
-    return {"methods": methods, "comparisons": comparisons, "selection": _selection_rules(jobs)}
+    summary = {"methods": methods, "comparisons": comparisons, "selection": _selection_rules(jobs)}
+    if on_path:
+        summary["path_comparisons"] = {name: _comparison(on_path, name, drops) for name in CONTENDERS
+                                       if name in on_path and BASELINE in on_path}
+    return summary
 
 
 def _comparison(at: dict[str, dict[float, dict]], name: str, drops) -> dict:
@@ -261,6 +321,11 @@ def _selection_rules(jobs: list[dict]) -> dict:
 
 def format_ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
     return f"{mean * scale:{fmt}}{unit} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
+
+
+def _ordinal(n: int) -> str:
+    """'' for 1, '2nd ' for 2, ...: the step between finished rounds, as the report says it."""
+    return "" if n == 1 else f"{n}{ {2: 'nd', 3: 'rd'}.get(n, 'th')} "
 
 
 def _p(p: float | None) -> str:
@@ -349,15 +414,22 @@ def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
                      f"| {format_ci(m['drop_mean'], m['drop_ci95'], 100, '+.2f')} "
                      f"| {format_ci(m['weight_compression_mean'], m['weight_compression_ci95'], unit='x')} | {m['n']} |")
     heads = list(next(iter(methods.values()))["compression_at_drop"]) if methods else []
+    finish_from = s.get("finish_from")
+    drawn = (f"Each method's curve per fold: paired test drop against weight compression at the dense start and at "
+             f"path rounds finished as the selected one is — every {_ordinal(s.get('finish_every', 1))}round from "
+             f"{finish_from:g}x weight compression on, counted from the selected round (itself a point): the round's "
+             f"model gets NRP (SRA+NRP) and the final fine-tune and is read on the test digits, so each point is "
+             f"what the method would have returned had it stopped there, and SRA+NRP's curve is SRA+NRP's at every "
+             f"point." if finish_from is not None else
+             "Each method's curve per fold: paired test drop against weight compression at the dense start, at "
+             "every path round (after its fine-tune, before the final one) and at its final result. SRA+NRP's curve "
+             "is SRA's path with SRA+NRP's final result as its last point (NRP runs once, after the selected "
+             "round), so below that point it reads as SRA; SRA+NRP every round has a path of its own.")
     lines += ["", "## At equal accuracy", "",
-              "Each method's curve per fold: paired test drop against weight compression at the dense start, at "
-              "every path round (after its fine-tune, before the final one) and at its final result; the drop is "
-              "fitted as a non-decreasing function of log compression (isotonic least squares) and read where the "
-              "fit first exceeds the drop (linear in log compression between points). A curve that stays below "
-              "counts its largest compression (a lower bound; how many, in brackets). SRA+NRP's curve is SRA's path "
-              "with SRA+NRP's final result as its last point (NRP runs once, after the selected round), so below "
-              "that point it reads as SRA; SRA+NRP every round has a path of its own. This reads the test digits, "
-              "as any accuracy-vs-compression figure does; no method's choice depends on it.", "",
+              drawn + " The drop is fitted as a non-decreasing function of log compression (isotonic least squares) "
+              "and read where the fit first exceeds the drop (linear in log compression between points). A curve "
+              "that stays below counts its largest compression (a lower bound; how many, in brackets). This reads "
+              "the test digits, as any accuracy-vs-compression figure does; no method's choice depends on it.", "",
               "| method | " + " | ".join(f"at {h} points" for h in heads) + " |",
               "|---|" + "---:|" * len(heads)]
     for name, m in methods.items():
@@ -374,6 +446,12 @@ def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
         for h, c in comparison.items():
             lines.append(f"| {h} | {format_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
                          f"| {_p(c['paired_t_p'])} | {_p(c['wilcoxon_p'])} | {c['n']} |")
+        on_path = summary.get("path_comparisons", {}).get(name)
+        if on_path:
+            lines += ["", "Read on the path curves instead (the rounds before the final fine-tune, SRA+NRP's being SRA's "
+                      "path; how the runs before finished curves read it): " + "; ".join(
+                          f"at {h} points {format_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')}, "
+                          f"p = {_p(c['paired_t_p'])}" for h, c in on_path.items()) + "."]
     if summary.get("selection"):
         lines += ["", "## Selection rule on the same paths", "",
                   f"The loop's rule (fitted path: validation accuracy over the whole path, the dense start "
@@ -419,7 +497,7 @@ def write_prune_report(out_dir: str | Path, model: str, jobs: list[dict], s: Ben
                                                           "prune" if model == "lenet5" else "prune-" + model))
     summary = aggregate(jobs)
     plot = f"{name}_tradeoff.png"
-    curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in method_rows(jobs).items()}
+    curves = {n: [at_drop_curve(by_key[k]) for k in sorted(by_key)] for n, by_key in method_rows(jobs).items()}
     plot_tradeoff(curves, summary["methods"], out_dir / plot,
                   f"{model}: paired test drop vs compression, mean and 95% band over folds x seeds")
     d = {"model": model, "quick": quick, "command": command, "settings": asdict(s), "summary": summary,
@@ -473,7 +551,7 @@ def write_recovery_report(out_dir: str | Path, model: str, by_variant: dict[str,
     """The recovery table from each variant's :func:`prune_job` dicts (compared on the folds x seeds that the
     variant shares with the plain loop)."""
     def at_budget(jobs):
-        return {(j["seed"], j["fold"]): compression_at_drop(j["results"][GOAL]["curve"], 0.003)[0] for j in jobs}
+        return {(j["seed"], j["fold"]): compression_at_drop(at_drop_curve(j["results"][GOAL]), 0.003)[0] for j in jobs}
     ref = at_budget(by_variant.get(PLAIN, []))
     table = {}
     for variant, jobs in by_variant.items():

@@ -23,8 +23,8 @@ from numbers import Real
 from pathlib import Path
 
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
-from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, check_model, figure_lines, format_ci,
-                                       method_rows, prune_job, write_prune_report)
+from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, at_drop_curve, check_model, figure_lines,
+                                       format_ci, method_rows, prune_job, write_prune_report)
 from sparsegate.sw.bench.results import BenchResult, write_results
 from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
@@ -34,12 +34,15 @@ __all__ = ["Choice", "ChoiceError", "MAX_REPORT_BYTES", "check_strengths", "choo
            "run_weight_decay_choice", "write_choice_report"]
 
 MAX_REPORT_BYTES = 64 << 20  # a benchmark report (the recorded ones: ~0.5 MB), refused before it is read
-SHARED = ("model", "quick", "dataset", "data_path", "folds", "val_fraction", "fit_fraction", "max_drop")
-# settings that older reports lack, at the values those runs trained with
-LEGACY = {"fit_fraction": 1.0, "augment_rotate": 0.0, "augment_scale": 0.0, "weight_decay": 0.0}
+# the candidates must cut the same folds, hold the same budget and draw the same kind of curve
+SHARED = ("model", "quick", "dataset", "data_path", "folds", "val_fraction", "fit_fraction", "max_drop", "finish_from",
+          "finish_every")
+# settings that older reports lack, at the values those runs trained with (and the path curves they drew)
+LEGACY = {"fit_fraction": 1.0, "augment_rotate": 0.0, "augment_scale": 0.0, "weight_decay": 0.0, "finish_from": None,
+          "finish_every": 2}
 SETTINGS = ("max_drop", "nrp_drop", "step", "late_step", "max_rounds", "epochs_per_round", "lr", "final_epochs",
             "base_epochs", "folds", "seeds", "val_fraction", "fit_fraction", "distill", "rewind", "augment_rotate",
-            "augment_scale", "weight_decay", "dataset", "data_path")
+            "augment_scale", "weight_decay", "dataset", "data_path", "finish_from", "finish_every")
 IGNORED = ("methods", "only_folds", "threads")  # which jobs ran, and how: not what a job is
 
 
@@ -82,6 +85,10 @@ def _check_row(where: str, r) -> None:
     if not isinstance(curve, list) or not curve or not all(
             isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in curve):
         raise ChoiceError(f"{where}.curve: expected [[compression > 0, drop], ...]")
+    finished = r.get("finished_curve")
+    if finished is not None and (not isinstance(finished, list) or not finished or not all(
+            isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in finished)):
+        raise ChoiceError(f"{where}.finished_curve: expected null or [[compression > 0, drop], ...]")
     path = r.get("path_sparsity")
     if not isinstance(path, list) or not all(_number(x) and 0 <= x < 1 for x in path):
         raise ChoiceError(f"{where}.path_sparsity: expected a list of sparsities in [0, 1)")
@@ -122,6 +129,11 @@ def load_report(path: str | Path) -> dict:
             raise ChoiceError(f"{path}: settings.{key}: missing")
     if not _number(s["max_drop"]) or not isinstance(s["folds"], int):
         raise ChoiceError(f"{path}: settings.max_drop / folds: expected a number and an integer")
+    finish_from, finish_every = s.get("finish_from"), s.get("finish_every", LEGACY["finish_every"])
+    if not (finish_from is None or _number(finish_from) and finish_from > 0) or not _index(finish_every) \
+            or finish_every < 1:
+        raise ChoiceError(f"{path}: settings.finish_from / finish_every: expected null or a compression > 0, and "
+                          "a whole number >= 1")
     for i, job in enumerate(d["jobs"]):
         where = f"{path}: jobs[{i}]"
         if not isinstance(job, dict) or not all(isinstance(job.get(k), int) for k in ("seed", "fold")):
@@ -203,7 +215,7 @@ def write_choice_report(out_dir: str | Path, choice: Choice, command: str | None
     for n, m in summary["methods"].items():
         m["dense_test_accuracy_mean"] = _dense(choice.jobs, n)
     plot = f"{name}_tradeoff.png"
-    curves = {n: [by_key[k]["curve"] for k in sorted(by_key)] for n, by_key in method_rows(choice.jobs).items()}
+    curves = {n: [at_drop_curve(by_key[k]) for k in sorted(by_key)] for n, by_key in method_rows(choice.jobs).items()}
     plot_tradeoff(curves, summary["methods"], out_dir / plot,
                   f"{choice.model}, {', '.join(choice.varied)} chosen on validation: paired test drop, 95% band")
     keys = {n: set(by_key) for n, by_key in method_rows(choice.jobs).items()}

@@ -43,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-fraction", type=float, default=None, metavar="F",
                         help="train on a seeded share F of each fold's fit digits, validation and test digits "
                              "unchanged: how the results scale with the training set (default 1)")
+    parser.add_argument("--finish-from", type=float, default=None, metavar="X",
+                        help="the at-equal-accuracy curves read path rounds from X weight compression on, each "
+                             "finished as a selected result is (NRP for SRA+NRP, the final fine-tune); 0: the path's "
+                             "own readings, as runs before 2026-12-06 (default 10; --quick: 1)")
+    parser.add_argument("--finish-every", type=int, default=None, metavar="N",
+                        help="finish every N-th path round, counted from the selected one (default 2; --quick: 1)")
     add_training_flags(parser, "every training call (the dense model, each fine-tune)", BenchSettings.weight_decay)
     parser.add_argument("--choose-weight-decay", type=float, nargs="+", default=None, metavar="L2",
                         help="run the benchmark at each of these weight-decay strengths (instead of --weight-decay; "
@@ -79,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{flag}: expected at least {least}, got {value}")
     if args.fit_fraction is not None:
         check_fit_fraction(args.fit_fraction, "--fit-fraction")
+    if args.finish_from is not None and not (args.finish_from == 0 or 1 <= args.finish_from < float("inf")):
+        raise DataError(f"--finish-from: expected a weight compression >= 1, or 0 for the path curves, got "
+                        f"{args.finish_from}")
+    if args.finish_every is not None and args.finish_every < 1:
+        raise DataError(f"--finish-every: expected at least 1, got {args.finish_every}")
     training = training_from_args(args)
     if args.choose_weight_decay is not None:
         from sparsegate.sw.bench.prune_choice import check_strengths
@@ -96,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                 epochs_per_round=args.epochs_per_round or base.epochs_per_round,
                 final_epochs=base.final_epochs if args.final_epochs is None else args.final_epochs,
                 base_epochs=args.base_epochs or base.base_epochs, fit_fraction=args.fit_fraction or base.fit_fraction,
-                **training)
+                finish_from=base.finish_from if args.finish_from is None else args.finish_from or None,
+                finish_every=args.finish_every or base.finish_every, **training)
     command = invoked_as("prune-bench")
     if args.choose_weight_decay is not None:
         from sparsegate.sw.bench.prune_choice import run_weight_decay_choice

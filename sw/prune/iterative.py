@@ -194,6 +194,9 @@ class IterativeResult:
     sparsity: float
     history: list[RoundRecord]
     start_val_accuracy: float | None = None  # before any fine-tuning (base_val_accuracy may be calibrated)
+    # path selection: (sparsity, state dict, masks, validation accuracy) of the start and of every round, the
+    # states the choice was made among (what a benchmark finishes to draw a method's curve); gate: the start only
+    path: list[tuple[float, dict, Masks, float]] = field(default_factory=list, repr=False)
 
     def history_dicts(self) -> list[dict]:
         return [asdict(r) for r in self.history]
@@ -326,7 +329,7 @@ def iterative_prune(model: nn.Module, step_fn: PruneStep, fit_ds: TensorDataset,
             rec.accepted = rec.round <= len(path) - 1 and path[rec.round][0] <= good[0] + 1e-12
     model.load_state_dict(good[1])
     apply_masks(model, good[2])
-    return IterativeResult(good[2], base, good[3], good[0], history, start_acc)
+    return IterativeResult(good[2], base, good[3], good[0], history, start_acc, path)
 
 
 def select_fitted(val_accuracies: list[float], compressions: list[float], budget: float,
