@@ -166,7 +166,8 @@ def choose_on_validation(reports: list[tuple[str, dict]]) -> Choice:
         for key in SHARED:
             if s[key] != first[key]:
                 raise ChoiceError(f"{source}: settings.{key} is {s[key]!r}, {first_source} has {first[key]!r}: the "
-                                  "candidates must cut the same folds and hold the same budget")
+                                  "candidates must cut the same folds, hold the same budget and draw the same kind "
+                                  "of curve")
     varied = tuple(k for k in first if any(_jsonable(s[k]) != _jsonable(first[k]) for s in settings)
                    and k not in ("seeds",))
     if not varied:

@@ -111,6 +111,59 @@ def quick_sra_job():
     return prune_job("lenet300", 1, 0, "sra", QUICK)
 
 
+def test_finished_rounds_start_at_the_floor_and_step_from_the_selected_round():
+    s = replace(BenchSettings(), finish_from=10.0, finish_every=2)
+    path = [1 - 1 / c for c in (2, 5, 10, 20, 40, 80, 160)]  # rounds 1..7 at these weight compressions
+    assert bench.finished_rounds(path, 6, s) == [4, 6]
+    assert bench.finished_rounds(path, 5, s) == [3, 5, 7]
+    assert bench.finished_rounds(path, 2, s) == [2, 4, 6]  # the selected round always, below the floor too
+    assert bench.finished_rounds(path, 0, s) == [4, 6]  # the dense start is no path round
+    assert bench.finished_rounds(path, 5, replace(s, finish_every=1, finish_from=50.0)) == [5, 6, 7]
+    assert bench.finished_rounds(path, 5, replace(s, finish_from=None)) == []
+
+
+def test_a_finished_point_is_what_a_run_stopping_at_that_round_returns():
+    """Round 2 of a three-round path, finished from its stored state (NRP included for SRA+NRP), is exactly the
+    result of the same job whose path ends at round 2 and so selects it."""
+    s = replace(QUICK, finish_every=1)
+    three = prune_job("lenet300", 1, 0, "sra", replace(s, max_rounds=3))
+    two = prune_job("lenet300", 1, 0, "sra", replace(s, max_rounds=2))
+    for name in ("SRA", "SRA+NRP"):
+        long, short = three["results"][name], two["results"][name]
+        assert (long["selected_round"], short["selected_round"]) == (3, 2)
+        assert long["path_sparsity"][:2] == short["path_sparsity"] and long["finished_rounds"] == [1, 2, 3]
+        assert long["finished_curve"][2] == [short["weight_compression"], short["drop"]]
+        assert long["finished_curve"][3] == [long["weight_compression"], long["drop"]]
+    nrp, sra = three["results"]["SRA+NRP"]["finished_curve"], three["results"]["SRA"]["finished_curve"]
+    assert all(a[0] > b[0] for a, b in zip(nrp[1:], sra[1:]))  # NRP at every point, not only the selected one
+
+
+def test_figures_read_the_finished_curves_and_the_path_ones_beside_them(tmp_path):
+    """Where the jobs drew finished curves, compression at equal drop is read on them; the ratio on the path
+    curves is reported beside it."""
+    def finished_job(*call):
+        job = _fake_job(*call)
+        for name, r in job["results"].items():
+            lift = 3.0 if name == "SRA+NRP" else 1.0
+            r["finished_curve"] = [[1.0, 0.0]] + [[c * lift, d] for c, d in r["curve"][1:]]
+        return job
+
+    s = replace(BenchSettings(), folds=3, seeds=(0, 1), methods=("torch-l1", "sra"))
+    d = json.loads(run_prune_benchmark(tmp_path, "lenet5", settings=s,
+                                       map_jobs=lambda fn, calls: [finished_job(*c) for c in calls]).json_path.read_text())
+    summary = d["summary"]
+    ratio, on_path = summary["comparisons"]["SRA+NRP"]["0.3"], summary["path_comparisons"]["SRA+NRP"]["0.3"]
+    path_ratio = np.exp(np.mean(np.log([2.0 + 0.1 * f for _ in (0, 1) for f in range(3)])))
+    assert on_path["ratio_geomean"] == pytest.approx(path_ratio) and ratio["ratio_geomean"] == pytest.approx(3 * path_ratio)
+    md = (tmp_path / "prune_lenet5.md").read_text()
+    assert "finished as the selected one is" in md and "every 2nd round from 10x" in md
+    assert f"Read on the path curves instead" in md and f"at 0.3 points {path_ratio:.2f}x" in md
+    plain = json.loads(run_prune_benchmark(tmp_path / "path", "lenet5", settings=replace(s, finish_from=None),
+                                           map_jobs=lambda fn, calls: [_fake_job(*c) for c in calls]).json_path.read_text())
+    assert "path_comparisons" not in plain["summary"]
+    assert "SRA+NRP's curve is SRA's path" in (tmp_path / "path" / "prune_lenet5.md").read_text()
+
+
 def _selection(job):
     return {name: (r["selected_round"], r["path_sparsity"], r["kept_weights"], r["val_accuracy"])
             for name, r in job["results"].items()}

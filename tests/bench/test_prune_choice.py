@@ -104,7 +104,8 @@ def test_ties_go_to_the_higher_validation_accuracy_then_the_earlier_report(tmp_p
 def test_reports_must_cut_the_same_folds_and_hold_the_same_budget(tmp_path, reports):
     base = (str(reports[0]), load_report(reports[0]))
     for changes, field in (({"folds": 4}, "folds"), ({"max_drop": 0.005}, "max_drop"),
-                           ({"val_fraction": 0.2}, "val_fraction"), ({"fit_fraction": 0.5}, "fit_fraction")):
+                           ({"val_fraction": 0.2}, "val_fraction"), ({"fit_fraction": 0.5}, "fit_fraction"),
+                           ({"finish_from": None}, "finish_from")):
         other = _report(tmp_path / field, 1e-3, **changes)
         with pytest.raises(ChoiceError, match=rf"settings\.{field} is"):
             choose_on_validation([base, (str(other), load_report(other))])
@@ -123,6 +124,9 @@ def test_older_reports_without_the_newer_settings_read_as_they_ran(tmp_path, rep
         del old["settings"][key]
     choice = choose_on_validation([("old", old), (str(reports[1]), load_report(reports[1]))])
     assert choice.varied == ("weight_decay",) and "weight_decay 0" in choice.picks["SRA"]
+    del old["settings"]["finish_from"]  # drew path curves: not to be read beside finished ones
+    with pytest.raises(ChoiceError, match=r"settings\.finish_from is 10\.0, old has None: .* same kind of curve"):
+        choose_on_validation([("old", old), (str(reports[1]), load_report(reports[1]))])
 
 
 def _broken(tmp_path, edit):
@@ -142,6 +146,8 @@ def _broken(tmp_path, edit):
      r"jobs\[0\]\.results\['torch global L1'\]\.compression: expected a positive compression"),
     (lambda d: d["jobs"][1]["results"]["SRA"].update(val_accuracy=None), r"\.val_accuracy: expected a finite number"),
     (lambda d: d["jobs"][1]["results"]["SRA"].update(curve=[[0, 1]]), r"\.curve: expected"),
+    (lambda d: d["jobs"][1]["results"]["SRA"].update(finished_curve=[[1, "x"]]), r"\.finished_curve: expected"),
+    (lambda d: d["settings"].update(finish_from="10"), r"settings\.finish_from / finish_every: expected"),
     (lambda d: d["jobs"][1]["results"]["SRA"].update(selected_round=9), r"\.selected_round: expected a round"),
     (lambda d: d["jobs"][1]["results"]["SRA"].update(selected_round_windowed=7), r"\.selected_round_windowed"),
 ])

@@ -21,10 +21,14 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert main(["prune-bench", "--weight-decay", "-0.1", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--base-epochs", "0", "--out", str(tmp_path)]) == 2
     assert main(["prune-bench", "--final-epochs", "-1", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--finish-from", "0.5", "--out", str(tmp_path)]) == 2
+    assert main(["prune-bench", "--finish-every", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "--fit-fraction: expected a fraction in (0, 1], got 0.0" in err[7]
     assert "--weight-decay: weight decay: expected a finite strength >= 0, got -0.1" in err[8]
     assert "--base-epochs: expected at least 1, got 0" in err[9] and "--final-epochs: expected at least 0" in err[10]
+    assert "--finish-from: expected a weight compression >= 1, or 0" in err[11]
+    assert "--finish-every: expected at least 1, got 0" in err[12] and len(err) == 13
     err = err[:7]
     assert len(err) == 7 and "--epochs-per-round" in err[4] and "at least 1, got 0" in err[4]
     assert all("--augment-rotate / --augment-scale" in line for line in err[5:])
@@ -107,7 +111,10 @@ def test_quick_alone_is_the_smoke_budget_and_given_options_override_it(tmp_path,
     assert main(["prune-bench", "--quick", "--out", str(tmp_path)]) == 0
     assert main(["prune-bench", "--quick", "--folds", "3", "--seeds", "4", "--out", str(tmp_path)]) == 0
     assert main(["prune-bench", "--out", str(tmp_path)]) == 0
-    assert [(s.folds, s.seeds, s.max_rounds) for s in seen] == [(2, (0,), 2), (3, (4,), 2), (5, (0, 1), 30)]
+    assert main(["prune-bench", "--finish-from", "0", "--finish-every", "3", "--out", str(tmp_path)]) == 0
+    assert [(s.folds, s.seeds, s.max_rounds) for s in seen] == [(2, (0,), 2), (3, (4,), 2), (5, (0, 1), 30),
+                                                                (5, (0, 1), 30)]
+    assert [(s.finish_from, s.finish_every) for s in seen] == [(1.0, 1), (1.0, 1), (10.0, 2), (None, 3)]
 
 
 def test_weight_decay_chosen_per_fold_runs_every_strength_then_chooses(tmp_path, capsys):
