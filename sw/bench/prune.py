@@ -19,9 +19,12 @@ returning a plain dict — and the benchmark maps over the calls through one hoo
 (default: in order, in this process), so a job runner can spread them over workers.
 
 Figures (:mod:`sparsegate.sw.ml.stats`): mean and Student-t 95% interval over folds x seeds of the
-compression and the drop; each method's per-fold curve of paired test drop against weight compression (its
-path rounds, then its final result), fitted monotone and read at 0.3 / 0.5 / 1.0 points of drop; the ratio
-SRA+NRP / torch global L1 there, with a paired t-test on the per-fold log ratios.
+compression and the drop; each method's per-fold curve of paired test drop against weight compression, fitted
+monotone and read at 0.3 / 0.5 / 1.0 points of drop; the ratio SRA+NRP / torch global L1 there, with a paired
+t-test on the per-fold log ratios. The curve's points are path rounds *finished* as the selected result is
+(:func:`finished_rounds`: NRP for SRA+NRP, then the final fine-tune, read on the test digits), so each is what
+the method returns had it stopped there; without them (``finish_from=None``, the runs before 2026-12-06) the
+path's own readings before the final fine-tune, on which SRA+NRP's curve is SRA's but for its last point.
 
 Recovery (:data:`RECOVERY`, :func:`run_recovery_benchmark`): knowledge distillation from the dense model,
 learning-rate rewinding and a longer final fine-tune, each an option of the plain SRA loop (fine-tunes at
@@ -41,7 +44,7 @@ import torch
 
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
 from sparsegate.sw.bench.results import BenchResult, write_results
-from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+from sparsegate.sw.flow.tradeoff_plot import at_drop_curve, plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.jobs.digest import follows_code
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold, with_fit_fraction
@@ -147,12 +150,6 @@ def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings)
     return sorted({r for r, sp in enumerate(path_sparsity, 1)
                    if 1.0 / max(1e-12, 1.0 - sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
                   | ({selected} if selected else set()))
-
-
-def at_drop_curve(r: dict) -> list[list[float]]:
-    """The curve a result's compression at equal drop is read on: its finished curve where the run drew one,
-    else its path curve (the path rounds before the final fine-tune, then the result)."""
-    return r.get("finished_curve") or r["curve"]
 
 
 @follows_code(*MODEL_CODE, __name__, libraries=("torch",))

@@ -23,10 +23,10 @@ from numbers import Real
 from pathlib import Path
 
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
-from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, at_drop_curve, check_model, figure_lines,
-                                       format_ci, method_rows, prune_job, write_prune_report)
+from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, check_model, figure_lines, format_ci,
+                                       method_rows, prune_job, write_prune_report)
 from sparsegate.sw.bench.results import BenchResult, write_results
-from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+from sparsegate.sw.flow.tradeoff_plot import at_drop_curve, plot_tradeoff
 from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.ml.train import check_weight_decay
 

@@ -329,7 +329,7 @@ def _ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f", unit
 def crossval_section(figures: Path, run: Path, plot: str) -> list[str]:
     """The cross-validated benchmark's plot (written to ``run/plot``) and table from its JSON ``figures``;
     nothing when the file is missing or from before the cross-validated benchmark."""
-    from sparsegate.sw.flow.tradeoff_plot import plot_tradeoff
+    from sparsegate.sw.flow.tradeoff_plot import at_drop_curve, plot_tradeoff
 
     if not Path(figures).is_file():
         return []
@@ -339,7 +339,7 @@ def crossval_section(figures: Path, run: Path, plot: str) -> list[str]:
     curves: dict[str, list] = {}
     for job in d["jobs"]:
         for name, r in job["results"].items():
-            curves.setdefault(name, []).append(r["curve"])
+            curves.setdefault(name, []).append(at_drop_curve(r))
     plot_tradeoff(curves, d["methods"], run / plot, "pruning benchmark: paired test drop vs compression, 95% bands")
     s = d["settings"]
     rows = [[name, _ci(m["compression_mean"], m["compression_ci95"], unit="x"),

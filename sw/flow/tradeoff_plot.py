@@ -11,7 +11,14 @@ import numpy as np
 
 from sparsegate.sw.ml.stats import fitted_drop, mean_ci
 
-__all__ = ["plot_tradeoff"]
+__all__ = ["at_drop_curve", "plot_tradeoff"]
+
+
+def at_drop_curve(row: dict) -> list[list[float]]:
+    """The curve a benchmark result row's compression at equal drop is read on (and drawn): its finished curve
+    where the run drew one (each point a round finished as the selected result is), else its path curve (the
+    path rounds before the final fine-tune, then the result)."""
+    return row.get("finished_curve") or row["curve"]
 
 
 def plot_tradeoff(curves: dict[str, list[list[list[float]]]], selected: dict[str, dict], path, title: str,
