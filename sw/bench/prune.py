@@ -142,14 +142,12 @@ def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | N
 
 
 def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings) -> list[int]:
-    """The path rounds a result's finished curve reads (:attr:`BenchSettings.finish_from`): from
+    """The path rounds a result's finished curve reads (:attr:`BenchSettings.finish_from`, not None): from
     ``finish_from`` weight compression on, every ``finish_every``-th counted from the selected round, which is
-    always one (its finished model is the result itself)."""
-    if s.finish_from is None:
-        return []
+    always one (its finished model is the result itself; round 0 is the dense start)."""
     return sorted({r for r, sp in enumerate(path_sparsity, 1)
                    if 1.0 / max(1e-12, 1.0 - sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
-                  | ({selected} if selected else set()))
+                  | {selected})
 
 
 @follows_code(*MODEL_CODE, __name__, libraries=("torch",))
@@ -214,6 +212,8 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     def finished_curve(row: dict, path: list, nrp: bool) -> None:
         """The row's finished curve (:func:`finished_rounds`): the dense start, then each read round's model
         finished as the selected one was; the selected round is the row itself."""
+        if s.finish_from is None:
+            return
         t_start, points = time.perf_counter(), [[1.0, 0.0]]
         rounds = finished_rounds(row["path_sparsity"], row["selected_round"], s)
         for r in rounds:
@@ -225,8 +225,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
             masks, _ = finish(m, copy_masks(path[r][2]), nrp)
             t = layer_table(m, masks).total
             points.append([t.weights / max(1, t.nonzero_weights), dense_test - accuracy(m, test_ds)])
-        row.update(finished_rounds=rounds, finished_curve=points if rounds else None,
-                   finish_time_s=time.perf_counter() - t_start)
+        row.update(finished_rounds=rounds, finished_curve=points, finish_time_s=time.perf_counter() - t_start)
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
     res = prune_model(m, loop, fit_ds, val_ds, monitor_ds=test_ds)
@@ -320,9 +319,8 @@ def format_ci(mean: float, ci: list[float], scale: float = 1.0, fmt: str = ".1f"
     return f"{mean * scale:{fmt}}{unit} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
 
 
-def _ordinal(n: int) -> str:
-    """'' for 1, '2nd ' for 2, ...: the step between finished rounds, as the report says it."""
-    return "" if n == 1 else f"{n}{ {2: 'nd', 3: 'rd'}.get(n, 'th')} "
+def _every(n: int) -> str:
+    return "round" if n == 1 else f"{n} rounds"
 
 
 def _p(p: float | None) -> str:
@@ -413,7 +411,7 @@ def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
     heads = list(next(iter(methods.values()))["compression_at_drop"]) if methods else []
     finish_from = s.get("finish_from")
     drawn = (f"Each method's curve per fold: paired test drop against weight compression at the dense start and at "
-             f"path rounds finished as the selected one is — every {_ordinal(s.get('finish_every', 1))}round from "
+             f"path rounds finished as the selected one is — every {_every(s.get('finish_every', 1))} from "
              f"{finish_from:g}x weight compression on, counted from the selected round (itself a point): the round's "
              f"model gets NRP (SRA+NRP) and the final fine-tune and is read on the test digits, so each point is "
              f"what the method would have returned had it stopped there, and SRA+NRP's curve is SRA+NRP's at every "

@@ -72,6 +72,11 @@ def _index(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _is_curve(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in v)
+
+
 def _check_row(where: str, r) -> None:
     if not isinstance(r, dict):
         raise ChoiceError(f"{where}: expected an object")
@@ -82,13 +87,10 @@ def _check_row(where: str, r) -> None:
         if r[key] <= 0:
             raise ChoiceError(f"{where}.{key}: expected a positive compression, got {r[key]}")
     curve = r.get("curve")
-    if not isinstance(curve, list) or not curve or not all(
-            isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in curve):
+    if not _is_curve(curve):
         raise ChoiceError(f"{where}.curve: expected [[compression > 0, drop], ...]")
-    finished = r.get("finished_curve")
-    if finished is not None and (not isinstance(finished, list) or not finished or not all(
-            isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in finished)):
-        raise ChoiceError(f"{where}.finished_curve: expected null or [[compression > 0, drop], ...]")
+    if "finished_curve" in r and not _is_curve(r["finished_curve"]):
+        raise ChoiceError(f"{where}.finished_curve: expected [[compression > 0, drop], ...]")
     path = r.get("path_sparsity")
     if not isinstance(path, list) or not all(_number(x) and 0 <= x < 1 for x in path):
         raise ChoiceError(f"{where}.path_sparsity: expected a list of sparsities in [0, 1)")

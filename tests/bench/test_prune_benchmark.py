@@ -117,9 +117,8 @@ def test_finished_rounds_start_at_the_floor_and_step_from_the_selected_round():
     assert bench.finished_rounds(path, 6, s) == [4, 6]
     assert bench.finished_rounds(path, 5, s) == [3, 5, 7]
     assert bench.finished_rounds(path, 2, s) == [2, 4, 6]  # the selected round always, below the floor too
-    assert bench.finished_rounds(path, 0, s) == [4, 6]  # the dense start is no path round
+    assert bench.finished_rounds(path, 0, s) == [0, 4, 6]  # the dense start selected, finished as a result
     assert bench.finished_rounds(path, 5, replace(s, finish_every=1, finish_from=50.0)) == [5, 6, 7]
-    assert bench.finished_rounds(path, 5, replace(s, finish_from=None)) == []
 
 
 def test_a_finished_point_is_what_a_run_stopping_at_that_round_returns():
@@ -136,6 +135,8 @@ def test_a_finished_point_is_what_a_run_stopping_at_that_round_returns():
         assert long["finished_curve"][3] == [long["weight_compression"], long["drop"]]
     nrp, sra = three["results"]["SRA+NRP"]["finished_curve"], three["results"]["SRA"]["finished_curve"]
     assert all(a[0] > b[0] for a, b in zip(nrp[1:], sra[1:]))  # NRP at every point, not only the selected one
+    path_only = prune_job("lenet300", 1, 0, "torch-l1", replace(s, max_rounds=2, finish_from=None))
+    assert not {"finished_curve", "finished_rounds"} & set(path_only["results"]["torch global L1"])
 
 
 def test_figures_read_the_finished_curves_and_the_path_ones_beside_them(tmp_path):
@@ -156,7 +157,7 @@ def test_figures_read_the_finished_curves_and_the_path_ones_beside_them(tmp_path
     path_ratio = np.exp(np.mean(np.log([2.0 + 0.1 * f for _ in (0, 1) for f in range(3)])))
     assert on_path["ratio_geomean"] == pytest.approx(path_ratio) and ratio["ratio_geomean"] == pytest.approx(3 * path_ratio)
     md = (tmp_path / "prune_lenet5.md").read_text()
-    assert "finished as the selected one is" in md and "every 2nd round from 10x" in md
+    assert "finished as the selected one is" in md and "every 2 rounds from 10x" in md
     assert f"Read on the path curves instead" in md and f"at 0.3 points {path_ratio:.2f}x" in md
     plain = json.loads(run_prune_benchmark(tmp_path / "path", "lenet5", settings=replace(s, finish_from=None),
                                            map_jobs=lambda fn, calls: [_fake_job(*c) for c in calls]).json_path.read_text())
