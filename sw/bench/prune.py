@@ -141,6 +141,11 @@ def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | N
     return pts + ([list(final)] if final else [])
 
 
+def _weight_compression(total) -> float:
+    """Dense weights / kept weights of a layer table's total."""
+    return total.weights / max(1, total.nonzero_weights)
+
+
 def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings) -> list[int]:
     """The path rounds a result's finished curve reads (:attr:`BenchSettings.finish_from`, not None): from
     ``finish_from`` weight compression on, every ``finish_every``-th counted from the selected round, which is
@@ -183,21 +188,19 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
            "base_train_s": time.perf_counter() - t0, "results": {}}
 
     def finish(m, masks, nrp: bool):
-        """What a result gets after its round (NRP for SRA+NRP, then the final fine-tune): (masks, what NRP
-        removed)."""
+        """What a result gets after its round (NRP for SRA+NRP, then the final fine-tune), and its reading:
+        (masks, what NRP removed, the layer table's total, test accuracy)."""
         removed = None
         if nrp:
             res = prune_model(m, PruneOptions("nrp", NRPParams(), **common), fit_ds, val_ds, masks)
             masks, removed = res.masks, res.info.get("removed", {})
         finetune(m, fit_ds, masks, ft, 4242, epochs=s.final_epochs, teacher=base)
-        return masks, removed
+        return masks, removed, layer_table(m, masks).total, accuracy(m, test_ds)
 
     def result(name, m, masks, rounds, selected, t_start, nrp=False):
         """Finish the selected model, then the row; its curve: the whole path, then this final result."""
-        masks, removed = finish(m, masks, nrp)
-        t = layer_table(m, masks).total
-        acc = accuracy(m, test_ds)
-        weight_c = t.weights / max(1, t.nonzero_weights)
+        masks, removed, t, acc = finish(m, masks, nrp)
+        weight_c = _weight_compression(t)
         out["results"][name] = {
             "compression": t.compression, "weight_compression": weight_c, "kept_weights": t.nonzero_weights,
             "nonzero_params": t.nonzero_params, "params": t.params, "mac_reduction": t.mac_reduction,
@@ -222,9 +225,8 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
                 continue
             m = copy.deepcopy(base)
             m.load_state_dict(path[r][1])
-            masks, _ = finish(m, copy_masks(path[r][2]), nrp)
-            t = layer_table(m, masks).total
-            points.append([t.weights / max(1, t.nonzero_weights), dense_test - accuracy(m, test_ds)])
+            _, _, t, acc = finish(m, copy_masks(path[r][2]), nrp)
+            points.append([_weight_compression(t), dense_test - acc])
         row.update(finished_rounds=rounds, finished_curve=points, finish_time_s=time.perf_counter() - t_start)
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
@@ -267,9 +269,9 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
         rs = [by_key[k] for k in sorted(by_key)]
         c, wc = (geometric_ci(r[key] for r in rs) for key in ("compression", "weight_compression"))
         d = mean_ci(r["drop"] for r in rs)
-        at[name] = {drop: {k: compression_at_drop(at_drop_curve(by_key[k]), drop) for k in by_key} for drop in drops}
+        at[name] = _at_drops(by_key, at_drop_curve, drops)
         if any(r.get("finished_curve") for r in rs):  # the path curves' reading beside it, as the earlier runs
-            on_path[name] = {drop: {k: compression_at_drop(by_key[k]["curve"], drop) for k in by_key} for drop in drops}
+            on_path[name] = _at_drops(by_key, lambda r: r["curve"], drops)
         methods[name] = {
             "compression_mean": c.mean, "compression_ci95": c.as_pair(), "drop_mean": d.mean, "drop_ci95": d.as_pair(),
             "weight_compression_mean": wc.mean, "weight_compression_ci95": wc.as_pair(),
@@ -284,6 +286,11 @@ def aggregate(jobs: list[dict], drops=DROPS) -> dict:
         summary["path_comparisons"] = {name: _comparison(on_path, name, drops) for name in CONTENDERS
                                        if name in on_path and BASELINE in on_path}
     return summary
+
+
+def _at_drops(by_key: dict, curve_of, drops) -> dict[float, dict]:
+    """drop -> (seed, fold) -> (compression, censored), each row read on ``curve_of(row)``."""
+    return {drop: {k: compression_at_drop(curve_of(r), drop) for k, r in by_key.items()} for drop in drops}
 
 
 def _comparison(at: dict[str, dict[float, dict]], name: str, drops) -> dict:
