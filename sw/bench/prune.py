@@ -54,7 +54,7 @@ from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, TrainConfig, train
 from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, ScheduleParams, prune_model
 from sparsegate.sw.prune.counting import layer_table
-from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult, accuracy, finetune, select_windowed
+from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, select_windowed
 from sparsegate.sw.prune.masks import copy_masks
 
 __all__ = ["BenchSettings", "DROPS", "JOB_METHODS", "RECOVERY", "TITLES", "aggregate", "check_model",
@@ -231,7 +231,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
     res = prune_model(m, loop, fit_ds, val_ds, monitor_ds=test_ds)
-    path = (res.extra if isinstance(res.extra, IterativeResult) else res.extra.iterative).path
+    path = res.iterative.path
     selected = sum(1 for r in res.history if r["accepted"])
     path_val = [res.info["val_start_accuracy"]] + [r["val_accuracy"] for r in res.history]  # start first
     if method != "sra":

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from sparsegate.sw.ml.train import WEIGHT_DECAY, TrainConfig
-from sparsegate.sw.prune.iterative import FineTuneConfig
+from sparsegate.sw.prune.iterative import FineTuneConfig, IterativeResult
 from sparsegate.sw.prune.masks import Masks, PruneError
 
 # Learning-rate rewinding: every fine-tune restarts at the training recipes' peak learning rate. It was the best
@@ -71,6 +71,7 @@ class PruneResult:
     extra: Any = None  # the method's own typed result (SRAResult, AcraResult, KEPResult, LowRankResult, ...)
     sensitivity: Any = None  # SensitivityResult, for the methods that measure it
     nrp: dict | None = None  # the neuron re-pruning log when options.nrp
+    iterative: IterativeResult | None = None  # the shared loop's result (every round's state): the iterative methods
     compression: float | None = None  # params / nonzero params of the pruned model (its per-layer table)
     classes: tuple[int, ...] | None = None  # task-guided: the sub-task the model answers (its output rows)
     start_model: nn.Module | None = None  # task-guided: the sub-task model before pruning (the base to compare)

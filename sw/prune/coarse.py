@@ -455,6 +455,6 @@ def run_coarse(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, v
                            options.layers, progress=options.progress, monitor_ds=monitor_ds)
         out = PruneResult("coarse", model, res.masks, res.val_accuracy, res.history_dicts(),
                           {"val_accuracy": res.val_accuracy, "conv_sparsity": res.sparsity, "rounds": len(res.history)},
-                          res)
+                          res, iterative=res)
     out.info["coarse"] = asdict(cfg)
     return out

@@ -639,6 +639,6 @@ def run_kep(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_
                                   options.layers, progress=options.progress, monitor_ds=monitor_ds)
         out = PruneResult("kep", model, res.masks, res.val_accuracy, res.history_dicts(),
                           {"val_accuracy": res.val_accuracy, "conv_sparsity": res.sparsity, "rounds": len(res.history)},
-                          res)
+                          res, iterative=res)
     out.info["kep"] = asdict(cfg)
     return out

@@ -106,7 +106,7 @@ def run_magnitude(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset
     res = magnitude_prune(model, fit_ds, val_ds, p.schedule(), options.method, options.finetune_config(3), masks,
                           options.layers, progress=options.progress, monitor_ds=monitor_ds)
     return PruneResult(options.method, model, res.masks, res.val_accuracy, res.history_dicts(),
-                       iterative_summary(res), res)
+                       iterative_summary(res), res, iterative=res)
 
 
 __all__ = ["METHODS", "uniform_step", "global_step", "torch_global_l1_masks", "torch_global_l1_step",

@@ -198,7 +198,7 @@ def run_sra(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_
                     layers=options.layers, progress=options.progress, monitor_ds=monitor_ds)
     it = res.iterative
     return PruneResult(options.method, model, it.masks, it.val_accuracy, it.history_dicts(), iterative_summary(it),
-                       res, sensitivity=res.sensitivity)
+                       res, sensitivity=res.sensitivity, iterative=it)
 
 
 def run_sra_nrp(model: nn.Module, options: PruneOptions, fit_ds: TensorDataset, val_ds: TensorDataset,
