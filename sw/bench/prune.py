@@ -136,9 +136,14 @@ PLAIN = "plain"
 
 def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | None) -> list[list[float]]:
     """[[weight compression, paired test drop], ...]: the dense start, each path round, the final result."""
-    pts = [[1.0, 0.0]] + [[1.0 / max(1e-12, 1.0 - r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
+    pts = [[1.0, 0.0]] + [[_sparsity_compression(r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
                           for r in rounds if "monitor_accuracy" in r.get("info", {})]
     return pts + ([list(final)] if final else [])
+
+
+def _sparsity_compression(sparsity: float) -> float:
+    """Weight compression of a weight sparsity: dense weights / kept weights."""
+    return 1.0 / max(1e-12, 1.0 - sparsity)
 
 
 def _weight_compression(total) -> float:
@@ -151,7 +156,7 @@ def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings)
     ``finish_from`` weight compression on, every ``finish_every``-th counted from the selected round, which is
     always one (its finished model is the result itself; round 0 is the dense start)."""
     return sorted({r for r, sp in enumerate(path_sparsity, 1)
-                   if 1.0 / max(1e-12, 1.0 - sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
+                   if _sparsity_compression(sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
                   | {selected})
 
 
@@ -402,7 +407,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
 def _path_compression(r: dict) -> float:
     """Weight compression at a result's selected path round (1 for the dense start)."""
     sel = r["selected_round"]
-    return 1 / max(1e-12, 1 - r["path_sparsity"][sel - 1]) if sel else 1.0
+    return _sparsity_compression(r["path_sparsity"][sel - 1]) if sel else 1.0
 
 
 def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
