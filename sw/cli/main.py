@@ -10,6 +10,7 @@ import argparse
 import importlib
 import shlex
 import sys
+from typing import Iterable
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -41,18 +42,23 @@ def invoked_as(command: str) -> str | None:
     return "sparsegate " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [command] else None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(configured: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only the subcommands in ``configured`` (None: all) import their module to add
+    their arguments, the others are listed by their help line. A command that needs no torch then starts
+    without it, and ``sparsegate --help`` imports no feature at all."""
     parser = argparse.ArgumentParser(prog="sparsegate", description=(
         "Prune, quantize and run PyTorch networks on a zero-skipping sparse engine for Lattice ECP5."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        module.configure(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if configured is None or name in configured:
+            importlib.import_module(module_name).configure(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[:1]).parse_args(argv)  # the subcommand comes first: only its module is imported
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
