@@ -31,7 +31,7 @@ from sparsegate.hw.engine.pipeline_registers import pipeline_register
 from sparsegate.hw.platform.memory_hints import read_write_disjoint
 from sparsegate.hw.platform.replicated_registers import REPLICA
 
-__all__ = ["WeightDecoder", "LATENCY", "LANES_PER_SLICE", "weight_memories"]
+__all__ = ["WeightDecoder", "LATENCY", "LANES_PER_SLICE", "weight_banks", "weight_memories"]
 
 #: Cycles from a command on ``i`` to its element on ``o``.
 LATENCY = 7
@@ -44,13 +44,21 @@ LANES_PER_SLICE = 8
 BANK_DEPTH = 2048
 
 
+def weight_banks(geometry: EngineGeometry) -> tuple[int, int]:
+    """``(words per bank, banks)``: banks of :data:`BANK_DEPTH` words, one DP16KD deep each (fewer words where the
+    whole memory is shallower); the last bank holds the rest."""
+    depth = min(geometry.weight_depth, BANK_DEPTH)
+    return depth, -(-geometry.weight_depth // depth)
+
+
 def weight_memories(geometry: EngineGeometry) -> list[tuple[int, int, int, int]]:
-    """The weight memory's pieces, ``(first word, depth, first lane, lanes)`` each: banks of :data:`BANK_DEPTH`
-    words, each in column slices of :data:`LANES_PER_SLICE` lanes (what the resource estimate counts too)."""
+    """The weight memory's pieces, ``(first word, depth, first lane, lanes)`` each: the banks of
+    :func:`weight_banks`, each in column slices of :data:`LANES_PER_SLICE` lanes (what the resource estimate
+    counts too)."""
     g = geometry
-    depth = min(g.weight_depth, BANK_DEPTH)
+    depth, n_banks = weight_banks(g)
     return [(b * depth, max(2, min(depth, g.weight_depth - b * depth)), lo, min(g.lanes, lo + LANES_PER_SLICE) - lo)
-            for b in range(-(-g.weight_depth // depth)) for lo in range(0, g.lanes, LANES_PER_SLICE)]
+            for b in range(n_banks) for lo in range(0, g.lanes, LANES_PER_SLICE)]
 
 
 class WeightDecoder(wiring.Component):
@@ -88,11 +96,9 @@ class WeightDecoder(wiring.Component):
         g = self.g
         p, sb = g.lanes, g.slot_bits
         word_layout = data.ArrayLayout(unsigned(sb), p)
-        # the weight memory in banks of BANK_DEPTH words (one DP16KD deep each; the last holds the rest), each in
-        # column slices (weight_memories): every block RAM output goes straight into a register, and the bank
-        # select is a mux between registers
-        n_banks = (g.weight_depth + BANK_DEPTH - 1) // BANK_DEPTH
-        depth = min(g.weight_depth, BANK_DEPTH)
+        # the weight memory in banks (weight_banks), each in column slices (weight_memories): every block RAM
+        # output goes straight into a register, and the bank select is a mux between registers
+        depth, n_banks = weight_banks(g)
         low = max(1, ceil_log2(depth))
         waddr = self.i.payload.waddr
         pieces = weight_memories(g)

@@ -253,8 +253,9 @@ class BoardTop(Elaboratable):
                 p_CLKOP_CPHASE=op - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll["CLKFB_DIV"],
                 a_FREQUENCY_PIN_CLKI=f"{fin / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{clk_hz / 1e6:g}",
                 a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2")
+            # no constraint of its own: nextpnr derives the PLL output's from the board clock's and the dividers
+            # (synthesis renames clk_out, so a FREQUENCY NET on it would name a net that no longer exists)
             m.d.comb += ClockSignal("sync").eq(clk_out)
-            platform.add_clock_constraint(clk_out, clk_hz)
         reset = Signal(init=1)
         m.submodules.rst_sync = AsyncFFSynchronizer(~locked, reset, o_domain="sync")
         self.clk_hz = clk_hz
