@@ -49,7 +49,7 @@ from sparsegate.sw.jobs import RunnerOptions
 from sparsegate.sw.jobs.digest import follows_code
 from sparsegate.sw.ml.folds import digit_pool, fold_datasets, kfold, with_fit_fraction
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test
+from sparsegate.sw.ml.stats import compression_at_drop, geometric_ci, mean_ci, paired_test, sparsity_compression
 from sparsegate.sw.ml.threads import JOB_THREADS, pinned_threads
 from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, TrainConfig, train
 from sparsegate.sw.prune import MODEL_CODE, NRPParams, PruneOptions, ScheduleParams, prune_model
@@ -136,19 +136,9 @@ PLAIN = "plain"
 
 def _curve(rounds: list[dict], dense_test: float, final: tuple[float, float] | None) -> list[list[float]]:
     """[[weight compression, paired test drop], ...]: the dense start, each path round, the final result."""
-    pts = [[1.0, 0.0]] + [[_sparsity_compression(r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
+    pts = [[1.0, 0.0]] + [[sparsity_compression(r["sparsity"]), dense_test - r["info"]["monitor_accuracy"]]
                           for r in rounds if "monitor_accuracy" in r.get("info", {})]
     return pts + ([list(final)] if final else [])
-
-
-def _sparsity_compression(sparsity: float) -> float:
-    """Weight compression of a weight sparsity: dense weights / kept weights."""
-    return 1.0 / max(1e-12, 1.0 - sparsity)
-
-
-def _weight_compression(total) -> float:
-    """Dense weights / kept weights of a layer table's total."""
-    return total.weights / max(1, total.nonzero_weights)
 
 
 def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings) -> list[int]:
@@ -156,7 +146,7 @@ def finished_rounds(path_sparsity: list[float], selected: int, s: BenchSettings)
     ``finish_from`` weight compression on, every ``finish_every``-th counted from the selected round, which is
     always one (its finished model is the result itself; round 0 is the dense start)."""
     return sorted({r for r, sp in enumerate(path_sparsity, 1)
-                   if _sparsity_compression(sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
+                   if sparsity_compression(sp) >= s.finish_from and (r - selected) % s.finish_every == 0}
                   | {selected})
 
 
@@ -205,7 +195,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
     def result(name, m, masks, rounds, selected, t_start, nrp=False):
         """Finish the selected model, then the row; its curve: the whole path, then this final result."""
         masks, removed, t, acc = finish(m, masks, nrp)
-        weight_c = _weight_compression(t)
+        weight_c = t.weight_compression
         out["results"][name] = {
             "compression": t.compression, "weight_compression": weight_c, "kept_weights": t.nonzero_weights,
             "nonzero_params": t.nonzero_params, "params": t.params, "mac_reduction": t.mac_reduction,
@@ -231,7 +221,7 @@ def _prune_job(model: str, fold: int, seed: int, method: str, s: BenchSettings) 
             m = copy.deepcopy(base)
             m.load_state_dict(path[r][1])
             _, _, t, acc = finish(m, copy_masks(path[r][2]), nrp)
-            points.append([_weight_compression(t), dense_test - acc])
+            points.append([t.weight_compression, dense_test - acc])
         row.update(finished_rounds=rounds, finished_curve=points, finish_time_s=time.perf_counter() - t_start)
 
     m, t0 = copy.deepcopy(base), time.perf_counter()
@@ -407,7 +397,7 @@ def _markdown(model: str, d: dict, command: str) -> str:
 def _path_compression(r: dict) -> float:
     """Weight compression at a result's selected path round (1 for the dense start)."""
     sel = r["selected_round"]
-    return _sparsity_compression(r["path_sparsity"][sel - 1]) if sel else 1.0
+    return sparsity_compression(r["path_sparsity"][sel - 1]) if sel else 1.0
 
 
 def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+from sparsegate.sw.ml.stats import sparsity_compression
 from sparsegate.sw.util.atomic_io import write_text
 
 CROSSVAL_FIGURES = Path("docs/results/prune_lenet5.json")
@@ -41,7 +42,7 @@ def _save(fig, path: Path) -> None:
 
 
 def _rounds(history: list[dict]) -> list[tuple[float, float, bool]]:
-    return [(1.0 / max(1e-9, 1.0 - r["sparsity"]), 100 * r["val_accuracy"], r.get("accepted", True))
+    return [(sparsity_compression(r["sparsity"]), 100 * r["val_accuracy"], r.get("accepted", True))
             for r in history if "sparsity" in r and "val_accuracy" in r]
 
 

@@ -12,6 +12,8 @@ accuracy-vs-compression curve at a given drop, and the paired test of two method
 * :func:`paired_test` — a paired t-test of the per-fold log ratio of two methods' compressions (mean log
   ratio = 0), with the Wilcoxon signed-rank p-value beside it; the ratio is the geometric mean with its t
   interval.
+* :func:`sparsity_compression` — the weight compression (dense / kept weights) of a weight sparsity, the x
+  axis of every curve.
 * :func:`concave_nonincreasing` — the least-squares concave, non-increasing fit the pruning loop selects its
   round with (:func:`sparsegate.sw.prune.iterative.select_fitted`).
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Interval", "PairedTest", "compression_at_drop", "concave_nonincreasing", "fitted_drop", "geometric_ci",
-           "isotonic", "mean_ci", "paired_test"]
+           "isotonic", "mean_ci", "paired_test", "sparsity_compression"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ def concave_nonincreasing(x, y) -> np.ndarray:
         design[j + 1:, j + 1] = -np.cumsum(dx[j:])
     lower = np.r_[-np.inf, np.zeros(x.size - 1)]
     return design @ lsq_linear(design, y, bounds=(lower, np.inf), method="bvls").x
+
+
+def sparsity_compression(sparsity: float) -> float:
+    """Weight compression of a weight sparsity: dense weights / kept weights."""
+    return 1.0 / max(1e-12, 1.0 - sparsity)
 
 
 def compression_at_drop(points, drop: float) -> tuple[float, bool]:

@@ -110,6 +110,11 @@ class NetworkStats:
         return self.params / self.nonzero_params if self.nonzero_params else math.inf
 
     @property
+    def weight_compression(self) -> float:
+        """Dense weights / nonzero weights (biases left out: the figure the pruning papers report)."""
+        return self.weights / self.nonzero_weights if self.nonzero_weights else math.inf
+
+    @property
     def weight_sparsity(self) -> float:
         return 1.0 - self.nonzero_weights / self.weights
 
@@ -124,7 +129,7 @@ class NetworkStats:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(compression=self.compression, weight_sparsity=self.weight_sparsity,
+        d.update(compression=self.compression, weight_compression=self.weight_compression, weight_sparsity=self.weight_sparsity,
                  mac_reduction=self.mac_reduction, storage_ratio=self.storage_ratio)
         return d
 

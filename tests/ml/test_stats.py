@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from sparsegate.sw.ml.stats import compression_at_drop, fitted_drop, geometric_ci, mean_ci, paired_test
+from sparsegate.sw.ml.stats import (compression_at_drop, fitted_drop, geometric_ci, mean_ci, paired_test,
+                                    sparsity_compression)
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -19,6 +20,12 @@ def test_mean_ci_is_the_student_t_interval():
         mean_ci([])
     geo = geometric_ci([10.0, 1000.0])  # on the log scale: positive, centred on the geometric mean
     assert geo.mean == pytest.approx(100.0) and 0 < geo.low < 10 and geo.low * geo.high == pytest.approx(1e4)
+
+
+def test_sparsity_compression_is_dense_over_kept():
+    assert sparsity_compression(0.0) == 1.0
+    assert sparsity_compression(0.99) == pytest.approx(100.0)
+    assert math.isfinite(sparsity_compression(1.0))  # an empty layer reads a huge, finite compression
 
 
 def test_compression_at_drop_interpolates_in_log_compression():

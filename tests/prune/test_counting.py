@@ -42,6 +42,7 @@ def test_counts_match_hand_computation():
     t = table.total
     assert (t.params, t.nonzero_params, t.dense_macs, t.macs) == (92, 31, 164, 50)
     assert t.compression == pytest.approx(92 / 31)
+    assert t.weight_compression == pytest.approx(83 / 23)  # weights only, biases left out
     assert t.mac_reduction == pytest.approx(1 - 50 / 164)
     # storage: 8-bit values + 2-bit gaps (span 4); conv gaps 1, 8, 10, 1x8 -> 3 fillers; fc1 gaps
     # 1,1,4,11,16,1,1,13 -> 8 fillers; fc2 gaps 1,3,2,2 -> none. Biases dense at 8 bits.
@@ -84,6 +85,7 @@ def test_relative_index_fillers():
     assert relative_index_entries(mask, 4) == 5
     assert relative_index_entries(torch.zeros(5, dtype=torch.bool), 4) == 0
     assert math.isinf(layer_table(_all_zero()).total.compression)
+    assert math.isinf(layer_table(_all_zero()).total.weight_compression)
 
 
 def _all_zero():
