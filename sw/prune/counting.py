@@ -129,8 +129,9 @@ class NetworkStats:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(compression=self.compression, weight_compression=self.weight_compression, weight_sparsity=self.weight_sparsity,
-                 mac_reduction=self.mac_reduction, storage_ratio=self.storage_ratio)
+        d.update(compression=self.compression, weight_compression=self.weight_compression,
+                 weight_sparsity=self.weight_sparsity, mac_reduction=self.mac_reduction,
+                 storage_ratio=self.storage_ratio)
         return d
 
 
