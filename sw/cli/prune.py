@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,11 +57,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_training_flags(parser, "every fine-tune", PruneOptions.weight_decay)
     parser.add_argument("--shrink", action="store_true",
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
-    parser.add_argument("--val-size", type=int, default=500,
-                        help="validation digits split off the training set for all pruning decisions")
+    parser.add_argument("--val-size", type=int, default=None, metavar="N",
+                        help="validation digits split off the training set for all pruning decisions (default: the "
+                             "digits the checkpoint held out of training, `sparsegate train --val-size`, else 500)")
     parser.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's dataset")
     parser.add_argument("--data-path", default=None, help="folder of the mnist/cifar10 files")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="fine-tune randomness (the train/test and validation splits follow the checkpoint's)")
     parser.add_argument("--no-progress", action="store_true")
     group = parser.add_argument_group("method parameters (the methods taking each are in brackets)")
     for flag, (f, names) in method_flags().items():
@@ -100,7 +103,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.ml.data import load_dataset
     from sparsegate.sw.ml.models import model_name as name_of
-    from sparsegate.sw.ml.train import load_checkpoint
+    from sparsegate.sw.flow.train import VAL_SIZE
+    from sparsegate.sw.ml.train import checkpoint_split, load_checkpoint
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.iterative import accuracy, split_validation
     from sparsegate.sw.prune.kep import conv_sparsity, index_cost
@@ -114,8 +118,18 @@ def run(args: argparse.Namespace) -> int:
     model_name = name_of(model)
     validate(model, options, masks)  # and the checks that need the model, before loading data
     dataset = args.dataset or meta.get("dataset") or ("mnist5k-rgb32" if model_name == "vgg" else "mnist5k")
-    train_ds, test_ds = load_dataset(dataset, args.data_path, args.seed)
-    fit_ds, val_ds = split_validation(train_ds, args.val_size, args.seed)
+    split = checkpoint_split(meta, args.checkpoint, args.seed)
+    val_size = args.val_size if args.val_size is not None else split.held_out or VAL_SIZE
+    if split.held_out and val_size > split.held_out:
+        raise PruneError(f"--val-size {val_size}: {args.checkpoint} held only {split.held_out} training digits out of "
+                         f"training; validate on at most those (or retrain with sparsegate train --val-size {val_size})")
+    if not split.held_out:
+        why = ("was trained on every training digit" if split.held_out == 0 else
+               "records no held-out digits (written before sparsegate train --val-size)")
+        print(f"warning: {args.checkpoint} {why}: the validation digits may have been trained on, so pruning "
+              "decisions are optimistic", file=sys.stderr)
+    train_ds, test_ds = load_dataset(dataset, args.data_path, split.seed)
+    fit_ds, val_ds = split_validation(train_ds, val_size, split.seed)
     apply_masks(model, masks)
     base_test = accuracy(model, test_ds)
     base = layer_table(model, masks).total
@@ -129,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     t = layer_table(result.model, result.masks).total
     summary = {
         "method": args.method, "model": model_name, "dataset": dataset, "seed": args.seed,
-        "checkpoint": str(args.checkpoint), "options": asdict(options), "val_size": args.val_size,
+        "checkpoint": str(args.checkpoint), "options": asdict(options), "val_size": val_size,
+        "data_seed": split.seed, "held_out": val_size if split.held_out else 0,
         "base_test_accuracy": base_test, "test_accuracy": test_acc, "accuracy_drop": base_test - test_acc,
         "base_params": base.params, "base_nonzero_params": base.nonzero_params,
         "base_compression": base.compression, "compression": base.params / t.nonzero_params,

@@ -24,7 +24,7 @@ DEMO_SPARSITY = 0.97  # SRA target: ~33x fewer weights, reached in 14 rounds (30
 DEMO_NRP_DROP = 0.003  # NRP guard: validation-accuracy drop allowed (the paper's 0.3 points)
 DEMO_KEP_KEEP = 0.7  # KEP keeps this fraction of the conv weights SRA + NRP left (half: 0.8-1.4 test points lost)
 DEMO_KEP_DROP = 0.005  # KEP guard: validation-accuracy drop allowed, else the SRA + NRP model goes on
-DEMO_VAL_SIZE = 500  # validation digits split off the training set for every pruning decision
+DEMO_VAL_SIZE = 500  # training digits held out of training and read by every pruning decision
 
 
 class DemoError(ValueError):
@@ -45,6 +45,7 @@ class DemoOptions:
     netlist_samples: int = 20  # digits the bitstream's synthesized netlist classifies through its UART pins (0: none)
     samples: int = 20  # test digits run through the cycle-accurate engine
     epochs: int | None = None  # training epochs (None: the model's recipe, 12)
+    val_size: int = DEMO_VAL_SIZE  # training digits held out of training: the validation split of every pruning decision
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
     finetune_epochs: int = 2  # per round (SRA, baseline) and after NRP
     finetune_lr: float | None = None  # every fine-tune's peak lr; None: PruneOptions' default, rewound to the training's
@@ -95,13 +96,15 @@ class DemoOptions:
                 check_weight_decay(self.weight_decay)
             except ValueError as err:
                 raise DemoError(f"--weight-decay: {err}") from None
+        if self.val_size < 1:
+            raise DemoError(f"the validation split must hold at least 1 digit, got {self.val_size}")
         if not 0.0 < self.kep_keep <= 1.0:
             raise DemoError(f"the KEP keep fraction must be in (0, 1], got {self.kep_keep}")
 
 
 # the options each stage's outputs depend on (besides the earlier stages' outputs)
 STAGE_OPTIONS = {
-    "train": ("epochs", "model", "weight_decay"),
+    "train": ("epochs", "model", "weight_decay", "val_size"),
     "prune": ("rounds", "finetune_epochs", "finetune_lr", "weight_decay"),
     "kep": ("kep_finetune_epochs", "kep_keep", "finetune_lr", "weight_decay"),
     "baseline": ("rounds", "finetune_epochs", "finetune_lr", "weight_decay"),
@@ -132,7 +135,7 @@ def _splits(results: dict):
     from sparsegate.sw.prune.iterative import split_validation
 
     train_ds, test_ds = _data(results)
-    fit_ds, val_ds = split_validation(train_ds, DEMO_VAL_SIZE)
+    fit_ds, val_ds = split_validation(train_ds, results["train"]["held_out"])
     return fit_ds, val_ds, test_ds
 
 
@@ -142,10 +145,10 @@ def _stage_train(run: Path, results: dict, opts: DemoOptions) -> dict:
     from sparsegate.sw.ml.train import load_checkpoint
 
     summary = train_job(opts.model, run / "train", epochs=opts.epochs, weight_decay=opts.weight_decay,
-                        progress=opts.progress)
+                        progress=opts.progress, val_size=opts.val_size)
     return {"checkpoint": str(summary.checkpoint), "test_accuracy": summary.test_accuracy,
             "params": summary.params, "macs": summary.macs, "wall_time_s": summary.wall_time_s,
-            "dataset": summary.dataset, "weight_decay": summary.weight_decay,
+            "dataset": summary.dataset, "weight_decay": summary.weight_decay, "held_out": summary.held_out,
             "name": model_name(load_checkpoint(summary.checkpoint)[0])}
 
 
@@ -169,6 +172,7 @@ def _prune_iterative(run: Path, results: dict, opts: DemoOptions, method: str, s
     table = layer_table(model, outcome.masks)
     label = "sra+nrp" if sra else method
     summary = {"method": label, "model": _name(results), "dataset": results["train"].get("dataset", "mnist5k"), "seed": 0,
+               "held_out": results["train"]["held_out"],
                "base_test_accuracy": base, "test_accuracy": test_acc, "accuracy_drop": base - test_acc,
                "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,
                "nonzero_params": table.total.nonzero_params, "params": table.total.params,
@@ -218,6 +222,7 @@ def _stage_kep(run: Path, results: dict, opts: DemoOptions) -> dict:
     table = layer_table(model, res.masks)
     wall = time.perf_counter() - start
     summary = {"method": "sra+nrp+kep", "model": _name(results), "dataset": results["train"].get("dataset", "mnist5k"), "seed": 0,
+               "held_out": results["train"]["held_out"],
                "base_test_accuracy": results["prune"]["base_test_accuracy"], "test_accuracy": after["test_accuracy"],
                "accuracy_drop": results["prune"]["base_test_accuracy"] - after["test_accuracy"],
                "compression": table.total.compression, "mac_reduction": table.total.mac_reduction,

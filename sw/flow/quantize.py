@@ -14,7 +14,7 @@ from sparsegate.sw.ir.weight_image import write_image
 from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import model_name
 from sparsegate.sw.ml.quantize import CALIB_SIZE, calibration_split, compare, qat_finetune, quantize_model
-from sparsegate.sw.ml.train import Masks, TrainConfig, load_checkpoint, save_checkpoint
+from sparsegate.sw.ml.train import Masks, TrainConfig, checkpoint_split, load_checkpoint, save_checkpoint
 from sparsegate.sw.util.atomic_io import write_json
 
 QUANTIZED_NAME = "quantized.bin"
@@ -82,7 +82,7 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
     if qat_epochs < 0:
         raise QuantizeJobError(f"--qat-epochs must be >= 0, got {qat_epochs}")
     model, masks, meta = load_checkpoint(checkpoint, model_spec)
-    seed = int(meta.get("seed", 0))
+    seed = checkpoint_split(meta, checkpoint).seed
     dataset = dataset or meta.get("dataset") or "mnist5k"
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
     calib = calibration_split(train_ds, calib_size, seed)
@@ -119,7 +119,7 @@ def quantize_job(checkpoint: Path, out: Path, dataset: str | None = None, data_p
         quantized=str(out / QUANTIZED_NAME), image_bytes=image_bytes)
     if qat_epochs:
         save_checkpoint(out / QAT_CHECKPOINT, q.model, q.name, q.masks,
-                        meta={"dataset": q.dataset, "seed": q.seed, "qat_epochs": qat_epochs})
+                        meta={"dataset": q.dataset, "seed": q.seed, "held_out": 0, "qat_epochs": qat_epochs})
         summary.qat_checkpoint = str(out / QAT_CHECKPOINT)
     write_json(out / SUMMARY_NAME, summary.to_dict())
     return summary

@@ -10,9 +10,11 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import build_model, count_layers
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, save_checkpoint, train
 from sparsegate.sw.ml.user_model import build_user_model, is_spec, resolve
+from sparsegate.sw.prune.iterative import split_validation
+from sparsegate.sw.util.atomic_io import write_json
 
 USER_RECIPE = TrainConfig(epochs=5, lr=2e-3)  # a user's model (--model file.py:Class): 5 epochs unless --epochs
-from sparsegate.sw.util.atomic_io import write_json
+VAL_SIZE = 500  # training digits held out for ``sparsegate prune``'s decisions (its --val-size default)
 
 
 class TrainJobError(ValueError):
@@ -35,6 +37,7 @@ class TrainSummary:
     checkpoint: Path
     augment: dict  # the random warp's bounds: shift (pixels), rotate (degrees), scale (zoom fraction)
     weight_decay: float  # L2 strength inside Adam
+    held_out: int  # leading digits of the seeded validation split not trained on (0: trained on all)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "checkpoint": str(self.checkpoint)}
@@ -43,11 +46,13 @@ class TrainSummary:
 def train_job(model_name: str, out: Path, dataset: str | None = None, data_path: str | None = None,
               epochs: int | None = None, lr: float | None = None, seed: int = 0,
               progress: bool = True, augment_rotate: float = 0.0, augment_scale: float = 0.0,
-              weight_decay: float | None = None) -> TrainSummary:
+              weight_decay: float | None = None, val_size: int = VAL_SIZE) -> TrainSummary:
     """Train ``model_name`` — a built-in name or a user's ``file.py:Class`` / ``package.module:Class``
     (:mod:`~sparsegate.sw.ml.user_model`) — from scratch (its recipe unless overridden); write
     ``out/model.pt`` and ``out/train.json``. Deterministic for a ``seed``: the initial weights follow it too.
-    ``epochs``, ``lr`` and ``weight_decay`` default to the recipe's (the LeNets train with L2 weight decay)."""
+    ``epochs``, ``lr`` and ``weight_decay`` default to the recipe's (the LeNets train with L2 weight decay).
+    The ``val_size`` digits of the seeded validation split are held out of training (0: train on all), so that
+    ``sparsegate prune`` decides on digits the model has not seen; the checkpoint records the split."""
     if is_spec(model_name):
         cls, _ = resolve(model_name)  # a bad spec fails before the data is loaded
         default_dataset = "mnist5k-rgb32" if tuple(getattr(cls, "input_shape", ())) == (3, 32, 32) else "mnist5k"
@@ -66,6 +71,10 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     if config.epochs < 1:
         raise TrainJobError(f"--epochs must be at least 1, got {config.epochs}")
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
+    if not 0 <= val_size < len(train_ds):
+        raise TrainJobError(f"--val-size must be between 0 and {len(train_ds) - 1} (the {dataset} training digits - 1), "
+                            f"got {val_size}")
+    fit_ds = split_validation(train_ds, val_size, seed)[0] if val_size else train_ds
     num_classes = int(max(train_ds.tensors[1].max(), test_ds.tensors[1].max())) + 1
     with torch.random.fork_rng():  # the initial weights follow the seed too, without touching the caller's RNG
         torch.manual_seed(seed)
@@ -77,15 +86,16 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
             raise
         raise TrainJobError(f"--model {model_name}: forward() fails on a {tuple(train_ds.tensors[0].shape[1:])} "
                             f"input of {dataset} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    result = train(model, train_ds, config, test_ds=test_ds, desc=f"train {model_name}")
+    result = train(model, fit_ds, config, test_ds=test_ds, desc=f"train {model_name}")
     out = Path(out)
     summary = TrainSummary(model=model_name, dataset=dataset, seed=seed, epochs=config.epochs,
                            test_accuracy=result.test_accuracy, params=sum(layer.params for layer in layers),
                            macs=sum(layer.macs for layer in layers), wall_time_s=result.wall_time_s,
                            history=result.history, checkpoint=out / "model.pt",
                            augment={"shift": config.augment_shift, "rotate": config.augment_rotate,
-                                    "scale": config.augment_scale}, weight_decay=config.weight_decay)
-    save_checkpoint(summary.checkpoint, model, model_name, meta={"dataset": dataset, "seed": seed,
+                                    "scale": config.augment_scale}, weight_decay=config.weight_decay,
+                           held_out=val_size)
+    save_checkpoint(summary.checkpoint, model, model_name, meta={"dataset": dataset, "seed": seed, "held_out": val_size,
                                                                  "test_accuracy": result.test_accuracy})
     write_json(out / "train.json", summary.to_dict())
     return summary

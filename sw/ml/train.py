@@ -292,3 +292,24 @@ def load_checkpoint(path: str | Path, model_spec: str | None = None) -> tuple[nn
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({err})") from None
     return model, masks, payload["meta"]
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Which digits a checkpoint's model has seen. ``seed`` picks the dataset's train/test split (embedded sets)
+    and the validation split (:func:`sparsegate.sw.prune.iterative.split_validation`); ``held_out`` is how many of
+    the validation split's leading digits the model never trained on (0: it trained on every training digit;
+    None: the checkpoint does not say, as before ``sparsegate train --val-size``)."""
+
+    seed: int
+    held_out: int | None
+
+
+def checkpoint_split(meta: dict, path: str | Path, default_seed: int = 0) -> DataSplit:
+    """The :class:`DataSplit` a checkpoint's ``meta`` records (``data_seed``, else ``seed``; ``held_out``), so
+    that later steps test and validate on digits the model has not trained on."""
+    seed, held_out = meta.get("data_seed", meta.get("seed", default_seed)), meta.get("held_out")
+    for key, value, optional in (("data_seed", seed, False), ("held_out", held_out, True)):
+        if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CheckpointError(f"{path}: meta {key!r} must be a non-negative integer, got {value!r}")
+    return DataSplit(seed, held_out)

@@ -11,7 +11,7 @@ from sparsegate.sw.prune.counting import plot_layer_table
 from sparsegate.sw.prune.registry import get_method, table_of
 from sparsegate.sw.util.atomic_io import write_json, write_text
 
-META_KEYS = ("method", "dataset", "seed", "test_accuracy", "compression", "mac_reduction")
+META_KEYS = ("method", "dataset", "seed", "data_seed", "held_out", "test_accuracy", "compression", "mac_reduction")
 
 
 def write_outputs(out: Path, model: nn.Module, model_name: str, result: PruneResult, summary: dict) -> dict[str, Path]:

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from sparsegate.sw.cli.main import main
-from sparsegate.sw.ml.train import load_checkpoint, save_checkpoint
+from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.ml.train import DataSplit, checkpoint_split, load_checkpoint, save_checkpoint
+from sparsegate.sw.prune.iterative import accuracy
 from sparsegate.sw.prune.masks import verify_masks
 
 
@@ -24,7 +26,9 @@ def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
                "--out", str(out),
                "--no-progress"])
     assert rc == 0
-    assert "magnitude + nrp" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "magnitude + nrp" in captured.out
+    assert captured.err.startswith(f"warning: {checkpoint} records no held-out digits")  # saved without a split
     for name in ("model.pt", "layers.json", "layers.md", "prune.json", "layers.png"):
         assert (out / name).is_file(), name
     model, masks, meta = load_checkpoint(out / "model.pt")
@@ -37,6 +41,29 @@ def test_prune_magnitude_writes_outputs(checkpoint, tmp_path, capsys):
     assert (summary["options"]["augment_rotate"], summary["options"]["augment_scale"]) == (0.0, 0.0)
     assert summary["options"]["weight_decay"] == 5e-4  # the recovery #19 kept: every fine-tune decays
     assert "| conv1 | conv |" in (out / "layers.md").read_text()
+    assert (summary["val_size"], summary["held_out"]) == (200, 0)  # validated on digits it may have trained on
+
+
+def test_prune_validates_on_the_digits_training_held_out(trained_lenet5, tmp_path, capsys):
+    """A checkpoint from `sparsegate train --val-size` is tested and validated on the splits its own seed made,
+    whatever --seed the pruning runs with, and on no more validation digits than training held out; the pruned
+    checkpoint carries the split on (to quantize, or a second prune)."""
+    held = tmp_path / "held.pt"
+    save_checkpoint(held, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 2, "held_out": 300})
+    out = tmp_path / "p"
+    args = ["prune", "--method", "magnitude", "--checkpoint", str(held), "--target-sparsity", "0.5", "--step", "0.5",
+            "--finetune-epochs", "0", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    summary = json.loads((out / "prune.json").read_text())
+    assert (summary["seed"], summary["data_seed"], summary["val_size"], summary["held_out"]) == (0, 2, 300, 300)
+    assert summary["base_test_accuracy"] == accuracy(trained_lenet5, mnist_embedded(2)[1])  # 0.980 (seed 0's: 0.962)
+    assert checkpoint_split(load_checkpoint(out / "model.pt")[2], "model.pt") == DataSplit(2, 300)
+    assert main([*args, "--val-size", "400", "--out", str(tmp_path / "q")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sparsegate prune: error: --val-size 400: {held} held only 300 training digits out of training; validate "
+        "on at most those (or retrain with sparsegate train --val-size 400)")
+    assert not (tmp_path / "q").exists()
 
 
 def test_prune_acra_uniform_cli(checkpoint, tmp_path):

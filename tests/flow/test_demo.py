@@ -10,6 +10,7 @@ import pytest
 from sparsegate.sw.flow import demo
 from sparsegate.sw.flow import report as demo_report
 from sparsegate.sw.cli.main import main
+from sparsegate.sw.ml.train import load_checkpoint
 
 
 def test_demo_resumes_from_finished_stages(tmp_path, monkeypatch):
@@ -62,6 +63,8 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
         demo.run_demo(tmp_path, demo.DemoOptions(netlist_samples=-1))
     with pytest.raises(demo.DemoError, match="fine-tune learning rate must be > 0"):
         demo.run_demo(tmp_path, demo.DemoOptions(finetune_lr=0.0))
+    with pytest.raises(demo.DemoError, match="validation split must hold at least 1 digit, got 0"):
+        demo.run_demo(tmp_path, demo.DemoOptions(val_size=0))
     assert not any(tmp_path.iterdir())  # checked before any stage ran
 
 
@@ -79,7 +82,7 @@ def test_pruning_stages_rewind_and_decay_by_default(tmp_path, monkeypatch, stage
     from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, save_checkpoint
 
     save_checkpoint(tmp_path / "model.pt", build_model("lenet5"), "lenet5")
-    results = {"train": {"checkpoint": str(tmp_path / "model.pt")}}
+    results = {"train": {"checkpoint": str(tmp_path / "model.pt"), "held_out": demo.DEMO_VAL_SIZE}}
     seen = []
 
     def capture(model, options, *args):
@@ -100,13 +103,15 @@ def test_pruning_stages_rewind_and_decay_by_default(tmp_path, monkeypatch, stage
 
 def test_train_stage_takes_the_recipes_weight_decay_unless_given_one(tmp_path, monkeypatch):
     """The demo's dense model trains with its recipe's weight decay (the LeNets: L2 5e-4), ``--weight-decay``
-    overrides it, and a bad strength is refused before any stage runs."""
+    overrides it, and a bad strength is refused before any stage runs. It holds out the validation digits the
+    pruning stages decide on."""
     import sparsegate.sw.flow.train as train_flow
 
     seen = []
 
     def capture(model, out, **kwargs):
         seen.append(kwargs["weight_decay"])
+        assert kwargs["val_size"] == demo.DEMO_VAL_SIZE
         raise _Captured
 
     monkeypatch.setattr(train_flow, "train_job", capture)
@@ -214,6 +219,8 @@ def test_tiny_demo_end_to_end(tmp_path):
         assert f"## {heading}" in md
     assert "torch global L1" in md and "utilization" in md and "--no-build" in md
     assert results["train"]["weight_decay"] == results["prune"]["finetune"]["weight_decay"] == 5e-4
+    assert results["train"]["held_out"] == demo.DEMO_VAL_SIZE  # the pruning stages validate on unseen digits
+    assert load_checkpoint(results["prune"]["checkpoint"])[2]["held_out"] == demo.DEMO_VAL_SIZE
     assert "peaks at learning rate 0.002 and adds L2 weight decay 0.0005; the dense model trained with weight " \
            "decay 0.0005." in md
     assert not re.search(r"\b(nan|None)\b", md)

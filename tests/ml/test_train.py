@@ -11,9 +11,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsegate.sw.ml.models import build_model
-from sparsegate.sw.ml.train import (CheckpointError, TrainConfig, evaluate, load_checkpoint, save_checkpoint,
-                                 train)
-from sparsegate.sw.flow.train import train_job
+from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.ml.train import (CheckpointError, DataSplit, TrainConfig, checkpoint_split, evaluate,
+                                 load_checkpoint, save_checkpoint, train)
+from sparsegate.sw.flow.train import TrainJobError, train_job
+from sparsegate.sw.prune.iterative import split_validation
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,42 @@ def test_train_job_is_deterministic_for_a_seed(tmp_path):
     train_job("lenet300", tmp_path / "c", epochs=1, seed=4, progress=False)
     other = load_checkpoint(tmp_path / "c" / "model.pt")[0].state_dict()
     assert not torch.equal(other["fc1.weight"], states[0]["fc1.weight"])
+
+
+def test_train_job_holds_the_validation_digits_out(tmp_path, monkeypatch):
+    """`sparsegate train` trains on the training digits less the seeded validation split `sparsegate prune` reads,
+    and its checkpoint says so; ``val_size=0`` trains on every training digit."""
+    import sparsegate.sw.flow.train as train_flow
+
+    trained_on = []
+
+    def spy(model, ds, config, **kwargs):
+        trained_on.append(ds)
+        return train(model, ds, config, **kwargs)
+
+    monkeypatch.setattr(train_flow, "train", spy)
+    summary = train_job("lenet300", tmp_path / "held", epochs=1, seed=3, progress=False)
+    fit, val = split_validation(mnist_embedded(3)[0], 500, 3)
+    assert torch.equal(trained_on[0].tensors[0], fit.tensors[0]) and len(val.tensors[0]) == 500
+    assert summary.held_out == 500 and json.loads((tmp_path / "held" / "train.json").read_text())["held_out"] == 500
+    assert checkpoint_split(load_checkpoint(tmp_path / "held" / "model.pt")[2], "model.pt") == DataSplit(3, 500)
+    train_job("lenet300", tmp_path / "all", epochs=1, seed=3, progress=False, val_size=0)
+    assert len(trained_on[1].tensors[0]) == 4000
+    assert checkpoint_split(load_checkpoint(tmp_path / "all" / "model.pt")[2], "model.pt") == DataSplit(3, 0)
+    with pytest.raises(TrainJobError, match="--val-size must be between 0 and 3999"):
+        train_job("lenet300", tmp_path / "bad", epochs=1, progress=False, val_size=4000)
+
+
+def test_checkpoint_split_reads_the_data_seed_and_the_hold_out():
+    """A pruned checkpoint's ``data_seed`` (the split its base model was trained on) wins over its ``seed``
+    (the pruning's); a checkpoint that says nothing gets the caller's seed and an unknown hold-out."""
+    assert checkpoint_split({"seed": 3, "held_out": 500}, "m.pt") == DataSplit(3, 500)
+    assert checkpoint_split({"seed": 1, "data_seed": 3, "held_out": 0}, "m.pt") == DataSplit(3, 0)
+    assert checkpoint_split({}, "m.pt", 7) == DataSplit(7, None)
+    for meta, key in (({"seed": "3"}, "data_seed"), ({"held_out": -1}, "held_out"), ({"data_seed": True}, "data_seed"),
+                      ({"seed": None}, "data_seed")):
+        with pytest.raises(CheckpointError, match=f"m.pt: meta '{key}' must be a non-negative integer"):
+            checkpoint_split(meta, "m.pt")
 
 
 def test_bad_masks_are_rejected(small_split):
