@@ -29,11 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsegate.sw.flow.train import train_job
+    from sparsegate.sw.flow.train import VAL_SIZE, train_job
 
     summary = train_job(args.model, args.out, dataset=args.dataset, data_path=args.data_path,
                         epochs=args.epochs, lr=args.lr, seed=args.seed, progress=not args.no_progress,
-                        **({} if args.val_size is None else {"val_size": args.val_size}), **training_from_args(args))
+                        val_size=VAL_SIZE if args.val_size is None else args.val_size, **training_from_args(args))
     print(f"{summary.model} on {summary.dataset}: test accuracy {100 * summary.test_accuracy:.2f}% "
           f"({summary.params:,} params, {summary.macs:,} MACs, {summary.wall_time_s:.1f} s; "
           f"{summary.held_out} training digits held out for validation)")
