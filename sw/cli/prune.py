@@ -118,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
     model_name = name_of(model)
     validate(model, options, masks)  # and the checks that need the model, before loading data
     dataset = args.dataset or meta.get("dataset") or ("mnist5k-rgb32" if model_name == "vgg" else "mnist5k")
-    split = checkpoint_split(meta, args.checkpoint, args.seed)
+    split = checkpoint_split(meta, args.checkpoint, args.seed, dataset)
     val_size = args.val_size if args.val_size is not None else split.held_out or VAL_SIZE
     if split.held_out and val_size > split.held_out:
         raise PruneError(f"--val-size {val_size}: {args.checkpoint} held only {split.held_out} training digits out of "
                          f"training; validate on at most those (or retrain with sparsegate train --val-size {val_size})")
     if not split.held_out:
         why = ("was trained on every training digit" if split.held_out == 0 else
-               "records no held-out digits (written before sparsegate train --val-size)")
+               f"records no held-out digits of {dataset}")
         print(f"warning: {args.checkpoint} {why}: the validation digits may have been trained on, so pruning "
               "decisions are optimistic", file=sys.stderr)
     train_ds, test_ds = load_dataset(dataset, args.data_path, split.seed)

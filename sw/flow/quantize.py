@@ -15,6 +15,7 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import model_name
 from sparsegate.sw.ml.quantize import CALIB_SIZE, calibration_split, compare, qat_finetune, quantize_model
 from sparsegate.sw.ml.train import Masks, TrainConfig, checkpoint_split, load_checkpoint, save_checkpoint
+from sparsegate.sw.prune.iterative import split_validation
 from sparsegate.sw.util.atomic_io import write_json
 
 QUANTIZED_NAME = "quantized.bin"
@@ -28,7 +29,8 @@ class QuantizeJobError(ValueError):
 
 @dataclass
 class QuantizedCheckpoint:
-    """A checkpoint and its int8 network: the float model (after QAT, if any), its masks, the test split."""
+    """A checkpoint and its int8 network: the float model (after QAT, if any), its masks, the test split;
+    ``held_out``: how many validation digits the model (QAT included) never trained on."""
 
     model: nn.Module
     masks: Masks
@@ -40,6 +42,7 @@ class QuantizedCheckpoint:
     calib_size: int
     calib_method: str
     qat_epochs: int
+    held_out: int
 
 
 @dataclass
@@ -75,25 +78,31 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
                       calib_size: int = CALIB_SIZE, method: str = "max", qat_epochs: int = 0,
                       progress: bool = True, model_spec: str | None = None) -> QuantizedCheckpoint:
     """Load a checkpoint and its dataset (the checkpoint's own unless given), optionally run QAT, and
-    quantize on ``calib_size`` training images. ``model_spec`` names a user's model class that moved
+    quantize on ``calib_size`` training images. QAT fine-tunes on the training digits outside the checkpoint's
+    hold-out, so the hold-out stays unseen for a later prune. ``model_spec`` names a user's model class that moved
     (:func:`~sparsegate.sw.ml.train.load_checkpoint`)."""
     if calib_size < 1:
         raise QuantizeJobError(f"--calib-size must be at least 1, got {calib_size}")
     if qat_epochs < 0:
         raise QuantizeJobError(f"--qat-epochs must be >= 0, got {qat_epochs}")
     model, masks, meta = load_checkpoint(checkpoint, model_spec)
-    seed = checkpoint_split(meta, checkpoint).seed
     dataset = dataset or meta.get("dataset") or "mnist5k"
+    split = checkpoint_split(meta, checkpoint, dataset=dataset)
+    seed, held_out = split.seed, split.held_out or 0
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
     calib = calibration_split(train_ds, calib_size, seed)
+    if held_out >= len(train_ds):
+        raise QuantizeJobError(f"{checkpoint}: meta 'held_out' is {held_out}, not fewer than the {len(train_ds)} "
+                               f"training digits of {dataset}")
     if qat_epochs:
-        qat_finetune(model, train_ds, calib, masks,
+        fit_ds = split_validation(train_ds, held_out, seed)[0] if held_out else train_ds
+        qat_finetune(model, fit_ds, calib, masks,
                      TrainConfig(epochs=qat_epochs, lr=2e-4, seed=seed, progress=progress))
     name = model_name(model)
     qnet = quantize_model(model, calib, masks, name=name, method=method)
     return QuantizedCheckpoint(model=model, masks=masks, qnet=qnet, test_ds=test_ds, name=name, dataset=dataset,
                                seed=seed, calib_size=len(calib.tensors[0]), calib_method=method,
-                               qat_epochs=qat_epochs)
+                               qat_epochs=qat_epochs, held_out=held_out)
 
 
 def quantize_job(checkpoint: Path, out: Path, dataset: str | None = None, data_path: str | None = None,
@@ -119,7 +128,7 @@ def quantize_job(checkpoint: Path, out: Path, dataset: str | None = None, data_p
         quantized=str(out / QUANTIZED_NAME), image_bytes=image_bytes)
     if qat_epochs:
         save_checkpoint(out / QAT_CHECKPOINT, q.model, q.name, q.masks,
-                        meta={"dataset": q.dataset, "seed": q.seed, "held_out": 0, "qat_epochs": qat_epochs})
+                        meta={"dataset": q.dataset, "seed": q.seed, "held_out": q.held_out, "qat_epochs": qat_epochs})
         summary.qat_checkpoint = str(out / QAT_CHECKPOINT)
     write_json(out / SUMMARY_NAME, summary.to_dict())
     return summary

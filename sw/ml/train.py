@@ -305,11 +305,14 @@ class DataSplit:
     held_out: int | None
 
 
-def checkpoint_split(meta: dict, path: str | Path, default_seed: int = 0) -> DataSplit:
+def checkpoint_split(meta: dict, path: str | Path, default_seed: int = 0, dataset: str | None = None) -> DataSplit:
     """The :class:`DataSplit` a checkpoint's ``meta`` records (``data_seed``, else ``seed``; ``held_out``), so
-    that later steps test and validate on digits the model has not trained on."""
+    that later steps test and validate on digits the model has not trained on. A hold-out belongs to the dataset
+    it was cut from: loading another ``dataset`` than the recorded one gives ``held_out`` None (not known)."""
     seed, held_out = meta.get("data_seed", meta.get("seed", default_seed)), meta.get("held_out")
     for key, value, optional in (("data_seed", seed, False), ("held_out", held_out, True)):
         if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise CheckpointError(f"{path}: meta {key!r} must be a non-negative integer, got {value!r}")
+    if dataset is not None and meta.get("dataset") not in (None, dataset):
+        held_out = None
     return DataSplit(seed, held_out)

@@ -7,9 +7,12 @@ import json
 import zlib
 
 import pytest
+import torch
 
 from sparsegate.sw.cli.main import main
-from sparsegate.sw.ml.train import apply_masks, save_checkpoint
+from sparsegate.sw.ml.data import mnist_embedded
+from sparsegate.sw.ml.train import apply_masks, load_checkpoint, save_checkpoint
+from sparsegate.sw.prune.iterative import split_validation
 from sparsegate.sw.ir.weight_image import export_image, read_image, write_image
 from support.int_networks import random_network
 from support.magnitude import KEEP, magnitude_masks
@@ -51,6 +54,30 @@ def test_quantize_then_export(checkpoint, tmp_path, capsys):
     # Exporting straight from the checkpoint calibrates the same way: the same bytes.
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "e2")]) == 0
     assert (tmp_path / "e2" / "image.bin").read_bytes() == (edir / "image.bin").read_bytes()
+
+
+def test_qat_fine_tunes_outside_the_checkpoint_hold_out(trained_lenet5, tmp_path, monkeypatch, capsys):
+    """QAT trains on the training digits `sparsegate train --val-size` left for validation only after leaving them
+    out, and its checkpoint records the hold-out, so a later prune still validates on unseen digits."""
+    import sparsegate.sw.flow.quantize as flow
+    seen = []
+    monkeypatch.setattr(flow, "qat_finetune", lambda model, train_ds, *rest, **kw: seen.append(train_ds))
+    held = tmp_path / "held.pt"
+    save_checkpoint(held, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 2, "held_out": 300})
+    args = ["quantize", "--checkpoint", str(held), "--qat-epochs", "1", "--eval-size", "20", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "q")]) == 0
+    train_ds = mnist_embedded(2)[0]
+    fit, val = split_validation(train_ds, 300, 2)
+    assert torch.equal(seen[0].tensors[0], fit.tensors[0]) and len(val.tensors[0]) == 300
+    assert load_checkpoint(tmp_path / "q" / "model_qat.pt")[2]["held_out"] == 300
+
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 2, "held_out": 4000})
+    capsys.readouterr()
+    assert main(["quantize", "--checkpoint", str(bad), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sparsegate quantize: error: {bad}: meta 'held_out' is 4000, not "
+                                               "fewer than the 4000 training digits of mnist5k")
+    assert not (tmp_path / "b").exists()
 
 
 def test_export_rejects_a_corrupt_image_in_one_line(tmp_path, capsys, checkpoint):

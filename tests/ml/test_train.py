@@ -99,6 +99,9 @@ def test_checkpoint_split_reads_the_data_seed_and_the_hold_out():
     assert checkpoint_split({"seed": 3, "held_out": 500}, "m.pt") == DataSplit(3, 500)
     assert checkpoint_split({"seed": 1, "data_seed": 3, "held_out": 0}, "m.pt") == DataSplit(3, 0)
     assert checkpoint_split({}, "m.pt", 7) == DataSplit(7, None)
+    recorded = {"dataset": "mnist5k", "seed": 3, "held_out": 500}
+    assert checkpoint_split(recorded, "m.pt", dataset="mnist5k") == DataSplit(3, 500)
+    assert checkpoint_split(recorded, "m.pt", dataset="mnist") == DataSplit(3, None)  # cut from another dataset
     for meta, key in (({"seed": "3"}, "data_seed"), ({"held_out": -1}, "held_out"), ({"data_seed": True}, "data_seed"),
                       ({"seed": None}, "data_seed")):
         with pytest.raises(CheckpointError, match=f"m.pt: meta '{key}' must be a non-negative integer"):
