@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {args.checkpoint} {why}: the validation digits may have been trained on, so pruning "
               "decisions are optimistic", file=sys.stderr)
     train_ds, test_ds = load_dataset(dataset, args.data_path, split.seed)
+    split.check(len(train_ds), args.checkpoint, dataset)
     fit_ds, val_ds = split_validation(train_ds, val_size, split.seed)
     apply_masks(model, masks)
     base_test = accuracy(model, test_ds)

@@ -91,9 +91,7 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
     seed, held_out = split.seed, split.held_out or 0
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
     calib = calibration_split(train_ds, calib_size, seed)
-    if held_out >= len(train_ds):
-        raise QuantizeJobError(f"{checkpoint}: meta 'held_out' is {held_out}, not fewer than the {len(train_ds)} "
-                               f"training digits of {dataset}")
+    split.check(len(train_ds), checkpoint, dataset)
     if qat_epochs:
         fit_ds = split_validation(train_ds, held_out, seed)[0] if held_out else train_ds
         qat_finetune(model, fit_ds, calib, masks,

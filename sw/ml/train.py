@@ -304,6 +304,12 @@ class DataSplit:
     seed: int
     held_out: int | None
 
+    def check(self, train_size: int, path: str | Path, dataset: str) -> None:
+        """Refuse a hold-out as large as the training set it claims to be cut from (an edited or foreign checkpoint)."""
+        if self.held_out and self.held_out >= train_size:
+            raise CheckpointError(f"{path}: meta 'held_out' is {self.held_out}, not fewer than the {train_size} "
+                                  f"training digits of {dataset}")
+
 
 def checkpoint_split(meta: dict, path: str | Path, default_seed: int = 0, dataset: str | None = None) -> DataSplit:
     """The :class:`DataSplit` a checkpoint's ``meta`` records (``data_seed``, else ``seed``; ``held_out``), so

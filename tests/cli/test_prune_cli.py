@@ -64,6 +64,11 @@ def test_prune_validates_on_the_digits_training_held_out(trained_lenet5, tmp_pat
         f"sparsegate prune: error: --val-size 400: {held} held only 300 training digits out of training; validate "
         "on at most those (or retrain with sparsegate train --val-size 400)")
     assert not (tmp_path / "q").exists()
+    save_checkpoint(held, trained_lenet5, "lenet5", meta={"dataset": "mnist5k", "seed": 2, "held_out": 4000})
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == (f"sparsegate prune: error: {held}: meta 'held_out' is 4000, not fewer "
+                                               "than the 4000 training digits of mnist5k")
+    assert not (tmp_path / "r").exists()
 
 
 def test_prune_acra_uniform_cli(checkpoint, tmp_path):
