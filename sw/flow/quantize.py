@@ -90,8 +90,8 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
     split = checkpoint_split(meta, checkpoint, dataset=dataset)
     seed, held_out = split.seed, split.held_out or 0
     train_ds, test_ds = load_dataset(dataset, data_path, seed)
-    calib = calibration_split(train_ds, calib_size, seed)
     split.check(len(train_ds), checkpoint, dataset)
+    calib = calibration_split(train_ds, calib_size, seed)
     if qat_epochs:
         fit_ds = split_validation(train_ds, held_out, seed)[0] if held_out else train_ds
         qat_finetune(model, fit_ds, calib, masks,
