@@ -67,8 +67,8 @@ def test_qat_fine_tunes_outside_the_checkpoint_hold_out(trained_lenet5, tmp_path
     args = ["quantize", "--checkpoint", str(held), "--qat-epochs", "1", "--eval-size", "20", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "q")]) == 0
     train_ds = mnist_embedded(2)[0]
-    fit, val = split_validation(train_ds, 300, 2)
-    assert torch.equal(seen[0].tensors[0], fit.tensors[0]) and len(val.tensors[0]) == 300
+    fit = split_validation(train_ds, 300, 2)[0]
+    assert torch.equal(seen[0].tensors[0], fit.tensors[0])  # the 300 validation digits left out
     assert load_checkpoint(tmp_path / "q" / "model_qat.pt")[2]["held_out"] == 300
 
     bad = tmp_path / "bad.pt"
