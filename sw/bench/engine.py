@@ -49,10 +49,11 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
     fine-tunes, a one-round SRA, Verilator at 4 lanes only, and no cocotb / Icarus / Amaranth runs."""
     from sparsegate.sw.bench.builds import gateware_sources_digest
     from sparsegate.sw.bench.routed_builds import find_sweep, read_sweep
-    from sparsegate.sw.flow.demo import DEMO_NRP_DROP, DEMO_SPARSITY, DEMO_VAL_SIZE
+    from sparsegate.sw.flow.demo import DEMO_NRP_DROP, DEMO_SPARSITY
     from sparsegate.sw.flow.lenet import PRUNE_RATIOS, pruned_lenet5, sra_nrp_lenet5
     from sparsegate.sw.ir.weight_image import decode_image
     from sparsegate.sw.ml.threads import pinned_threads
+    from sparsegate.sw.prune.iterative import VAL_SIZE
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -60,7 +61,7 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
     budget = SRA_NRP_QUICK if quick else dict(target_sparsity=DEMO_SPARSITY, **SRA_NRP_BUDGET)
     with pinned_threads():      # the same networks from the same seeds on any machine
         magnitude_img, dense_img = pruned_lenet5(cache, model, finetune_epochs=0 if quick else 1)
-        sra = sra_nrp_lenet5(cache, model, nrp_drop=DEMO_NRP_DROP, val_size=DEMO_VAL_SIZE, **budget)
+        sra = sra_nrp_lenet5(cache, model, nrp_drop=DEMO_NRP_DROP, val_size=VAL_SIZE, **budget)
     log(f"[bench] networks ready ({time.perf_counter() - t0:.0f} s)")
     pruning = {"magnitude": {"method": "magnitude", "prune_ratios": dict(PRUNE_RATIOS),
                              "finetune_epochs": 0 if quick else 1},

@@ -24,7 +24,6 @@ from sparsegate.sw.bench.results import BenchResult, write_results
 __all__ = ["QUICK_RECIPE", "RECIPES", "Recipe", "run_zoo_benchmark"]
 
 DEVICES = ("25F", "85F")
-VAL_SIZE = 500  # training digits held back for the pruning decisions
 
 
 @dataclass(frozen=True)
@@ -261,7 +260,9 @@ def _quantized(name: str, model, dense_model, masks, calib, test, lanes: int, sa
 
 
 def _val_size(quick: bool, pool: int = 4000) -> int:
-    """Training digits kept for the pruning decisions: 500, or a quarter of a smaller (quick) pool."""
+    """Training digits kept for the pruning decisions: ``VAL_SIZE``, or a quarter of a smaller (quick) pool."""
+    from sparsegate.sw.prune.iterative import VAL_SIZE
+
     return min(VAL_SIZE, (QUICK_RECIPE.train_size if quick else pool) // 4)
 
 

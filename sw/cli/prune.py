@@ -103,7 +103,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.ml.data import load_dataset
     from sparsegate.sw.ml.models import model_name as name_of
-    from sparsegate.sw.flow.train import VAL_SIZE
+    from sparsegate.sw.prune.iterative import VAL_SIZE
     from sparsegate.sw.ml.train import checkpoint_split, load_checkpoint
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.iterative import accuracy, split_validation

@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsegate.sw.flow.train import VAL_SIZE, train_job
+    from sparsegate.sw.flow.train import train_job
+    from sparsegate.sw.prune.iterative import VAL_SIZE
 
     summary = train_job(args.model, args.out, dataset=args.dataset, data_path=args.data_path,
                         epochs=args.epochs, lr=args.lr, seed=args.seed, progress=not args.no_progress,

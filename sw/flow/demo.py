@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from sparsegate.sw.prune.iterative import VAL_SIZE
 from sparsegate.sw.util.atomic_io import write_json
 
 DEMO_MODEL = "lenet5"
@@ -24,7 +25,6 @@ DEMO_SPARSITY = 0.97  # SRA target: ~33x fewer weights, reached in 14 rounds (30
 DEMO_NRP_DROP = 0.003  # NRP guard: validation-accuracy drop allowed (the paper's 0.3 points)
 DEMO_KEP_KEEP = 0.7  # KEP keeps this fraction of the conv weights SRA + NRP left (half: 0.8-1.4 test points lost)
 DEMO_KEP_DROP = 0.005  # KEP guard: validation-accuracy drop allowed, else the SRA + NRP model goes on
-DEMO_VAL_SIZE = 500  # training digits held out of training and read by every pruning decision
 
 
 class DemoError(ValueError):
@@ -45,7 +45,7 @@ class DemoOptions:
     netlist_samples: int = 20  # digits the bitstream's synthesized netlist classifies through its UART pins (0: none)
     samples: int = 20  # test digits run through the cycle-accurate engine
     epochs: int | None = None  # training epochs (None: the model's recipe, 12)
-    val_size: int = DEMO_VAL_SIZE  # training digits held out of training: the validation split of every pruning decision
+    val_size: int = VAL_SIZE  # training digits held out of training: the validation split of every pruning decision
     rounds: int = 16  # SRA and baseline prune → fine-tune rounds, to keep the demo within minutes
     finetune_epochs: int = 2  # per round (SRA, baseline) and after NRP
     finetune_lr: float | None = None  # every fine-tune's peak lr; None: PruneOptions' default, rewound to the training's

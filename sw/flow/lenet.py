@@ -120,7 +120,7 @@ class SRANRPNetwork:
 
 
 def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, target_sparsity: float, rounds: int,
-                   step: float, late_step: float, finetune_epochs: int, nrp_drop: float, val_size: int = 500,
+                   step: float, late_step: float, finetune_epochs: int, nrp_drop: float, val_size: int,
                    train_epochs: int = 3) -> SRANRPNetwork:
     """LeNet-5 pruned by SRA to ``target_sparsity`` (at most ``rounds`` rounds removing ``step`` of the kept
     weights each, ``late_step`` below 10% kept, ``finetune_epochs`` per round), then NRP guarded at

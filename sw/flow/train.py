@@ -10,11 +10,10 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import build_model, count_layers
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, save_checkpoint, train
 from sparsegate.sw.ml.user_model import build_user_model, is_spec, resolve
-from sparsegate.sw.prune.iterative import split_validation
+from sparsegate.sw.prune.iterative import VAL_SIZE, split_validation
 from sparsegate.sw.util.atomic_io import write_json
 
 USER_RECIPE = TrainConfig(epochs=5, lr=2e-3)  # a user's model (--model file.py:Class): 5 epochs unless --epochs
-VAL_SIZE = 500  # training digits held out for ``sparsegate prune``'s decisions (its --val-size default)
 
 
 class TrainJobError(ValueError):

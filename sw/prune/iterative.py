@@ -202,6 +202,9 @@ class IterativeResult:
         return [asdict(r) for r in self.history]
 
 
+VAL_SIZE = 500  # training digits held out of training and read by every pruning decision (prune, train, demo, zoo)
+
+
 def split_validation(train_ds: TensorDataset, val_size: int, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """Split ``val_size`` samples off the training set (seeded): (fit, val)."""
     x, y = train_ds.tensors

@@ -11,6 +11,7 @@ from sparsegate.sw.flow import demo
 from sparsegate.sw.flow import report as demo_report
 from sparsegate.sw.cli.main import main
 from sparsegate.sw.ml.train import load_checkpoint
+from sparsegate.sw.prune.iterative import VAL_SIZE
 
 
 def test_demo_resumes_from_finished_stages(tmp_path, monkeypatch):
@@ -82,7 +83,7 @@ def test_pruning_stages_rewind_and_decay_by_default(tmp_path, monkeypatch, stage
     from sparsegate.sw.ml.train import RECIPES, WEIGHT_DECAY, save_checkpoint
 
     save_checkpoint(tmp_path / "model.pt", build_model("lenet5"), "lenet5")
-    results = {"train": {"checkpoint": str(tmp_path / "model.pt"), "held_out": demo.DEMO_VAL_SIZE}}
+    results = {"train": {"checkpoint": str(tmp_path / "model.pt"), "held_out": VAL_SIZE}}
     seen = []
 
     def capture(model, options, *args):
@@ -111,7 +112,7 @@ def test_train_stage_takes_the_recipes_weight_decay_unless_given_one(tmp_path, m
 
     def capture(model, out, **kwargs):
         seen.append(kwargs["weight_decay"])
-        assert kwargs["val_size"] == demo.DEMO_VAL_SIZE
+        assert kwargs["val_size"] == VAL_SIZE
         raise _Captured
 
     monkeypatch.setattr(train_flow, "train_job", capture)
@@ -219,8 +220,8 @@ def test_tiny_demo_end_to_end(tmp_path):
         assert f"## {heading}" in md
     assert "torch global L1" in md and "utilization" in md and "--no-build" in md
     assert results["train"]["weight_decay"] == results["prune"]["finetune"]["weight_decay"] == 5e-4
-    assert results["train"]["held_out"] == demo.DEMO_VAL_SIZE  # the pruning stages validate on unseen digits
-    assert load_checkpoint(results["prune"]["checkpoint"])[2]["held_out"] == demo.DEMO_VAL_SIZE
+    assert results["train"]["held_out"] == VAL_SIZE  # the pruning stages validate on unseen digits
+    assert load_checkpoint(results["prune"]["checkpoint"])[2]["held_out"] == VAL_SIZE
     assert "peaks at learning rate 0.002 and adds L2 weight decay 0.0005; the dense model trained with weight " \
            "decay 0.0005." in md
     assert not re.search(r"\b(nan|None)\b", md)
