@@ -17,6 +17,7 @@ from pathlib import Path
 from sparsegate.sw.cli.training_flags import add_training_flags, training_from_args
 from sparsegate.sw.ml.data import DATASETS
 from sparsegate.sw.prune.api import REWOUND_LR, PruneOptions
+from sparsegate.sw.prune.iterative import VAL_SIZE
 from sparsegate.sw.prune.params import param_flag
 from sparsegate.sw.prune.task_guided import subtask_dataset
 from sparsegate.sw.prune.masks import PruneError
@@ -59,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also write shrunk.pt: removed channels taken out for real (kep, coarse, task)")
     parser.add_argument("--val-size", type=int, default=None, metavar="N",
                         help="validation digits split off the training set for all pruning decisions (default: the "
-                             "digits the checkpoint held out of training, `sparsegate train --val-size`, else 500)")
+                             f"digits the checkpoint held out of training, `sparsegate train --val-size`, else {VAL_SIZE})")
     parser.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's dataset")
     parser.add_argument("--data-path", default=None, help="folder of the mnist/cifar10 files")
     parser.add_argument("--seed", type=int, default=0,
@@ -103,7 +104,6 @@ def options_from_args(args: argparse.Namespace) -> tuple[PruneMethod, PruneOptio
 def run(args: argparse.Namespace) -> int:
     from sparsegate.sw.ml.data import load_dataset
     from sparsegate.sw.ml.models import model_name as name_of
-    from sparsegate.sw.prune.iterative import VAL_SIZE
     from sparsegate.sw.ml.train import checkpoint_split, load_checkpoint
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.iterative import accuracy, split_validation
