@@ -111,11 +111,11 @@ def _lowrank_rows(out: Path, quick: bool, log) -> tuple[str, dict]:
     from sparsegate.sw.prune.lowrank import choose_ranks, lowrank_prune
     from sparsegate.sw.prune.masks import apply_masks, global_magnitude_masks
     from sparsegate.sw.ml.models import build_model, prunable_layers
-    from sparsegate.sw.prune.iterative import FineTuneConfig, accuracy, finetune, split_validation
+    from sparsegate.sw.prune.iterative import VAL_SIZE, FineTuneConfig, accuracy, finetune, split_validation
     from sparsegate.sw.ml.train import TrainConfig, train
 
     train_ds, test_ds = load_dataset("mnist5k", None, 0)
-    fit_ds, val_ds = split_validation(train_ds, 500, 0)
+    fit_ds, val_ds = split_validation(train_ds, VAL_SIZE, 0)
     torch.manual_seed(0)
     base = build_model("lenet5")
     clock = time.perf_counter()

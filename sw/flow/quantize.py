@@ -15,7 +15,7 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import model_name
 from sparsegate.sw.ml.quantize import CALIB_SIZE, calibration_split, compare, qat_finetune, quantize_model
 from sparsegate.sw.ml.train import Masks, TrainConfig, checkpoint_split, load_checkpoint, save_checkpoint
-from sparsegate.sw.prune.iterative import split_validation
+from sparsegate.sw.prune.iterative import fit_digits
 from sparsegate.sw.util.atomic_io import write_json
 
 QUANTIZED_NAME = "quantized.bin"
@@ -93,7 +93,7 @@ def load_and_quantize(checkpoint: Path, dataset: str | None = None, data_path: s
     split.check(len(train_ds), checkpoint, dataset)
     calib = calibration_split(train_ds, calib_size, seed)
     if qat_epochs:
-        fit_ds = split_validation(train_ds, held_out, seed)[0] if held_out else train_ds
+        fit_ds = fit_digits(train_ds, held_out, seed)
         qat_finetune(model, fit_ds, calib, masks,
                      TrainConfig(epochs=qat_epochs, lr=2e-4, seed=seed, progress=progress))
     name = model_name(model)

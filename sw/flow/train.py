@@ -10,7 +10,7 @@ from sparsegate.sw.ml.data import load_dataset
 from sparsegate.sw.ml.models import build_model, count_layers
 from sparsegate.sw.ml.train import RECIPES, TrainConfig, save_checkpoint, train
 from sparsegate.sw.ml.user_model import build_user_model, is_spec, resolve
-from sparsegate.sw.prune.iterative import VAL_SIZE, split_validation
+from sparsegate.sw.prune.iterative import VAL_SIZE, fit_digits
 from sparsegate.sw.util.atomic_io import write_json
 
 USER_RECIPE = TrainConfig(epochs=5, lr=2e-3)  # a user's model (--model file.py:Class): 5 epochs unless --epochs
@@ -73,7 +73,7 @@ def train_job(model_name: str, out: Path, dataset: str | None = None, data_path:
     if not 0 <= val_size < len(train_ds):
         raise TrainJobError(f"--val-size must be between 0 and {len(train_ds) - 1} (the {dataset} training digits - 1), "
                             f"got {val_size}")
-    fit_ds = split_validation(train_ds, val_size, seed)[0] if val_size else train_ds
+    fit_ds = fit_digits(train_ds, val_size, seed)
     num_classes = int(max(train_ds.tensors[1].max(), test_ds.tensors[1].max())) + 1
     with torch.random.fork_rng():  # the initial weights follow the seed too, without touching the caller's RNG
         torch.manual_seed(seed)

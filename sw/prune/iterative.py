@@ -202,7 +202,7 @@ class IterativeResult:
         return [asdict(r) for r in self.history]
 
 
-VAL_SIZE = 500  # training digits held out of training and read by every pruning decision (prune, train, demo, zoo)
+VAL_SIZE = 500  # training digits held out of training and read by every pruning decision (prune, train, demo, zoo, low-rank)
 
 
 def split_validation(train_ds: TensorDataset, val_size: int, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
@@ -213,6 +213,12 @@ def split_validation(train_ds: TensorDataset, val_size: int, seed: int = 0) -> t
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(10_000 + seed))
     val, fit = order[:val_size], order[val_size:]
     return TensorDataset(x[fit], y[fit]), TensorDataset(x[val], y[val])
+
+
+def fit_digits(train_ds: TensorDataset, held_out: int, seed: int = 0) -> TensorDataset:
+    """The training digits outside the seeded validation split of ``held_out`` (all of them when it is 0): what
+    training and QAT fit, so that the hold-out stays unseen for a later prune."""
+    return split_validation(train_ds, held_out, seed)[0] if held_out else train_ds
 
 
 @torch.no_grad()
