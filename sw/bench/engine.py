@@ -44,8 +44,9 @@ SIM_LABELS = {"verilator": "Verilator (C++ main loop)", "verilator-cocotb": "Ver
 def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sweep=None) -> BenchResult:
     """Run the benchmark in ``out_dir``; the report goes to ``engine.md``, its figures to ``engine.json``.
     ``model``: a trained LeNet-5 (not changed) both networks are pruned from (default: trained here, 3 epochs,
-    cached); ``sweep``: the build sweep's ``builds.json`` (default: ``builds/builds.json`` beside ``out_dir``, from
-    ``sparsegate bench --only builds`` into the same folder, else ``docs/results/builds.json``). ``quick``: no
+    outside the validation digits SRA + NRP decides on, cached); ``sweep``: the build sweep's ``builds.json``
+    (default: ``builds/builds.json`` beside ``out_dir``, from ``sparsegate bench --only builds`` into the same
+    folder, else ``docs/results/builds.json``). ``quick``: no
     fine-tunes, a one-round SRA, Verilator at 4 lanes only, and no cocotb / Icarus / Amaranth runs."""
     from sparsegate.sw.bench.builds import gateware_sources_digest
     from sparsegate.sw.bench.routed_builds import find_sweep, read_sweep

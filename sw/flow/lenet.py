@@ -43,13 +43,15 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
                   train_epochs: int = 3):
     """``(pruned image bytes, dense image bytes)`` of LeNet-5 on the embedded MNIST split.
 
-    ``model`` (a trained LeNet-5, not changed) skips training; ``data`` is ``(train, test)``.
+    ``model`` (a trained LeNet-5, not changed) skips training (:func:`trained_lenet5`, the same network
+    :func:`sra_nrp_lenet5` prunes); ``data`` is ``(train, test)``.
     """
     from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.prune.masks import layer_magnitude_masks
     from sparsegate.sw.ml.quantize import calibration_split, quantize_model
     from sparsegate.sw.ml.train import TrainConfig, train
     from sparsegate.sw.ir.weight_image import encode_image
+    from sparsegate.sw.prune.iterative import VAL_SIZE
 
     paths = None
     if cache is not None and model is None and data is None:
@@ -59,7 +61,7 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
             return paths[0].read_bytes(), paths[1].read_bytes()
     train_ds, _ = data or mnist_embedded(seed=0)
     if model is None:
-        model = trained_lenet5(cache, data, epochs=train_epochs)
+        model = trained_lenet5(cache, data, epochs=train_epochs, held_out=VAL_SIZE)
     import copy
     dense_model = copy.deepcopy(model).eval()
     pruned = copy.deepcopy(model)
@@ -77,10 +79,11 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
     return pruned_img, dense_img
 
 
-def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int = 3):
-    """LeNet-5 trained ``epochs`` epochs on the embedded MNIST split (seed 0; ``data`` is ``(train, test)``),
-    in eval mode; cached (its state dict, :func:`cache_file`; not when ``data`` is given) so the workloads pruned
-    from it train it once."""
+def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int, held_out: int):
+    """LeNet-5 trained ``epochs`` epochs on the embedded MNIST split (seed 0; ``data`` is ``(train, test)``)
+    outside its validation split of ``held_out`` digits, so that pruning decisions on those digits read digits
+    the network has not seen (as ``sparsegate train --val-size`` does for the demo); in eval mode; cached (its
+    state dict, :func:`cache_file`; not when ``data`` is given) so the workloads pruned from it train it once."""
     import io
 
     import torch
@@ -88,14 +91,15 @@ def trained_lenet5(cache: str | Path | None = None, data=None, *, epochs: int = 
     from sparsegate.sw.ml.data import mnist_embedded
     from sparsegate.sw.ml.models import build_model
     from sparsegate.sw.ml.train import TrainConfig, train
+    from sparsegate.sw.prune.iterative import fit_digits
 
-    path = cache_file(cache, "lenet5_trained", ".pt", epochs=epochs) if data is None else None
+    path = cache_file(cache, "lenet5_trained", ".pt", epochs=epochs, held_out=held_out) if data is None else None
     torch.manual_seed(0)
     model = build_model("lenet5")
     if path is not None and path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
-    train_ds = (data or mnist_embedded(seed=0))[0]
+    train_ds = fit_digits((data or mnist_embedded(seed=0))[0], held_out)
     train(model, train_ds, TrainConfig(epochs=epochs, seed=0, progress=False))
     if path is not None:
         from sparsegate.sw.util.atomic_io import write_bytes
@@ -125,9 +129,10 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
     """LeNet-5 pruned by SRA to ``target_sparsity`` (at most ``rounds`` rounds removing ``step`` of the kept
     weights each, ``late_step`` below 10% kept, ``finetune_epochs`` per round), then NRP guarded at
     ``nrp_drop`` validation accuracy and its fine-tune, through the prune registry; every decision on
-    ``val_size`` digits split off the training set, as the demo does. ``model`` (trained, not changed)
-    skips training; ``data`` is ``(train, test)``. Cached as ``lenet5_sra_nrp-<settings>-<code>.bin`` + ``.json``
-    (:func:`cache_file`; not when ``model`` or ``data`` is given, which the name cannot say)."""
+    ``val_size`` digits split off the training set, which :func:`trained_lenet5` held out, as the demo does.
+    ``model`` (trained, not changed) skips training; ``data`` is ``(train, test)``. Cached as
+    ``lenet5_sra_nrp-<settings>-<code>.bin`` + ``.json`` (:func:`cache_file`; not when ``model`` or ``data`` is
+    given, which the name cannot say)."""
     import copy
 
     from sparsegate.sw.ir.weight_image import encode_image
@@ -146,7 +151,7 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
             return SRANRPNetwork(image=paths[0].read_bytes(), **json.loads(paths[1].read_text()))
     train_ds, test_ds = data or mnist_embedded(seed=0)
     if model is None:
-        model = trained_lenet5(cache, data, epochs=train_epochs)
+        model = trained_lenet5(cache, data, epochs=train_epochs, held_out=val_size)
     start = time.perf_counter()
     pruned = copy.deepcopy(model)
     fit_ds, val_ds = split_validation(train_ds, val_size)
