@@ -46,8 +46,8 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
     ``model``: a trained LeNet-5 (not changed) both networks are pruned from (default: trained here, 3 epochs,
     outside the validation digits SRA + NRP decides on, cached); ``sweep``: the build sweep's ``builds.json``
     (default: ``builds/builds.json`` beside ``out_dir``, from ``sparsegate bench --only builds`` into the same
-    folder, else ``docs/results/builds.json``). ``quick``: no
-    fine-tunes, a one-round SRA, Verilator at 4 lanes only, and no cocotb / Icarus / Amaranth runs."""
+    folder, else ``docs/results/builds.json``). ``quick``: no fine-tunes, a one-round SRA, Verilator at 4 lanes
+    only, and no cocotb / Icarus / Amaranth runs."""
     from sparsegate.sw.bench.builds import gateware_sources_digest
     from sparsegate.sw.bench.routed_builds import find_sweep, read_sweep
     from sparsegate.sw.flow.demo import DEMO_NRP_DROP, DEMO_SPARSITY
