@@ -289,11 +289,16 @@ def _at_drops(by_key: dict, curve_of, drops) -> dict[float, dict]:
 
 
 def _comparison(at: dict[str, dict[float, dict]], name: str, drops) -> dict:
+    """Per drop: the paired test of ``name`` over the baseline, and the readings it pools (``per_fold``: seed,
+    fold, both compressions, whether each is a lower bound) so one fold's reading can be told from the mean."""
     comparison = {}
     for drop in drops:
-        keys = sorted(set(at[name][drop]) & set(at[BASELINE][drop]))
-        test = paired_test([at[name][drop][k][0] for k in keys], [at[BASELINE][drop][k][0] for k in keys])
-        comparison[f"{100 * drop:.1f}"] = test.to_dict()
+        mine, base = at[name][drop], at[BASELINE][drop]
+        keys = sorted(set(mine) & set(base))
+        test = paired_test([mine[k][0] for k in keys], [base[k][0] for k in keys])
+        comparison[f"{100 * drop:.1f}"] = {**test.to_dict(), "per_fold": [
+            {"seed": k[0], "fold": k[1], "compression": mine[k][0], "lower_bound": mine[k][1],
+             "baseline_compression": base[k][0], "baseline_lower_bound": base[k][1]} for k in keys]}
     return comparison
 
 
@@ -400,6 +405,28 @@ def _path_compression(r: dict) -> float:
     return sparsity_compression(r["path_sparsity"][sel - 1]) if sel else 1.0
 
 
+def _per_fold_ratios(name: str, comparison: dict) -> list[str]:
+    """The per-fold readings behind a comparison's ratios (reports that stored them): where one fold's curve
+    crosses a budget far from its neighbours' the mean rests on it, and this table shows which."""
+    if not all("per_fold" in c for c in comparison.values()):
+        return []
+    heads = list(comparison)
+
+    def reading(c: float, lower_bound: bool) -> str:
+        return f"{'>=' if lower_bound else ''}{c:.1f}x"
+
+    def cell(r: dict) -> str:
+        return (f"{reading(r['baseline_compression'], r['baseline_lower_bound'])} / "
+                f"{reading(r['compression'], r['lower_bound'])} = {r['compression'] / r['baseline_compression']:.2f}")
+
+    lines = ["", f"Per fold: {BASELINE} / {name} compression at equal drop = their ratio (>=: a lower bound, the "
+             "curve ended below the drop).", "", "| seed | fold | " + " | ".join(f"at {h} points" for h in heads)
+             + " |", "|---:|---:|" + "---:|" * len(heads)]
+    for row in zip(*(comparison[h]["per_fold"] for h in heads)):  # every drop reads the same seed x fold rows
+        lines.append(f"| {row[0]['seed']} | {row[0]['fold']} | " + " | ".join(map(cell, row)) + " |")
+    return lines
+
+
 def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
     """The report's figures (Markdown lines): the selected results, compression at equal accuracy, the paired
     ratios, the selection rules, the plot and the goals; the runs' own report and a nested choice across runs
@@ -443,6 +470,7 @@ def figure_lines(model: str, d: dict, comparisons: dict) -> list[str]:
         for h, c in comparison.items():
             lines.append(f"| {h} | {format_ci(c['ratio_geomean'], c['ratio_ci95'], fmt='.2f', unit='x')} "
                          f"| {_p(c['paired_t_p'])} | {_p(c['wilcoxon_p'])} | {c['n']} |")
+        lines += _per_fold_ratios(name, comparison)
         on_path = summary.get("path_comparisons", {}).get(name)
         if on_path:
             lines += ["", "Read on the path curves instead (the rounds before the final fine-tune, SRA+NRP's being SRA's "

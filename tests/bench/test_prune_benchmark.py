@@ -68,6 +68,32 @@ def test_figures_tables_and_plot_from_the_jobs(tmp_path):
     assert rerender_markdown(tmp_path, "lenet5").markdown == md
 
 
+def test_the_ratios_per_fold_are_reported_beside_their_mean(tmp_path):
+    """Each comparison keeps the per-fold readings it pools (a curve that ends below a drop marked as a lower
+    bound), and the report tabulates them."""
+    def job(*call):
+        j = _fake_job(*call)
+        if call[1] == 2 and "SRA+NRP" in j["results"]:
+            j["results"]["SRA+NRP"]["curve"][-1][1] = 0.007  # fold 2's SRA+NRP never loses 1.0 points
+        return j
+
+    s = replace(BenchSettings(), folds=3, seeds=(0,), methods=("torch-l1", "sra"))
+    result = run_prune_benchmark(tmp_path, "lenet5", settings=s, map_jobs=lambda fn, calls: [job(*c) for c in calls])
+    comparison = json.loads(result.json_path.read_text())["summary"]["comparisons"]["SRA+NRP"]
+    for h, c in comparison.items():
+        folds = c["per_fold"]
+        assert [(r["seed"], r["fold"]) for r in folds] == [(0, 0), (0, 1), (0, 2)]
+        ratios = [r["compression"] / r["baseline_compression"] for r in folds]
+        assert c["ratio_geomean"] == pytest.approx(np.exp(np.mean(np.log(ratios))))
+        assert [r["lower_bound"] for r in folds] == [False, False, h == "1.0"]
+    l1 = 10 * 2 ** (2 / 3)
+    assert comparison["0.3"]["per_fold"][1]["compression"] == pytest.approx(2.1 * l1)
+    md = result.markdown
+    assert "Per fold: torch global L1 / SRA+NRP compression at equal drop" in md
+    assert f"| 0 | 1 | {l1:.1f}x / {2.1 * l1:.1f}x = 2.10 |" in md
+    assert f"/ >={2.2 * 40:.1f}x = " in md  # fold 2's curve ends at 40 x 2.2 below 1.0 points
+
+
 def test_every_round_nrp_is_compared_with_the_baseline_beside_sra_nrp(tmp_path):
     s = replace(BenchSettings(), folds=3, seeds=(0,), methods=("torch-l1", "sra", "sra-nrp"))
     result = run_prune_benchmark(tmp_path, "lenet5", settings=s,
