@@ -28,6 +28,7 @@ COMMANDS = {
     "prune-bench": ("sparsegate.sw.cli.prune_bench", "the cross-validated pruning benchmark: folds, seeds, MNIST"),
     "prune-choose": ("sparsegate.sw.cli.prune_choose",
                      "choose a training setting per fold on validation digits across prune-bench reports"),
+    "prune-merge": ("sparsegate.sw.cli.prune_merge", "pool prune-bench reports of disjoint seeds into one report"),
     "rnn": ("sparsegate.sw.cli.rnn", "LSTM on offline text: sparsify weights, neurons and gates (constant gates)"),
 }
 
