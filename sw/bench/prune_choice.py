@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from numbers import Real
 from pathlib import Path
+from typing import Callable
 
 from sparsegate.sw.bench.job_map import MapJobs, finished, job_mapper, sequential_map
 from sparsegate.sw.bench.prune import (TITLES, BenchSettings, aggregate, check_model, figure_lines, format_ci,
@@ -40,9 +41,6 @@ SHARED = ("model", "quick", "dataset", "data_path", "folds", "val_fraction", "fi
 # settings that older reports lack, at the values those runs trained with (and the path curves they drew)
 LEGACY = {"fit_fraction": 1.0, "augment_rotate": 0.0, "augment_scale": 0.0, "weight_decay": 0.0, "finish_from": None,
           "finish_every": 2}
-SETTINGS = ("max_drop", "nrp_drop", "step", "late_step", "max_rounds", "epochs_per_round", "lr", "final_epochs",
-            "base_epochs", "folds", "seeds", "val_fraction", "fit_fraction", "distill", "rewind", "augment_rotate",
-            "augment_scale", "weight_decay", "dataset", "data_path", "finish_from", "finish_every")
 IGNORED = ("methods", "only_folds", "threads")  # which jobs ran, and how: not what a job is
 
 
@@ -75,6 +73,25 @@ def _index(v) -> bool:
 def _is_curve(v) -> bool:
     return isinstance(v, list) and bool(v) and all(
         isinstance(p, list) and len(p) == 2 and all(map(_number, p)) and p[0] > 0 for p in v)
+
+
+def _or_null(kind: tuple[str, Callable]) -> tuple[str, Callable]:
+    return f"{kind[0]} or null", lambda v: v is None or kind[1](v)
+
+
+_NUMBER, _WHOLE = ("a finite number", _number), ("a whole number", _index)
+_WHOLES = ("a list of whole numbers", lambda v: isinstance(v, list) and all(map(_index, v)))
+_TEXT = ("a string", lambda v: isinstance(v, str))
+# setting -> (what it must hold, its check): every setting a report's figures, its Markdown or a merged run read
+SETTINGS = {
+    **dict.fromkeys(("max_drop", "nrp_drop", "step", "late_step", "lr", "val_fraction", "fit_fraction", "distill",
+                     "augment_rotate", "augment_scale", "weight_decay"), _NUMBER),
+    **dict.fromkeys(("max_rounds", "epochs_per_round", "final_epochs", "folds", "finish_every"), _WHOLE),
+    "base_epochs": _or_null(_WHOLE), "seeds": _WHOLES, "rewind": ("true or false", lambda v: isinstance(v, bool)),
+    "dataset": _TEXT, "data_path": _or_null(_TEXT), "finish_from": _or_null(_NUMBER),
+}
+OPTIONAL = {"methods": ("a list of method names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+            "only_folds": _or_null(_WHOLES), "threads": _or_null(_WHOLE)}  # run options, IGNORED by the choice
 
 
 def _check_row(where: str, r) -> None:
@@ -126,16 +143,17 @@ def load_report(path: str | Path) -> dict:
     s = d.get("settings")
     if not isinstance(s, dict) or not isinstance(d.get("quick"), bool):
         raise ChoiceError(f"{path}: settings and quick: expected an object and true/false")
-    for key in SETTINGS:
-        if key not in s and key not in LEGACY:
+    for key, (what, ok) in {**SETTINGS, **OPTIONAL}.items():
+        if key not in s and key not in LEGACY and key not in OPTIONAL:
             raise ChoiceError(f"{path}: settings.{key}: missing")
-    if not _number(s["max_drop"]) or not isinstance(s["folds"], int):
-        raise ChoiceError(f"{path}: settings.max_drop / folds: expected a number and an integer")
+        if key in s and not ok(s[key]):
+            raise ChoiceError(f"{path}: settings.{key}: expected {what}, got {str(s[key])[:40]!r}")
     finish_from, finish_every = s.get("finish_from"), s.get("finish_every", LEGACY["finish_every"])
-    if not (finish_from is None or _number(finish_from) and finish_from > 0) or not _index(finish_every) \
-            or finish_every < 1:
+    if not (finish_from is None or finish_from > 0) or finish_every < 1:
         raise ChoiceError(f"{path}: settings.finish_from / finish_every: expected null or a compression > 0, and "
                           "a whole number >= 1")
+    if not _number(d.get("wall_time_s", 0.0)):
+        raise ChoiceError(f"{path}: wall_time_s: expected a finite number of seconds")
     for i, job in enumerate(d["jobs"]):
         where = f"{path}: jobs[{i}]"
         if not isinstance(job, dict) or not all(isinstance(job.get(k), int) for k in ("seed", "fold")):

@@ -66,8 +66,6 @@ def merge_seed_runs(reports: list[tuple[str, dict]]) -> Merged:
             if key != "seeds" and s[key] != first_s[key]:
                 raise MergeError(f"{source}: settings.{key} is {s[key]!r}, {first_source} has {first_s[key]!r}: "
                                  "only the seeds may differ")
-        if not isinstance(s["seeds"], tuple) or not all(isinstance(x, int) for x in s["seeds"]):
-            raise MergeError(f"{source}: settings.seeds: expected a list of integers")
         shared = sorted(set(s["seeds"]) & set(seeds))
         if shared:
             raise MergeError(f"{source}: seed {shared[0]} is in another report too; the runs must not share a seed")
@@ -77,7 +75,7 @@ def merge_seed_runs(reports: list[tuple[str, dict]]) -> Merged:
         seeds += s["seeds"]
     settings = BenchSettings(**{**first_s, "seeds": tuple(seeds)})
     return Merged(first["model"], first["quick"], settings, [job for _, d in reports for job in d["jobs"]],
-                  sum(float(d.get("wall_time_s") or 0.0) for _, d in reports),
+                  sum(d.get("wall_time_s", 0.0) for _, d in reports),
                   tuple(source for source, _ in reports))
 
 
