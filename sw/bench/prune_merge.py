@@ -54,11 +54,11 @@ def merge_seed_runs(reports: list[tuple[str, dict]]) -> Merged:
     for source, d in reports:
         if "varied" in d:
             raise MergeError(f"{source}: a nested choice's report; merge the runs it chose among, then choose")
+    parsed = [_settings(source, d) for source, d in reports]
     first_source, first = reports[0]
-    first_s = _settings(first_source, first)
+    first_s = parsed[0]
     seeds: list[int] = []
-    for source, d in reports:
-        s = _settings(source, d)
+    for (source, d), s in zip(reports, parsed):
         for key in ("model", "quick"):
             if d[key] != first[key]:
                 raise MergeError(f"{source}: {key} is {d[key]!r}, {first_source} has {first[key]!r}")
