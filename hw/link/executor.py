@@ -151,6 +151,13 @@ class Executor(wiring.Component):
         idx_end = Signal()
         m.d.sync += [wbytes_m1.eq(wbytes - 1), idx_end.eq(idx == rlen)]
         m.d.comb += [host.wr_data.eq(word), host.wr_mem.eq(mem), host.wr_addr.eq(waddr), self.buf.addr.eq(cnt)]
+        # which byte of the word W_PUT fills: one flip-flop per byte, set in W_GET, so each byte's enable is a
+        # register, not the FSM's state decode (fsm_state -> the word's bytes was the critical path on the 85F)
+        put = Signal(self.max_wb)
+        m.d.sync += put.eq(0)
+        for i in range(self.max_wb):
+            with m.If(put[i]):
+                m.d.sync += word.word_select(i, 8).eq(rd_byte)
 
         # ---- READ_REGS / READ_OUTPUTS / ID: payload bytes
         sel = Signal(8)
@@ -279,10 +286,9 @@ class Executor(wiring.Component):
             with m.State("W_READ"):         # buffer address presented
                 m.next = "W_GET"
             with m.State("W_GET"):          # buffer byte available: registered next to the block RAM
-                m.d.sync += cnt.eq(cnt + 1)
+                m.d.sync += [cnt.eq(cnt + 1), put.eq(1 << k)]
                 m.next = "W_PUT"
-            with m.State("W_PUT"):          # into the word
-                m.d.sync += word.word_select(k, 8).eq(rd_byte)
+            with m.State("W_PUT"):          # into the word (``put``)
                 with m.If(k == wbytes_m1):
                     m.next = "W_WRITE"
                 with m.Else():
