@@ -333,7 +333,8 @@ def _markdown(data: dict) -> str:
         f"({', '.join(f'{k} {int(100 * v)}%' for k, v in mag['prune_ratios'].items())} removed), fine-tuned "
         f"{mag['finetune_epochs']} epoch(s);",
         f"* **sra-nrp**: SRA to {100 * sra['target_sparsity']:g}% sparsity ({sra['rounds_run']} round(s) of "
-        f"{100 * sra['step']:g}% / {100 * sra['late_step']:g}% steps, {sra['finetune_epochs']} fine-tune epoch(s) each) "
+        f"{100 * sra['step']:g}% / {100 * sra['late_step']:g}% steps, {sra['finetune_epochs']} fine-tune epoch(s) each at "
+        f"learning rate {sra['finetune_lr']:g}, weight decay {sra['finetune_weight_decay']:g}) "
         f"then NRP (guard {100 * sra['nrp_drop']:g} points), decisions on {sra['val_size']} validation digits: "
         f"**{sra['compression']:.1f}x** compression (params), {100 * sra['mac_reduction']:.1f}% of the MACs removed, "
         f"float test accuracy {100 * sra['test_accuracy']:.2f}% (dense {100 * sra['base_test_accuracy']:.2f}%).",

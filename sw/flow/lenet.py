@@ -142,8 +142,12 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
     from sparsegate.sw.prune.counting import layer_table
     from sparsegate.sw.prune.iterative import accuracy, split_validation
 
+    schedule = ScheduleParams(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step)
+    options = PruneOptions("sra", schedule, nrp=True, nrp_drop=nrp_drop, finetune_epochs=finetune_epochs,
+                           progress=False)
     settings = dict(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step,
-                    finetune_epochs=finetune_epochs, nrp_drop=nrp_drop, val_size=val_size, train_epochs=train_epochs)
+                    finetune_epochs=finetune_epochs, finetune_lr=options.lr, finetune_weight_decay=options.weight_decay,
+                    nrp_drop=nrp_drop, val_size=val_size, train_epochs=train_epochs)
     paths = None
     if cache is not None and model is None and data is None:
         paths = tuple(cache_file(cache, "lenet5_sra_nrp", suffix, **settings) for suffix in (".bin", ".json"))
@@ -155,9 +159,7 @@ def sra_nrp_lenet5(cache: str | Path | None = None, model=None, data=None, *, ta
     start = time.perf_counter()
     pruned = copy.deepcopy(model)
     fit_ds, val_ds = split_validation(train_ds, val_size)
-    schedule = ScheduleParams(target_sparsity=target_sparsity, rounds=rounds, step=step, late_step=late_step)
-    outcome = prune_model(pruned, PruneOptions("sra", schedule, nrp=True, nrp_drop=nrp_drop,
-                                               finetune_epochs=finetune_epochs, progress=False), fit_ds, val_ds)
+    outcome = prune_model(pruned, options, fit_ds, val_ds)
     pruned.eval()
     table = layer_table(pruned, outcome.masks)
     qnet = quantize_model(pruned, calibration_split(train_ds), outcome.masks, name="lenet5-sra-nrp")

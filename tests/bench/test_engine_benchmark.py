@@ -11,6 +11,7 @@ import pytest
 
 from sparsegate.sw.bench import engine
 from sparsegate.sw.bench.routed_builds import SweepFormatError, read_sweep
+from sparsegate.sw.prune import PruneOptions
 from sparsegate.sw.util.atomic_io import write_json
 
 FIELDS = {"lanes", "cycles", "source", "model_cycles", "ideal_cycles", "utilisation", "dense_cycles", "speedup",
@@ -81,6 +82,8 @@ def test_quick_run_has_every_figure_per_network_variant_and_lane_count(quick_run
         assert net["energy"]["commands_match_hardware"] is True
     sra = data["networks"]["sra-nrp"]["pruning"]
     assert sra["method"] == "sra+nrp" and sra["compression"] > 1.5
+    defaults = PruneOptions("sra")  # the fine-tune the network ran with is part of what the report states
+    assert (sra["finetune_lr"], sra["finetune_weight_decay"]) == (defaults.lr, defaults.weight_decay)
     assert {g["goal"] for g in data["goals"]} >= {"utilisation at P=16 >= 90%", "utilisation at P=32 >= 80%",
                                                   "cycles(P=1) / cycles(P=16) >= 14", "every run bit-exact",
                                                   "speed-up vs dense >= 0.9x the MAC reduction at P=16"}
@@ -105,6 +108,8 @@ def test_tables_show_the_json_figures(quick_run):
                 assert _num(cell) == pytest.approx(p[key], abs=0.005)
         for variant, res in net["engines"].items():
             assert f"{variant} **{res['cycles_1_over_16']:.2f}**" in md
+    sra = data["networks"]["sra-nrp"]["pruning"]
+    assert f"learning rate {sra['finetune_lr']:g}, weight decay {sra['finetune_weight_decay']:g})" in md
     for goal in data["goals"]:
         assert goal["text"] in md
     measured = _table(md, "**Bit-exactness of the Verilator runs:**")
