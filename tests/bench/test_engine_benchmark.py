@@ -110,6 +110,8 @@ def test_tables_show_the_json_figures(quick_run):
             assert f"{variant} **{res['cycles_1_over_16']:.2f}**" in md
     sra = data["networks"]["sra-nrp"]["pruning"]
     assert f"learning rate {sra['finetune_lr']:g}, weight decay {sra['finetune_weight_decay']:g})" in md
+    mag = data["networks"]["magnitude"]["pruning"]
+    assert f"learning rate {mag['finetune_lr']:g}, weight decay {mag['finetune_weight_decay']:g};" in md
     for goal in data["goals"]:
         assert goal["text"] in md
     measured = _table(md, "**Bit-exactness of the Verilator runs:**")
