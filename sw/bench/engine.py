@@ -51,7 +51,7 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
     from sparsegate.sw.bench.builds import gateware_sources_digest
     from sparsegate.sw.bench.routed_builds import find_sweep, read_sweep
     from sparsegate.sw.flow.demo import DEMO_NRP_DROP, DEMO_SPARSITY
-    from sparsegate.sw.flow.lenet import MAGNITUDE_FINETUNE_LR, PRUNE_RATIOS, pruned_lenet5, sra_nrp_lenet5
+    from sparsegate.sw.flow.lenet import MAGNITUDE_FINETUNE, PRUNE_RATIOS, pruned_lenet5, sra_nrp_lenet5
     from sparsegate.sw.ir.weight_image import decode_image
     from sparsegate.sw.ml.threads import pinned_threads
     from sparsegate.sw.prune.iterative import VAL_SIZE
@@ -65,8 +65,8 @@ def run_engine_benchmark(out_dir, quick: bool = False, log=print, model=None, sw
         sra = sra_nrp_lenet5(cache, model, nrp_drop=DEMO_NRP_DROP, val_size=VAL_SIZE, **budget)
     log(f"[bench] networks ready ({time.perf_counter() - t0:.0f} s)")
     pruning = {"magnitude": {"method": "magnitude", "prune_ratios": dict(PRUNE_RATIOS),
-                             "finetune_epochs": 0 if quick else 1, "finetune_lr": MAGNITUDE_FINETUNE_LR,
-                             "finetune_weight_decay": 0.0},
+                             "finetune_epochs": 0 if quick else 1,
+                             **{f"finetune_{k}": v for k, v in MAGNITUDE_FINETUNE.items()}},
                "sra-nrp": {"method": "sra+nrp", **sra.settings, "compression": sra.compression,
                            "mac_reduction": sra.mac_reduction, "base_test_accuracy": sra.base_test_accuracy,
                            "test_accuracy": sra.test_accuracy, "rounds_run": sra.rounds, "wall_s": sra.wall_s}}
@@ -335,8 +335,8 @@ def _markdown(data: dict) -> str:
         f"{mag['finetune_epochs']} epoch(s) at learning rate {mag['finetune_lr']:g}, weight decay "
         f"{mag['finetune_weight_decay']:g};",
         f"* **sra-nrp**: SRA to {100 * sra['target_sparsity']:g}% sparsity ({sra['rounds_run']} round(s) of "
-        f"{100 * sra['step']:g}% / {100 * sra['late_step']:g}% steps, {sra['finetune_epochs']} fine-tune epoch(s) each at "
-        f"learning rate {sra['finetune_lr']:g}, weight decay {sra['finetune_weight_decay']:g}) "
+        f"{100 * sra['step']:g}% / {100 * sra['late_step']:g}% steps, {sra['finetune_epochs']} fine-tune epoch(s) "
+        f"each at learning rate {sra['finetune_lr']:g}, weight decay {sra['finetune_weight_decay']:g}) "
         f"then NRP (guard {100 * sra['nrp_drop']:g} points), decisions on {sra['val_size']} validation digits: "
         f"**{sra['compression']:.1f}x** compression (params), {100 * sra['mac_reduction']:.1f}% of the MACs removed, "
         f"float test accuracy {100 * sra['test_accuracy']:.2f}% (dense {100 * sra['base_test_accuracy']:.2f}%).",

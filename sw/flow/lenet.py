@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAGNITUDE_FINETUNE_LR", "PRUNE_RATIOS", "SRANRPNetwork", "cache_file", "pruned_lenet5", "sra_nrp_lenet5", "torch_int_reference",
-           "test_digits", "trained_lenet5"]
+__all__ = ["MAGNITUDE_FINETUNE", "PRUNE_RATIOS", "SRANRPNetwork", "cache_file", "pruned_lenet5", "sra_nrp_lenet5",
+           "torch_int_reference", "test_digits", "trained_lenet5"]
 
 #: Fraction of weights removed per layer.
 PRUNE_RATIOS = {"conv1": 0.4, "conv2": 0.85, "fc1": 0.95, "fc2": 0.8}
-#: Learning rate of the magnitude-pruned network's fine-tune (no weight decay).
-MAGNITUDE_FINETUNE_LR = 5e-4
+#: The magnitude-pruned network's fine-tune (``TrainConfig`` fields; reports state them from here).
+MAGNITUDE_FINETUNE = {"lr": 5e-4, "weight_decay": 0.0}
 
 
 def cache_file(cache: str | Path | None, stem: str, suffix: str, **settings) -> Path | None:
@@ -69,8 +69,8 @@ def pruned_lenet5(cache: str | Path | None = None, model=None, data=None, *, fin
     pruned = copy.deepcopy(model)
     masks = layer_magnitude_masks(pruned, PRUNE_RATIOS)
     if finetune_epochs:
-        config = TrainConfig(epochs=finetune_epochs, lr=MAGNITUDE_FINETUNE_LR, seed=1, weight_decay=0.0, progress=False)
-        train(pruned, train_ds, config, masks=masks)
+        train(pruned, train_ds, TrainConfig(epochs=finetune_epochs, seed=1, progress=False, **MAGNITUDE_FINETUNE),
+              masks=masks)
     pruned.eval()
     calib = calibration_split(train_ds)
     pruned_img = encode_image(quantize_model(pruned, calib, masks, name="lenet5-pruned"))
